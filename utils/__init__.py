@@ -1,0 +1,1 @@
+"""Layers, models, data loading, the representation callback, run-folder I/O and plotting."""
