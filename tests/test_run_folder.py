@@ -1,0 +1,161 @@
+"""Run-folder I/O: atomic writes, pickle-free loads with clear errors, config validation, file names."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from utils import run_folder as rf
+
+
+def _gaussian_layer(name="dropout", p=0.2, dim=4):
+    return {"name": name, "dim": dim, "dropout": "gaussian", "p": p, "noise_std": math.sqrt(p / (1 - p))}
+
+
+def _info_layer(name="dropout", dim=4):
+    return {"name": name, "dim": dim, "dropout": "information", "p": None, "noise_std": None,
+            "alpha_max": 0.7, "beta": 3.0, "prior": "lognormal"}
+
+
+def _run(tmp_path, layers):
+    rf.save_json(tmp_path / rf.CONFIG_NAME, {"flags": {}, "layers": layers})
+    return tmp_path
+
+
+def test_npy_round_trip_and_no_temp_files_left(tmp_path):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    path = tmp_path / "sub" / "a.npy"
+    rf.save_npy(path, a)
+    np.testing.assert_array_equal(rf.load_npy(path), a)
+    assert rf.load_npy(path).dtype == np.float32
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.npy"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's owner-only 0o600
+
+
+def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "a.npy"
+    rf.save_npy(path, np.zeros(3))
+
+    def broken_save(fh, arr, allow_pickle):
+        fh.write(b"\x93NUMPY partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        rf.save_npy(path, np.ones(3))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(rf.load_npy(path), np.zeros(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]
+
+
+def test_object_arrays_and_nan_json_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="pickle"):
+        rf.save_npy(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError):
+        rf.save_json(tmp_path / "x.json", {"0": float("nan")})
+    assert not list(tmp_path.iterdir())
+
+
+def test_load_errors_name_the_file(tmp_path):
+    missing = tmp_path / "missing.npy"
+    with pytest.raises(FileNotFoundError, match="missing.npy"):
+        rf.load_npy(missing)
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not an npy file at all")
+    with pytest.raises(ValueError, match="garbage.npy"):
+        rf.load_npy(garbage)
+    pickled = tmp_path / "pickled.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="pickled.npy"):
+        rf.load_npy(pickled)
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{oops")
+    with pytest.raises(ValueError, match="bad.json"):
+        rf.load_json(bad_json)
+
+
+def test_file_names_follow_the_readme(tmp_path):
+    assert rf.representation_path(tmp_path, "train", 4).name == "no_noise_train_representations_4.npy"
+    assert rf.representation_path(tmp_path, "test", 0, "fc_2").name == "no_noise_test_representations_fc_2_0.npy"
+    assert rf.alpha_path(tmp_path, "test", 10).name == "alpha_test_10.npy"
+    assert rf.alpha_path(tmp_path, "train", 10, "d").name == "alpha_train_d_10.npy"
+    assert rf.inputs_path(tmp_path, "train").name == "train_inputs.npy"
+    assert rf.labels_path(tmp_path, "test").name == "test_labels.npy"
+    assert rf.ip_path(tmp_path, "test", "mi_zy").relative_to(tmp_path).as_posix() == "IP/val_mi_zy.json"
+    assert rf.ip_path(tmp_path, "train", "mi_xz", "d").name == "train_mi_xz_d.json"
+    assert rf.ip_path(tmp_path, "train", "mi_zy", "d").name == "train_mi_zy.json"
+    for bad in (lambda: rf.representation_path(tmp_path, "val", 0), lambda: rf.alpha_path(tmp_path, "train", -1),
+                lambda: rf.representation_path(tmp_path, "train", 1, "a/b"),
+                lambda: rf.ip_path(tmp_path, "train", "mi_xy")):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_load_config_checks_the_layers(tmp_path):
+    run = _run(tmp_path, [_gaussian_layer()])
+    assert rf.load_config(run)["layers"][0]["noise_std"] == pytest.approx(0.5)
+    with pytest.raises(FileNotFoundError, match="run folder"):
+        rf.load_config(tmp_path / "elsewhere")
+    defects = {r"\.noise_std": dict(_gaussian_layer(), noise_std=0.2),
+               r"\.dropout": dict(_gaussian_layer(), dropout="poisson"),
+               r"\.p must": dict(_gaussian_layer(), p=1.0, noise_std=1.0),
+               r"\.dim": dict(_gaussian_layer(), dim=0),
+               "lacks 'alpha_max'": {k: v for k, v in _info_layer().items() if k != "alpha_max"}}
+    for pattern, layer in defects.items():
+        _run(tmp_path, [layer])
+        with pytest.raises(ValueError, match=pattern):
+            rf.load_config(run)
+    _run(tmp_path, [_gaussian_layer(), _gaussian_layer()])
+    with pytest.raises(ValueError, match="unique"):
+        rf.load_config(run)
+    (tmp_path / rf.CONFIG_NAME).write_text(json.dumps({"layers": []}))
+    with pytest.raises(ValueError, match="config.json"):
+        rf.load_config(run)
+
+
+def test_saved_epochs_and_loaders_single_layer(tmp_path):
+    run = _run(tmp_path, [_info_layer()])
+    for epoch in (0, 2, 10):
+        rf.save_npy(rf.representation_path(run, "train", epoch), np.full((3, 4), epoch, np.float32))
+    for epoch in (0, 10):  # epoch 2 lacks its alpha file: incomplete
+        rf.save_npy(rf.alpha_path(run, "train", epoch), np.ones((3, 4), np.float32))
+    assert rf.saved_epochs(run, "train") == [0, 10]
+    assert rf.saved_epochs(run, "test") == []
+    assert rf.load_representations(run, "train", 10)[0, 0] == 10
+    assert rf.load_representations(run, "train", 10, layer="dropout")[0, 0] == 10
+    assert rf.load_alphas(run, "train", 0).shape == (3, 4)
+    with pytest.raises(ValueError, match="one analysed dropout layer"):
+        rf.load_representations(run, "train", 10, layer="other")
+
+
+def test_saved_epochs_and_loaders_several_layers(tmp_path):
+    run = _run(tmp_path, [_gaussian_layer("a"), _gaussian_layer("b", p=0.5)])
+    for name, epochs in (("a", (0, 1, 2)), ("b", (0, 2))):
+        for epoch in epochs:
+            rf.save_npy(rf.representation_path(run, "test", epoch, name), np.zeros((2, 4), np.float32))
+    assert rf.saved_epochs(run, "test") == [0, 2]
+    assert rf.load_representations(run, "test", 1, layer="a").shape == (2, 4)
+    with pytest.raises(ValueError, match="several"):
+        rf.load_representations(run, "test", 0)
+    with pytest.raises(ValueError, match="information"):
+        rf.load_alphas(run, "test", 0, layer="a")
+
+
+def test_inputs_labels_and_ip_dictionaries(tmp_path):
+    run = _run(tmp_path, [_gaussian_layer()])
+    rf.save_npy(rf.inputs_path(run, "test"), np.zeros((5, 2, 2, 1), np.float32))
+    rf.save_npy(rf.labels_path(run, "test"), np.arange(5))
+    x, y = rf.load_inputs_labels(run, "test")
+    assert x.shape == (5, 2, 2, 1) and y.tolist() == [0, 1, 2, 3, 4]
+    rf.save_npy(rf.labels_path(run, "test"), np.arange(4))
+    with pytest.raises(ValueError, match="5 rows"):
+        rf.load_inputs_labels(run, "test")
+    assert rf.load_ip(run, "train", "mi_zy") == {}
+    rf.save_json(rf.ip_path(run, "train", "mi_zy"), {"10": 1.5, "2": 1.0, "0": None})
+    assert list(rf.load_ip(run, "train", "mi_zy").items()) == [(0, None), (2, 1.0), (10, 1.5)]
+    rf.save_json(rf.ip_path(run, "train", "mi_zy"), {"x": 1.0})
+    with pytest.raises(ValueError, match="train_mi_zy.json"):
+        rf.load_ip(run, "train", "mi_zy")

@@ -1,0 +1,349 @@
+"""The Keras callback that records dropout representations and information-plane surrogates.
+
+Adilova, Geiger & Fischer (ICLR 2023), sections 4-5: at epoch 0 (before training), every
+``save_every`` epochs and at the last epoch it saves, in inference mode and on un-augmented inputs,
+the noise-free input f(x) of every dropout layer (and alpha(x) for information dropout) for a fixed set
+of training inputs and for the test inputs. The estimators draw the noise again from ``config.json``.
+
+Every epoch it also records the paper's cheap information-plane coordinates on both splits:
+
+* I(X;Z) ~ mean over inputs of KL(p(z|x) || prior), summed over units (information dropout;
+  Achille & Soatto 2018); 0 for Gaussian and Bernoulli dropout, which have no such term;
+* I(Y;Z) >= H(Y) - cross-entropy (a variational lower bound), H(Y) from that split's label counts.
+
+Both are evaluated at the end of the epoch on fixed inputs (not averaged over the training batches),
+with the dropout noise on, as in the paper, but with every other layer (batch norm, augmentation) in
+inference mode: the model is cloned with its own layers shared (same weights) and each dropout layer
+wrapped so that it always draws noise. When no dropout layer lies downstream of another, the dropout
+inputs of that noisy pass are the noise-free f(x), so one pass gives both.
+
+:class:`HistoryCSV` writes ``history.csv`` (one row per epoch, rewritten atomically, resume-safe).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from scipy.special import log_softmax
+from tqdm.auto import tqdm
+
+from mi_estimators.discrete import discrete_entropy
+from utils import run_folder as rf
+from utils.layers import InformationDropout, dropout_layers, noise_spec
+
+PROB_FLOOR = 1e-7
+"""Probabilities are clipped here before the log, as Keras' cross-entropy does."""
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy", "learning_rate", "seconds",
+                   "callback_seconds")
+
+
+class _AlwaysNoisy(keras.layers.Layer):
+    """Calls the wrapped dropout layer in training mode whatever mode the model runs in.
+
+    ``call`` takes no ``training`` argument, so a functional model never overrides it.
+    """
+
+    def __init__(self, layer: keras.layers.Layer) -> None:
+        super().__init__(name=f"{layer.name}_always_noisy")
+        self.inner = layer
+
+    def call(self, inputs: Any) -> Any:
+        return self.inner(inputs, training=True)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.inner.compute_output_shape(input_shape)
+
+
+class _Alpha(keras.layers.Layer):
+    """alpha(x) of an information-dropout layer from its [f, alpha_logits] inputs."""
+
+    def __init__(self, layer: InformationDropout) -> None:
+        super().__init__(name=f"{layer.name}_alpha")
+        self.inner = layer
+
+    def call(self, inputs: Any) -> Any:
+        return self.inner.alpha(inputs[1])
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[1]
+
+
+class _KL(keras.layers.Layer):
+    """Per-sample KL term of an information-dropout layer from its [f, alpha_logits] inputs."""
+
+    def __init__(self, layer: InformationDropout) -> None:
+        super().__init__(name=f"{layer.name}_kl")
+        self.inner = layer
+
+    def call(self, inputs: Any) -> Any:
+        return self.inner.kl_divergence(inputs[0], self.inner.alpha(inputs[1]))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0][0],)
+
+
+def _f_tensor(inputs: Any) -> Any:
+    return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+
+
+def analysed_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The dropout layers of ``model`` the callback analyses (``utils.layers.dropout_layers``).
+
+    Raises ValueError when there is none, when one sits inside a nested model or is called more than
+    once (its input would be ambiguous), or when the model has more than one output.
+    """
+    layers = dropout_layers(model)
+    if not layers:
+        raise ValueError(f"model {model.name!r} has no Gaussian, information or Bernoulli dropout layer")
+    top = {id(layer) for layer in model.layers}
+    for layer in layers:
+        if id(layer) not in top:
+            raise ValueError(f"dropout layer {layer.name!r} sits inside a nested model; the callback needs "
+                             "dropout layers at the top level of the model")
+        try:
+            layer.input
+        except (AttributeError, ValueError) as err:
+            raise ValueError(f"dropout layer {layer.name!r} must be called exactly once ({err})") from None
+    if len(model.outputs) != 1:
+        raise ValueError(f"the callback needs a model with one output (class scores), got {len(model.outputs)}")
+    return layers
+
+
+def layer_entries(model: keras.Model) -> list[dict]:
+    """``config.json`` ``layers``: per analysed layer its name, dim (units per sample), shape of f(x)
+    and the fields of :func:`utils.layers.noise_spec` (the one source of the noise level)."""
+    entries = []
+    for layer in analysed_layers(model):
+        shape = [int(s) for s in _f_tensor(layer.input).shape[1:]]
+        entries.append({"name": layer.name, "dim": int(np.prod(shape)), "shape": shape, **noise_spec(layer)})
+    return entries
+
+
+def _check_xy(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y).reshape(-1)
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"{split} inputs and labels must be non-empty and of equal length, "
+                         f"got {len(x)} and {len(y)}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{split} labels must be integer class indices, got dtype {y.dtype}")
+    return x, y.astype(np.int64)
+
+
+class RepresentationCallback(keras.callbacks.Callback):
+    """Writes dropout representations and per-epoch IP surrogates of any Keras model to ``run_dir``.
+
+    ``train`` and ``test`` are ``(inputs, labels)``: the (un-augmented) inputs whose representations
+    are saved. ``metrics_subset`` fixes how many of the training inputs (a seeded subset) enter the
+    per-epoch KL/cross-entropy means; None uses all. The model must have one output of class
+    probabilities (``from_logits=False``) or logits, and its dropout layers (found by
+    ``utils.layers.dropout_layers``) must be top-level layers called once. Epochs are counted as
+    completed epochs: 0 is before training, e after e epochs. Seconds spent per epoch are added to
+    the epoch's logs as ``callback_seconds``.
+    """
+
+    def __init__(self, run_dir: str | Path, train: tuple[np.ndarray, np.ndarray],
+                 test: tuple[np.ndarray, np.ndarray], *, save_every: int = 1, metrics_subset: int | None = None,
+                 seed: int = 0, batch_size: int = 1024, from_logits: bool = False, verbose: bool = False) -> None:
+        super().__init__()
+        if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
+            raise ValueError(f"save_every must be an integer >= 1, got {save_every!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.run_dir = Path(run_dir)
+        self.data = {"train": _check_xy(*train, "train"), "test": _check_xy(*test, "test")}
+        n_train = len(self.data["train"][1])
+        if metrics_subset is None or (isinstance(metrics_subset, int) and metrics_subset >= n_train):
+            self.metric_rows = None
+        elif isinstance(metrics_subset, bool) or not isinstance(metrics_subset, int) or metrics_subset < 1:
+            raise ValueError(f"metrics_subset must be a positive integer or None, got {metrics_subset!r}")
+        else:
+            self.metric_rows = np.sort(np.random.default_rng(seed).choice(n_train, metrics_subset, replace=False))
+        self.save_every = save_every
+        self.batch_size = batch_size
+        self.from_logits = from_logits
+        self.verbose = verbose
+        self.seconds: dict[int, float] = {}
+        self._built = False
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _build(self) -> None:
+        model = self.model
+        layers = analysed_layers(model)
+        layer_inputs = [layer.input for layer in layers]
+        self.tags = [layer.name if len(layers) > 1 else None for layer in layers]
+        self.is_info = [isinstance(layer, InformationDropout) for layer in layers]
+        dropout_ids = {id(layer) for layer in layers}
+        # A dropout input computed downstream of another (noisy) dropout layer is not noise-free.
+        roots = all(not any(id(a) in dropout_ids for a in keras.Model(model.inputs, inp).layers)
+                    for inp in layer_inputs)
+        with model.distribute_strategy.scope():
+            wrapped = {}
+
+            def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+                if id(layer) in dropout_ids:
+                    wrapped[id(layer)] = _AlwaysNoisy(layer)
+                    return wrapped[id(layer)]
+                return layer  # shared, so the clone computes with the current weights
+
+            noisy = keras.models.clone_model(model, clone_function=clone)
+            noisy_inputs = [wrapped[id(layer)].input for layer in layers]
+            kl = [_KL(layer)(inp) for layer, inp, info in zip(layers, noisy_inputs, self.is_info) if info]
+            self._metric_model = keras.Model(noisy.inputs, [noisy.outputs[0], *kl])
+            reprs = []
+            for layer, inp, info in zip(layers, noisy_inputs if roots else layer_inputs, self.is_info):
+                reprs.extend([inp[0], _Alpha(layer)(inp)] if info else [inp])
+            if roots:
+                self._save_model = keras.Model(noisy.inputs, [noisy.outputs[0], *kl, *reprs])
+            else:
+                self._save_model = keras.Model(model.inputs, reprs)
+        self._combined = roots
+        self._built = True
+
+    # -- Keras hooks ----------------------------------------------------------------------------
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if not self._built:
+            self._build()
+        for split, (x, y) in self.data.items():
+            if not rf.inputs_path(self.run_dir, split).exists():
+                rf.save_npy(rf.inputs_path(self.run_dir, split), x)
+            if not rf.labels_path(self.run_dir, split).exists():
+                rf.save_npy(rf.labels_path(self.run_dir, split), y)
+        self.ip = {(split, q, tag): rf.load_ip(self.run_dir, split, q, tag)
+                   for split in rf.SPLITS for q, tag in self._ip_keys()}
+        # Converted once: predict_on_batch on tensor slices saves a numpy-to-tensor copy per pass.
+        single = self.model.distribute_strategy.num_replicas_in_sync == 1
+        as_input = keras.ops.convert_to_tensor if single else np.asarray
+        self._x = {split: as_input(x) for split, (x, _) in self.data.items()}
+        self._x_metric = None if self.metric_rows is None else as_input(self.data["train"][0][self.metric_rows])
+        if not self._epoch_complete(0):
+            self.record(0, save=True)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        done = epoch + 1
+        last = self.params.get("epochs") if self.params else None
+        seconds = self.record(done, save=done % self.save_every == 0 or done == last)
+        if logs is not None:
+            logs["callback_seconds"] = seconds
+
+    # -- work -----------------------------------------------------------------------------------
+    def _ip_keys(self) -> list[tuple[str, str | None]]:
+        return [("mi_xz", tag) for tag in self.tags] + [("mi_zy", None)]
+
+    def _epoch_complete(self, epoch: int) -> bool:
+        files = [rf.representation_path(self.run_dir, s, epoch, t) for s in rf.SPLITS for t in self.tags]
+        files += [rf.alpha_path(self.run_dir, s, epoch, t)
+                  for s in rf.SPLITS for t, info in zip(self.tags, self.is_info) if info]
+        return all(p.exists() for p in files) and all(epoch in d for d in self.ip.values())
+
+    def _predict(self, model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
+        if model.distribute_strategy.num_replicas_in_sync > 1:
+            # predict() splits each batch over the replicas; predict_on_batch() would not.
+            out = model.predict(x, batch_size=self.batch_size, verbose=0)
+            return list(out) if isinstance(out, (list, tuple)) else [out]
+        # A loop of predict_on_batch skips predict()'s tf.data pipeline: half the time for the fc net.
+        starts = range(0, len(x), self.batch_size)
+        parts = []
+        for i in tqdm(starts, desc="representations", unit="batch", leave=False,
+                      disable=True if not self.verbose or len(starts) < 20 else None):
+            out = model.predict_on_batch(x[i:i + self.batch_size])
+            parts.append(list(out) if isinstance(out, (list, tuple)) else [out])
+        return [np.concatenate(arrays) for arrays in zip(*parts)]
+
+    def _cross_entropy(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if self.from_logits:
+            return -log_softmax(scores.astype(np.float64), axis=1)[np.arange(len(y)), y]
+        p = scores.astype(np.float64)
+        p = p / p.sum(axis=1, keepdims=True)
+        return -np.log(np.clip(p[np.arange(len(y)), y], PROB_FLOOR, 1.0))
+
+    def _surrogates(self, split: str, outputs: list[np.ndarray], y: np.ndarray) -> None:
+        """Queue mean KL per layer and H(Y) - mean cross-entropy of ``split`` from the noisy outputs."""
+        kls = iter(outputs[1:])
+        self._pending[(split, "mi_zy", None)] = discrete_entropy(y) - float(np.mean(self._cross_entropy(outputs[0], y)))
+        for tag, info in zip(self.tags, self.is_info):
+            self._pending[(split, "mi_xz", tag)] = float(np.mean(next(kls))) if info else 0.0
+
+    def _save_representations(self, split: str, epoch: int, arrays: list[np.ndarray]) -> None:
+        it = iter(arrays)
+        for tag, info in zip(self.tags, self.is_info):
+            f = next(it)
+            rf.save_npy(rf.representation_path(self.run_dir, split, epoch, tag),
+                        f.reshape(len(f), -1).astype(np.float32, copy=False))
+            if info:
+                alpha = next(it)
+                rf.save_npy(rf.alpha_path(self.run_dir, split, epoch, tag),
+                            alpha.reshape(len(alpha), -1).astype(np.float32, copy=False))
+
+    def record(self, epoch: int, *, save: bool) -> float:
+        """Compute and write the surrogates of ``epoch`` (and, with ``save``, the representations);
+        returns the seconds taken. Called by the Keras hooks (after ``on_train_begin``)."""
+        start = time.perf_counter()
+        self._pending: dict[tuple, float] = {}
+        n_metric = 1 + sum(self.is_info)
+        for split, (_, y) in self.data.items():
+            x = self._x[split]
+            rows = self.metric_rows if split == "train" else None
+            if save and self._combined:
+                outputs = self._predict(self._save_model, x)
+                metric_outputs, reprs = outputs[:n_metric], outputs[n_metric:]
+                if rows is not None:
+                    metric_outputs = [a[rows] for a in metric_outputs]
+            else:
+                metric_outputs = self._predict(self._metric_model, x if rows is None else self._x_metric)
+                reprs = self._predict(self._save_model, x) if save else []
+            self._surrogates(split, metric_outputs, y if rows is None else y[rows])
+            if save:
+                self._save_representations(split, epoch, reprs)
+        for key, value in self._pending.items():
+            self.ip[key][epoch] = value if np.isfinite(value) else None
+            split, quantity, tag = key
+            rf.save_json(rf.ip_path(self.run_dir, split, quantity, tag),
+                         {str(e): v for e, v in sorted(self.ip[key].items())})
+        seconds = time.perf_counter() - start
+        self.seconds[epoch] = seconds
+        if self.verbose and save:
+            print(f"representations of epoch {epoch} saved to {self.run_dir} ({seconds:.1f} s)", flush=True)
+        return seconds
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """``history.csv``: one row per completed epoch (train and test loss/accuracy, learning rate, wall
+    seconds of the epoch and of the representation callback). The file is rewritten atomically each
+    epoch; epochs run again after a resume replace their rows, so no epoch appears twice."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.rows: dict[int, dict[str, str]] = {}
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.path.exists():
+            with open(self.path, newline="") as fh:
+                self.rows = {int(row["epoch"]): row for row in csv.DictReader(fh)}
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        done = epoch + 1
+        row = {"epoch": str(done), "seconds": repr(time.perf_counter() - self._start),
+               "learning_rate": repr(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))}
+        for key, value in (logs or {}).items():
+            name = "test_" + key[4:] if key.startswith("val_") else key
+            row[name] = repr(float(value))
+        self.rows = {e: r for e, r in self.rows.items() if e < done}
+        self.rows[done] = row
+        keys = {k for r in self.rows.values() for k in r}
+        columns = [c for c in HISTORY_COLUMNS if c in keys] + sorted(keys - set(HISTORY_COLUMNS))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows[e] for e in sorted(self.rows))
+        rf.save_text(self.path, buffer.getvalue())

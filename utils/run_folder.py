@@ -1,0 +1,288 @@
+"""Reading and writing run folders (the format is documented in the README, "Run folder format").
+
+A run folder holds ``config.json`` (flags, dataset, library versions and the analysed dropout layers:
+the single source of truth for their noise level), ``history.csv``, ``representations/`` (float32
+``.npy`` files per saved epoch) and ``IP/`` (``{"<epoch>": value}`` JSON dictionaries of the
+callback's surrogates I(X;Z) = mean KL and I(Y;Z) = H(Y) - cross-entropy).
+
+Every writer goes through a temporary file in the destination folder and ``os.replace``, so an
+interrupted process never leaves a half-written file. Every ``.npy`` is loaded with
+``allow_pickle=False``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+SPLITS = ("train", "test")
+IP_PREFIX = {"train": "train", "test": "val"}
+IP_QUANTITIES = ("mi_xz", "mi_zy")
+DROPOUT_KINDS = ("gaussian", "information", "bernoulli")
+CONFIG_NAME = "config.json"
+HISTORY_NAME = "history.csv"
+REPR_DIR = "representations"
+IP_DIR = "IP"
+_TAG = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+PathLike = str | os.PathLike
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+"""mkstemp creates files readable by their owner only; written files get the usual permissions."""
+
+
+def _atomic_write(path: PathLike, write: Callable[[Any], None], mode: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_json(path: PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically; NaN/inf are refused (ValueError)."""
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    _atomic_write(path, lambda fh: fh.write(text), "w")
+
+
+def save_text(path: PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    _atomic_write(path, lambda fh: fh.write(text), "w")
+
+
+def save_npy(path: PathLike, array: np.ndarray) -> None:
+    """Write ``array`` as ``.npy`` atomically (object arrays are refused: they would need pickle)."""
+    arr = np.asarray(array)
+    if arr.dtype == object:
+        raise ValueError(f"refusing to save an object array to {path}: it could only be read with pickle")
+    _atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=False), "wb")
+
+
+def load_json(path: PathLike) -> Any:
+    """Parsed JSON of ``path``; FileNotFoundError/ValueError naming the file when missing or corrupt."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+
+
+def load_npy(path: PathLike) -> np.ndarray:
+    """The array in ``path`` (``allow_pickle=False``); FileNotFoundError/ValueError naming the file."""
+    path = Path(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable .npy file ({err})") from None
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split
+
+
+def _file_tag(layer: str | None) -> str:
+    if layer is None:
+        return ""
+    if not _TAG.match(layer):
+        raise ValueError(f"layer name {layer!r} cannot be used in a file name (letters, digits, _ . - only)")
+    return f"_{layer}"
+
+
+def _check_epoch(epoch: int) -> int:
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+    return int(epoch)
+
+
+def representation_path(run_dir: PathLike, split: str, epoch: int, layer: str | None = None) -> Path:
+    """``representations/no_noise_<split>_representations[_<layer>]_<epoch>.npy``.
+
+    ``layer`` is given only for models with several analysed dropout layers (see the README).
+    """
+    name = f"no_noise_{_check_split(split)}_representations{_file_tag(layer)}_{_check_epoch(epoch)}.npy"
+    return Path(run_dir) / REPR_DIR / name
+
+
+def alpha_path(run_dir: PathLike, split: str, epoch: int, layer: str | None = None) -> Path:
+    """``representations/alpha_<split>[_<layer>]_<epoch>.npy`` (information dropout only)."""
+    name = f"alpha_{_check_split(split)}{_file_tag(layer)}_{_check_epoch(epoch)}.npy"
+    return Path(run_dir) / REPR_DIR / name
+
+
+def inputs_path(run_dir: PathLike, split: str) -> Path:
+    """``representations/<split>_inputs.npy``."""
+    return Path(run_dir) / REPR_DIR / f"{_check_split(split)}_inputs.npy"
+
+
+def labels_path(run_dir: PathLike, split: str) -> Path:
+    """``representations/<split>_labels.npy``."""
+    return Path(run_dir) / REPR_DIR / f"{_check_split(split)}_labels.npy"
+
+
+def ip_path(run_dir: PathLike, split: str, quantity: str, layer: str | None = None) -> Path:
+    """``IP/<train|val>_<mi_xz|mi_zy>[_<layer>].json``; the test split is called ``val`` there.
+
+    I(Y;Z) = H(Y) - cross-entropy is a property of the model output and never takes a layer name;
+    I(X;Z) (mean KL) takes one only for models with several analysed dropout layers.
+    """
+    if quantity not in IP_QUANTITIES:
+        raise ValueError(f"quantity must be one of {IP_QUANTITIES}, got {quantity!r}")
+    tag = _file_tag(layer) if quantity == "mi_xz" else ""
+    return Path(run_dir) / IP_DIR / f"{IP_PREFIX[_check_split(split)]}_{quantity}{tag}.json"
+
+
+def _config_error(path: Path, what: str) -> ValueError:
+    return ValueError(f"{path}: {what}")
+
+
+def _check_layer_entry(path: Path, i: int, entry: Any) -> None:
+    if not isinstance(entry, dict):
+        raise _config_error(path, f"layers[{i}] is not an object")
+    for key in ("name", "dim", "dropout", "p", "noise_std"):
+        if key not in entry:
+            raise _config_error(path, f"layers[{i}] lacks {key!r}")
+    if not isinstance(entry["name"], str) or not _TAG.match(entry["name"]):
+        raise _config_error(path, f"layers[{i}].name {entry['name']!r} is not a valid layer name")
+    if isinstance(entry["dim"], bool) or not isinstance(entry["dim"], int) or entry["dim"] < 1:
+        raise _config_error(path, f"layers[{i}].dim must be a positive integer, got {entry['dim']!r}")
+    kind = entry["dropout"]
+    if kind not in DROPOUT_KINDS:
+        raise _config_error(path, f"layers[{i}].dropout must be one of {DROPOUT_KINDS}, got {kind!r}")
+    if kind == "information":
+        for key in ("alpha_max", "beta", "prior"):
+            if key not in entry:
+                raise _config_error(path, f"layers[{i}] (information dropout) lacks {key!r}")
+        return
+    p = entry["p"]
+    if not isinstance(p, (int, float)) or not 0.0 < p < 1.0:
+        raise _config_error(path, f"layers[{i}].p must be a number in (0, 1), got {p!r}")
+    if kind == "gaussian":
+        std = entry["noise_std"]
+        if not isinstance(std, (int, float)) or not math.isclose(std, math.sqrt(p / (1.0 - p)), rel_tol=1e-9):
+            raise _config_error(path, f"layers[{i}].noise_std {std!r} is not sqrt(p/(1-p)) for p = {p}")
+
+
+def load_config(run_dir: PathLike) -> dict:
+    """The run's ``config.json``, checked: ``layers`` is a non-empty list of entries with ``name``,
+    ``dim``, ``dropout``, ``p`` and ``noise_std`` (= sqrt(p/(1-p)) for Gaussian dropout).
+
+    Raises FileNotFoundError (not a run folder) or ValueError naming the file and the defect.
+    """
+    path = Path(run_dir) / CONFIG_NAME
+    try:
+        config = load_json(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run folder?") from None
+    if not isinstance(config, dict):
+        raise _config_error(path, "the top level is not a JSON object")
+    layers = config.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise _config_error(path, "'layers' must be a non-empty list of the analysed dropout layers")
+    for i, entry in enumerate(layers):
+        _check_layer_entry(path, i, entry)
+    names = [entry["name"] for entry in layers]
+    if len(set(names)) != len(names):
+        raise _config_error(path, f"layer names are not unique: {names}")
+    return config
+
+
+def file_layer(config: dict, layer: str | None) -> str | None:
+    """The layer tag used in file names for ``layer`` of the run described by ``config``.
+
+    One analysed layer: None (no tag; ``layer`` may be None or its name). Several: ``layer`` must
+    name one of them.
+    """
+    names = [entry["name"] for entry in config["layers"]]
+    if len(names) == 1:
+        if layer not in (None, names[0]):
+            raise ValueError(f"the run has one analysed dropout layer, {names[0]!r}, not {layer!r}")
+        return None
+    if layer not in names:
+        raise ValueError(f"the run has several analysed dropout layers; pass layer= one of {names}")
+    return layer
+
+
+def saved_epochs(run_dir: PathLike, split: str) -> list[int]:
+    """Epochs whose representation files (and alpha files, for information dropout) exist for every
+    analysed layer of ``split``, sorted; read from ``config.json`` and the files present."""
+    _check_split(split)
+    config = load_config(run_dir)
+    folder = Path(run_dir) / REPR_DIR
+    names = set(os.listdir(folder)) if folder.is_dir() else set()
+    several = len(config["layers"]) > 1
+    complete = None
+    for entry in config["layers"]:
+        tag = _file_tag(entry["name"] if several else None)
+        patterns = [re.compile(rf"^no_noise_{split}_representations{re.escape(tag)}_(\d+)\.npy$")]
+        if entry["dropout"] == "information":
+            patterns.append(re.compile(rf"^alpha_{split}{re.escape(tag)}_(\d+)\.npy$"))
+        for pattern in patterns:
+            found = {int(m.group(1)) for m in map(pattern.match, names) if m}
+            complete = found if complete is None else complete & found
+    return sorted(complete)
+
+
+def load_representations(run_dir: PathLike, split: str, epoch: int, layer: str | None = None) -> np.ndarray:
+    """float32 (n, dim) noise-free input f(x) of the dropout layer at ``epoch``."""
+    return load_npy(representation_path(run_dir, split, epoch, file_layer(load_config(run_dir), layer)))
+
+
+def load_alphas(run_dir: PathLike, split: str, epoch: int, layer: str | None = None) -> np.ndarray:
+    """float32 (n, dim) alpha(x) of an information-dropout layer at ``epoch``."""
+    config = load_config(run_dir)
+    tag = file_layer(config, layer)
+    entry = next(e for e in config["layers"] if tag in (None, e["name"]))
+    if entry["dropout"] != "information":
+        raise ValueError(f"layer {entry['name']!r} is {entry['dropout']} dropout; alphas exist only for "
+                         "information dropout")
+    return load_npy(alpha_path(run_dir, split, epoch, tag))
+
+
+def load_inputs_labels(run_dir: PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs whose representations were saved and their integer labels (rows aligned)."""
+    x, y = load_npy(inputs_path(run_dir, split)), load_npy(labels_path(run_dir, split))
+    if len(x) != len(y):
+        raise ValueError(f"{inputs_path(run_dir, split)} has {len(x)} rows but "
+                         f"{labels_path(run_dir, split)} has {len(y)}")
+    return x, y
+
+
+def load_ip(run_dir: PathLike, split: str, quantity: str, layer: str | None = None) -> dict[int, float]:
+    """The callback's ``{epoch: value}`` dictionary (missing file: empty), epochs as ints, sorted."""
+    path = ip_path(run_dir, split, quantity, layer)
+    if not path.exists():
+        return {}
+    raw = load_json(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a JSON object {{epoch: value}}")
+    try:
+        return {int(k): (None if v is None else float(v)) for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
+    except (TypeError, ValueError):
+        raise ValueError(f"{path} must map integer epochs to numbers") from None
