@@ -1,0 +1,196 @@
+"""Compare the MI estimators with the true I(X;Z) on the toy problem (Adilova, Geiger & Fischer, ICLR 2023).
+
+X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D, D ~ N(1, v I) with v = --noise (a variance);
+N = --n inputs with --noise-samples noisy draws each. Estimators:
+
+* ``mixture``: the dropout mixture estimator (``gaussian_dropout_mi``), with its Monte Carlo stderr;
+* ``gaussian_upper_bound``: the Ledoit-Wolf Gaussian bound on h(Z) minus the closed-form h(Z|X);
+* ``binning_bins_<k>`` / ``binning_size_<s>``: H of the binned noisy samples Z (Shwartz-Ziv & Tishby
+  form, X uniform over the samples), by bin count and bin size; never above log of the sample count;
+* ``ksg`` and ``edge``: between X and Z, on one noisy draw per input (N i.i.d. pairs of the joint);
+* ``doe_gaussian`` / ``doe_logistic``: Difference of Entropies (McAllester & Stratos 2020), trained on
+  80% of the inputs (with all their draws), 10% of them for early stopping, evaluated on the other 20%.
+
+With fdim = 1 (and N <= 5000) the exact target of the mixture estimator for the drawn inputs
+(``truth_finite_sample``) is also computed by quadrature. Writes known_MI.json and known_MI.png into --out.
+
+Usage: python estimator_validation/known_MI.py --dim 1 --fdim 1
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from estimator_validation import common  # noqa: E402
+from estimator_validation.doe import doe_mi  # noqa: E402
+from estimator_validation.ground_truth import finite_sample_truth_1d  # noqa: E402
+from estimator_validation.toy_problem import ToyData, child_seeds, make_toy  # noqa: E402
+from mi_estimators.binning import binning_mi  # noqa: E402
+from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
+from mi_estimators.edge import edge_mi  # noqa: E402
+from mi_estimators.ksg import ksg_mi  # noqa: E402
+from mi_estimators.upper_bound import gaussian_dropout_upper_bound  # noqa: E402
+
+SCRIPT = "known_MI"
+BIN_COUNTS = (2, 5, 10, 15, 20, 50, 100)
+BIN_SIZES = (0.9, 0.5, 0.2, 0.1, 0.001)
+DOE_FAMILIES = ("gaussian", "logistic")
+DEFAULTS = {"n": 1000, "noise_samples": 10, "repeats": 1}
+QUICK = {"n": 300, "noise_samples": 5, "repeats": 1}
+# DoE splits the inputs 70/10/20: at least 2 validation and 4 test inputs
+MIN_N = 20
+# the exact finite-sample target costs O(N^2) quadrature work: about 10 s at N = 5000
+FINITE_TRUTH_MAX_N = 5000
+NAMES = ("mixture", "gaussian_upper_bound", *(f"binning_bins_{k}" for k in BIN_COUNTS),
+         *(f"binning_size_{s:g}" for s in BIN_SIZES), "ksg", "edge", *(f"doe_{f}" for f in DOE_FAMILIES))
+
+
+def _estimators(data: ToyData, seed: int, quick: bool) -> dict:
+    """name -> function returning (value, stderr or None, notes), for every estimator of ``NAMES``."""
+    pairs_z = data.z[:: len(data.z) // data.n]  # first noisy draw of each input
+    doe_kwargs = {"epochs": 60, "patience": 8} if quick else {}
+
+    def mixture():
+        r = gaussian_dropout_mi(data.f, data.noise_std, noise_samples=len(data.z) // data.n, seed=seed)
+        return r.mi_xz, r.mi_xz_stderr, {}
+
+    def upper_bound():
+        r = gaussian_dropout_upper_bound(data.f, data.noise_std, noise_samples=len(data.z) // data.n, seed=seed)
+        return r.mi_xz, None, {}
+
+    def binning(**kw):
+        r = binning_mi(data.z, **kw)
+        return r.mi_xz, None, {"value_range": r.params["value_range"], "n_bins": r.params["n_bins"],
+                               "bin_size": r.params["bin_size"]}
+
+    def ksg():
+        return ksg_mi(data.x, pairs_z, k=3, seed=seed).mi, None, {}
+
+    def edge():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = edge_mi(data.x, pairs_z, seed=seed)
+        return r.mi, None, {"warnings": sorted({str(w.message) for w in caught})}
+
+    def doe(family):
+        r = doe_mi(data.x[data.index], data.z, family=family, groups=data.index, seed=seed, **doe_kwargs)
+        return r.mi, r.mi_stderr, {k: r.params[k] for k in ("epochs_run", "n_test", "n_test_groups")}
+
+    return {"mixture": mixture, "gaussian_upper_bound": upper_bound,
+            **{f"binning_bins_{k}": (lambda k=k: binning(n_bins=k)) for k in BIN_COUNTS},
+            **{f"binning_size_{s:g}": (lambda s=s: binning(bin_size=s)) for s in BIN_SIZES},
+            "ksg": ksg, "edge": edge, **{f"doe_{f}": (lambda f=f: doe(f)) for f in DOE_FAMILIES}}
+
+
+def _figure(doc: dict, args) -> plt.Figure:
+    """The seed's layout (binning against bin count and bin size, every other estimator as a line)
+    plus a third panel that zooms on the non-binning estimators, with error bars."""
+    est = doc["estimates"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 1, 0.9]})
+    lines = [("mixture", "mixture (dropout MI)"), ("gaussian_upper_bound", "Gaussian upper bound"),
+             ("ksg", "KSG"), ("edge", "EDGE"), ("doe_gaussian", "DoE (Gaussian)"), ("doe_logistic", "DoE (logistic)")]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    panels = [(axes[0], BIN_COUNTS, [f"binning_bins_{k}" for k in BIN_COUNTS], "number of bins"),
+              (axes[1], BIN_SIZES, [f"binning_size_{s:g}" for s in BIN_SIZES], "bin size")]
+    for ax, xs, names, xlabel in panels:
+        entry = {"mean": [est[n]["value"] for n in names],
+                 "std": [est[n]["std_over_repeats"] for n in names]}
+        common.band(ax, xs, entry, "binning of Z", color="tab:olive")
+        for (name, label), colour in zip(lines, colours):
+            ax.axhline(est[name]["value"], color=colour, lw=1.5, label=label)
+        common.reference_lines(ax, doc["truth"]["mi"], doc["log_n"])
+        ax.axhline(doc["log_n_samples"], color="tab:olive", lw=1, ls=":", label="log(N x noise draws)")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("I(X;Z) [nats]")
+    axes[1].sharey(axes[0])
+    axes[1].invert_xaxis()  # finer bins to the right in both panels
+
+    # zoom: value +- (std over repeats, else standard error) per estimator
+    ax = axes[2]
+    ends = [v for v in (doc["truth"]["mi"],) if v is not None]
+    for i, ((name, label), colour) in enumerate(zip(lines, colours)):
+        e = est[name]
+        err = e["std_over_repeats"] if e["std_over_repeats"] is not None else e["stderr"]
+        ax.errorbar(e["value"], i, xerr=err, fmt="o", color=colour, capsize=3)
+        ends += [e["value"] - (err or 0.0), e["value"] + (err or 0.0)]
+    margin = 0.08 * (max(ends) - min(ends)) + 0.02
+    ax.set_xlim(min(ends) - margin, max(ends) + margin)
+    ax.set_yticks(range(len(lines)), [label for _, label in lines])
+    ax.invert_yaxis()
+    if doc["truth"]["mi"] is not None:
+        ax.axvline(doc["truth"]["mi"], color="black", lw=2, ls="--", label="true I(X;Z)")
+    if doc.get("truth_finite_sample"):
+        ax.axvline(doc["truth_finite_sample"]["mi"], color="black", lw=1, ls="-.",
+                   label="exact I(X;Z) for the drawn inputs")
+    ax.axvline(doc["log_n"], color="grey", lw=1.5, ls=":", label="log N")
+    ax.set_xlabel("I(X;Z) [nats]")
+    ax.set_title("estimators (bars: std over repeats, else stderr)", fontsize=9)
+    handles, labels = axes[1].get_legend_handles_labels()
+    extra = [(h, lab) for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in labels]
+    fig.legend(handles + [h for h, _ in extra], labels + [lab for _, lab in extra], loc="lower center",
+               ncol=6, fontsize=8, bbox_to_anchor=(0.5, -0.08))
+    fig.suptitle(common.title(args), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def main() -> int:
+    parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
+                                n_help="number of inputs N")
+    args = common.resolve(parser, parser.parse_args(), defaults=DEFAULTS, quick=QUICK, min_n=MIN_N)
+    start = time.perf_counter()
+    values: dict[str, list] = {}
+    finite_truth = []
+    with tqdm(total=args.repeats * len(NAMES), desc=SCRIPT, unit="est") as bar:
+        for rep in range(args.repeats):
+            data_seed, est_seed = child_seeds(args.seed + rep, 2)
+            data = make_toy(args.dim, args.fdim, args.n, args.noise, args.noise_samples, seed=data_seed)
+            if args.fdim == 1 and args.n <= FINITE_TRUTH_MAX_N:
+                finite_truth.append(finite_sample_truth_1d(data.f, args.noise))
+            estimators = _estimators(data, est_seed, args.quick)
+            for name in NAMES:
+                bar.set_postfix_str(name)
+                values.setdefault(name, []).append(estimators[name]())
+                bar.update()
+
+    estimates = {}
+    for name, runs in values.items():
+        estimates[name] = common.summarise([r[0] for r in runs], [r[1] for r in runs] if runs[0][1] is not None else None)
+        notes = {k: v for k, v in runs[0][2].items() if k != "warnings"}
+        warned = sorted({w for r in runs for w in r[2].get("warnings", [])})
+        estimates[name].update(notes | ({"warnings": warned} if warned else {}))
+    extra = {"log_n_samples": math.log(args.n * args.noise_samples)}
+    if finite_truth:
+        extra["truth_finite_sample"] = {
+            key: float(np.mean([t[key] for t in finite_truth])) for key in ("mi", "h_z", "h_z_given_x")}
+        extra["truth_finite_sample"]["values"] = [t["mi"] for t in finite_truth]
+        extra["truth_finite_sample"]["note"] = (
+            "exact I_N = h(Z_N) - h(Z|X)_N for X uniform over each repeat's drawn inputs (quadrature), the "
+            "target of the mixture estimator, averaged over repeats")
+    doc = common.payload(SCRIPT, args, math.log(args.n), estimates, **extra)
+    doc["elapsed_s"] = round(time.perf_counter() - start, 2)
+    json_path, png_path = common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
+    common.print_table(doc)
+    if finite_truth:
+        print(f"{'exact I_N (drawn inputs)':<26}{doc['truth_finite_sample']['mi']:>10.4f}")
+    for name, entry in estimates.items():
+        for message in entry.get("warnings", []):
+            print(f"warning ({name}): {message}")
+    print(f"wrote {json_path} and {png_path} ({doc['elapsed_s']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    common.run(main, f"{SCRIPT}.py")

@@ -1,0 +1,98 @@
+"""The toy data of the validation: X ~ N(0, I_dim), f(x) = 2 A x + 0.5, Z = f(X) * D, D ~ N(1, v I).
+
+``v`` is the *variance* of the multiplicative noise D (the paper's ``noise``); its standard deviation
+sqrt(v) is what the dropout estimators take as ``noise_std``. With ``fdim == dim`` the matrix A is
+the identity (the paper's setting). Otherwise A is a fixed ``fdim x dim`` matrix, drawn once from
+the seed :data:`PROJECTION_SEED` (independent of ``--seed``) as the Q factor of a Gaussian matrix:
+orthonormal rows when ``fdim < dim`` (then AX ~ N(0, I_fdim) and the truth is known) and orthonormal
+columns when ``fdim > dim`` (a rank-``dim`` embedding; no ground truth).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from estimator_validation.ground_truth import LOG_SQRT_2PI_E, TOY_SCALE, TOY_SHIFT
+
+PROJECTION_SEED = 20230301
+
+
+def projection_matrix(dim: int, fdim: int) -> np.ndarray:
+    """The fixed ``fdim x dim`` matrix A: identity if equal, else orthonormal rows or columns."""
+    if dim < 1 or fdim < 1:
+        raise ValueError(f"dim and fdim must be >= 1, got dim={dim}, fdim={fdim}")
+    if dim == fdim:
+        return np.eye(dim)
+    gauss = np.random.default_rng(PROJECTION_SEED).standard_normal((max(dim, fdim), min(dim, fdim)))
+    q, _ = np.linalg.qr(gauss)  # orthonormal columns, shape (max, min)
+    return q if fdim > dim else q.T
+
+
+def child_seeds(seed: int, count: int) -> list[int]:
+    """``count`` statistically independent integer seeds derived from ``seed`` (NumPy SeedSequence)."""
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(count)]
+
+
+@dataclass
+class ToyData:
+    """One draw of the toy problem: inputs, noise-free representation and noisy samples.
+
+    ``z`` holds ``noise_samples`` noisy draws per input, input-major: row ``k`` belongs to input
+    ``index[k]``.
+    """
+
+    x: np.ndarray
+    f: np.ndarray
+    z: np.ndarray
+    index: np.ndarray
+    noise_var: float
+
+    @property
+    def noise_std(self) -> float:
+        return math.sqrt(self.noise_var)
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+
+def make_toy(dim: int, fdim: int, n: int, noise_var: float, noise_samples: int = 1, seed: int = 0) -> ToyData:
+    """Draw ``n`` inputs and ``noise_samples`` noisy representations of each (float64)."""
+    if n < 1 or noise_samples < 1:
+        raise ValueError(f"n and noise_samples must be >= 1, got n={n}, noise_samples={noise_samples}")
+    if not (math.isfinite(noise_var) and noise_var > 0):
+        raise ValueError(f"the noise variance must be positive, got {noise_var}")
+    a = projection_matrix(dim, fdim)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim))
+    f = TOY_SCALE * x @ a.T + TOY_SHIFT
+    index = np.repeat(np.arange(n), noise_samples)
+    z = f[index] * (1.0 + math.sqrt(noise_var) * rng.standard_normal((n * noise_samples, fdim)))
+    return ToyData(x=x, f=f, z=z, index=index, noise_var=float(noise_var))
+
+
+def sample_conditional_entropy(f: np.ndarray, noise_var: float) -> float:
+    """Monte Carlo estimate of h(Z|X) over the drawn inputs: mean_k sum_i log(sqrt(2 pi e v) |f(x_k)_i|).
+
+    The closed form of section 2 of the paper, averaged over the sample (not over noise draws).
+    """
+    f = np.asarray(f, dtype=np.float64)
+    return float(np.mean(np.sum(LOG_SQRT_2PI_E + 0.5 * math.log(noise_var) + np.log(np.abs(f)), axis=1)))
+
+
+def population_covariance(dim: int, fdim: int, noise_var: float) -> np.ndarray:
+    """Cov(Z) of the toy problem: a^2 A A^T + v diag(a^2 (A A^T)_ii + b^2) (a = 2, b = 0.5).
+
+    From E[f f^T] = a^2 A A^T + b^2 11^T and E[D_i D_j] = 1 + v [i = j].
+    """
+    a = projection_matrix(dim, fdim)
+    gram = TOY_SCALE ** 2 * a @ a.T
+    return gram + noise_var * np.diag(np.diag(gram) + TOY_SHIFT ** 2)
+
+
+def gaussian_bound_limit(dim: int, fdim: int, noise_var: float) -> float:
+    """1/2 log det(2 pi e Cov(Z)): the large-sample limit of the Gaussian upper bound on h(Z) (nats)."""
+    _, logdet = np.linalg.slogdet(2.0 * math.pi * math.e * population_covariance(dim, fdim, noise_var))
+    return 0.5 * float(logdet)

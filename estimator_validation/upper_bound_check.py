@@ -1,0 +1,105 @@
+"""The Gaussian upper bound and the mixture estimate of h(Z) against the number of inputs.
+
+Toy problem of Adilova, Geiger & Fischer (ICLR 2023): X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D,
+D ~ N(1, v I), v = --noise (a variance). For each n (10 ... 10,000, up to --n) and each of --repeats
+draws, with --noise-samples noisy draws per input:
+
+* ``gaussian_upper_bound``: h(Z) <= 1/2 log det(2 pi e Sigma_Z), Sigma_Z the Ledoit-Wolf covariance
+  of the n x noise-samples noisy samples (``gaussian_entropy_upper_bound``); in the population it is
+  above the true h(Z) (the Gaussian has the largest entropy for a given covariance) and tends to
+  1/2 log det(2 pi e Cov Z), Cov Z in closed form (``gaussian_bound_limit`` in the JSON);
+* ``mixture``: the entropy of the mixture of the n conditionals, by the dropout mixture estimator
+  (``gaussian_dropout_mi``, field h_z); its mean over draws is below the true h(Z) and rises to it.
+
+The sizes are nested (size n uses the first n inputs of each draw). Writes upper_bound_check.json and
+upper_bound_check.png into --out; ``checks.bound_above_truth`` says, per n, whether the mean bound is
+at or above the true h(Z).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from estimator_validation import common  # noqa: E402
+from estimator_validation.toy_problem import child_seeds, gaussian_bound_limit, make_toy  # noqa: E402
+from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
+from mi_estimators.upper_bound import gaussian_entropy_upper_bound  # noqa: E402
+
+SCRIPT = "upper_bound_check"
+SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+DEFAULTS = {"n": 10000, "noise_samples": 10, "repeats": 5}
+QUICK = {"n": 1000, "noise_samples": 5, "repeats": 3}
+MIN_N = 10
+
+
+def _figure(doc: dict, args) -> plt.Figure:
+    s, truth = doc["series"], doc["truth"]["h_z"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    common.band(ax, s["gaussian_upper_bound_h_z"]["n"], s["gaussian_upper_bound_h_z"], "Gaussian upper bound")
+    common.band(ax, s["mixture_h_z"]["n"], s["mixture_h_z"], "mixture estimate")
+    if truth is not None:
+        ax.axhline(truth, color="black", lw=2, ls="--", label="true h(Z)")
+    ax.axhline(doc["gaussian_bound_limit"], color="tab:blue", lw=1, ls=":", label="limit of the bound, 1/2 log det(2 pi e Cov Z)")
+    ax.set_xscale("log")
+    ax.set_xlabel("number of inputs n")
+    ax.set_ylabel("h(Z) [nats]")
+    ax.legend(fontsize=8)
+    ax.set_title(common.title(args) + "\n(bands: +-1 std over repeats)", fontsize=9)
+    return fig
+
+
+def main() -> int:
+    parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
+                                n_help="largest number of inputs")
+    args = common.resolve(parser, parser.parse_args(), defaults=DEFAULTS, quick=QUICK, min_n=MIN_N)
+    start = time.perf_counter()
+    sizes = common.size_grid(SIZES, args.n)
+    bound, mix, mix_se = (np.empty((args.repeats, len(sizes))) for _ in range(3))
+    with tqdm(total=args.repeats * len(sizes), desc=SCRIPT, unit="fit") as bar:
+        for rep in range(args.repeats):
+            data_seed, est_seed = child_seeds(args.seed + rep, 2)
+            data = make_toy(args.dim, args.fdim, args.n, args.noise, args.noise_samples, seed=data_seed)
+            for j, m in enumerate(sizes):
+                bar.set_postfix_str(f"n={m}")
+                bound[rep, j] = gaussian_entropy_upper_bound(data.z[: m * args.noise_samples]).h_z
+                r = gaussian_dropout_mi(data.f[:m], data.noise_std, noise_samples=args.noise_samples, seed=est_seed)
+                mix[rep, j], mix_se[rep, j] = r.h_z, r.h_z_stderr
+                bar.update()
+
+    series = {"gaussian_upper_bound_h_z": common.series(sizes, bound), "mixture_h_z": common.series(sizes, mix)}
+    series["mixture_h_z"]["stderr"] = [common.finite(v) for v in np.sqrt((mix_se ** 2).mean(axis=0))]
+    estimates = {f"gaussian_upper_bound_h_z_n{sizes[-1]}": common.summarise(bound[:, -1]),
+                 f"mixture_h_z_n{sizes[-1]}": common.summarise(mix[:, -1], mix_se[:, -1])}
+    doc = common.payload(SCRIPT, args, math.log(args.n), estimates, series=series,
+                         gaussian_bound_limit=gaussian_bound_limit(args.dim, args.fdim, args.noise))
+    truth = doc["truth"]["h_z"]
+    if truth is not None:
+        mean_bound = np.asarray(series["gaussian_upper_bound_h_z"]["mean"], dtype=np.float64)
+        doc["checks"] = {"n": sizes, "bound_minus_truth": [float(v) for v in mean_bound - truth],
+                         "bound_above_truth": [bool(v) for v in mean_bound >= truth]}
+    doc["elapsed_s"] = round(time.perf_counter() - start, 2)
+    json_path, png_path = common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
+    common.print_series(sizes, {"h(Z) Gaussian bound": series["gaussian_upper_bound_h_z"],
+                                "h(Z) mixture": series["mixture_h_z"]})
+    print(f"true h(Z): {'-' if truth is None else f'{truth:.4f}'}; large-n limit of the Gaussian bound: "
+          f"{doc['gaussian_bound_limit']:.4f}")
+    if truth is not None and not all(doc["checks"]["bound_above_truth"]):
+        below = [n for n, ok in zip(sizes, doc["checks"]["bound_above_truth"]) if not ok]
+        print(f"note: the mean Gaussian bound is below the true h(Z) at n = {below}: at small n it bounds the entropy "
+              f"of the n-input mixture (below h(Z)) from a noisy covariance estimate")
+    print(f"wrote {json_path} and {png_path} ({doc['elapsed_s']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    common.run(main, f"{SCRIPT}.py")
