@@ -118,6 +118,9 @@ def build_parser(defaults: Mapping[str, Any], *, family: str, prog: str | None =
         help="seed of weights, noise, shuffling and subsets (default: %(default)s)")
     add("--distribute", choices=("none", "mirrored"), default="none",
         help="mirrored: tf.distribute.MirroredStrategy over all GPUs, else all logical CPUs (default: %(default)s)")
+    add("--analyze", action=argparse.BooleanOptionalAction, default=False,
+        help="after training, estimate the information plane (mi_estimators.information_plane with its "
+             "defaults) and draw it under <run>/figures (default: %(default)s)")
     parser.set_defaults(**defaults)
     return parser
 
@@ -265,8 +268,10 @@ def train(args: argparse.Namespace, *, extra_callbacks: Sequence[Any] = (), verb
         except ValueError as err:
             raise RunError(str(err)) from None
         schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=args.epochs * steps_per_epoch)
-        model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=MOMENTUM, weight_decay=args.weight_decay),
-                      loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+        optimizer = keras.optimizers.SGD(schedule, momentum=MOMENTUM, weight_decay=args.weight_decay)
+        # The learned log-normal prior of information dropout is part of the KL term, not a weight.
+        optimizer.exclude_from_weight_decay(var_names=["prior_mean", "prior_log_std"])
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
     recorder = RepresentationCallback(
         run_dir, (ds.x_train[repr_rows], ds.y_train[repr_rows]), (ds.x_test, ds.y_test),
         save_every=args.save_every, metrics_subset=args.metrics_subset, seed=args.seed,
@@ -320,4 +325,21 @@ def main(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any], fami
         print(f"{prog or 'train'}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     print(_summary(run_dir), flush=True)
+    if args.analyze:
+        return _analyze(run_dir, prog)
+    return 0
+
+
+def _analyze(run_dir: Path, prog: str | None) -> int:
+    """Estimate and draw the information plane of a finished run (issue: the first command ends with a figure)."""
+    from mi_estimators.information_plane import estimate_run, summary_table
+    from utils.ip_figures import draw_run_figures
+
+    try:
+        print(summary_table(estimate_run(run_dir)), flush=True)
+        for path in draw_run_figures(run_dir):
+            print(f"figure: {path}", flush=True)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{prog or 'train'}: error: analysis of {run_dir} failed: {err}", file=sys.stderr)
+        return 2
     return 0
