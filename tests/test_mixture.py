@@ -1,0 +1,178 @@
+"""The mixture log-density kernel against a direct float64 evaluation.
+
+The raw float32 expansion is wrong by up to whole nats on these problems (narrow components, see the
+module docstring of mi_estimators.mixture; ``test_raw_float32_would_fail`` shows it), so agreement to
+``atol`` shows that the exact leading term, the error bound and the float64 fallback do their job.
+"""
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from mi_estimators import mixture
+from mi_estimators.mixture import mixture_log_density, prepare_mixture
+
+ATOL = 1e-3
+
+
+def direct(z, mu, s, groups=None):
+    """log (1/N_g) sum_j N(z; mu_j, s_j^2), one sample at a time, differences taken in float64."""
+    s = np.broadcast_to(np.asarray(s, dtype=float), mu.shape)
+    w = 1.0 / s ** 2
+    log_norm = -np.log(s).sum(axis=1) - 0.5 * mu.shape[1] * np.log(2 * np.pi)
+    logs = np.stack([log_norm - 0.5 * (((zm - mu) ** 2) * w).sum(axis=1) for zm in z])
+    if groups is None:
+        return logsumexp(logs, axis=1) - np.log(len(mu))
+    return np.stack([logsumexp(logs[:, groups == g], axis=1) - np.log((groups == g).sum())
+                     for g in range(groups.max() + 1)], axis=1)
+
+
+def dropout_problem(rng, n, d, sigma, *, clusters=None, spread=0.02, m=200):
+    """Softplus activations with multiplicative noise; ``clusters`` makes near-duplicate components."""
+    if clusters is None:
+        f = np.log1p(np.exp(2.0 * rng.standard_normal((n, d))))
+        labels = rng.integers(0, 3, n)
+    else:
+        centres = np.log1p(np.exp(2.0 * rng.standard_normal((clusters, d))))
+        labels = rng.integers(0, clusters, n)
+        f = centres[labels] * (1 + spread * rng.standard_normal((n, d)))
+    k = rng.integers(0, n, m)
+    z = f[k] * (1 + sigma * rng.standard_normal((m, d)))
+    return z, f, sigma * f, labels
+
+
+CASES = [(32, 0.01, None), (32, 0.05, 4), (128, 0.02, None), (128, 0.05, 4), (128, 0.5, 4), (64, 0.03, 2)]
+
+
+@pytest.mark.parametrize("d,sigma,clusters", CASES)
+def test_narrow_components_match_float64(d, sigma, clusters):
+    rng = np.random.default_rng(d + int(1000 * sigma))
+    z, f, s, _ = dropout_problem(rng, 500, d, sigma, clusters=clusters)
+    got = mixture_log_density(z, f, s)
+    assert np.abs(got - direct(z, f, s)).max() < ATOL
+
+
+def test_raw_float32_would_fail():
+    """Without the exact leading term and the fallback, float32 products are far off on these cases."""
+    rng = np.random.default_rng(5)
+    z, f, s, _ = dropout_problem(rng, 500, 128, 0.02)
+    mix = prepare_mixture(f, s)
+    b, _ = mix.terms(np.dtype(np.float32))
+    zc = z - mix.centre
+    a = np.hstack([zc ** 2, zc, np.ones((len(z), 1)), np.zeros((len(z), 1))]).astype(np.float32)
+    raw = logsumexp((a @ b.T).astype(float), axis=1) - np.log(len(f))
+    assert np.abs(raw - direct(z, f, s)).max() > 100 * ATOL
+
+
+def test_error_bound_holds_and_fallback_is_used():
+    """Where float32 is not accurate enough the bound says so, and the answer still matches."""
+    rng = np.random.default_rng(7)
+    z, f, s, _ = dropout_problem(rng, 400, 128, 0.05, clusters=3)
+    exact = direct(z, f, s)
+    mix = prepare_mixture(f, s)
+    kernel = mixture._kernel(mix, "numpy", np.dtype(np.float32), len(z), 64)
+    approx, bound = mix._rows(kernel, z, np.full((len(z), 1), np.nan))
+    assert np.all(np.abs(approx[:, 0] - exact) <= bound)
+    assert (bound > ATOL).any()
+    out, info = mix.log_density(z)
+    assert info["float64_rows"] > 0 and info["max_error_bound"] <= ATOL
+    assert np.abs(out[:, 0] - exact).max() < ATOL
+
+
+def test_chunk_boundaries():
+    """Ragged sample and component chunks, several chunks in each direction."""
+    rng = np.random.default_rng(11)
+    z, f, s, _ = dropout_problem(rng, 700, 32, 0.05, m=301)
+    rows, cols = mixture._plan(len(z), len(f), 2 * 32 + 2, 4, 32, 1, 0.05)
+    assert rows < len(z) and cols < len(f) and len(f) % cols and len(z) % rows
+    small = mixture_log_density(z, f, s, max_memory_mb=0.1)
+    exact = direct(z, f, s)
+    assert np.abs(small - exact).max() < ATOL
+    assert np.abs(mixture_log_density(z, f, s) - exact).max() < ATOL
+
+
+def test_groups_from_one_pass():
+    rng = np.random.default_rng(13)
+    z, f, s, labels = dropout_problem(rng, 600, 32, 0.1, clusters=3, spread=0.2)
+    groups = rng.permutation(labels)              # groups interleaved, not contiguous
+    got = mixture_log_density(z, f, s, groups=groups, max_memory_mb=0.1)
+    exact = direct(z, f, s, groups)
+    assert got.shape == (len(z), 3)
+    assert np.abs(got - exact).max() < ATOL
+    weights = np.log(np.bincount(groups) / len(groups))
+    total = logsumexp(got + weights, axis=1)
+    assert np.abs(total - mixture_log_density(z, f, s)).max() < ATOL
+
+
+def test_far_groups_stay_finite_and_accurate():
+    """A group far from the sample has density e^-1000s: still computed, not underflowed to -inf."""
+    rng = np.random.default_rng(17)
+    f = np.concatenate([1 + 0.01 * rng.standard_normal((50, 4)), 3 + 0.01 * rng.standard_normal((50, 4))])
+    groups = np.repeat([0, 1], 50)
+    z = f[:10] * (1 + 0.02 * rng.standard_normal((10, 4)))
+    got = mixture_log_density(z, f, 0.02 * f, groups=groups)
+    exact = direct(z, f, 0.02 * f, groups)
+    assert np.all(exact[:, 1] < -1000)
+    assert np.all(np.abs(got - exact) < ATOL * np.maximum(1, np.abs(exact) * 1e-6))
+
+
+def test_width_forms_agree():
+    rng = np.random.default_rng(19)
+    mu = rng.standard_normal((300, 6))
+    z = rng.standard_normal((50, 6))
+    per_comp = rng.uniform(0.2, 1.0, (300, 1))
+    full = np.broadcast_to(per_comp, mu.shape)
+    assert np.abs(mixture_log_density(z, mu, per_comp) - direct(z, mu, full)).max() < ATOL
+    assert np.abs(mixture_log_density(z, mu, 0.3) - direct(z, mu, np.full(mu.shape, 0.3))).max() < ATOL
+
+
+def test_float64_option():
+    rng = np.random.default_rng(23)
+    z, f, s, _ = dropout_problem(rng, 300, 16, 0.3)
+    got, info = prepare_mixture(f, s).log_density(z, dtype="float64")
+    assert np.abs(got[:, 0] - direct(z, f, s)).max() < 1e-9
+    assert info["float64_rows"] == len(z)
+
+
+def test_memory_plan_respects_budget():
+    for m, n, d, budget in [(10 ** 6, 10 ** 6, 128, 256), (10 ** 5, 50, 1000, 8), (5, 10 ** 7, 32, 1)]:
+        k = 2 * d + 2
+        rows, cols = mixture._plan(m, n, k, 4, d, 1, budget)
+        used = rows * (cols * 4 + k * 4 + 8 * (3 * d + 14))
+        assert rows >= 1 and cols >= 1 and used <= budget * 2 ** 20
+
+
+def test_tensorflow_backend_matches_numpy():
+    pytest.importorskip("tensorflow", reason="the TensorFlow backend needs TensorFlow")
+    rng = np.random.default_rng(29)
+    z, f, s, labels = dropout_problem(rng, 700, 32, 0.1, clusters=4, spread=0.05, m=150)
+    exact = direct(z, f, s, labels)
+    ref = mixture_log_density(z, f, s, groups=labels)
+    for memory in (256, 0.1):
+        got = mixture_log_density(z, f, s, groups=labels, backend="tensorflow", max_memory_mb=memory)
+        assert np.abs(got - exact).max() < ATOL
+        assert np.abs(got - ref).max() < 2 * ATOL
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"samples": np.full((3, 2), np.nan)}, "NaN"),
+    ({"means": np.array([[0.0, np.inf]])}, "NaN"),
+    ({"samples": np.zeros((3, 3))}, "features"),
+    ({"stds": np.zeros((4, 2))}, "positive"),
+    ({"stds": -1.0}, "positive"),
+    ({"stds": np.ones((4, 3))}, "stds must be"),
+    ({"stds": np.ones(4)}, "stds must be"),
+    ({"groups": np.array([0, 1, 0])}, "entries"),
+    ({"groups": np.array([0, -1, 0, 1])}, "negative"),
+    ({"groups": np.array([0, 2, 0, 2])}, "empty"),
+    ({"groups": np.array([0.5, 1, 0, 1])}, "integer"),
+    ({"backend": "torch"}, "backend"),
+    ({"dtype": "float16"}, "dtype"),
+    ({"max_memory_mb": 0}, "max_memory_mb"),
+    ({"atol": -1.0}, "atol"),
+    ({"samples": np.zeros((3, 2, 1))}, "2-D"),
+])
+def test_bad_input(kwargs, match):
+    args = {"samples": np.zeros((3, 2)), "means": np.zeros((4, 2)), "stds": np.ones((4, 2))}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        mixture_log_density(args.pop("samples"), args.pop("means"), args.pop("stds"), **args)

@@ -1,0 +1,69 @@
+"""The Ledoit-Wolf Gaussian upper bound on h(Z) and I(X;Z) (SCIENCE.md sec. 2 and 5)."""
+import math
+
+import numpy as np
+import pytest
+
+from mi_estimators.dropout_MI import gaussian_dropout_mi
+from mi_estimators.upper_bound import gaussian_dropout_upper_bound, gaussian_entropy_upper_bound
+from tests.test_dropout_mi import toy_truth
+
+K_SE = 4.0
+
+
+def _log_var_sd(z):
+    """Sampling standard deviation of 1/2 log of the sample variance (delta method), per coordinate."""
+    c = z - z.mean(axis=0)
+    return 0.5 * np.sqrt(((c ** 2).var(axis=0) / len(z))) / (c ** 2).mean(axis=0)
+
+
+def test_gaussian_samples_give_their_entropy():
+    rng = np.random.default_rng(0)
+    cov = np.array([[2.0, 0.6, 0.0], [0.6, 1.0, 0.3], [0.0, 0.3, 0.5]])
+    z = rng.multivariate_normal(np.zeros(3), cov, size=20_000)
+    res = gaussian_entropy_upper_bound(z)
+    truth = 0.5 * np.linalg.slogdet(2 * np.pi * np.e * cov)[1]
+    assert abs(res.h_z - truth) < K_SE * math.sqrt(3 / (2 * len(z)))
+    assert res.params["covariance"] == "ledoit_wolf" and 0 <= res.params["shrinkage"] <= 1
+
+
+@pytest.mark.parametrize("v", [0.1, 0.4])
+def test_bound_is_above_the_truth_on_the_toy_problem(v):
+    n = 20_000
+    x = np.random.default_rng(1).standard_normal((n, 1))
+    res = gaussian_dropout_upper_bound(2 * x + 0.5, math.sqrt(v), noise_samples=2, seed=3)
+    z = (2 * x + 0.5) * (1 + math.sqrt(v) * np.random.default_rng(3).standard_normal((n, 2, 1))[:, :, 0])
+    sd = _log_var_sd(z.reshape(-1, 1))[0]
+    assert res.mi_xz >= toy_truth(v) - K_SE * sd
+    assert res.mi_xz < toy_truth(v) + 0.25                    # loose but sane (gaps seen: 0.013, 0.10)
+    assert res.log_n == pytest.approx(math.log(n)) and res.h_z_given_x < res.h_z
+
+
+def test_bound_is_above_the_mixture_entropy():
+    rng = np.random.default_rng(2)
+    f = np.log1p(np.exp(rng.standard_normal((2000, 4)) + 1))
+    bound = gaussian_dropout_upper_bound(f, 0.5, noise_samples=3, seed=4)
+    mixture = gaussian_dropout_mi(f, 0.5, noise_samples=3, seed=4)
+    assert bound.h_z_given_x == pytest.approx(mixture.h_z_given_x)
+    assert bound.h_z >= mixture.h_z - K_SE * mixture.h_z_stderr
+    assert bound.mi_xz >= mixture.mi_xz - K_SE * mixture.mi_xz_stderr
+
+
+def test_singular_sample_is_nan_with_reason():
+    res = gaussian_entropy_upper_bound(np.ones((10, 3)))
+    assert math.isnan(res.h_z) and "singular" in res.params["reason"]
+    assert res.to_dict()["h_z"] is None
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: gaussian_entropy_upper_bound(np.ones((1, 3))), "at least 2"),
+    (lambda: gaussian_entropy_upper_bound(np.full((5, 2), np.nan)), "NaN"),
+    (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), 0.0), "noise_std"),
+    (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), -1.0), "noise_std"),
+    (lambda: gaussian_dropout_upper_bound(np.zeros((5, 2)), 0.5), "exactly-zero"),
+    (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), 0.5, noise_samples=0), "noise_samples"),
+    (lambda: gaussian_dropout_upper_bound(np.ones((1, 2)), 0.5), "at least 2"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -1,0 +1,158 @@
+"""Information-plane and training-curve figures (matplotlib, headless-safe).
+
+An information plane (Tishby & Zaslavsky 2015; Shwartz-Ziv & Tishby 2017) plots, per saved epoch,
+x = I(X;Z) against y = I(Y;Z). As in Adilova, Geiger & Fischer (ICLR 2023) points are coloured by
+epoch with a colour bar, and the ceilings log N (for I(X;Z) with X uniform over N inputs) and H(Y)
+(for I(Y;Z)) are drawn as dashed lines.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+
+
+@dataclass
+class PlaneSeries:
+    """One curve in an information plane: values per epoch, optional standard errors."""
+
+    epochs: Sequence[int]
+    mi_xz: Sequence[float]
+    mi_zy: Sequence[float]
+    mi_xz_err: Sequence[float] | None = None
+    mi_zy_err: Sequence[float] | None = None
+    label: str | None = None
+    marker: str = "o"
+
+
+@dataclass
+class Panel:
+    """One information plane: a title, its series and the ceilings to draw."""
+
+    title: str
+    series: list[PlaneSeries] = field(default_factory=list)
+    log_n: float | None = None
+    h_y: float | None = None
+    note: str | None = None
+
+
+def plot_information_plane(ax: plt.Axes, panel: Panel, *, cmap: str = "viridis", connect: bool = True,
+                           norm: Normalize | None = None) -> matplotlib.cm.ScalarMappable | None:
+    """Draw ``panel`` on ``ax``: epoch-coloured points, error bars, a thin line through the epochs."""
+    all_epochs = [e for s in panel.series for e in s.epochs]
+    if norm is None and all_epochs:
+        norm = Normalize(vmin=min(all_epochs), vmax=max(max(all_epochs), min(all_epochs) + 1))
+    mappable = None
+    for s in panel.series:
+        if not len(s.epochs):
+            continue
+        x, y = np.asarray(s.mi_xz, float), np.asarray(s.mi_zy, float)
+        if connect and len(x) > 1:
+            ax.plot(x, y, "-", color="0.6", lw=0.8, zorder=1)
+        if s.mi_xz_err is not None or s.mi_zy_err is not None:
+            ax.errorbar(x, y, xerr=_err(s.mi_xz_err), yerr=_err(s.mi_zy_err), fmt="none", ecolor="0.4",
+                        elinewidth=0.8, capsize=1.5, zorder=2)
+        mappable = ax.scatter(x, y, c=np.asarray(s.epochs), cmap=cmap, norm=norm, marker=s.marker,
+                              s=28, edgecolors="k", linewidths=0.3, zorder=3, label=s.label)
+    if panel.log_n is not None:
+        ax.axvline(panel.log_n, ls="--", color="tab:red", lw=1, label=f"log N = {panel.log_n:.2f}")
+    if panel.h_y is not None:
+        ax.axhline(panel.h_y, ls="--", color="tab:blue", lw=1, label=f"H(Y) = {panel.h_y:.2f}")
+    ax.set_xlabel("I(X;Z) [nats]")
+    ax.set_ylabel("I(Y;Z) [nats]")
+    ax.set_title(panel.title, fontsize=10)
+    if panel.note:
+        ax.text(0.5, 0.5, panel.note, transform=ax.transAxes, ha="center", va="center", fontsize=9,
+                wrap=True, color="0.3")
+    if panel.log_n is not None or panel.h_y is not None or any(s.label for s in panel.series):
+        ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    return mappable
+
+
+def _err(values: Sequence[float] | None) -> np.ndarray | None:
+    if values is None:
+        return None
+    arr = np.asarray([np.nan if v is None else v for v in values], float)
+    return None if np.all(np.isnan(arr)) else np.nan_to_num(arr)
+
+
+def plot_plane_grid(panels: list[Panel], *, ncols: int = 2, cmap: str = "viridis",
+                    suptitle: str | None = None) -> plt.Figure:
+    """Panels side by side (e.g. estimators x splits) sharing one epoch colour bar."""
+    if not panels:
+        raise ValueError("no information-plane panels to draw")
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 0.8, 3.6 * nrows), squeeze=False,
+                             constrained_layout=True)
+    epochs = [e for p in panels for s in p.series for e in s.epochs]
+    norm = Normalize(vmin=min(epochs), vmax=max(max(epochs), min(epochs) + 1)) if epochs else None
+    mappable = None
+    for ax, panel in zip(axes.flat, panels):
+        mappable = plot_information_plane(ax, panel, cmap=cmap, norm=norm) or mappable
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes, label="epoch", shrink=0.9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def read_history(path: str | Path) -> dict[str, np.ndarray]:
+    """Columns of a Keras ``CSVLogger`` file as float arrays (missing file -> ``FileNotFoundError``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training history not found: {path}")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"training history is empty: {path}")
+    return {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
+            for k in rows[0]}
+
+
+def plot_training_curves(history: dict[str, np.ndarray], title: str | None = None) -> plt.Figure:
+    """Loss and accuracy per epoch, train and test (Keras names ``loss``/``val_loss``...)."""
+    epoch = history.get("epoch", np.arange(len(next(iter(history.values())))))
+    epoch = epoch + 1  # CSVLogger counts from 0; epoch e in the run folder is after e epochs
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        for prefix, label in (("", "train"), ("val_", "test")):
+            if prefix + key in history:
+                ax.plot(epoch, history[prefix + key], label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def save_figure(fig: plt.Figure, path_stem: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Save ``fig`` as ``<path_stem>.<fmt>`` for each format (atomically) and close it."""
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        if fmt not in ("png", "pdf", "svg"):
+            raise ValueError(f"unknown figure format {fmt!r}; use png, pdf or svg")
+        target = stem.with_suffix("." + fmt)
+        tmp = target.with_name(f".{target.name}.tmp")
+        fig.savefig(tmp, format=fmt, dpi=150)
+        os.replace(tmp, target)
+        written.append(target)
+    plt.close(fig)
+    return written
