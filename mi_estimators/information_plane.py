@@ -305,7 +305,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from {sorted(ESTIMATORS)} (default %(default)s); the callback's "
                         "KL / cross-entropy values are always included")
     p.add_argument("--splits", default="train,test", help="comma-separated from train,test (default %(default)s)")
-    p.add_argument("--epochs", default=None, help="epoch selection, e.g. 0-20,30 or 40- (default: all saved)")
+    p.add_argument("--epochs", default=None,
+                   help="epoch selection, e.g. 0-20,30 or 40- (default: all saved); the figures then show these "
+                        "epochs only and are named information_plane_epochs<selection>.png")
     p.add_argument("--noise-samples", type=int, default=None,
                    help="noise draws per input for the mixture estimator and the upper bound "
                         f"(default: {DEFAULT_NOISE_SAMPLES['train']} for train, {DEFAULT_NOISE_SAMPLES['test']} for test)")
@@ -330,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             seed=args.seed)
         print(summary_table(data))
         if not args.no_plots:
-            for path in draw_run_figures(args.run_dir, formats=args.formats.split(",")):
+            selected = {"epochs": parse_epochs(args.epochs), "suffix": "_epochs" + args.epochs} if args.epochs else {}
+            for path in draw_run_figures(args.run_dir, formats=args.formats.split(","), **selected):
                 print(f"figure: {path}")
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

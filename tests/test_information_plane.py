@@ -13,7 +13,7 @@ import pytest
 import mi_mnist_dropout
 from mi_estimators import information_plane as ip
 from utils import run_folder as rf
-from utils.ip_figures import draw_run_figures
+from utils.ip_figures import draw_run_figures, layer_panels
 from utils.training import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,6 +189,18 @@ def test_several_dropout_layers_give_one_plane_each(tmp_path):
     assert set(data["estimates"]["mixture"]) == {"drop_a", "drop_b"}
     names = {p.name for p in draw_run_figures(run)}
     assert {"information_plane_drop_a.png", "information_plane_drop_b.png"} <= names
+
+
+def test_epoch_selection_limits_the_figures(tmp_path):
+    run = _fake_run(tmp_path, ["dropout"], epochs=(0, 1, 2))
+    proc = _cli(run, "--epochs", "1-")
+    assert proc.returncode == 0, proc.stderr
+    data = ip.load_estimates(run)
+    assert sorted(data["estimates"]["mixture"]["dropout"]["test"], key=int) == ["1", "2"]
+    assert (run / "figures" / "information_plane_epochs1-.png").is_file()
+    assert not (run / "figures" / "information_plane.png").exists()
+    panels = layer_panels(data["estimates"], rf.load_config(run)["layers"][0], epochs=lambda e: e >= 2)
+    assert panels and all(list(s.epochs) == [2] for p in panels for s in p.series)
 
 
 def _cli(*args):

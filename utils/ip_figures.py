@@ -9,7 +9,7 @@ Which planes are drawn depends on the dropout kind (Adilova, Geiger & Fischer, I
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from utils import run_folder as rf
 from utils.plotting import Panel, PlaneSeries, plot_plane_grid, plot_training_curves, read_history, save_figure
@@ -33,9 +33,10 @@ PLANES = {
 BERNOULLI_NOTE = "Bernoulli dropout: I(X;Z) is infinite;\nonly binning and the cross-entropy bound are shown"
 
 
-def _series(x_entries: dict, y_entries: dict) -> tuple[PlaneSeries, float | None, float | None] | None:
-    epochs = sorted((int(e) for e in set(x_entries) & set(y_entries)
-                     if x_entries[e].get("mi_xz") is not None and y_entries[e].get("mi_zy") is not None))
+def _series(x_entries: dict, y_entries: dict, keep: Callable[[int], bool]
+            ) -> tuple[PlaneSeries, float | None, float | None] | None:
+    epochs = sorted((int(e) for e in set(x_entries) & set(y_entries) if keep(int(e))
+                     and x_entries[e].get("mi_xz") is not None and y_entries[e].get("mi_zy") is not None))
     if not epochs:
         return None
     xs = [x_entries[str(e)] for e in epochs]
@@ -45,14 +46,16 @@ def _series(x_entries: dict, y_entries: dict) -> tuple[PlaneSeries, float | None
     return series, xs[-1].get("log_n"), ys[-1].get("h_y")
 
 
-def layer_panels(estimates: dict[str, Any], layer: dict, splits: Sequence[str] = rf.SPLITS) -> list[Panel]:
-    """Information-plane panels for one ``config.json`` layer entry: planes x splits."""
+def layer_panels(estimates: dict[str, Any], layer: dict, splits: Sequence[str] = rf.SPLITS,
+                 epochs: Callable[[int], bool] | None = None) -> list[Panel]:
+    """Information-plane panels for one ``config.json`` layer entry: planes x splits (``epochs``
+    selects the epochs drawn; default all)."""
     panels = []
     for x_name, y_name, title in PLANES[layer["dropout"]]:
         for split in splits:
             x_entries = estimates.get(x_name, {}).get(layer["name"], {}).get(split, {})
             y_entries = estimates.get(y_name, {}).get(layer["name"], {}).get(split, {})
-            found = _series(x_entries, y_entries)
+            found = _series(x_entries, y_entries, epochs or (lambda e: True))
             if found is None:
                 continue
             series, log_n, h_y = found
@@ -62,10 +65,12 @@ def layer_panels(estimates: dict[str, Any], layer: dict, splits: Sequence[str] =
 
 
 def draw_run_figures(run_dir: str | Path, *, formats: Sequence[str] = ("png",),
-                     estimates: dict[str, Any] | None = None) -> list[Path]:
-    """Draw ``RUN_DIR/figures/information_plane[_<layer>].<fmt>`` and ``training_curves.<fmt>``.
+                     estimates: dict[str, Any] | None = None, epochs: Callable[[int], bool] | None = None,
+                     suffix: str = "") -> list[Path]:
+    """Draw ``RUN_DIR/figures/information_plane[_<layer>]<suffix>.<fmt>`` and ``training_curves.<fmt>``.
 
-    ``estimates`` defaults to the content of ``IP/estimates.json``; returns the written paths.
+    ``estimates`` defaults to the content of ``IP/estimates.json``; ``epochs`` selects the epochs
+    drawn (e.g. to leave out epoch 0, which can set the scale); returns the written paths.
     """
     from mi_estimators.information_plane import load_estimates
 
@@ -76,10 +81,10 @@ def draw_run_figures(run_dir: str | Path, *, formats: Sequence[str] = ("png",),
     several = len(config["layers"]) > 1
     written = []
     for layer in config["layers"]:
-        panels = layer_panels(estimates, layer)
+        panels = layer_panels(estimates, layer, epochs=epochs)
         if not panels:
             continue
-        name = "information_plane" + (f"_{layer['name']}" if several else "")
+        name = "information_plane" + (f"_{layer['name']}" if several else "") + suffix
         title = (f"{run_dir.name}: layer {layer['name']} ({layer['dropout']} dropout"
                  + (f", p = {layer['p']})" if layer.get("p") is not None else ")"))
         written += save_figure(plot_plane_grid(panels, ncols=2, suptitle=title), figures / name, formats)
