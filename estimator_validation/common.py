@@ -17,7 +17,7 @@ import argparse
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from estimator_validation.ground_truth import toy_truth  # noqa: E402
+from estimator_validation.toy_problem import ToyData, child_seeds, make_toy  # noqa: E402
 from utils.run_folder import save_json  # noqa: E402
 
 TRUTH_NOTE = (
@@ -210,6 +211,15 @@ def print_series(n: Sequence[int], columns: dict[str, dict[str, Any]]) -> None:
                 std = entry["std"][idx]
                 cells.append(f"{entry['mean'][idx]:>14.4f}" + (f" +- {std:<6.4f}" if std is not None else " " * 10))
         print(f"{k:>8}" + "".join(cells))
+
+
+def toy_repeats(args: argparse.Namespace, noise_samples: int | None = None) -> Iterator[tuple[int, ToyData, int]]:
+    """``(repeat, toy data, estimator seed)`` for each of ``args.repeats`` repeats, seeded from ``args.seed``;
+    ``noise_samples`` overrides ``args.noise_samples`` for the drawn Z."""
+    for rep in range(args.repeats):
+        data_seed, est_seed = child_seeds(args.seed + rep, 2)
+        draws = args.noise_samples if noise_samples is None else noise_samples
+        yield rep, make_toy(args.dim, args.fdim, args.n, args.noise, draws, seed=data_seed), est_seed
 
 
 def size_grid(grid: Sequence[int], n: int) -> list[int]:

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from estimator_validation import common  # noqa: E402
 from estimator_validation.doe import doe_mi  # noqa: E402
 from estimator_validation.ground_truth import finite_sample_truth_1d  # noqa: E402
-from estimator_validation.toy_problem import ToyData, child_seeds, make_toy  # noqa: E402
+from estimator_validation.toy_problem import ToyData  # noqa: E402
 from mi_estimators.binning import binning_mi  # noqa: E402
 from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
 from mi_estimators.edge import edge_mi  # noqa: E402
@@ -154,9 +154,7 @@ def main() -> int:
     values: dict[str, list] = {}
     finite_truth = []
     with tqdm(total=args.repeats * len(NAMES), desc=SCRIPT, unit="est") as bar:
-        for rep in range(args.repeats):
-            data_seed, est_seed = child_seeds(args.seed + rep, 2)
-            data = make_toy(args.dim, args.fdim, args.n, args.noise, args.noise_samples, seed=data_seed)
+        for _, data, est_seed in common.toy_repeats(args):
             if args.fdim == 1 and args.n <= FINITE_TRUTH_MAX_N:
                 finite_truth.append(finite_sample_truth_1d(data.f, args.noise))
             estimators = _estimators(data, est_seed, args.quick)

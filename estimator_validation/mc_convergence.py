@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from estimator_validation import common  # noqa: E402
-from estimator_validation.toy_problem import child_seeds, make_toy, sample_conditional_entropy  # noqa: E402
+from estimator_validation.toy_problem import sample_conditional_entropy  # noqa: E402
 from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
 
 SCRIPT = "mc_convergence"
@@ -73,9 +73,8 @@ def main() -> int:
     hzx = np.empty((args.repeats, len(sizes)))
     mi, mi_se, hzx_est = (np.empty((args.repeats, len(mi_sizes))) for _ in range(3))
     with tqdm(total=args.repeats * len(mi_sizes), desc=SCRIPT, unit="fit") as bar:
-        for rep in range(args.repeats):
-            data_seed, est_seed = child_seeds(args.seed + rep, 2)
-            f = make_toy(args.dim, args.fdim, args.n, args.noise, 1, seed=data_seed).f
+        for rep, data, est_seed in common.toy_repeats(args, noise_samples=1):
+            f = data.f
             hzx[rep] = [sample_conditional_entropy(f[:m], args.noise) for m in sizes]
             for j, m in enumerate(mi_sizes):
                 bar.set_postfix_str(f"n={m}")

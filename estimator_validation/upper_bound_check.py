@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from estimator_validation import common  # noqa: E402
-from estimator_validation.toy_problem import child_seeds, gaussian_bound_limit, make_toy  # noqa: E402
+from estimator_validation.toy_problem import gaussian_bound_limit  # noqa: E402
 from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
 from mi_estimators.upper_bound import gaussian_entropy_upper_bound  # noqa: E402
 
@@ -66,9 +66,7 @@ def main() -> int:
     sizes = common.size_grid(SIZES, args.n)
     bound, mix, mix_se = (np.empty((args.repeats, len(sizes))) for _ in range(3))
     with tqdm(total=args.repeats * len(sizes), desc=SCRIPT, unit="fit") as bar:
-        for rep in range(args.repeats):
-            data_seed, est_seed = child_seeds(args.seed + rep, 2)
-            data = make_toy(args.dim, args.fdim, args.n, args.noise, args.noise_samples, seed=data_seed)
+        for rep, data, est_seed in common.toy_repeats(args):
             for j, m in enumerate(sizes):
                 bar.set_postfix_str(f"n={m}")
                 bound[rep, j] = gaussian_entropy_upper_bound(data.z[: m * args.noise_samples]).h_z
