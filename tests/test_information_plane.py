@@ -236,6 +236,16 @@ def test_bad_run_folders_give_clear_errors(tmp_path):
     assert proc.returncode == 2 and "estimates.json" in proc.stderr
 
 
+def test_training_curves_show_train_and_test(gaussian_run):
+    from utils.plotting import plot_training_curves, read_history
+
+    fig = plot_training_curves(read_history(gaussian_run / rf.HISTORY_NAME))
+    for ax in fig.axes:
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {"train", "test"}
+        assert list(lines["test"].get_xdata()) == [1, 2, 3]  # completed epochs
+
+
 def test_parse_epochs():
     sel = ip.parse_epochs("0-4,10,20-")
     assert [e for e in range(30) if sel(e)] == [0, 1, 2, 3, 4, 10] + list(range(20, 30))

@@ -124,12 +124,12 @@ def read_history(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def plot_training_curves(history: dict[str, np.ndarray], title: str | None = None) -> plt.Figure:
-    """Loss and accuracy per epoch, train and test (Keras names ``loss``/``val_loss``...)."""
-    epoch = history.get("epoch", np.arange(len(next(iter(history.values())))))
-    epoch = epoch + 1  # CSVLogger counts from 0; epoch e in the run folder is after e epochs
+    """Loss and accuracy per epoch, train and test, from ``history.csv`` columns (``epoch`` = completed
+    epochs, ``loss``, ``accuracy``, ``test_loss``, ``test_accuracy``)."""
+    epoch = history["epoch"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
     for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        for prefix, label in (("", "train"), ("val_", "test")):
+        for prefix, label in (("", "train"), ("test_", "test")):
             if prefix + key in history:
                 ax.plot(epoch, history[prefix + key], label=label)
         ax.set_xlabel("epoch")
