@@ -1,6 +1,6 @@
 """Train a CIFAR-10 network with a dropout layer and record its information plane.
 
-Defaults are those of Adilova, Geiger & Fischer (ICLR 2023), section 4: CIFAR ResNet18 with a
+Defaults are those of Adilova, Geiger & Fischer (ICLR 2023): CIFAR ResNet18 with a
 128-unit bottleneck and Gaussian dropout (p = 0.4) before the classifier, SGD lr 0.05 with momentum
 0.9, weight decay 5e-4 and cosine decay over 200 epochs, batch 64, random crop + flip, per-channel
 normalisation, representations every 10 epochs. ``--net allcnn`` defaults to information dropout.

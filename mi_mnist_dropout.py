@@ -1,6 +1,6 @@
 """Train an MNIST-family network with a dropout layer and record its information plane.
 
-Defaults are those of Adilova, Geiger & Fischer (ICLR 2023), section 4: the 784-512-128-32-10
+Defaults are those of Adilova, Geiger & Fischer (ICLR 2023): the 784-512-128-32-10
 softplus net with Gaussian dropout (p = 0.2) on the 32 units, SGD lr 0.1 with momentum 0.9, weight
 decay 1e-3 and cosine decay over 200 epochs, batch 256, representations every 2 epochs; at the end
 the information plane is estimated and drawn under <run>/figures (``--no-analyze`` to skip).

@@ -1,6 +1,6 @@
 """True entropies and mutual information of the toy problem, by numerical integration (nats).
 
-Toy problem (Adilova, Geiger & Fischer, ICLR 2023, section 5 of the validation): X ~ N(0, 1),
+Toy problem (Adilova, Geiger & Fischer, ICLR 2023, estimator validation): X ~ N(0, 1),
 Y = f(X) = a X + b (a = 2, b = 0.5), Z = Y D with D ~ N(1, v) independent of X; ``v`` is the
 *variance* of the multiplicative noise. With ``dim`` independent coordinates every quantity is
 ``dim`` times its one-dimensional value.

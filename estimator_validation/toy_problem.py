@@ -76,7 +76,7 @@ def make_toy(dim: int, fdim: int, n: int, noise_var: float, noise_samples: int =
 def sample_conditional_entropy(f: np.ndarray, noise_var: float) -> float:
     """Monte Carlo estimate of h(Z|X) over the drawn inputs: mean_k sum_i log(sqrt(2 pi e v) |f(x_k)_i|).
 
-    The closed form of section 2 of the paper, averaged over the sample (not over noise draws).
+    The closed form of the paper, averaged over the sample (not over noise draws).
     """
     f = np.asarray(f, dtype=np.float64)
     return float(np.mean(np.sum(LOG_SQRT_2PI_E + 0.5 * math.log(noise_var) + np.log(np.abs(f)), axis=1)))

@@ -11,7 +11,7 @@ entropies of the resulting discrete rows give the mutual informations (``mi_esti
   bin count or bin size) and uses the plug-in I(X_b;T_b) = H(X_b) + H(T_b) - H(X_b,T_b).
 
 For continuous X the result measures the geometry of T at the chosen bin size, not a property of the
-network (Amjad & Geiger; SCIENCE.md section 1): the bin settings and range are always reported.
+network (Amjad & Geiger 2019; Adilova et al. 2023): the bin settings and range are always reported.
 """
 from __future__ import annotations
 

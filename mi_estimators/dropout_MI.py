@@ -1,7 +1,7 @@
 """I(X;Z) and I(Y;Z) of a dropout layer with continuous noise, by the exact mixture density of Z.
 
-Adilova, Geiger & Fischer, "Information Plane Analysis for Dropout Neural Networks", ICLR 2023
-(SCIENCE.md sec. 2-3). With X uniform over the N analysed inputs and f(x) the noise-free input of the
+Adilova, Geiger & Fischer, "Information Plane Analysis for Dropout Neural Networks", ICLR 2023.
+With X uniform over the N analysed inputs and f(x) the noise-free input of the
 dropout layer:
 
 * Gaussian dropout, Z = f(x) (1 + sigma eps): Z | x ~ N(f(x), diag sigma^2 f(x)^2), so
@@ -22,7 +22,7 @@ representations at d = 32 it is 16 unpaired against 0 paired. So V is used
 as a regression control variate: the estimate is mean(-log p(z) + beta V) - h(Z|X) with beta =
 -Cov(-log p(z), V) / Var(V) fitted within inputs, never worse than either form (beta = 0 is unpaired,
 beta = 1 paired; the fit adds a bias of order 1/(N R)). Both plain forms are kept in ``params``.
-I(Y;Z) = E[log p(z|y) - log p(z)] with p(z|y) the class-y sub-mixture (SCIENCE.md sec. 2), each term
+I(Y;Z) = E[log p(z|y) - log p(z)] with p(z|y) the class-y sub-mixture, each term
 <= -log p(y) so the plain mean is <= H(Y); the same control variate is applied. Standard errors are those of the
 stratified mean over inputs: the within-input variance when ``noise_samples`` >= 2, the (larger) total
 variance when it is 1.

@@ -44,7 +44,7 @@ DEFAULT_ESTIMATORS = ("mixture", "binning")
 DEFAULT_NOISE_SAMPLES = {"train": 1, "test": 6}
 DEFAULT_BINS = 30
 INFINITE_MI = ("I(X;Z) is infinite under Bernoulli dropout (the all-ones mask has positive probability; "
-               "Adilova et al. 2023, sec. 3): only binning and the cross-entropy bound are defined")
+               "Adilova et al. 2023): only binning and the cross-entropy bound are defined")
 
 
 @dataclass(frozen=True)

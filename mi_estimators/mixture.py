@@ -10,8 +10,8 @@ L_j(z) = A(z) . B_j, one matrix product for all (sample, component) pairs:
     A(z) = [(z - c)^2, z - c, 1, -shift],  B_j = [-w_j/2, (mu_j - c) w_j, kappa_j - C_j/2, 1],
 
 w = 1/s^2 and C_j = sum_i (mu_ji - c_i)^2 w_ji (for one width per component the first block is
-the single column |z - c|^2). This is the Gaussian-mixture form of Adilova, Geiger & Fischer (ICLR
-2023, sec. 3): "a sum of exponentials of quadratic forms ... matrix products plus a log-sum-exp".
+the single column |z - c|^2). This evaluates the Gaussian-mixture density of Adilova, Geiger &
+Fischer (ICLR 2023) as a sum of exponentials of quadratic forms: matrix products plus a log-sum-exp.
 The log-sum-exp streams over component chunks with a per-sample running shift folded into the
 product (the ``-shift`` column), so memory is bounded whatever M and N.
 

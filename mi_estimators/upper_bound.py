@@ -2,7 +2,7 @@
 
 h(Z) <= 1/2 log det(2 pi e Sigma_Z) for any Z with covariance Sigma_Z (Cover & Thomas, thm. 8.6.5),
 Sigma_Z estimated with Ledoit-Wolf shrinkage (Ledoit & Wolf, J. Multivariate Anal. 2004; scikit-
-learn's ``LedoitWolf``). Used as a sanity bound by Adilova, Geiger & Fischer (ICLR 2023, sec. 5);
+learn's ``LedoitWolf``). Used as a sanity bound by Adilova, Geiger & Fischer (ICLR 2023);
 it becomes loose as the dimension grows. For Gaussian dropout I(X;Z) <= bound - h(Z|X), with the
 closed-form h(Z|X) of :mod:`mi_estimators.dropout_MI`. The bound concerns the population covariance;
 the estimate of it has a sampling error of order sqrt(d / n) nats.

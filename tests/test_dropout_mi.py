@@ -1,4 +1,4 @@
-"""The dropout mixture estimator against ground truth (SCIENCE.md sec. 5) and its limiting cases.
+"""The dropout mixture estimator against ground truth (the paper's toy problem) and its limiting cases.
 
 Tolerances are multiples of the reported standard error; the finite-sample bias of the toy problem
 (X is a finite sample, so the estimator targets I_N <= log N, not the continuous I) is computed

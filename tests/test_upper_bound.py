@@ -1,4 +1,4 @@
-"""The Ledoit-Wolf Gaussian upper bound on h(Z) and I(X;Z) (SCIENCE.md sec. 2 and 5)."""
+"""The Ledoit-Wolf Gaussian upper bound on h(Z) and I(X;Z)."""
 import math
 
 import numpy as np

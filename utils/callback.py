@@ -1,6 +1,6 @@
 """The Keras callback that records dropout representations and information-plane surrogates.
 
-Adilova, Geiger & Fischer (ICLR 2023), sections 4-5: at epoch 0 (before training), every
+Adilova, Geiger & Fischer (ICLR 2023): at epoch 0 (before training), every
 ``save_every`` epochs and at the last epoch it saves, in inference mode and on un-augmented inputs,
 the noise-free input f(x) of every dropout layer (and alpha(x) for information dropout) for a fixed set
 of training inputs and for the test inputs. The estimators draw the noise again from ``config.json``.

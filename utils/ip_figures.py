@@ -1,6 +1,6 @@
 """The figures of a run folder: information planes per dropout layer and the training curves.
 
-Which planes are drawn depends on the dropout kind (Adilova, Geiger & Fischer, ICLR 2023, sec. 5):
+Which planes are drawn depends on the dropout kind (Adilova, Geiger & Fischer, ICLR 2023):
 - Gaussian dropout: the mixture estimate of I(X;Z) against each I(Y;Z) estimate (mixture,
   H(Y) - cross-entropy, EDGE, KSG), the Gaussian upper bound, and binning.
 - Information dropout: the paper's KL / cross-entropy plane, the mixture estimate in log space, binning.

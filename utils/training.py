@@ -1,6 +1,6 @@
 """Training shared by ``mi_mnist_dropout.py`` and ``mi_cifar_dropout.py`` (which only set defaults).
 
-Adilova, Geiger & Fischer (ICLR 2023), section 4: SGD with momentum 0.9 and weight decay, a cosine
+Adilova, Geiger & Fischer (ICLR 2023): SGD with momentum 0.9 and weight decay, a cosine
 learning-rate decay over the whole run, one dropout layer whose noise-free input is recorded every
 ``--save-every`` epochs by :class:`utils.callback.RepresentationCallback`. Keras' ``weight_decay`` is
 decoupled (w <- w - lr * wd * w each step), unlike PyTorch's L2 term added to the gradient.
