@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 
 from estimator_validation.ground_truth import toy_truth  # noqa: E402
 from estimator_validation.toy_problem import ToyData, child_seeds, make_toy  # noqa: E402
+from utils.plotting import save_figure  # noqa: E402
 from utils.run_folder import save_json  # noqa: E402
 
 TRUTH_NOTE = (
@@ -148,10 +149,9 @@ def write_outputs(out_dir: Path, script: str, document: dict[str, Any], figure: 
     """Write ``<script>.json`` (atomically) and ``<script>.png`` into ``out_dir``; return both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out_dir / f"{script}.json", out_dir / f"{script}.png"
+    json_path = out_dir / f"{script}.json"
     save_json(json_path, document)
-    figure.savefig(png_path, dpi=130, bbox_inches="tight")
-    plt.close(figure)
+    (png_path,) = save_figure(figure, out_dir / script, ("png",), dpi=130, bbox_inches="tight")
     return json_path, png_path
 
 

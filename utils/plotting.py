@@ -11,7 +11,7 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -20,6 +20,8 @@ if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
+
+from utils.run_folder import atomic_write  # noqa: E402
 
 
 @dataclass
@@ -141,18 +143,19 @@ def plot_training_curves(history: dict[str, np.ndarray], title: str | None = Non
     return fig
 
 
-def save_figure(fig: plt.Figure, path_stem: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Save ``fig`` as ``<path_stem>.<fmt>`` for each format (atomically) and close it."""
+def save_figure(fig: plt.Figure, path_stem: str | Path, formats: Sequence[str] = ("png",),
+                **savefig_kwargs: Any) -> list[Path]:
+    """Save ``fig`` as ``<path_stem>.<fmt>`` for each format (atomically) and close it.
+
+    ``savefig_kwargs`` go to ``Figure.savefig`` (default ``dpi=150``)."""
     stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    options = {"dpi": 150, **savefig_kwargs}
     written = []
     for fmt in formats:
         if fmt not in ("png", "pdf", "svg"):
             raise ValueError(f"unknown figure format {fmt!r}; use png, pdf or svg")
-        target = stem.with_suffix("." + fmt)
-        tmp = target.with_name(f".{target.name}.tmp")
-        fig.savefig(tmp, format=fmt, dpi=150)
-        os.replace(tmp, target)
+        target = stem.with_name(f"{stem.name}.{fmt}")
+        atomic_write(target, lambda fh: fig.savefig(fh, format=fmt, **options), "wb")
         written.append(target)
     plt.close(fig)
     return written

@@ -44,7 +44,9 @@ _FILE_MODE = 0o666 & ~_umask()
 """mkstemp creates files readable by their owner only; written files get the usual permissions."""
 
 
-def _atomic_write(path: PathLike, write: Callable[[Any], None], mode: str) -> None:
+def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str) -> None:
+    """Call ``write(fh)`` on a temporary file beside ``path`` (opened with ``mode``), then rename it
+    to ``path``: readers see the old file or the complete new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -61,12 +63,12 @@ def _atomic_write(path: PathLike, write: Callable[[Any], None], mode: str) -> No
 def save_json(path: PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically; NaN/inf are refused (ValueError)."""
     text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
-    _atomic_write(path, lambda fh: fh.write(text), "w")
+    atomic_write(path, lambda fh: fh.write(text), "w")
 
 
 def save_text(path: PathLike, text: str) -> None:
     """Write a text file atomically."""
-    _atomic_write(path, lambda fh: fh.write(text), "w")
+    atomic_write(path, lambda fh: fh.write(text), "w")
 
 
 def save_npy(path: PathLike, array: np.ndarray) -> None:
@@ -74,7 +76,7 @@ def save_npy(path: PathLike, array: np.ndarray) -> None:
     arr = np.asarray(array)
     if arr.dtype == object:
         raise ValueError(f"refusing to save an object array to {path}: it could only be read with pickle")
-    _atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=False), "wb")
+    atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=False), "wb")
 
 
 def load_json(path: PathLike) -> Any:
