@@ -318,23 +318,32 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def analyze(run_dir: str | Path, *, plots: bool = True, formats: Sequence[str] = ("png",),
+            epochs: str | None = None, **estimate_kwargs: Any) -> None:
+    """:func:`estimate_run`, print the summary table, then draw the figures and print their paths.
+
+    With an ``epochs`` selection the figures show those epochs only, named
+    ``information_plane_epochs<selection>``.
+    """
     from utils.ip_figures import draw_run_figures  # matplotlib only when drawing
 
+    print(summary_table(estimate_run(run_dir, epochs=epochs, **estimate_kwargs)), flush=True)
+    if plots:
+        selected = {"epochs": parse_epochs(epochs), "suffix": "_epochs" + epochs} if epochs else {}
+        for path in draw_run_figures(run_dir, formats=formats, **selected):
+            print(f"figure: {path}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         splits = [s for s in args.splits.split(",") if s]
         bad = [s for s in splits if s not in rf.SPLITS]
         if bad:
             raise ValueError(f"unknown split(s) {bad}; use train and/or test")
-        data = estimate_run(args.run_dir, estimators=[e for e in args.estimators.split(",") if e], splits=splits,
-                            epochs=args.epochs, noise_samples=args.noise_samples, max_samples=args.max_samples,
-                            seed=args.seed)
-        print(summary_table(data))
-        if not args.no_plots:
-            selected = {"epochs": parse_epochs(args.epochs), "suffix": "_epochs" + args.epochs} if args.epochs else {}
-            for path in draw_run_figures(args.run_dir, formats=args.formats.split(","), **selected):
-                print(f"figure: {path}")
+        analyze(args.run_dir, plots=not args.no_plots, formats=args.formats.split(","), epochs=args.epochs,
+                estimators=[e for e in args.estimators.split(",") if e], splits=splits,
+                noise_samples=args.noise_samples, max_samples=args.max_samples, seed=args.seed)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

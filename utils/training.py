@@ -332,13 +332,10 @@ def main(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any], fami
 
 def _analyze(run_dir: Path, prog: str | None) -> int:
     """Estimate and draw the information plane of a finished run (issue: the first command ends with a figure)."""
-    from mi_estimators.information_plane import estimate_run, summary_table
-    from utils.ip_figures import draw_run_figures
+    from mi_estimators.information_plane import analyze
 
     try:
-        print(summary_table(estimate_run(run_dir)), flush=True)
-        for path in draw_run_figures(run_dir):
-            print(f"figure: {path}", flush=True)
+        analyze(run_dir)
     except (ValueError, FileNotFoundError) as err:
         print(f"{prog or 'train'}: error: analysis of {run_dir} failed: {err}", file=sys.stderr)
         return 2
