@@ -211,7 +211,7 @@ def estimate_run(run_dir: str | Path, *, estimators: Sequence[str] = DEFAULT_EST
         if not chosen:
             raise ValueError(f"no saved {split} epochs match {epochs!r} in {run_dir} (saved: {available})")
         _, labels = rf.load_inputs_labels(run_dir, split)
-        idx = _subset(len(labels), max_samples, seed)
+        idx = rf.seeded_rows(len(labels), max_samples, seed)
         h_y = discrete_entropy(labels[idx])
         callback += _callback_entries(run_dir, config, split, discrete_entropy(labels))
         tasks += [(layer, split, epoch, labels[idx], idx, h_y, len(labels))
@@ -269,12 +269,6 @@ def _settings(name: str, split: str, noise_samples: dict[str, int], max_samples:
     if name == "binning":
         settings["n_bins"] = DEFAULT_BINS
     return settings
-
-
-def _subset(n: int, max_samples: int | None, seed: int) -> np.ndarray:
-    if max_samples is None or max_samples >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
 
 
 def summary_table(data: dict[str, Any]) -> str:

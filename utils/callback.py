@@ -164,7 +164,7 @@ class RepresentationCallback(keras.callbacks.Callback):
         elif isinstance(metrics_subset, bool) or not isinstance(metrics_subset, int) or metrics_subset < 1:
             raise ValueError(f"metrics_subset must be a positive integer or None, got {metrics_subset!r}")
         else:
-            self.metric_rows = np.sort(np.random.default_rng(seed).choice(n_train, metrics_subset, replace=False))
+            self.metric_rows = rf.seeded_rows(n_train, metrics_subset, seed)
         self.save_every = save_every
         self.batch_size = batch_size
         self.from_logits = from_logits

@@ -103,6 +103,15 @@ def load_npy(path: PathLike) -> np.ndarray:
         raise ValueError(f"{path} is not a readable .npy file ({err})") from None
 
 
+def seeded_rows(n: int, k: int | None, seed: int) -> np.ndarray:
+    """Sorted row indices of a fixed subset of ``k`` of ``n`` rows drawn with
+    ``numpy.random.default_rng(seed)``; all rows when ``k`` is None or at least ``n``. The training
+    script, the callback and the estimation command use it, so one seed names one subset."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
 def _check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

@@ -254,8 +254,7 @@ def train(args: argparse.Namespace, *, extra_callbacks: Sequence[Any] = (), verb
     n_train = len(ds.y_train)
     if args.repr_subset is not None and args.repr_subset > n_train:
         raise RunError(f"--repr-subset {args.repr_subset} exceeds the {n_train} training inputs")
-    repr_rows = (np.arange(n_train) if args.repr_subset is None else
-                 np.sort(np.random.default_rng(args.seed).choice(n_train, args.repr_subset, replace=False)))
+    repr_rows = rf.seeded_rows(n_train, args.repr_subset, args.seed)
     make_run_dir(run_dir)
     strategy = make_strategy(args.distribute)
     steps_per_epoch = math.ceil(n_train / args.batch_size)
