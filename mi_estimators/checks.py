@@ -1,5 +1,14 @@
-"""Input validation shared by every estimator: bad input raises ``ValueError`` with a clear message."""
+"""Validators and constants shared by the whole toolkit: bad input raises ``ValueError`` (Python API) or
+:class:`CommandError` (command lines) with a message that names the culprit.
+
+This module imports nothing from the rest of the project, so every layer (estimators, training,
+analysis, validation scripts) can use it.
+"""
 from __future__ import annotations
+
+import argparse
+import math
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 
@@ -59,3 +68,81 @@ def check_same_length(**arrays: np.ndarray) -> None:
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{k}: {n}" for k, n in lengths.items())
         raise ValueError(f"inputs must have the same number of samples ({listed})")
+
+
+# -- constants shared by the estimators, the run folder and the training code ------------------------
+
+LOG_2PI = math.log(2.0 * math.pi)
+LOG_SQRT_2PI = 0.5 * LOG_2PI
+LOG_SQRT_2PI_E = 0.5 * (LOG_2PI + 1.0)
+"""Entropy of N(0, 1) in nats: h = log(sqrt(2 pi e) s) for a Gaussian of standard deviation s."""
+
+DROPOUT_KINDS = ("gaussian", "information", "bernoulli")
+"""Dropout kinds a run can use; Bernoulli dropout leaves I(X;Z) infinite (Adilova et al. 2023)."""
+
+
+# -- scalar validators: ValueError naming the argument ------------------------------------------------
+
+def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int in [minimum, maximum]; bools, floats and strings are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+    return int(value)
+
+
+def check_float(value: Any, name: str, *, minimum: float = 0.0, inclusive: bool = False,
+                maximum: float | None = None) -> float:
+    """``value`` as a finite float above ``minimum`` (``inclusive``: at least it) and at most ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or np.ndim(value):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    x = float(value)
+    low_ok = x >= minimum if inclusive else x > minimum
+    if not math.isfinite(x) or not low_ok or (maximum is not None and x > maximum):
+        need = (">= " if inclusive else "> ") + f"{minimum:g}" + ("" if maximum is None else f" and <= {maximum:g}")
+        raise ValueError(f"{name} must be a finite number {need}, got {value!r}")
+    return x
+
+
+# -- command lines: argparse types built from the validators, and a parser with one-line errors ------
+
+class CommandError(Exception):
+    """A user-facing error of a command: printed as one ``<prog>: error: ...`` line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that raises :class:`CommandError` (one line, no usage dump) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandError(message)
+
+
+def int_arg(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+    """argparse ``type=``: an integer in [minimum, maximum] (the flag is named by argparse)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        try:
+            return check_int(value, "value", minimum=minimum, maximum=maximum)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("value ")) from None
+    return parse
+
+
+def float_arg(minimum: float = -math.inf, *, inclusive: bool = True,
+              maximum: float | None = None) -> Callable[[str], float]:
+    """argparse ``type=``: a finite number above (``inclusive``: at least) ``minimum``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        try:
+            return check_float(value, "value", minimum=minimum, inclusive=inclusive, maximum=maximum)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("value ")) from None
+    return parse

@@ -21,10 +21,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mi_estimators.checks import DROPOUT_KINDS
+
 SPLITS = ("train", "test")
-IP_PREFIX = {"train": "train", "test": "val"}
 IP_QUANTITIES = ("mi_xz", "mi_zy")
-DROPOUT_KINDS = ("gaussian", "information", "bernoulli")
+LEGACY_IP_PREFIX = {"test": "val"}
+"""Run folders written before November 2026 name the test split ``val`` in ``IP/``; they are still read."""
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.csv"
 REPR_DIR = "representations"
@@ -157,8 +159,9 @@ def labels_path(run_dir: PathLike, split: str) -> Path:
     return Path(run_dir) / REPR_DIR / f"{_check_split(split)}_labels.npy"
 
 
-def ip_path(run_dir: PathLike, split: str, quantity: str, layer: str | None = None) -> Path:
-    """``IP/<train|val>_<mi_xz|mi_zy>[_<layer>].json``; the test split is called ``val`` there.
+def ip_path(run_dir: PathLike, split: str, quantity: str, layer: str | None = None, *,
+            legacy: bool = False) -> Path:
+    """``IP/<train|test>_<mi_xz|mi_zy>[_<layer>].json`` (``legacy``: the old ``val_`` name of the test split).
 
     I(Y;Z) = H(Y) - cross-entropy is a property of the model output and never takes a layer name;
     I(X;Z) (mean KL) takes one only for models with several analysed dropout layers.
@@ -166,7 +169,8 @@ def ip_path(run_dir: PathLike, split: str, quantity: str, layer: str | None = No
     if quantity not in IP_QUANTITIES:
         raise ValueError(f"quantity must be one of {IP_QUANTITIES}, got {quantity!r}")
     tag = _file_tag(layer) if quantity == "mi_xz" else ""
-    return Path(run_dir) / IP_DIR / f"{IP_PREFIX[_check_split(split)]}_{quantity}{tag}.json"
+    prefix = LEGACY_IP_PREFIX.get(_check_split(split), split) if legacy else split
+    return Path(run_dir) / IP_DIR / f"{prefix}_{quantity}{tag}.json"
 
 
 def _config_error(path: Path, what: str) -> ValueError:
@@ -286,8 +290,12 @@ def load_inputs_labels(run_dir: PathLike, split: str) -> tuple[np.ndarray, np.nd
 
 
 def load_ip(run_dir: PathLike, split: str, quantity: str, layer: str | None = None) -> dict[int, float]:
-    """The callback's ``{epoch: value}`` dictionary (missing file: empty), epochs as ints, sorted."""
+    """The callback's ``{epoch: value}`` dictionary (missing file: empty), epochs as ints, sorted.
+
+    Falls back to the legacy ``val_`` name of the test split in older run folders."""
     path = ip_path(run_dir, split, quantity, layer)
+    if not path.exists():
+        path = ip_path(run_dir, split, quantity, layer, legacy=True)
     if not path.exists():
         return {}
     raw = load_json(path)
