@@ -16,19 +16,40 @@ import numpy as np
 
 @dataclass
 class MIResult:
-    """Mutual-information estimate with its uncertainty and provenance.
+    """Mutual-information estimate with its uncertainty and provenance; every field has one meaning.
 
-    ``mi_xz``/``mi_zy`` are the information-plane coordinates I(X;Z) and I(Y;Z); ``mi`` is used by
-    two-variable estimators such as ``ksg_mi(x, y)``. ``*_stderr`` are Monte Carlo (or bootstrap)
-    standard errors where the method defines one. ``log_n`` is log of the number of distinct inputs,
-    the ceiling of I(X;Z) for X uniform on a finite sample; ``h_y`` the ceiling of I(Y;Z).
+    ============================  ===================================================================
+    field                         meaning (nats; ``None`` where the method does not define it)
+    ============================  ===================================================================
+    ``mi_xz``, ``mi_zy``          the information-plane coordinates I(X;Z) and I(Y;Z) of a layer's
+                                  representation Z, X uniform over the N analysed inputs (estimators of
+                                  a dropout layer, binning, the Gaussian bound)
+    ``mi``                        I(A;B) of the two arrays given to a two-variable estimator
+                                  (``ksg_mi(a, b)``, ``edge_mi(a, b)``, ``discrete_mi(a, b)``)
+    ``*_stderr``                  Monte Carlo (or bootstrap) standard error with the N inputs fixed: the
+                                  error of I_N, the MI of X uniform over exactly these inputs
+    ``*_sampling_stderr``         standard error of I_N over the draw of the N inputs from the data
+                                  distribution (delta method, :mod:`mi_estimators.dropout_MI`); add it in
+                                  quadrature to ``*_stderr`` for the error of the population value
+    ``h_z``, ``h_z_given_x``,     differential entropies of Z (of log Z for information dropout)
+    ``h_z_given_y``, ``h_z_stderr``
+    ``h_y``                       plug-in entropy of the labels, the ceiling of I(Y;Z)
+    ``log_n``                     log N, the ceiling of I(X;Z) for X uniform over N inputs
+    ``n_samples``                 N, the number of analysed inputs
+    ``saturation``                dI(X;Z)/dlog N between nested random subsets of N/4 and N inputs: near
+                                  1 the estimate is limited by N, not by the network (McAllester &
+                                  Stratos 2020); the subset estimates are in ``params["convergence"]``
+    ``params``                    the settings that produced the number (noise level, draws, bins, ...)
+    ============================  ===================================================================
     """
 
     method: str
     mi_xz: float | None = None
     mi_xz_stderr: float | None = None
+    mi_xz_sampling_stderr: float | None = None
     mi_zy: float | None = None
     mi_zy_stderr: float | None = None
+    mi_zy_sampling_stderr: float | None = None
     mi: float | None = None
     mi_stderr: float | None = None
     h_z: float | None = None
@@ -38,6 +59,7 @@ class MIResult:
     h_y: float | None = None
     log_n: float | None = None
     n_samples: int | None = None
+    saturation: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,8 +14,9 @@ import math
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from mi_estimators.checks import as_samples
-from mi_estimators.dropout_MI import _activations, _positive_scalar, conditional_entropy
+from mi_estimators.checks import LOG_2PI, as_samples, check_float, check_int
+from mi_estimators.dropout_MI import activations, conditional_entropy
+from mi_estimators.noise import standard_normal_draws
 from mi_estimators.results import MIResult
 
 
@@ -35,25 +36,27 @@ def gaussian_entropy_upper_bound(samples: np.ndarray) -> MIResult:
                             "Gaussian bound is -inf and carries no information")
         h_z = math.nan
     else:
-        h_z = 0.5 * (logdet + d * math.log(2.0 * math.pi * math.e))
+        h_z = 0.5 * (logdet + d * (LOG_2PI + 1.0))
     return MIResult(method="gaussian_upper_bound", h_z=h_z, n_samples=n, params=params)
 
 
-def gaussian_dropout_upper_bound(representations: np.ndarray, noise_std: float, noise_samples: int = 1,
+def gaussian_dropout_upper_bound(f: np.ndarray, noise_std: float, noise_samples: int = 1,
                                  seed: int = 0, *, clip_min: float | None = None) -> MIResult:
     """Upper bound on I(X;Z) for Gaussian dropout: the Gaussian bound on h(Z) minus h(Z|X), nats.
 
-    Z = f(x) (1 + sigma eps) is drawn ``noise_samples`` times per input (``default_rng(seed)``);
-    ``clip_min`` as in :func:`mi_estimators.dropout_MI.gaussian_dropout_mi`. Not capped at log N:
-    the bound holds for the mixture but ignores that X takes only N values.
+    Z = f(x) (1 + sigma eps) is drawn ``noise_samples`` times per input, the same draws as the mixture
+    estimate with this seed (:mod:`mi_estimators.noise`); ``clip_min`` as in
+    :func:`mi_estimators.dropout_MI.gaussian_dropout_mi`. Not capped at log N: the bound holds for the
+    mixture but ignores that X takes only N values.
     """
-    sigma = _positive_scalar(noise_std, "noise_std")
-    f, n_clipped = _activations(representations, clip_min, allow_negative=True)
-    if isinstance(noise_samples, bool) or not isinstance(noise_samples, (int, np.integer)) or noise_samples < 1:
-        raise ValueError(f"noise_samples must be a positive integer, got {noise_samples!r}")
+    sigma = check_float(noise_std, "noise_std")
+    f, n_clipped = activations(f, clip_min, allow_negative=True)
+    check_int(noise_samples, "noise_samples")
+    check_int(seed, "seed", minimum=0)
     n, d = f.shape
-    eps = np.random.default_rng(seed).standard_normal((n, noise_samples, d))
-    z = (f[:, None, :] * (1.0 + sigma * eps)).reshape(-1, d)
+    inputs = np.repeat(np.arange(n), noise_samples)
+    eps = standard_normal_draws(seed, inputs, np.tile(np.arange(noise_samples), n), d)
+    z = f[inputs] * (1.0 + sigma * eps)
     bound = gaussian_entropy_upper_bound(z)
     h_zx = conditional_entropy(sigma * np.abs(f))
     bound.method = "gaussian_dropout_upper_bound"

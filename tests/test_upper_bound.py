@@ -6,7 +6,7 @@ import pytest
 
 from mi_estimators.dropout_MI import gaussian_dropout_mi
 from mi_estimators.upper_bound import gaussian_dropout_upper_bound, gaussian_entropy_upper_bound
-from tests.test_dropout_mi import toy_truth
+from tests.oracles import toy_truth
 
 K_SE = 4.0
 

@@ -1,0 +1,69 @@
+"""The dropout noise draws shared by every estimator of a run: one noisy Z per information plane.
+
+Draw r of input k is row ``k % BLOCK`` of
+``default_rng([seed, STREAM, k // BLOCK, r]).standard_normal((BLOCK, d))``, so it depends on (seed, k, r) only: not on how many inputs or draws an estimate uses, nor on its
+memory budget. Hence the mixture estimate on N inputs, its nested subsets (the convergence-in-N
+diagnostic) and the baselines run on "the" noisy representation (EDGE, KSG, binning: draw 0) all see
+the same Z.
+
+* Gaussian dropout (Adilova, Geiger & Fischer, ICLR 2023): Z = f(x) (1 + sigma eps).
+* Information dropout (Achille & Soatto 2018): Z = f(x) exp(alpha(x) eps), i.e. log Z = log f + alpha eps.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mi_estimators.checks import as_samples, check_float, check_int
+
+BLOCK = 1024
+STREAM = 0x4E4F4953
+"""Tags the noise streams. numpy's SeedSequence pads short entropy with zeros, so ``default_rng([s, 0, 0])``
+is ``default_rng(s)``: without the tag, draw 0 of the first block would replay any array a user drew
+with ``default_rng(seed)`` (the inputs of a test, say) and correlate the noise with the data."""
+_PILOT_STREAM = 0x50494C54
+
+
+def standard_normal_draws(seed: int, inputs: np.ndarray, draws: np.ndarray, d: int) -> np.ndarray:
+    """eps (M, d): draw ``draws[m]`` of input ``inputs[m]`` for every m, as the module docstring defines."""
+    inputs, draws = np.asarray(inputs, dtype=np.int64), np.asarray(draws, dtype=np.int64)
+    out = np.empty((len(inputs), d))
+    keys = (inputs // BLOCK) * (int(draws.max(initial=0)) + 1) + draws
+    order = np.argsort(keys, kind="stable")
+    bounds = np.flatnonzero(np.diff(keys[order])) + 1
+    for group in np.split(order, bounds):
+        if group.size:
+            block, draw = int(inputs[group[0]] // BLOCK), int(draws[group[0]])
+            eps = np.random.default_rng([seed, STREAM, block, draw]).standard_normal((BLOCK, d))
+            out[group] = eps[inputs[group] % BLOCK]
+    return out
+
+
+def pilot_uniforms(seed: int, inputs: np.ndarray) -> np.ndarray:
+    """A fixed uniform number per input (same rule as the draws): inputs below a threshold get an extra
+    draw when one draw per input is asked for, so that the Monte Carlo error can be measured."""
+    inputs = np.asarray(inputs, dtype=np.int64)
+    out = np.empty(len(inputs))
+    for block in np.unique(inputs // BLOCK):
+        sel = inputs // BLOCK == block
+        out[sel] = np.random.default_rng([seed, _PILOT_STREAM, int(block)]).random(BLOCK)[inputs[sel] % BLOCK]
+    return out
+
+
+def noisy_representations(f: np.ndarray, *, noise_std: float | None = None, alphas: np.ndarray | None = None,
+                          seed: int = 0, draw: int = 0) -> np.ndarray:
+    """One draw of the noisy Z for every row of f (N, d): Gaussian dropout with ``noise_std`` or
+    information dropout with ``alphas`` (exactly one of them). Draw 0 is the first draw of the mixture
+    estimate with the same seed."""
+    f = as_samples(f, "f", min_samples=1)
+    if (noise_std is None) == (alphas is None):
+        raise ValueError("give exactly one of noise_std (Gaussian dropout) and alphas (information dropout)")
+    check_int(seed, "seed", minimum=0)
+    check_int(draw, "draw", minimum=0)
+    rows = np.arange(len(f))
+    eps = standard_normal_draws(seed, rows, np.full(len(f), draw), f.shape[1])
+    if noise_std is not None:
+        return f * (1.0 + check_float(noise_std, "noise_std") * eps)
+    alpha = as_samples(alphas, "alphas", min_samples=1)
+    if alpha.shape != f.shape or (alpha <= 0).any():
+        raise ValueError(f"alphas must be positive with the shape of f {f.shape}; got shape {alpha.shape}")
+    return f * np.exp(alpha * eps)
