@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from mi_estimators.checks import as_labels, as_samples, check_same_length
+from mi_estimators.checks import as_labels, as_samples, check_float, check_int, check_same_length
 from mi_estimators.discrete import discrete_entropy, symbol_ids
 from mi_estimators.results import MIResult
 
@@ -43,15 +43,11 @@ def bin_values(values: np.ndarray, *, n_bins: int | None = None, bin_size: float
         lo, hi = _check_range(value_range)
     span = hi - lo
     if n_bins is not None:
-        if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-            raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-        count = int(n_bins)
+        count = check_int(n_bins, "n_bins")
         # A constant sample (span 0, only possible with a data-derived range) falls into one bin.
         width = span / count if span > 0 else 1.0
     else:
-        width = float(bin_size)
-        if not (math.isfinite(width) and width > 0):
-            raise ValueError(f"bin_size must be a positive finite number, got {bin_size!r}")
+        width = check_float(bin_size, "bin_size")
         count = max(1, math.ceil(span / width))
     outside = int(np.count_nonzero((arr < lo) | (arr > hi)))
     ids = np.clip(np.floor((arr - lo) / width), 0, count - 1).astype(np.int64)
@@ -60,11 +56,12 @@ def bin_values(values: np.ndarray, *, n_bins: int | None = None, bin_size: float
     return ids, info
 
 
-def binning_mi(representations: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarray | None = None,
+def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarray | None = None,
                *, n_bins: int | None = None, bin_size: float | None = None,
                value_range: tuple[float, float] | None = None, input_range: tuple[float, float] | None = None,
                form: str = "szt") -> MIResult:
-    """Binning estimate of I(X;T) (``mi_xz``) and, with labels, I(Y;T) (``mi_zy``), in nats.
+    """Binning estimate of I(X;T) (``mi_xz``) and, with labels, I(Y;T) (``mi_zy``), in nats; T is the
+    representation ``z`` (N, d), samples in rows.
 
     ``form="szt"`` (Shwartz-Ziv & Tishby 2017): I(X;T) = H(T_b), X uniform over the samples.
     ``form="binned_x"`` (reference repo of Adilova et al. 2023): I(X;T) = H(X_b) + H(T_b) - H(X_b,T_b),
@@ -74,9 +71,9 @@ def binning_mi(representations: np.ndarray, labels: np.ndarray | None = None, in
     """
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r}; expected one of {FORMS}")
-    t = as_samples(representations, "representations", min_samples=1)
+    t = as_samples(z, "z", min_samples=1)
     n = t.shape[0]
-    t_ids, t_info = bin_values(t, n_bins=n_bins, bin_size=bin_size, value_range=value_range, name="representations")
+    t_ids, t_info = bin_values(t, n_bins=n_bins, bin_size=bin_size, value_range=value_range, name="z")
     t_sym = symbol_ids(t_ids)
     h_t = discrete_entropy(t_sym)
     params: dict = {"form": form, **t_info}
@@ -92,7 +89,7 @@ def binning_mi(representations: np.ndarray, labels: np.ndarray | None = None, in
         x = np.asarray(inputs)
         # Image-shaped inputs are binned pixel by pixel, like any other feature vector.
         x = as_samples(x.reshape(len(x), -1) if x.ndim > 2 else x, "inputs", min_samples=1)
-        check_same_length(representations=t, inputs=x)
+        check_same_length(z=t, inputs=x)
         x_ids, x_info = bin_values(x, n_bins=n_bins, bin_size=bin_size, value_range=input_range, name="inputs")
         x_sym = symbol_ids(x_ids)
         h_x = discrete_entropy(x_sym)

@@ -36,7 +36,7 @@ import warnings
 
 import numpy as np
 
-from mi_estimators.checks import as_samples, check_same_length
+from mi_estimators.checks import as_samples, check_float, check_int, check_same_length
 from mi_estimators.discrete import symbol_ids
 from mi_estimators.results import MIResult
 
@@ -56,9 +56,9 @@ def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, dis
     rows of ``y`` (e.g. class labels) as its buckets. A ``UserWarning`` says when terms hit the cap U,
     which biases the estimate low. ``params`` holds the weights and the per-bandwidth estimates.
     """
-    U = _positive(U, "U")
-    bandwidth = _positive(bandwidth, "bandwidth")
-    t_max = _positive(t_max, "t_max")
+    U = check_float(U, "U")
+    bandwidth = check_float(bandwidth, "bandwidth")
+    t_max = check_float(t_max, "t_max")
     if t_max <= 1.0:
         raise ValueError(f"t_max must exceed 1 so that the bandwidths differ, got {t_max}")
     x = as_samples(x, "x", min_samples=MIN_SAMPLES)
@@ -71,11 +71,8 @@ def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, dis
     y_ids = symbol_ids(y) if discrete_y else None
     dim = u.shape[1] + (0 if discrete_y else v.shape[1])
     powers = (2.0, -float(dim)) if bias_powers is None else tuple(float(p) for p in bias_powers)
-    if isinstance(n_bandwidths, bool) or not isinstance(n_bandwidths, (int, np.integer)) \
-            or n_bandwidths < len(powers) + 1:
-        raise ValueError(f"n_bandwidths must be an integer >= {len(powers) + 1} (one more than the "
-                         f"{len(powers)} cancelled bias terms), got {n_bandwidths!r}")
-    t = np.linspace(1.0, t_max, int(n_bandwidths))
+    # One more bandwidth than the number of cancelled bias terms.
+    t = np.linspace(1.0, t_max, check_int(n_bandwidths, "n_bandwidths", minimum=len(powers) + 1))
     weights = ensemble_weights(t, powers)
     eps = t * bandwidth * n ** (-1.0 / (2 * dim))
 
@@ -144,14 +141,3 @@ def _standardise(a: np.ndarray) -> np.ndarray:
     # Constant coordinates carry no information; leave them centred at 0 with unit scale.
     std[std == 0] = 1.0
     return (a - a.mean(axis=0)) / std
-
-
-def _positive(value: float, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return value
-

@@ -1,18 +1,18 @@
-"""Pairwise-distance (KDE) bounds on I(X;T) and I(Y;T) for T = h(X) + N(0, noise_var I).
+"""Pairwise-distance (KDE) bounds on I(X;T) and I(Y;T) for T = f(X) + N(0, noise_std^2 I).
 
 Kolchinsky & Tracey, "Estimating mixture entropy with pairwise distances", Entropy 19(7), 361 (2017),
 as used by Saxe et al., "On the information bottleneck theory of deep learning", ICLR 2018. With X
-uniform over the N samples, T is an equal-weight mixture of N Gaussians N(h_i, noise_var I) and
-h(T|X) = d/2 log(2 pi e noise_var), so that
+uniform over the N samples, T is an equal-weight mixture of N Gaussians N(f_i, s^2 I) (s = noise_std,
+additive noise) and h(T|X) = d/2 log(2 pi e s^2), so that
 
-    upper (KL distance):           I(X;T) <= -1/N sum_i log 1/N sum_j exp(-||h_i - h_j||^2 / (2 noise_var))
-    lower (Bhattacharyya distance): I(X;T) >= -1/N sum_i log 1/N sum_j exp(-||h_i - h_j||^2 / (8 noise_var))
+    upper (KL distance):           I(X;T) <= -1/N sum_i log 1/N sum_j exp(-||f_i - f_j||^2 / (2 s^2))
+    lower (Bhattacharyya distance): I(X;T) >= -1/N sum_i log 1/N sum_j exp(-||f_i - f_j||^2 / (8 s^2))
 
-(the lower bound is the same sum with 4 noise_var in place of noise_var). Both lie in [0, log N].
+(the lower bound is the same sum with 2 s in place of s). Both lie in [0, log N].
 With labels, as in Saxe et al.'s code, I(Y;T) = H(T) - sum_c p(c) H(T|Y=c) with each entropy replaced
 by the same bound on the class-c sub-mixture; the normalising constants cancel, leaving
 
-    I(Y;T) ~ 1/N sum_i [log p_{y_i}(h_i) - log p(h_i)],
+    I(Y;T) ~ 1/N sum_i [log p_{y_i}(f_i) - log p(f_i)],
 
 p the whole mixture and p_c its class-c part. These are differences of bounds, so they are estimates
 of I(Y;T) rather than bounds on it; each lies in [0, H(Y)] up to round-off. All pairwise sums go
@@ -25,40 +25,38 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
-from mi_estimators.checks import as_labels, as_samples
+from mi_estimators.checks import LOG_SQRT_2PI_E, as_labels, as_samples, check_float
 from mi_estimators.discrete import discrete_entropy, symbol_ids
 from mi_estimators.mixture import mixture_log_density
 from mi_estimators.results import MIResult
 
 
-def kde_mi_bounds(representations: np.ndarray, noise_var: float, labels: np.ndarray | None = None, *,
+def kde_mi_bounds(f: np.ndarray, noise_std: float, labels: np.ndarray | None = None, *,
                   backend: str = "numpy", dtype: str = "float32", max_memory_mb: int = 256,
                   progress: bool = False) -> MIResult:
-    """Kolchinsky-Tracey pairwise bounds (Saxe et al. 2018) for T = h(X) + N(0, noise_var I), in nats.
+    """Kolchinsky-Tracey pairwise bounds (Saxe et al. 2018) for T = f(X) + N(0, noise_std^2 I), in nats.
 
     ``mi_xz`` is the KL upper bound on I(X;T) and ``params["mi_xz_lower"]`` the Bhattacharyya lower
     bound (formulas in the module docstring); with labels, ``mi_zy`` and ``params["mi_zy_lower"]`` are
     the corresponding estimates of I(Y;T). ``h_z`` is the KL upper bound on h(T) and ``h_z_given_x`` the
-    exact d/2 log(2 pi e noise_var). ``backend``, ``dtype``, ``max_memory_mb`` and ``progress`` are
+    exact d/2 log(2 pi e noise_std^2). ``backend``, ``dtype``, ``max_memory_mb`` and ``progress`` are
     passed to :func:`~mi_estimators.mixture.mixture_log_density`.
     """
     try:
-        noise_var = float(noise_var)
-    except (TypeError, ValueError):
-        raise ValueError(f"noise_var must be a positive number, got {noise_var!r}") from None
-    if not (math.isfinite(noise_var) and noise_var > 0):
-        raise ValueError(f"noise_var must be positive and finite, got {noise_var!r}; with no noise T = h(X) is "
-                         f"deterministic and I(X;T) is H(X) (log N for distinct samples), not a KDE quantity")
-    h = as_samples(representations, "representations", min_samples=1)
+        std = check_float(noise_std, "noise_std")
+    except ValueError as err:
+        raise ValueError(f"{err}; with no noise T = f(X) is deterministic and I(X;T) is H(X) (log N for "
+                         "distinct samples), not a KDE quantity") from None
+    h = as_samples(f, "f", min_samples=1)
     n, d = h.shape
     y = None if labels is None else symbol_ids(as_labels(labels, n))
     kernel = dict(backend=backend, dtype=dtype, max_memory_mb=max_memory_mb, progress=progress)
 
-    # Widths sqrt(var) (KL bound) and sqrt(4 var) (Bhattacharyya bound).
-    bounds = [_pairwise_terms(h, math.sqrt(v), y, kernel) for v in (noise_var, 4.0 * noise_var)]
+    # Widths s (KL bound) and 2 s (Bhattacharyya bound).
+    bounds = [_pairwise_terms(h, width, y, kernel) for width in (std, 2.0 * std)]
     (upper_xz, upper_zy, log_p_mean), (lower_xz, lower_zy, _) = bounds
-    h_z_given_x = 0.5 * d * math.log(2 * math.pi * math.e * noise_var)
-    params = {"noise_var": noise_var, "mi_xz_lower": lower_xz, "mi_zy_lower": lower_zy,
+    h_z_given_x = d * (LOG_SQRT_2PI_E + math.log(std))
+    params = {"noise_std": std, "mi_xz_lower": lower_xz, "mi_zy_lower": lower_zy,
               "upper": "Kolchinsky-Tracey KL bound", "lower": "Kolchinsky-Tracey Bhattacharyya bound",
               "dtype": dtype, "backend": backend}
     return MIResult(method="kde_pairwise", mi_xz=upper_xz, mi_zy=upper_zy, h_z=0.5 * d - log_p_mean,

@@ -32,7 +32,7 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma
 from tqdm.auto import tqdm
 
-from mi_estimators.checks import as_labels, as_samples, check_same_length
+from mi_estimators.checks import as_labels, as_samples, check_int, check_same_length
 from mi_estimators.results import MIResult
 
 _JITTER = 1e-10
@@ -49,7 +49,7 @@ def ksg_mi(x: np.ndarray, y: np.ndarray, k: int = 3, *, seed: int = 0, workers: 
     ``x`` (N x d_x) and ``y`` (N x d_y) hold samples in rows; needs N > k. ``workers`` is the number
     of threads of the KD-tree queries (-1: all cores); ``progress`` shows a bar over the queries.
     """
-    k = _check_k(k)
+    k = check_int(k, "k")
     x = as_samples(x, "x", min_samples=k + 1)
     y = as_samples(y, "y", min_samples=k + 1)
     check_same_length(x=x, y=y)
@@ -78,7 +78,7 @@ def ksg_mi_labels(z: np.ndarray, labels: np.ndarray, k: int = 3, *, seed: int = 
     then repeat more than k times (its r_k would be 0 and log r_k infinite). Max-norm throughout.
     ``workers`` and ``progress`` as in :func:`ksg_mi`.
     """
-    k = _check_k(k)
+    k = check_int(k, "k")
     if form not in LABEL_FORMS:
         raise ValueError(f"unknown form {form!r}; expected one of {LABEL_FORMS}")
     z = as_samples(z, "z", min_samples=k + 1)
@@ -153,9 +153,3 @@ def _jitter(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     scale = a.std(axis=0)
     scale[scale == 0] = 1.0
     return a + _JITTER * scale * rng.random(a.shape)
-
-
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)

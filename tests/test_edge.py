@@ -99,10 +99,10 @@ def test_ensemble_weights_cancel_the_bias_terms():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(U=0.0), "positive finite"),
-    (dict(U=float("nan")), "positive finite"),
-    (dict(U="big"), "positive number"),
-    (dict(bandwidth=-1.0), "positive finite"),
+    (dict(U=0.0), "must be a finite number > 0"),
+    (dict(U=float("nan")), "must be a finite number > 0"),
+    (dict(U="big"), "U must be a number"),
+    (dict(bandwidth=-1.0), "must be a finite number > 0"),
     (dict(t_max=1.0), "exceed 1"),
     (dict(n_bandwidths=2), "n_bandwidths"),
     (dict(n_bandwidths=5.0), "n_bandwidths"),

@@ -10,7 +10,7 @@ from mi_estimators.kde import kde_mi_bounds
 
 
 def brute_force(h, var, labels=None):
-    """Saxe et al.'s formulas with a full squared-distance matrix in float64."""
+    """Saxe et al.'s formulas with a full squared-distance matrix in float64; ``var`` = noise_std^2."""
     sq = ((h[:, None, :] - h[None, :, :]) ** 2).sum(-1)
     n = len(h)
     log_p = logsumexp(-sq / (2 * var), axis=1) - math.log(n)
@@ -25,7 +25,7 @@ def test_matches_brute_force_with_and_without_labels():
     rng = np.random.default_rng(0)
     h = rng.standard_normal((300, 5))
     labels = rng.integers(0, 3, 300)
-    res = kde_mi_bounds(h, 0.5, labels, dtype="float64")
+    res = kde_mi_bounds(h, math.sqrt(0.5), labels, dtype="float64")
     up_xz, up_zy = brute_force(h, 0.5, labels)
     lo_xz, lo_zy = brute_force(h, 2.0, labels)
     assert res.mi_xz == pytest.approx(up_xz, rel=1e-9)
@@ -36,7 +36,7 @@ def test_matches_brute_force_with_and_without_labels():
     # h(T) bound minus h(T|X) is the I(X;T) bound.
     assert res.h_z - res.h_z_given_x == pytest.approx(res.mi_xz, rel=1e-9)
     # float32 (the kernel's default) agrees to float32 accuracy.
-    assert kde_mi_bounds(h, 0.5, labels).mi_xz == pytest.approx(up_xz, rel=1e-4)
+    assert kde_mi_bounds(h, math.sqrt(0.5), labels).mi_xz == pytest.approx(up_xz, rel=1e-4)
 
 
 def test_identical_points_give_zero():
@@ -74,8 +74,8 @@ def test_lower_below_upper_and_both_within_limits():
     rng = np.random.default_rng(1)
     h = rng.standard_normal((400, 8))
     labels = rng.integers(0, 5, 400)
-    for var in (0.01, 0.3, 10.0):
-        res = kde_mi_bounds(h, var, labels)
+    for std in (0.1, 0.55, 3.2):
+        res = kde_mi_bounds(h, std, labels)
         assert 0 <= res.params["mi_xz_lower"] <= res.mi_xz <= res.log_n + 1e-6
         assert -1e-6 <= res.params["mi_zy_lower"] and res.mi_zy <= res.h_y + 1e-6
 
@@ -86,10 +86,10 @@ def test_json_ready():
 
 
 @pytest.mark.parametrize("args, match", [
-    ((np.eye(3), 0.0), "positive and finite"),
-    ((np.eye(3), -1.0), "positive and finite"),
-    ((np.eye(3), float("inf")), "positive and finite"),
-    ((np.eye(3), "loud"), "positive number"),
+    ((np.eye(3), 0.0), "noise_std must be a finite number > 0.*deterministic"),
+    ((np.eye(3), -1.0), "noise_std must be a finite number > 0"),
+    ((np.eye(3), float("inf")), "noise_std must be a finite number > 0"),
+    ((np.eye(3), "loud"), "noise_std must be a number"),
     ((np.array([[0.0, np.nan], [1.0, 1.0]]), 0.1), "NaN"),
     ((np.zeros((3, 2, 2)), 0.1), "2-D"),
     ((np.zeros((0, 2)), 0.1), "samples"),

@@ -124,8 +124,8 @@ def test_labels_independent_of_z(form, d):
 @pytest.mark.parametrize("args, kwargs, match", [
     ((np.zeros((5, 1)), np.zeros((4, 1))), {}, "same number of samples"),
     ((np.arange(3.0), np.arange(3.0)), {}, "at least 4"),
-    ((np.arange(10.0), np.arange(10.0)), {"k": 0}, "positive integer"),
-    ((np.arange(10.0), np.arange(10.0)), {"k": 2.0}, "positive integer"),
+    ((np.arange(10.0), np.arange(10.0)), {"k": 0}, "k must be an integer >= 1"),
+    ((np.arange(10.0), np.arange(10.0)), {"k": 2.0}, "k must be an integer >= 1"),
     ((np.array([0.0, np.nan, 1, 2, 3]), np.arange(5.0)), {}, "NaN"),
     ((np.arange(5.0), np.array([0.0, np.inf, 1, 2, 3])), {}, "NaN/inf"),
     ((np.zeros((5, 2, 2)), np.arange(5.0)), {}, "2-D"),

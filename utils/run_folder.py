@@ -11,13 +11,20 @@ interrupted process never leaves a half-written file. Every ``.npy`` is loaded w
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; single-process use is still safe
+    fcntl = None
 
 import numpy as np
 
@@ -305,3 +312,90 @@ def load_ip(run_dir: PathLike, split: str, quantity: str, layer: str | None = No
         return {int(k): (None if v is None else float(v)) for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
     except (TypeError, ValueError):
         raise ValueError(f"{path} must map integer epochs to numbers") from None
+
+
+# -- locks, fingerprints and the estimates file ---------------------------------------------------------
+
+ESTIMATES_NAME = "estimates.json"
+ESTIMATES_FORMAT = 2
+"""Format 2 adds the input fingerprints, both errors and the convergence-in-N entries; format-1 files are
+read and their entries recomputed (their settings lack the fingerprints)."""
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: PathLike, *, wait: bool = True, owner: str = "") -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``path`` (created if needed) for the ``with`` block.
+
+    ``wait=False`` raises :class:`LockedError` naming the holder (the ``owner`` text the holder wrote
+    into the file, e.g. its PID) instead of waiting. On systems without ``fcntl`` the block runs
+    unlocked. The lock dies with the process, so a killed holder never leaves a stale lock.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                fh.seek(0)
+                raise LockedError(f"{path.parent} is in use by another process ({fh.read().strip() or 'unknown'})"
+                                  ) from None
+        if owner:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(owner)
+            fh.flush()
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock of a run folder."""
+
+
+def file_fingerprint(path: PathLike) -> dict[str, Any]:
+    """``{"size", "blake2b"}`` of a file: what a cached estimate was computed from (a changed file is stale)."""
+    path = Path(path)
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return {"size": path.stat().st_size, "blake2b": digest.hexdigest()}
+
+
+def estimates_path(run_dir: PathLike) -> Path:
+    """``IP/estimates.json``."""
+    return Path(run_dir) / IP_DIR / ESTIMATES_NAME
+
+
+def load_estimates(run_dir: PathLike) -> dict[str, Any]:
+    """``IP/estimates.json``: ``{"format": 2, "estimates": {estimator: {layer: {split: {"<epoch>": entry}}}}}``
+    (an empty structure when absent; ValueError naming the file when it is not an estimates file)."""
+    path = estimates_path(run_dir)
+    if not path.exists():
+        return {"format": ESTIMATES_FORMAT, "estimates": {}}
+    data = load_json(path)
+    if not isinstance(data, dict) or data.get("format") not in (1, ESTIMATES_FORMAT) \
+            or not isinstance(data.get("estimates"), dict):
+        raise ValueError(f"{path} is not an estimates file of format {ESTIMATES_FORMAT}; move it away to recompute")
+    data["format"] = ESTIMATES_FORMAT
+    return data
+
+
+def store_estimates(run_dir: PathLike, entries: dict[tuple[str, str, str, int], dict]) -> dict[str, Any]:
+    """Merge ``{(estimator, layer, split, epoch): entry}`` into ``IP/estimates.json`` under the run's
+    estimates lock (several processes may share out the epochs) and return the merged content."""
+    with exclusive_lock(Path(run_dir) / IP_DIR / f".{ESTIMATES_NAME}.lock"):
+        data = load_estimates(run_dir)
+        changed = False
+        for (name, layer, split, epoch), entry in entries.items():
+            by_epoch = data["estimates"].setdefault(name, {}).setdefault(layer, {}).setdefault(split, {})
+            changed |= by_epoch.get(str(epoch)) != entry
+            by_epoch[str(epoch)] = entry
+        if changed:
+            save_json(estimates_path(run_dir), data)
+    return data
