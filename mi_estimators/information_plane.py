@@ -1,101 +1,97 @@
-"""Estimate the information plane of a run folder and draw it.
+"""Estimate the information planes of run folders and draw them.
 
-    python -m mi_estimators.information_plane RUN_DIR [--estimators mixture,binning] [--epochs 0-20]
+    python -m mi_estimators.information_plane RUN [RUN ...] [--estimators mixture,binning] [--epochs 0-20]
+        [--noise-samples train=1,test=6] [--out DIR]
 
-For every analysed dropout layer, split and saved epoch, the selected estimators turn the saved
-noise-free representations f(x) into I(X;Z) and I(Y;Z) (Adilova, Geiger & Fischer, ICLR 2023). The
-noise level is read from the run's ``config.json``, never from a flag. Results go to
-``IP/estimates.json``, merged under a file lock and written atomically after every epoch, so an
-interrupted, extended or parallel (``--epochs`` shared out between processes) analysis only computes
-what is missing. Layout of that file::
-
-    {"format": 1, "estimates": {estimator: {layer: {split: {"<epoch>": entry}}}}}
-
-with ``entry`` holding ``mi_xz``, ``mi_xz_stderr``, ``mi_zy``, ``mi_zy_stderr``, ``n_samples``,
-``log_n`` (the ceiling of I(X;Z)), ``h_y`` (the ceiling of I(Y;Z)), ``settings`` (what decides the
-value: an entry whose settings differ from the request is recomputed) and ``params`` (what the
-estimator reports), or ``skipped`` with the reason where a value does not exist (Bernoulli dropout).
+For every analysed dropout layer, split and saved epoch of each run, the selected estimators
+(:mod:`mi_estimators.registry`) turn the saved noise-free representations f(x) into I(X;Z) and
+I(Y;Z) (Adilova, Geiger & Fischer, ICLR 2023). The noise level is read from the run's ``config.json``,
+never from a flag. Results go to the run's ``IP/estimates.json`` (``utils.run_folder``), merged under a
+file lock and written after every epoch, so an interrupted, extended or parallel (``--epochs`` shared
+out between processes) analysis computes only what is missing. An entry is recomputed when its
+settings change or when a file it was computed from changed (size and content hash). With several
+runs, or with ``--out``, the estimates of all runs also go to ``DIR/estimates.csv`` (one row per run,
+layer, split, epoch and estimator) with seed-aggregated planes (:mod:`mi_estimators.runs_table`).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
+import math
+import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from mi_estimators.binning import binning_mi
+from mi_estimators.checks import CommandError, OneLineParser, check_int, int_arg
 from mi_estimators.discrete import discrete_entropy
-from mi_estimators.dropout_MI import estimate_layer_mi
-from mi_estimators.edge import edge_mi
-from mi_estimators.ksg import ksg_mi_labels
-from mi_estimators.results import MIResult
-from mi_estimators.upper_bound import gaussian_dropout_upper_bound
+from mi_estimators.registry import ESTIMATORS, INFINITE_MI, LayerData, plane_entry
+from mi_estimators.runs_table import write_comparison
 from utils import run_folder as rf
+from utils.ip_figures import draw_run_figures
 
-ESTIMATES_NAME = "estimates.json"
-FORMAT = 1
 CALLBACK = "callback"
-DEFAULT_ESTIMATORS = ("mixture", "binning")
+DEFAULT_ESTIMATORS = ("mixture", "binning", "binning_f")
 DEFAULT_NOISE_SAMPLES = {"train": 1, "test": 6}
-DEFAULT_BINS = 30
-INFINITE_MI = ("I(X;Z) is infinite under Bernoulli dropout (the all-ones mask has positive probability; "
-               "Adilova et al. 2023): only binning and the cross-entropy bound are defined")
+"""One draw for the (large) training split: its Monte Carlo error is measured on pilot draws
+(mi_estimators.dropout_MI); six for the test split."""
 
 
 @dataclass(frozen=True)
-class Estimator:
-    """How one estimator turns a layer's arrays into an :class:`MIResult`.
+class Request:
+    """What to estimate: estimators, splits, an epoch selection, noise draws per split, an input subset."""
 
-    ``noisy`` estimators receive the noise draw count; ``kinds`` are the dropout kinds it applies to.
-    """
+    estimators: tuple[str, ...] = DEFAULT_ESTIMATORS
+    splits: tuple[str, ...] = rf.SPLITS
+    epochs: str | None = None
+    noise_samples: tuple[tuple[str, int], ...] = tuple(DEFAULT_NOISE_SAMPLES.items())
+    max_samples: int | None = None
+    seed: int = 0
+    progress: bool = True
 
-    describe: str
-    run: Callable[..., MIResult]
-    kinds: tuple[str, ...] = ("gaussian", "information", "bernoulli")
-    noisy: bool = False
+    def __post_init__(self) -> None:
+        unknown = [e for e in self.estimators if e not in ESTIMATORS]
+        if unknown:
+            raise ValueError(f"unknown estimator(s) {unknown}; available: {sorted(ESTIMATORS)}")
+        bad = [s for s in self.splits if s not in rf.SPLITS]
+        if bad or not self.splits:
+            raise ValueError(f"unknown split(s) {bad}; use train and/or test")
+        for split, count in self.noise_samples:
+            check_int(count, f"noise samples of the {split} split")
+        if self.max_samples is not None:
+            check_int(self.max_samples, "max_samples", minimum=2)
+        check_int(self.seed, "seed", minimum=0)
+        if self.epochs is not None:
+            parse_epochs(self.epochs)
+
+    def draws(self, split: str) -> int:
+        return dict(self.noise_samples)[split]
+
+    def settings(self, name: str, split: str) -> dict[str, Any]:
+        """The request's part of an entry's cache key."""
+        spec = ESTIMATORS[name]
+        settings = {"max_samples": self.max_samples, **spec.settings}
+        if spec.uses_noise:
+            settings.update(seed=self.seed, noise_samples=self.draws(split))
+        return settings
 
 
-def _mixture(layer, f, alphas, labels, *, noise_samples, seed, progress):
-    return estimate_layer_mi(layer, f, alphas=alphas, labels=labels, noise_samples=noise_samples, seed=seed,
-                             progress=progress)
-
-
-def _upper_bound(layer, f, alphas, labels, *, noise_samples, seed, progress):
-    return gaussian_dropout_upper_bound(f, layer["noise_std"], noise_samples=noise_samples, seed=seed)
-
-
-def _binning(layer, f, alphas, labels, *, n_bins=DEFAULT_BINS, **_):
-    return binning_mi(f, labels, n_bins=n_bins)
-
-
-def _as_zy(result: MIResult) -> MIResult:
-    result.mi_zy, result.mi_zy_stderr = result.mi, result.mi_stderr
-    return result
-
-
-def _edge(layer, f, alphas, labels, *, seed, **_):
-    return _as_zy(edge_mi(f, labels, seed=seed, discrete_y=True))
-
-
-def _ksg(layer, f, alphas, labels, *, seed, **_):
-    return _as_zy(ksg_mi_labels(f, labels, seed=seed))
-
-
-ESTIMATORS: dict[str, Estimator] = {
-    "mixture": Estimator("dropout mixture estimator, I(X;Z) and I(Y;Z) (log space for information dropout)",
-                         _mixture, kinds=("gaussian", "information"), noisy=True),
-    "binning": Estimator(f"Shwartz-Ziv & Tishby binning of f(x), {DEFAULT_BINS} bins over each epoch's range",
-                         _binning),
-    "upper_bound": Estimator("Gaussian (Ledoit-Wolf) upper bound on I(X;Z)", _upper_bound,
-                             kinds=("gaussian",), noisy=True),
-    "edge": Estimator("EDGE estimate of I(Y;Z) from f(x)", _edge),
-    "ksg": Estimator("KSG (Ross 2014 form for discrete Y) estimate of I(Y;Z) from f(x)", _ksg),
-}
+def noise_samples_arg(text: str) -> tuple[tuple[str, int], ...]:
+    """``--noise-samples``: ``6`` (both splits) or ``train=2,test=6``; a split left out keeps its default."""
+    draws = dict(DEFAULT_NOISE_SAMPLES)
+    parse = int_arg(1)
+    if "=" not in text:
+        return tuple((split, parse(text)) for split in draws)
+    for part in filter(None, text.split(",")):
+        split, sep, count = part.partition("=")
+        if not sep or split.strip() not in draws:
+            raise ValueError(f"bad --noise-samples part {part!r}: use e.g. 6 or train=2,test=6")
+        draws[split.strip()] = parse(count)
+    return tuple(draws.items())
 
 
 def parse_epochs(text: str) -> Callable[[int], bool]:
@@ -112,163 +108,160 @@ def parse_epochs(text: str) -> Callable[[int], bool]:
     return lambda e: any(lo <= e and (hi is None or e <= hi) for lo, hi in parts)
 
 
-def estimates_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / rf.IP_DIR / ESTIMATES_NAME
+# -- planning: which (estimator, layer, split, epoch) entries are missing or stale ---------------------
+
+@dataclass(frozen=True)
+class SplitInputs:
+    """The analysed inputs of a split: rows of the saved arrays, their labels and H(Y)."""
+
+    split: str
+    rows: np.ndarray
+    labels: np.ndarray
+    h_y: float
+    n_rows: int
+    labels_fingerprint: dict
 
 
-def load_estimates(run_dir: str | Path) -> dict[str, Any]:
-    """``IP/estimates.json`` (an empty structure when absent)."""
-    path = estimates_path(run_dir)
-    if not path.exists():
-        return {"format": FORMAT, "estimates": {}}
-    data = rf.load_json(path)
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("estimates"), dict):
-        raise ValueError(f"{path} is not an estimates file of format {FORMAT}; move it away to recompute")
-    return data
+@dataclass(frozen=True)
+class Job:
+    """One layer, split and epoch, with the entries to (re)compute: ``{estimator: settings}``."""
+
+    layer: dict
+    inputs: SplitInputs
+    epoch: int
+    files: dict[str, Path]
+    wanted: dict[str, dict]
 
 
-@contextlib.contextmanager
-def _locked(run_dir: Path) -> Iterator[None]:
-    """Serialise read-merge-write of ``estimates.json`` between processes sharing the run folder."""
-    lock = Path(run_dir) / rf.IP_DIR / f".{ESTIMATES_NAME}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as fh:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; single-process use is still safe
-            yield
-            return
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _split_inputs(run_dir: Path, split: str, request: Request) -> SplitInputs:
+    _, labels = rf.load_inputs_labels(run_dir, split)
+    rows = rf.seeded_rows(len(labels), request.max_samples, request.seed)
+    return SplitInputs(split, rows, labels[rows], discrete_entropy(labels[rows]), len(labels),
+                       rf.file_fingerprint(rf.labels_path(run_dir, split)))
 
 
-def _store(run_dir: Path, entries: list[tuple[tuple[str, str, str, str], dict]]) -> dict[str, Any]:
-    with _locked(run_dir):
-        data = load_estimates(run_dir)
-        changed = False
-        for (name, layer, split, epoch), entry in entries:
-            by_epoch = data["estimates"].setdefault(name, {}).setdefault(layer, {}).setdefault(split, {})
-            changed |= by_epoch.get(epoch) != entry
-            by_epoch[epoch] = entry
-        if changed:
-            rf.save_json(estimates_path(run_dir), data)
-    return data
+def _layer_files(run_dir: Path, config: dict, layer: dict, split: str, epoch: int) -> dict[str, Path]:
+    tag = layer["name"] if len(config["layers"]) > 1 else None
+    files = {"f": rf.representation_path(run_dir, split, epoch, tag)}
+    if layer["dropout"] == "information":
+        files["alphas"] = rf.alpha_path(run_dir, split, epoch, tag)
+    return files
 
 
-def _entry(result: MIResult, settings: dict, n: int, h_y: float) -> dict:
-    d = result.to_dict()
-    return {"mi_xz": d["mi_xz"], "mi_xz_stderr": d["mi_xz_stderr"], "mi_zy": d["mi_zy"],
-            "mi_zy_stderr": d["mi_zy_stderr"], "n_samples": n, "log_n": float(np.log(n)), "h_y": h_y,
-            "settings": settings, "params": d["params"]}
+def _noise_key(layer: dict) -> dict[str, Any]:
+    return {k: layer.get(k) for k in ("dropout", "p", "noise_std", "alpha_max", "beta")}
 
 
-def _callback_entries(run_dir: Path, config: dict, split: str, h_y: float) -> list:
-    """The callback's logged surrogates: mean KL for I(X;Z), H(Y) - cross-entropy for I(Y;Z)."""
-    several = len(config["layers"]) > 1
-    mi_zy = rf.load_ip(run_dir, split, "mi_zy")
-    out = []
-    for layer in config["layers"]:
-        mi_xz = rf.load_ip(run_dir, split, "mi_xz", layer["name"] if several else None)
-        for epoch in sorted(set(mi_xz) | set(mi_zy)):
-            entry = {"mi_xz": mi_xz.get(epoch), "mi_xz_stderr": None, "mi_zy": mi_zy.get(epoch),
-                     "mi_zy_stderr": None, "n_samples": None, "log_n": None, "h_y": h_y,
-                     "settings": {}, "params": {"source": "callback: mean KL and H(Y) - cross-entropy"}}
-            out.append(((CALLBACK, layer["name"], split, str(epoch)), entry))
-    return out
-
-
-def estimate_run(run_dir: str | Path, *, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
-                 splits: Sequence[str] = rf.SPLITS, epochs: str | None = None,
-                 noise_samples: dict[str, int] | int | None = None, max_samples: int | None = None,
-                 seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Fill ``IP/estimates.json`` of ``run_dir`` with what is missing and return its content.
-
-    ``noise_samples``: noise draws per input for the noisy estimators, per split (default: 1 for
-    train, 6 for test); ``max_samples``: a seeded subset of inputs (the same for every epoch),
-    reported as ``n_samples``; ``epochs``: a selection such as ``"0-20,30"``.
-    """
-    run_dir = Path(run_dir)
-    config = rf.load_config(run_dir)
-    unknown = [e for e in estimators if e not in ESTIMATORS]
-    if unknown:
-        raise ValueError(f"unknown estimator(s) {unknown}; available: {sorted(ESTIMATORS)}")
-    if isinstance(noise_samples, int):
-        noise_samples = {s: noise_samples for s in rf.SPLITS}
-    noise_samples = {**DEFAULT_NOISE_SAMPLES, **(noise_samples or {})}
-    if any(v < 1 for v in noise_samples.values()):
-        raise ValueError(f"noise samples must be >= 1, got {noise_samples}")
-    if max_samples is not None and max_samples < 2:
-        raise ValueError(f"--max-samples must be at least 2, got {max_samples}")
-    select = parse_epochs(epochs) if epochs else (lambda e: True)
-    several = len(config["layers"]) > 1
-    tasks, callback = [], []
-    for split in splits:
+def plan(run_dir: Path, config: dict, data: dict, request: Request) -> tuple[list[Job], list[str]]:
+    """Jobs for what is missing or stale in ``data`` (the run's estimates), and the stale entries' names."""
+    jobs, stale = [], []
+    for split in request.splits:
         available = rf.saved_epochs(run_dir, split)
-        chosen = [e for e in available if select(e)]
+        chosen = [e for e in available if request.epochs is None or parse_epochs(request.epochs)(e)]
         if not chosen:
-            raise ValueError(f"no saved {split} epochs match {epochs!r} in {run_dir} (saved: {available})")
-        _, labels = rf.load_inputs_labels(run_dir, split)
-        idx = rf.seeded_rows(len(labels), max_samples, seed)
-        h_y = discrete_entropy(labels[idx])
-        callback += _callback_entries(run_dir, config, split, discrete_entropy(labels))
-        tasks += [(layer, split, epoch, labels[idx], idx, h_y, len(labels))
-                  for layer in config["layers"] for epoch in chosen]
-    data = _store(run_dir, callback)
-    done = data["estimates"]
-    todo = []
-    for layer, split, epoch, labels, idx, h_y, n_rows in tasks:
-        wanted = {}
-        for name in estimators:
-            settings = _settings(name, split, noise_samples, max_samples, seed)
-            have = done.get(name, {}).get(layer["name"], {}).get(split, {}).get(str(epoch))
-            if have is None or have.get("settings") != settings:
-                wanted[name] = settings
-        if wanted:
-            todo.append((layer, split, epoch, labels, idx, h_y, n_rows, wanted))
-    for layer, split, epoch, labels, idx, h_y, n_rows, wanted in tqdm(todo, desc="estimating", unit="epoch",
-                                                              disable=not progress or not todo):
-        tag = layer["name"] if several else None
-        f = _flat(rf.load_representations(run_dir, split, epoch, tag), idx, layer,
-                  rf.representation_path(run_dir, split, epoch, tag), n_rows)
-        alphas = None if layer["dropout"] != "information" else _flat(
-            rf.load_alphas(run_dir, split, epoch, tag), idx, layer, rf.alpha_path(run_dir, split, epoch, tag), n_rows)
-        new = []
-        for name, settings in wanted.items():
-            est = ESTIMATORS[name]
-            key = (name, layer["name"], split, str(epoch))
-            if layer["dropout"] not in est.kinds:
-                reason = INFINITE_MI if layer["dropout"] == "bernoulli" else \
-                    f"{name} does not apply to {layer['dropout']} dropout"
-                new.append((key, {"skipped": reason, "settings": settings}))
-                continue
-            try:
-                result = est.run(layer, f, alphas, labels, noise_samples=noise_samples[split], seed=seed,
-                                 progress=False)
-            except ValueError as err:
-                raise ValueError(f"{name} on {split} epoch {epoch} (layer {layer['name']}): {err}") from None
-            new.append((key, _entry(result, settings, len(idx), h_y)))
-        data = _store(run_dir, new)
-    return data
+            raise ValueError(f"no saved {split} epochs match {request.epochs!r} in {run_dir} (saved: {available})")
+        inputs = _split_inputs(run_dir, split, request)
+        for layer in config["layers"]:
+            for epoch in chosen:
+                files = _layer_files(run_dir, config, layer, split, epoch)
+                key = {"files": {k: rf.file_fingerprint(p) for k, p in files.items()},
+                       "labels": inputs.labels_fingerprint, "layer": _noise_key(layer)}
+                wanted = {}
+                for name in request.estimators:
+                    settings = {**request.settings(name, split), **key}
+                    have = data.get(name, {}).get(layer["name"], {}).get(split, {}).get(str(epoch))
+                    if have is None or have.get("settings") != settings:
+                        wanted[name] = settings
+                    if have is not None and have.get("settings", {}).get("files") not in (None, key["files"]):
+                        stale.append(f"{name}/{layer['name']}/{split}/{epoch}")
+                if wanted:
+                    jobs.append(Job(layer, inputs, epoch, files, wanted))
+    return jobs, stale
 
 
-def _flat(array: np.ndarray, idx: np.ndarray, layer: dict, path: Path, n_rows: int) -> np.ndarray:
-    """Rows ``idx`` of a saved array as (n, dim): conv representations are flattened per input."""
+# -- running --------------------------------------------------------------------------------------
+
+def _load_flat(path: Path, job: Job) -> np.ndarray:
+    """Rows of a saved array as (n, dim), checked against the labels and config.json."""
+    array = rf.load_npy(path)
+    layer, n_rows = job.layer, job.inputs.n_rows
     if array.ndim < 2 or len(array) != n_rows or int(np.prod(array.shape[1:])) != layer["dim"]:
         raise ValueError(f"{path} has shape {array.shape}; expected {n_rows} rows (as the labels file) of "
                          f"dim {layer['dim']} (layer {layer['name']!r} in config.json)")
-    return array[idx].reshape(len(idx), -1)
+    return array[job.inputs.rows].reshape(len(job.inputs.rows), -1)
 
 
-def _settings(name: str, split: str, noise_samples: dict[str, int], max_samples: int | None, seed: int) -> dict:
-    settings = {"max_samples": max_samples, "seed": seed}
-    if ESTIMATORS[name].noisy:
-        settings["noise_samples"] = noise_samples[split]
-    if name == "binning":
-        settings["n_bins"] = DEFAULT_BINS
-    return settings
+def run_job(job: Job, request: Request) -> dict[tuple[str, str, str, int], dict]:
+    """Compute the wanted entries of one job."""
+    f = _load_flat(job.files["f"], job)
+    alphas = _load_flat(job.files["alphas"], job) if "alphas" in job.files else None
+    split = job.inputs.split
+    data = LayerData(job.layer, f, alphas, job.inputs.labels, request.draws(split), request.seed,
+                     progress=request.progress)
+    out = {}
+    for name, settings in job.wanted.items():
+        spec, key = ESTIMATORS[name], (name, job.layer["name"], split, job.epoch)
+        if job.layer["dropout"] not in spec.kinds:
+            reason = INFINITE_MI if job.layer["dropout"] == "bernoulli" else \
+                f"{name} does not apply to {job.layer['dropout']} dropout"
+            out[key] = {"skipped": reason, "settings": settings}
+            continue
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = spec.run(data, spec.settings)
+        except ValueError as err:
+            raise ValueError(f"{name} on {split} epoch {job.epoch} (layer {job.layer['name']}): {err}") from None
+        out[key] = {**plane_entry(spec, result), "n_samples": len(f), "log_n": math.log(len(f)),
+                    "h_y": job.inputs.h_y, "settings": settings,
+                    "warnings": sorted({str(w.message) for w in caught})}
+    return out
+
+
+def _callback_entries(run_dir: Path, config: dict, split: str) -> dict:
+    """The callback's logged surrogates: mean KL for I(X;Z), H(Y) - cross-entropy for I(Y;Z)."""
+    several = len(config["layers"]) > 1
+    h_y = discrete_entropy(rf.load_inputs_labels(run_dir, split)[1])
+    mi_zy = rf.load_ip(run_dir, split, "mi_zy")
+    out = {}
+    for layer in config["layers"]:
+        mi_xz = rf.load_ip(run_dir, split, "mi_xz", layer["name"] if several else None)
+        for epoch in sorted(set(mi_xz) | set(mi_zy)):
+            out[(CALLBACK, layer["name"], split, epoch)] = {
+                "mi_xz": mi_xz.get(epoch), "mi_zy": mi_zy.get(epoch), "h_y": h_y, "settings": {},
+                "sees": "noisy Z (training loss terms)",
+                "params": {"source": "callback: mean KL and H(Y) - cross-entropy",
+                           "beta": layer.get("beta")}}
+    return out
+
+
+def estimate_run(run_dir: str | Path, request: Request | None = None) -> dict[str, Any]:
+    """Fill the run's ``IP/estimates.json`` with what is missing or stale and return its content."""
+    run_dir = _run_folder(run_dir)
+    request = request or Request()
+    config = rf.load_config(run_dir)
+    callback = {}
+    for split in request.splits:
+        callback.update(_callback_entries(run_dir, config, split))
+    data = rf.store_estimates(run_dir, callback)
+    jobs, stale = plan(run_dir, config, data["estimates"], request)
+    if stale:
+        print(f"{run_dir}: recomputing {len(stale)} entries whose representation or label files changed "
+              f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})", flush=True)
+    bar = tqdm(jobs, desc=f"estimating {run_dir.name}", unit="epoch", disable=not request.progress or not jobs)
+    for job in bar:
+        bar.set_postfix_str(f"{job.inputs.split} epoch {job.epoch}")
+        data = rf.store_estimates(run_dir, run_job(job, request))
+    return data
+
+
+def _run_folder(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is a file, not a run folder")
+    return run_dir
 
 
 def summary_table(data: dict[str, Any]) -> str:
@@ -291,10 +284,60 @@ def summary_table(data: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mi_estimators.information_plane", description=__doc__.split("\n\n")[0],
-                                epilog="Estimators: " + "; ".join(f"{k}: {v.describe}" for k, v in ESTIMATORS.items()))
-    p.add_argument("run_dir", type=Path, help="run folder written by mi_mnist_dropout.py / mi_cifar_dropout.py")
+def analyze(run_dir: str | Path, *, plots: bool = True, formats: Sequence[str] = ("png",),
+            request: Request | None = None) -> list[Path]:
+    """:func:`estimate_run`, print the summary table, draw the run's figures and print their paths."""
+    request = request or Request()
+    data = estimate_run(run_dir, request)
+    print(summary_table(data), flush=True)
+    if not plots:
+        return []
+    selected = {"epochs": parse_epochs(request.epochs), "suffix": "_epochs" + request.epochs} \
+        if request.epochs else {}
+    written = draw_run_figures(run_dir, formats=formats, estimates=data, **selected)
+    for path in written:
+        print(f"figure: {path}", flush=True)
+    return written
+
+
+def comparison_dir(runs: Sequence[Path], out: Path | None) -> Path | None:
+    """Where a comparison of runs goes: ``out``, or with several runs ``<their common parent>/comparison``."""
+    if out is not None or len(runs) == 1:
+        return out
+    parents = {Path(run).resolve().parent for run in runs}
+    return (Path(runs[0]).parent if len(parents) == 1 else Path("runs")) / "comparison"
+
+
+def analyze_runs(runs: Sequence[str | Path], *, out: str | Path | None = None, request: Request | None = None,
+                 plots: bool = True, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """:func:`analyze` every run, then (several runs, or ``out``) write the comparison table and the
+    seed-aggregated planes (:func:`mi_estimators.runs_table.write_comparison`); returns the written paths."""
+    runs = [Path(r) for r in runs]
+    written = []
+    for run in runs:
+        written += analyze(run, plots=plots, formats=formats, request=request)
+    folder = comparison_dir(runs, None if out is None else Path(out))
+    if folder is not None:
+        for path in write_comparison(runs, folder, plots=plots, formats=formats):
+            print(f"comparison: {path}", flush=True)
+            written.append(path)
+    return written
+
+
+def notebook_runs(root: str | Path, default: Sequence[str]) -> list[Path]:
+    """The run folders a notebook draws: the ``RUN_DIR`` environment variable (folders separated by
+    ``os.pathsep``) or ``default``; relative paths are taken from the repository ``root``, so the README's
+    command works from there although a notebook runs in ``notebooks/``."""
+    chosen = os.environ.get("RUN_DIR")
+    paths = chosen.split(os.pathsep) if chosen else list(default)
+    return [Path(root) / p for p in paths if p]
+
+
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog="python -m mi_estimators.information_plane", description=__doc__.split("\n\n")[0],
+                      epilog="Estimators: " + "; ".join(f"{k}: {v.describe}" for k, v in ESTIMATORS.items()))
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                   help="run folders written by mi_mnist_dropout.py / mi_cifar_dropout.py")
     p.add_argument("--estimators", default=",".join(DEFAULT_ESTIMATORS),
                    help=f"comma-separated, from {sorted(ESTIMATORS)} (default %(default)s); the callback's "
                         "KL / cross-entropy values are always included")
@@ -302,44 +345,47 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", default=None,
                    help="epoch selection, e.g. 0-20,30 or 40- (default: all saved); the figures then show these "
                         "epochs only and are named information_plane_epochs<selection>.png")
-    p.add_argument("--noise-samples", type=int, default=None,
-                   help="noise draws per input for the mixture estimator and the upper bound "
-                        f"(default: {DEFAULT_NOISE_SAMPLES['train']} for train, {DEFAULT_NOISE_SAMPLES['test']} for test)")
-    p.add_argument("--max-samples", type=int, default=None, help="analyse a seeded subset of this many inputs")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise draws and the subset (default 0)")
+    p.add_argument("--noise-samples", type=noise_samples_arg, default=tuple(DEFAULT_NOISE_SAMPLES.items()),
+                   help="noise draws per input, for both splits (6) or per split (train=2,test=6); default "
+                        + ",".join(f"{k}={v}" for k, v in DEFAULT_NOISE_SAMPLES.items()))
+    p.add_argument("--max-samples", type=int_arg(2), default=None,
+                   help="analyse a seeded subset of this many inputs of each split (the same for every epoch)")
+    p.add_argument("--seed", type=int_arg(0), default=0, help="seed of the noise draws and the subset (default 0)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write estimates.csv and the seed-aggregated planes of all runs here (default with "
+                        "several runs: <their common parent>/comparison)")
     p.add_argument("--no-plots", action="store_true", help="estimate only, draw no figures")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
+                   help="progress bars: epochs done, and samples done with the time left inside each estimate "
+                        "(default: on in a terminal)")
     p.add_argument("--formats", default="png", help="figure formats, comma-separated from png,pdf,svg")
     return p
 
 
-def analyze(run_dir: str | Path, *, plots: bool = True, formats: Sequence[str] = ("png",),
-            epochs: str | None = None, **estimate_kwargs: Any) -> None:
-    """:func:`estimate_run`, print the summary table, then draw the figures and print their paths.
-
-    With an ``epochs`` selection the figures show those epochs only, named
-    ``information_plane_epochs<selection>``.
-    """
-    from utils.ip_figures import draw_run_figures  # matplotlib only when drawing
-
-    print(summary_table(estimate_run(run_dir, epochs=epochs, **estimate_kwargs)), flush=True)
-    if plots:
-        selected = {"epochs": parse_epochs(epochs), "suffix": "_epochs" + epochs} if epochs else {}
-        for path in draw_run_figures(run_dir, formats=formats, **selected):
-            print(f"figure: {path}", flush=True)
+def _request(args: Any) -> Request:
+    def items(text: str) -> tuple[str, ...]:
+        return tuple(t for t in text.split(",") if t)
+    return Request(estimators=items(args.estimators), splits=items(args.splits), epochs=args.epochs,
+                   noise_samples=args.noise_samples, max_samples=args.max_samples, seed=args.seed,
+                   progress=args.progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Entry point; returns the exit code (2 with one ``error:`` line for bad input)."""
+    prog = "information_plane"
     try:
-        splits = [s for s in args.splits.split(",") if s]
-        bad = [s for s in splits if s not in rf.SPLITS]
+        args = _parser().parse_args(argv)
+        request = _request(args)
+        formats = tuple(f for f in args.formats.split(",") if f)
+        bad = [f for f in formats if f not in ("png", "pdf", "svg")]
         if bad:
-            raise ValueError(f"unknown split(s) {bad}; use train and/or test")
-        analyze(args.run_dir, plots=not args.no_plots, formats=args.formats.split(","), epochs=args.epochs,
-                estimators=[e for e in args.estimators.split(",") if e], splits=splits,
-                noise_samples=args.noise_samples, max_samples=args.max_samples, seed=args.seed)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+            raise ValueError(f"--formats: unknown figure format(s) {bad}; use png, pdf or svg")
+        analyze_runs(args.runs, out=args.out, request=request, plots=not args.no_plots, formats=formats)
+    except (CommandError, ValueError, FileNotFoundError, rf.LockedError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except PermissionError as err:
+        print(f"{prog}: error: cannot write {err.filename}: permission denied", file=sys.stderr)
         return 2
     return 0
 

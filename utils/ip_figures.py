@@ -1,18 +1,30 @@
-"""The figures of a run folder: information planes per dropout layer and the training curves.
+"""The figures of run folders: information planes per dropout layer, convergence in N, training curves,
+and the seed-aggregated planes of a comparison of runs.
 
 Which planes are drawn depends on the dropout kind (Adilova, Geiger & Fischer, ICLR 2023):
 - Gaussian dropout: the mixture estimate of I(X;Z) against each I(Y;Z) estimate (mixture,
-  H(Y) - cross-entropy, EDGE, KSG), the Gaussian upper bound, and binning.
-- Information dropout: the paper's KL / cross-entropy plane, the mixture estimate in log space, binning.
-- Bernoulli dropout: I(X;Z) is infinite; binning and the cross-entropy bound only, with a note.
+  H(Y) - cross-entropy, EDGE, KSG, all on the same noisy Z), the Gaussian upper bound on its own
+  scale, binning of the noisy Z and of the noise-free f(x).
+- Information dropout: the paper's KL / cross-entropy plane (with beta), the mixture estimate in log
+  space, EDGE, KSG, binning.
+- Bernoulli dropout: I(X;Z) is infinite; binning of f(x) and the cross-entropy bound only.
+Error bars are the Monte Carlo and input-sampling errors in quadrature; hollow points are limited by
+the number of inputs (saturation dI/dlog N > 0.5, McAllester & Stratos 2020).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.ticker import MaxNLocator
+
 from utils import run_folder as rf
-from utils.plotting import Panel, PlaneSeries, plot_plane_grid, plot_training_curves, read_history, save_figure
+from utils.plotting import (SATURATION_LIMIT, Panel, PlaneSeries, plot_plane_grid, plot_training_curves,
+                            read_history, save_figure)
 
 # (estimator giving I(X;Z), estimator giving I(Y;Z), panel title) in drawing order.
 PLANES = {
@@ -21,29 +33,46 @@ PLANES = {
                  ("mixture", "edge", "mixture I(X;Z), EDGE I(Y;Z)"),
                  ("mixture", "ksg", "mixture I(X;Z), KSG I(Y;Z)"),
                  ("upper_bound", "mixture", "Gaussian upper bound I(X;Z), mixture I(Y;Z)"),
-                 ("binning", "binning", "binning")],
-    "information": [("callback", "callback", "KL term, H(Y) - cross-entropy"),
+                 ("binning", "binning", "binning of one noisy draw of Z"),
+                 ("binning_f", "binning_f", "binning of the noise-free f(x)")],
+    "information": [("callback", "callback", "KL term (beta = {beta:g}), H(Y) - cross-entropy"),
                     ("mixture", "mixture", "mixture estimate (log space)"),
                     ("mixture", "edge", "mixture I(X;Z), EDGE I(Y;Z)"),
                     ("mixture", "ksg", "mixture I(X;Z), KSG I(Y;Z)"),
-                    ("binning", "binning", "binning")],
-    "bernoulli": [("binning", "binning", "binning"),
-                  ("binning", "callback", "binning I(X;Z), H(Y) - cross-entropy")],
+                    ("binning", "binning", "binning of one noisy draw of Z"),
+                    ("binning_f", "binning_f", "binning of the noise-free f(x)")],
+    "bernoulli": [("binning", "binning", "binning of f(x); Bernoulli dropout: I(X;Z) is infinite"),
+                  ("binning", "callback", "binning I(X;Z) of f(x), H(Y) - cross-entropy")],
 }
-BERNOULLI_NOTE = "Bernoulli dropout: I(X;Z) is infinite;\nonly binning and the cross-entropy bound are shown"
+OWN_SCALE = {"upper_bound"}
+ERROR_CAPTION = "error bars: Monte Carlo and input-sampling errors in quadrature"
 
 
-def _series(x_entries: dict, y_entries: dict, keep: Callable[[int], bool]
-            ) -> tuple[PlaneSeries, float | None, float | None] | None:
-    epochs = sorted((int(e) for e in set(x_entries) & set(y_entries) if keep(int(e))
-                     and x_entries[e].get("mi_xz") is not None and y_entries[e].get("mi_zy") is not None))
+def _total(entry: dict, q: str) -> float | None:
+    parts = [entry.get(f"mi_{q}_stderr"), entry.get(f"mi_{q}_sampling_stderr")]
+    parts = [p for p in parts if p is not None]
+    return math.hypot(*parts) if parts else None
+
+
+def _series(x_entries: dict, y_entries: dict, keep: Callable[[int], bool]) -> PlaneSeries | None:
+    epochs = sorted(int(e) for e in set(x_entries) & set(y_entries) if keep(int(e))
+                    and x_entries[e].get("mi_xz") is not None and y_entries[e].get("mi_zy") is not None)
     if not epochs:
         return None
     xs = [x_entries[str(e)] for e in epochs]
     ys = [y_entries[str(e)] for e in epochs]
-    series = PlaneSeries(epochs, [x["mi_xz"] for x in xs], [y["mi_zy"] for y in ys],
-                         [x.get("mi_xz_stderr") for x in xs], [y.get("mi_zy_stderr") for y in ys])
-    return series, xs[-1].get("log_n"), ys[-1].get("h_y")
+    return PlaneSeries(epochs, [x["mi_xz"] for x in xs], [y["mi_zy"] for y in ys],
+                       [_total(x, "xz") for x in xs], [_total(y, "zy") for y in ys],
+                       saturated=[(x.get("saturation") or 0.0) > SATURATION_LIMIT for x in xs])
+
+
+def _log_n(estimates: dict, layer: str, split: str) -> float | None:
+    """log N of the analysed inputs of a split (from any estimate that records it)."""
+    for by_layer in estimates.values():
+        for entry in by_layer.get(layer, {}).get(split, {}).values():
+            if entry.get("log_n") is not None:
+                return entry["log_n"]
+    return None
 
 
 def layer_panels(estimates: dict[str, Any], layer: dict, splits: Sequence[str] = rf.SPLITS,
@@ -55,39 +84,74 @@ def layer_panels(estimates: dict[str, Any], layer: dict, splits: Sequence[str] =
         for split in splits:
             x_entries = estimates.get(x_name, {}).get(layer["name"], {}).get(split, {})
             y_entries = estimates.get(y_name, {}).get(layer["name"], {}).get(split, {})
-            found = _series(x_entries, y_entries, epochs or (lambda e: True))
-            if found is None:
+            series = _series(x_entries, y_entries, epochs or (lambda e: True))
+            if series is None:
                 continue
-            series, log_n, h_y = found
-            note = BERNOULLI_NOTE if layer["dropout"] == "bernoulli" and not panels else None
-            panels.append(Panel(f"{title} ({split})", [series], log_n=log_n, h_y=h_y, note=note))
+            h_y = next((e.get("h_y") for e in y_entries.values() if e.get("h_y") is not None), None)
+            warned = any(e.get("warnings") for e in (*x_entries.values(), *y_entries.values()))
+            flag = "\n[the estimator warned: see IP/estimates.json]" if warned else ""
+            panels.append(Panel(f"{title.format(beta=layer.get('beta') or 0)} ({split}){flag}", [series],
+                                log_n=_log_n(estimates, layer["name"], split), h_y=h_y,
+                                own_scale=x_name in OWN_SCALE))
     return panels
+
+
+def plot_convergence(estimates: dict[str, Any], layer: str, split: str,
+                     epochs: Callable[[int], bool] | None = None) -> plt.Figure:
+    """I(X;Z) of the mixture estimate against log n on the nested subsets of every saved epoch, with the
+    ceiling I = log n: a curve that still follows the ceiling is limited by the number of inputs."""
+    entries = estimates.get("mixture", {}).get(layer, {}).get(split, {})
+    chosen = sorted(int(e) for e, v in entries.items() if v.get("convergence") and (epochs is None or epochs(int(e))))
+    if not chosen:
+        raise ValueError(f"no convergence-in-N points for layer {layer!r}, {split} split: estimate with the "
+                         "mixture estimator first")
+    fig, ax = plt.subplots(figsize=(5.2, 4.2), constrained_layout=True)
+    norm = Normalize(vmin=min(chosen), vmax=max(max(chosen), min(chosen) + 1))
+    cmap = plt.get_cmap("viridis")
+    for epoch in chosen:
+        points = entries[str(epoch)]["convergence"]
+        ax.errorbar([p["log_n"] for p in points], [p["mi_xz"] for p in points],
+                    yerr=[p["mi_xz_stderr"] for p in points], color=cmap(norm(epoch)), marker="o", ms=3, lw=1)
+    top = max(p["log_n"] for e in chosen for p in entries[str(e)]["convergence"])
+    ax.plot([0, top], [0, top], "--", color="tab:red", lw=1, label="I = log n (the ceiling)")
+    ax.set_xlabel("log n (nested random subsets of the inputs)")
+    ax.set_ylabel("mixture I(X;Z) [nats]")
+    ax.set_title(f"convergence in N: layer {layer}, {split} split", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="epoch")
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
+    return fig
 
 
 def draw_run_figures(run_dir: str | Path, *, formats: Sequence[str] = ("png",),
                      estimates: dict[str, Any] | None = None, epochs: Callable[[int], bool] | None = None,
                      suffix: str = "") -> list[Path]:
-    """Draw ``RUN_DIR/figures/information_plane[_<layer>]<suffix>.<fmt>`` and ``training_curves.<fmt>``.
+    """Draw ``RUN_DIR/figures/information_plane[_<layer>]<suffix>``, ``convergence_<split>[_<layer>]<suffix>``
+    and ``training_curves`` (each in every format); returns the written paths.
 
     ``estimates`` defaults to the content of ``IP/estimates.json``; ``epochs`` selects the epochs
-    drawn (e.g. to leave out epoch 0, which can set the scale); returns the written paths.
-    """
-    from mi_estimators.information_plane import load_estimates
-
+    drawn (e.g. to leave out epoch 0, which can set the scale)."""
     run_dir = Path(run_dir)
     config = rf.load_config(run_dir)
-    estimates = (estimates or load_estimates(run_dir))["estimates"]
+    estimates = (estimates or rf.load_estimates(run_dir))["estimates"]
     figures = run_dir / "figures"
     several = len(config["layers"]) > 1
     written = []
     for layer in config["layers"]:
+        tag = f"_{layer['name']}" if several else ""
         panels = layer_panels(estimates, layer, epochs=epochs)
-        if not panels:
-            continue
-        name = "information_plane" + (f"_{layer['name']}" if several else "") + suffix
-        title = (f"{run_dir.name}: layer {layer['name']} ({layer['dropout']} dropout"
-                 + (f", p = {layer['p']})" if layer.get("p") is not None else ")"))
-        written += save_figure(plot_plane_grid(panels, ncols=2, suptitle=title), figures / name, formats)
+        if panels:
+            level = f"p = {layer['p']}" if layer.get("p") is not None else f"beta = {layer.get('beta')}"
+            title = f"{run_dir.name}: layer {layer['name']} ({layer['dropout']} dropout, {level})"
+            written += save_figure(plot_plane_grid(panels, ncols=2, suptitle=title, caption=ERROR_CAPTION),
+                                   figures / f"information_plane{tag}{suffix}", formats)
+        for split in rf.SPLITS:
+            if any(v.get("convergence") for v in estimates.get("mixture", {}).get(layer["name"], {})
+                   .get(split, {}).values()):
+                written += save_figure(plot_convergence(estimates, layer["name"], split, epochs),
+                                       figures / f"convergence_{split}{tag}{suffix}", formats)
     history = run_dir / rf.HISTORY_NAME
     if history.exists():
         written += save_figure(plot_training_curves(read_history(history), title=run_dir.name),
@@ -96,3 +160,78 @@ def draw_run_figures(run_dir: str | Path, *, formats: Sequence[str] = ("png",),
         raise ValueError(f"nothing to draw in {run_dir}: run `python -m mi_estimators.information_plane "
                          f"{run_dir}` first")
     return written
+
+
+# -- comparisons of runs (rows of mi_estimators.runs_table's aggregate table) ---------------------------
+
+def _aggregate_series(rows: list[dict], x_name: str, y_name: str, color: str | None = None,
+                      label: str | None = None) -> PlaneSeries | None:
+    xs = {r["epoch"]: r for r in rows if r["estimator"] == x_name and r.get("mi_xz_mean") is not None}
+    ys = {r["epoch"]: r for r in rows if r["estimator"] == y_name and r.get("mi_zy_mean") is not None}
+    epochs = sorted(set(xs) & set(ys))
+    if not epochs:
+        return None
+    return PlaneSeries(epochs, [xs[e]["mi_xz_mean"] for e in epochs], [ys[e]["mi_zy_mean"] for e in epochs],
+                       [xs[e].get("mi_xz_seed_sd") for e in epochs], [ys[e].get("mi_zy_seed_sd") for e in epochs],
+                       saturated=[(xs[e].get("saturation_mean") or 0.0) > SATURATION_LIMIT for e in epochs],
+                       label=label, color=color)
+
+
+def _group_panels(rows: list[dict]) -> tuple[list[Panel], str]:
+    first = rows[0]
+    kind = first["dropout"]
+    panels, errors = [], []
+    for x_name, y_name, title in PLANES[kind]:
+        for split in rf.SPLITS:
+            cell = [r for r in rows if r["split"] == split]
+            series = _aggregate_series(cell, x_name, y_name)
+            if series is None:
+                continue
+            log_n = next((r["log_n"] for r in cell if r.get("log_n") is not None), None)
+            errors += [r["mi_xz_seed_error"] for r in cell if r["estimator"] == x_name and r.get("mi_xz_seed_error")]
+            panels.append(Panel(f"{title.format(beta=first.get('beta') or 0)} ({split})", [series], log_n=log_n,
+                                h_y=first.get("h_y"), own_scale=x_name in OWN_SCALE))
+    caption = (f"mean over {first['n_seeds']} seeds; error bars: standard deviation between seeds "
+               f"(mean per-seed total error of I(X;Z): {np.mean(errors) if errors else float('nan'):.3g} nats)")
+    return panels, caption
+
+
+def draw_comparison_figures(aggregates: list[dict], families: Sequence[tuple[str, list[str]]], folder: Path,
+                            *, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Per group the seed-aggregated planes (``plane_<group>``); per family of groups that differ in one
+    flag, the mixture planes overlaid (``overlay_<flag>_<groups>``)."""
+    written = []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in aggregates:
+        groups.setdefault((row["group"], row["layer"]), []).append(row)
+    for (group, layer), rows in groups.items():
+        panels, caption = _group_panels(rows)
+        if panels:
+            fig = plot_plane_grid(panels, ncols=2, suptitle=f"{group} (layer {layer})", caption=caption)
+            written += save_figure(fig, folder / f"plane_{_slug(group)}_{layer}", formats)
+    for flag, names in families:
+        written += _overlay(groups, flag, names, folder, formats)
+    return written
+
+
+def _overlay(groups: dict, flag: str, names: list[str], folder: Path, formats: Sequence[str]) -> list[Path]:
+    colors = plt.get_cmap("tab10").colors
+    panels = []
+    for split in rf.SPLITS:
+        series = []
+        for i, name in enumerate(names):
+            rows = [r for (g, _), rs in groups.items() if g == name for r in rs if r["split"] == split]
+            found = _aggregate_series(rows, "mixture", "mixture", color=colors[i % len(colors)], label=name)
+            if found is not None:
+                series.append(found)
+        if series:
+            panels.append(Panel(f"mixture estimate ({split})", series))
+    if not panels:
+        return []
+    fig = plot_plane_grid(panels, ncols=2, suptitle=f"groups differing in {flag}",
+                          caption="mean over seeds; error bars: standard deviation between seeds")
+    return save_figure(fig, folder / f"overlay_{flag}_{_slug('_'.join(names))}", formats)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in text).strip("-")

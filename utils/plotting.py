@@ -20,69 +20,109 @@ if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from utils.run_folder import atomic_write  # noqa: E402
 
 
+SATURATION_LIMIT = 0.5
+"""Points whose dI(X;Z)/dlog N exceeds this are drawn hollow: limited by the number of inputs."""
+SATURATED_LABEL = f"hollow: limited by N (dI/dlog N > {SATURATION_LIMIT})"
+
+
 @dataclass
 class PlaneSeries:
-    """One curve in an information plane: values per epoch, optional standard errors."""
+    """One curve in an information plane: values per epoch, optional error bars and saturation flags.
+
+    ``color`` draws the series in one colour (overlays of several runs) instead of by epoch."""
 
     epochs: Sequence[int]
     mi_xz: Sequence[float]
     mi_zy: Sequence[float]
-    mi_xz_err: Sequence[float] | None = None
-    mi_zy_err: Sequence[float] | None = None
+    mi_xz_err: Sequence[float | None] | None = None
+    mi_zy_err: Sequence[float | None] | None = None
+    saturated: Sequence[bool] | None = None
     label: str | None = None
-    marker: str = "o"
+    color: str | None = None
 
 
 @dataclass
 class Panel:
-    """One information plane: a title, its series and the ceilings to draw."""
+    """One information plane: a title, its series and the ceilings to draw.
+
+    ``own_scale``: the x axis fits the data (e.g. a loose upper bound far beyond log N), log N is stated
+    in the legend instead of drawn."""
 
     title: str
     series: list[PlaneSeries] = field(default_factory=list)
     log_n: float | None = None
     h_y: float | None = None
-    note: str | None = None
+    own_scale: bool = False
 
 
-def plot_information_plane(ax: plt.Axes, panel: Panel, *, cmap: str = "viridis", connect: bool = True,
+def plot_information_plane(ax: plt.Axes, panel: Panel, *, cmap: str = "viridis",
                            norm: Normalize | None = None) -> matplotlib.cm.ScalarMappable | None:
-    """Draw ``panel`` on ``ax``: epoch-coloured points, error bars, a thin line through the epochs."""
+    """Draw ``panel`` on ``ax``: epoch-coloured points (hollow where saturated), error bars, a thin line
+    through the epochs, the log N and H(Y) ceilings; the legend goes below the axes, never on the data."""
     all_epochs = [e for s in panel.series for e in s.epochs]
     if norm is None and all_epochs:
         norm = Normalize(vmin=min(all_epochs), vmax=max(max(all_epochs), min(all_epochs) + 1))
     mappable = None
+    any_saturated = False
     for s in panel.series:
-        if not len(s.epochs):
-            continue
-        x, y = np.asarray(s.mi_xz, float), np.asarray(s.mi_zy, float)
-        if connect and len(x) > 1:
-            ax.plot(x, y, "-", color="0.6", lw=0.8, zorder=1)
-        if s.mi_xz_err is not None or s.mi_zy_err is not None:
-            ax.errorbar(x, y, xerr=_err(s.mi_xz_err), yerr=_err(s.mi_zy_err), fmt="none", ecolor="0.4",
-                        elinewidth=0.8, capsize=1.5, zorder=2)
-        mappable = ax.scatter(x, y, c=np.asarray(s.epochs), cmap=cmap, norm=norm, marker=s.marker,
-                              s=28, edgecolors="k", linewidths=0.3, zorder=3, label=s.label)
+        if len(s.epochs):
+            mappable = _draw_series(ax, s, cmap, norm) or mappable
+            any_saturated |= bool(s.saturated is not None and any(s.saturated))
+    handles, labels = ax.get_legend_handles_labels()
     if panel.log_n is not None:
-        ax.axvline(panel.log_n, ls="--", color="tab:red", lw=1, label=f"log N = {panel.log_n:.2f}")
+        if panel.own_scale:
+            handles.append(Line2D([], [], ls="none"))
+            labels.append(f"log N = {panel.log_n:.2f} (off this scale)")
+        else:
+            handles.append(ax.axvline(panel.log_n, ls="--", color="tab:red", lw=1))
+            labels.append(f"log N = {panel.log_n:.2f}")
     if panel.h_y is not None:
-        ax.axhline(panel.h_y, ls="--", color="tab:blue", lw=1, label=f"H(Y) = {panel.h_y:.2f}")
+        handles.append(ax.axhline(panel.h_y, ls="--", color="tab:blue", lw=1))
+        labels.append(f"H(Y) = {panel.h_y:.2f}")
+    if any_saturated:
+        handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec="k"))
+        labels.append(SATURATED_LABEL)
+    if not panel.own_scale:
+        ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("I(X;Z) [nats]")
     ax.set_ylabel("I(Y;Z) [nats]")
-    ax.set_title(panel.title, fontsize=10)
-    if panel.note:
-        ax.text(0.5, 0.5, panel.note, transform=ax.transAxes, ha="center", va="center", fontsize=9,
-                wrap=True, color="0.3")
-    if panel.log_n is not None or panel.h_y is not None or any(s.label for s in panel.series):
-        ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(panel.title, fontsize=9)
+    if handles:
+        ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                  frameon=False)
     ax.grid(alpha=0.3)
     return mappable
 
 
-def _err(values: Sequence[float] | None) -> np.ndarray | None:
+def _draw_series(ax: plt.Axes, s: PlaneSeries, cmap: str, norm: Normalize | None):
+    x, y = np.asarray(s.mi_xz, float), np.asarray(s.mi_zy, float)
+    line_color = s.color or "0.6"
+    if len(x) > 1:
+        ax.plot(x, y, "-", color=line_color, lw=0.8, zorder=1, label=s.label if s.color else None)
+    if s.mi_xz_err is not None or s.mi_zy_err is not None:
+        ax.errorbar(x, y, xerr=_err(s.mi_xz_err), yerr=_err(s.mi_zy_err), fmt="none", ecolor=s.color or "0.4",
+                    elinewidth=0.8, capsize=1.5, zorder=2)
+    hollow = np.zeros(len(x), bool) if s.saturated is None else np.asarray(s.saturated, bool)
+    epochs = np.asarray(s.epochs)
+    style = dict(s=28, linewidths=0.6, zorder=3)
+    mappable = None
+    if (~hollow).any():
+        fill = dict(color=s.color) if s.color else dict(c=epochs[~hollow], cmap=cmap, norm=norm)
+        mappable = ax.scatter(x[~hollow], y[~hollow], edgecolors="k", **fill, **style)
+    if hollow.any():
+        edge = s.color if s.color else plt.get_cmap(cmap)(norm(epochs[hollow]))
+        ax.scatter(x[hollow], y[hollow], facecolors="none", edgecolors=edge, **style)
+    return None if s.color else mappable
+
+
+def _err(values: Sequence[float | None] | None) -> np.ndarray | None:
     if values is None:
         return None
     arr = np.asarray([np.nan if v is None else v for v in values], float)
@@ -90,13 +130,13 @@ def _err(values: Sequence[float] | None) -> np.ndarray | None:
 
 
 def plot_plane_grid(panels: list[Panel], *, ncols: int = 2, cmap: str = "viridis",
-                    suptitle: str | None = None) -> plt.Figure:
-    """Panels side by side (e.g. estimators x splits) sharing one epoch colour bar."""
+                    suptitle: str | None = None, caption: str | None = None) -> plt.Figure:
+    """Panels side by side (e.g. estimators x splits) sharing one epoch colour bar with integer ticks."""
     if not panels:
         raise ValueError("no information-plane panels to draw")
     ncols = max(1, min(ncols, len(panels)))
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 0.8, 3.6 * nrows), squeeze=False,
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols + 0.8, 4.3 * nrows), squeeze=False,
                              constrained_layout=True)
     epochs = [e for p in panels for s in p.series for e in s.epochs]
     norm = Normalize(vmin=min(epochs), vmax=max(max(epochs), min(epochs) + 1)) if epochs else None
@@ -106,9 +146,11 @@ def plot_plane_grid(panels: list[Panel], *, ncols: int = 2, cmap: str = "viridis
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     if mappable is not None:
-        fig.colorbar(mappable, ax=axes, label="epoch", shrink=0.9)
+        bar = fig.colorbar(mappable, ax=axes, label="epoch", shrink=min(0.9, 1.8 / nrows), aspect=30)
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle + (f"\n{caption}" if caption else ""), fontsize=10)
     return fig
 
 

@@ -1,0 +1,183 @@
+"""Compare runs: one long table of every estimate, and aggregates over runs that differ only in their seed.
+
+``estimates.csv`` has one row per (run, layer, split, epoch, estimator) with the run's configuration
+(dataset, net, dropout, p or beta, seed, epochs) and every field of the estimate (both errors of each
+coordinate, saturation, N, log N, H(Y)). Runs whose flags differ only in ``seed`` (and in flags that do
+not change the experiment: where the data or the output live, distribution, verbosity) form a group.
+``aggregate.csv`` has per group, layer, split, epoch and estimator the mean over seeds, the standard
+deviation between seeds and the mean per-seed total error (Monte Carlo and input sampling in
+quadrature) of I(X;Z) and I(Y;Z), and the mean and largest saturation.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from utils import run_folder as rf
+from utils.ip_figures import draw_comparison_figures
+
+NOT_DEFINING = frozenset({"seed", "out", "data_dir", "analyze", "distribute", "eval_batch_size", "verbose"})
+"""Flags that do not change the experiment: runs differing only in these (and the seed) form a group."""
+CONFIG_COLUMNS = ("run", "group", "dataset", "net", "dropout", "p", "beta", "seed", "epochs")
+ESTIMATE_COLUMNS = ("layer", "split", "epoch", "estimator", "sees", "mi_xz", "mi_xz_stderr", "mi_xz_sampling_stderr",
+                    "mi_zy", "mi_zy_stderr", "mi_zy_sampling_stderr", "saturation", "n_samples", "log_n", "h_y",
+                    "noise_samples", "skipped")
+AGGREGATE_COLUMNS = ("group", "dataset", "net", "dropout", "p", "beta", "epochs", "n_seeds", "layer", "split",
+                     "epoch", "estimator", "mi_xz_mean", "mi_xz_seed_sd", "mi_xz_seed_error", "mi_zy_mean",
+                     "mi_zy_seed_sd", "mi_zy_seed_error", "saturation_mean", "saturation_max", "log_n", "h_y")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run folder's configuration as the comparison sees it."""
+
+    path: Path
+    config: dict
+    defining: tuple[tuple[str, Any], ...]
+
+    @property
+    def flags(self) -> dict:
+        return self.config.get("flags", {})
+
+    def describe(self, group: str) -> dict[str, Any]:
+        layer = self.config["layers"][0]
+        return {"run": self.path.name, "group": group, "dataset": self.config.get("dataset", {}).get("name"),
+                "net": self.flags.get("net"), "dropout": layer["dropout"],
+                "p": layer.get("p") if layer["dropout"] != "information" else None,
+                "beta": layer.get("beta") if layer["dropout"] == "information" else None,
+                "seed": self.flags.get("seed"), "epochs": self.flags.get("epochs")}
+
+
+def run_info(path: Path) -> RunInfo:
+    config = rf.load_config(path)
+    flags = config.get("flags", {})
+    defining = tuple(sorted((k, v) for k, v in flags.items() if k not in NOT_DEFINING
+                            and not (k in ("p",) and config["layers"][0]["dropout"] == "information")
+                            and not (k in ("beta", "alpha_max") and config["layers"][0]["dropout"] != "information")))
+    return RunInfo(Path(path), config, defining)
+
+
+def group_names(runs: Sequence[RunInfo]) -> dict[tuple, str]:
+    """A short name per group: net, dropout and p or beta, plus any other flag that tells groups apart."""
+    keys = list(dict.fromkeys(r.defining for r in runs))
+    varying = {k for k in {k for key in keys for k, _ in key}
+               if len({dict(key).get(k) for key in keys}) > 1} - {"net", "dropout", "p", "beta"}
+    names = {}
+    for key in keys:
+        d = dict(key)
+        level = f"beta={d['beta']:g}" if d.get("dropout") == "information" and "beta" in d \
+            else f"p={d['p']:g}" if d.get("p") is not None else ""
+        extra = " ".join(f"{k}={d.get(k)}" for k in sorted(varying))
+        names[key] = " ".join(x for x in (str(d.get("net")), str(d.get("dropout")), level, extra) if x)
+    return names
+
+
+def families(runs: Sequence[RunInfo]) -> list[tuple[str, list[str]]]:
+    """Sets of groups whose defining flags differ in exactly one flag: (that flag, their names by its value)."""
+    names = group_names(runs)
+    keys = list(dict.fromkeys(r.defining for r in runs))
+    found = []
+    for flag in sorted({k for key in keys for k, _ in key}):
+        rest: dict[tuple, list[tuple]] = {}
+        for key in keys:
+            rest.setdefault(tuple(kv for kv in key if kv[0] != flag), []).append(key)
+        for members in rest.values():
+            if len(members) > 1:
+                members.sort(key=lambda key: str(dict(key).get(flag)))
+                found.append((flag, [names[key] for key in members]))
+    return found
+
+
+def estimate_rows(runs: Sequence[RunInfo]) -> list[dict[str, Any]]:
+    """The long table: one row per run, layer, split, epoch and estimator."""
+    names = group_names(runs)
+    rows = []
+    for run in runs:
+        described = run.describe(names[run.defining])
+        for name, layers in rf.load_estimates(run.path)["estimates"].items():
+            for layer, splits in layers.items():
+                for split, by_epoch in splits.items():
+                    for epoch, entry in sorted(by_epoch.items(), key=lambda kv: int(kv[0])):
+                        rows.append({**described, "layer": layer, "split": split, "epoch": int(epoch),
+                                     "estimator": name, **_estimate_fields(entry)})
+    return rows
+
+
+def _estimate_fields(entry: dict) -> dict[str, Any]:
+    fields = {k: entry.get(k) for k in ESTIMATE_COLUMNS[4:] if k not in ("noise_samples", "skipped")}
+    fields["noise_samples"] = entry.get("settings", {}).get("noise_samples")
+    fields["skipped"] = entry.get("skipped")
+    return fields
+
+
+def _total(row: dict, q: str) -> float | None:
+    parts = [row.get(f"mi_{q}_stderr"), row.get(f"mi_{q}_sampling_stderr")]
+    parts = [p for p in parts if p is not None]
+    return math.hypot(*parts) if parts else None
+
+
+def aggregate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Seed aggregates: mean, standard deviation between seeds and mean per-seed total error."""
+    cells: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row.get("skipped") is None:
+            cells.setdefault((row["group"], row["layer"], row["split"], row["epoch"], row["estimator"]), []).append(row)
+    out = []
+    for (group, layer, split, epoch, name), members in cells.items():
+        first = members[0]
+        agg = {k: first.get(k) for k in ("dataset", "net", "dropout", "p", "beta", "epochs", "log_n", "h_y")}
+        agg.update(group=group, layer=layer, split=split, epoch=epoch, estimator=name, n_seeds=len(members))
+        for q in ("xz", "zy"):
+            values = [m[f"mi_{q}"] for m in members if m.get(f"mi_{q}") is not None]
+            errors = [e for e in (_total(m, q) for m in members) if e is not None]
+            agg[f"mi_{q}_mean"] = float(np.mean(values)) if values else None
+            agg[f"mi_{q}_seed_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            agg[f"mi_{q}_seed_error"] = float(np.mean(errors)) if errors else None
+        saturation = [m["saturation"] for m in members if m.get("saturation") is not None]
+        agg["saturation_mean"] = float(np.mean(saturation)) if saturation else None
+        agg["saturation_max"] = float(np.max(saturation)) if saturation else None
+        out.append(agg)
+    return sorted(out, key=lambda r: (r["group"], r["layer"], r["estimator"], r["split"], r["epoch"]))
+
+
+def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+    return buffer.getvalue()
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of ``estimates.csv`` or ``aggregate.csv`` with numbers parsed (empty cells become None)."""
+    def parse(value: str) -> Any:
+        if value == "":
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+    with open(path, newline="") as fh:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def write_comparison(run_dirs: Sequence[Path], out: Path, *, plots: bool = True,
+                     formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Write ``out/estimates.csv``, ``out/aggregate.csv`` and (``plots``) the seed-aggregated planes."""
+    runs = [run_info(Path(r)) for r in run_dirs]
+    rows = estimate_rows(runs)
+    aggregates = aggregate_rows(rows)
+    written = [out / "estimates.csv", out / "aggregate.csv"]
+    rf.save_text(written[0], csv_text(rows, CONFIG_COLUMNS + ESTIMATE_COLUMNS))
+    rf.save_text(written[1], csv_text(aggregates, AGGREGATE_COLUMNS))
+    if plots:
+        written += draw_comparison_figures(aggregates, families(runs), out / "figures", formats=formats)
+    return written
