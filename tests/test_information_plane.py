@@ -151,12 +151,12 @@ def test_cli_writes_figures_and_table(gaussian_run):
     assert all(e["sees"] == "noisy Z" and e["mi_xz"] is None for e in edge["dropout"]["test"].values())
 
 
-def test_comparison_of_two_seeds_writes_csv_and_aggregate_planes(tmp_path, capsys):
-    runs = [_train(tmp_path / f"seed{s}", "--seed", str(s)) for s in (0, 1)]
+def test_comparison_of_two_seeds_writes_csv_and_aggregate_planes(gaussian_run, tmp_path):
+    runs = [gaussian_run, _train(tmp_path / "seed1", "--seed", "1")]
     out = tmp_path / "compare"
     assert ip.main([*map(str, runs), "--estimators", "mixture", "--out", str(out)]) == 0
     rows = read_csv(out / "estimates.csv")
-    assert {r["run"] for r in rows} == {"seed0", "seed1"} and {r["seed"] for r in rows} == {0, 1}
+    assert {r["run"] for r in rows} == {"gaussian", "seed1"} and {r["seed"] for r in rows} == {0, 1}
     mixture = [r for r in rows if r["estimator"] == "mixture"]
     assert len(mixture) == 2 * 2 * 4                          # runs x splits x epochs
     for r in mixture:
@@ -170,13 +170,15 @@ def test_comparison_of_two_seeds_writes_csv_and_aggregate_planes(tmp_path, capsy
     assert any(p.name.startswith("plane_fc-gaussian-p-0.2") for p in (out / "figures").iterdir())
     single = tmp_path / "single"
     assert ip.main([str(runs[0]), "--estimators", "mixture", "--out", str(single), "--no-plots"]) == 0
-    assert {r["run"] for r in read_csv(single / "estimates.csv")} == {"seed0"}
+    assert {r["run"] for r in read_csv(single / "estimates.csv")} == {"gaussian"}
 
 
 def test_groups_differing_in_one_setting_are_overlaid(tmp_path):
-    runs = [_train(tmp_path / f"p{p}", "--p", p, "--epochs", "1") for p in ("0.1", "0.3")]
+    runs = [_fake_run(tmp_path / f"p{p}", ["dropout"], p=p, seed=seed) for p in (0.1, 0.3) for seed in (0, 1)]
     written = ip.analyze_runs(runs, out=tmp_path / "sweep", request=ip.Request(estimators=("mixture",), progress=False))
-    assert any(p.name.startswith("overlay_p_") for p in written)
+    overlays = [p for p in written if p.name.startswith("overlay_p_")]
+    assert len(overlays) == 1 and "p-0.1" in overlays[0].name and "p-0.3" in overlays[0].name
+    assert {r["n_seeds"] for r in read_csv(tmp_path / "sweep" / "aggregate.csv")} == {2}
 
 
 def test_information_dropout_run(information_run):
@@ -263,13 +265,14 @@ def test_notebooks_run_headless_with_paths_relative_to_the_repository(notebook, 
         assert (run / "figures" / "information_plane.png").is_file()
 
 
-def _fake_run(tmp_path, layers, n=40, dim=3, epochs=(0, 1)):
+def _fake_run(tmp_path, layers, n=40, dim=3, epochs=(0, 1), p=0.2, seed=0):
     """A run folder written directly (no training) for format-level tests."""
-    run = tmp_path / "fake"
-    rng = np.random.default_rng(0)
-    entries = [{"name": name, "dim": dim, "dropout": "gaussian", "p": 0.2, "noise_std": math.sqrt(0.25)}
+    run = tmp_path / f"fake-seed{seed}"
+    rng = np.random.default_rng(seed)
+    entries = [{"name": name, "dim": dim, "dropout": "gaussian", "p": p, "noise_std": math.sqrt(p / (1 - p))}
                for name in layers]
-    rf.save_json(run / rf.CONFIG_NAME, {"flags": {}, "layers": entries})
+    flags = {"net": "fc", "dropout": "gaussian", "p": p, "seed": seed, "epochs": max(epochs)}
+    rf.save_json(run / rf.CONFIG_NAME, {"flags": flags, "dataset": {"name": "fake"}, "layers": entries})
     for split in rf.SPLITS:
         rf.save_npy(rf.inputs_path(run, split), rng.random((n, 4)).astype(np.float32))
         rf.save_npy(rf.labels_path(run, split), rng.integers(0, 3, n))
