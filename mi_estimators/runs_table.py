@@ -6,7 +6,8 @@ coordinate, saturation, N, log N, H(Y)). Runs whose flags differ only in ``seed`
 not change the experiment: where the data or the output live, distribution, verbosity) form a group.
 ``aggregate.csv`` has per group, layer, split, epoch and estimator the mean over seeds, the standard
 deviation between seeds and the mean per-seed total error (Monte Carlo and input sampling in
-quadrature) of I(X;Z) and I(Y;Z), and the mean and largest saturation.
+quadrature) of I(X;Z) and I(Y;Z), and the mean and largest saturation. ``compression.csv`` says per run
+whether I(X;Z) falls after its peak by more than its errors (:func:`compression_rows`).
 """
 from __future__ import annotations
 
@@ -171,13 +172,94 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
 
 def write_comparison(run_dirs: Sequence[Path], out: Path, *, plots: bool = True,
                      formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Write ``out/estimates.csv``, ``out/aggregate.csv`` and (``plots``) the seed-aggregated planes."""
+    """Write ``out/estimates.csv``, ``out/aggregate.csv``, ``out/compression.csv``, ``out/summary.md`` and
+    (``plots``) the seed-aggregated planes."""
     runs = [run_info(Path(r)) for r in run_dirs]
     rows = estimate_rows(runs)
     aggregates = aggregate_rows(rows)
-    written = [out / "estimates.csv", out / "aggregate.csv"]
+    written = [out / "estimates.csv", out / "aggregate.csv", out / "compression.csv", out / "summary.md"]
     rf.save_text(written[0], csv_text(rows, CONFIG_COLUMNS + ESTIMATE_COLUMNS))
     rf.save_text(written[1], csv_text(aggregates, AGGREGATE_COLUMNS))
+    rf.save_text(written[2], csv_text(compression_rows(rows), COMPRESSION_COLUMNS))
+    rf.save_text(written[3], summary_markdown(rows))
     if plots:
         written += draw_comparison_figures(aggregates, families(runs), out / "figures", formats=formats)
     return written
+
+
+# -- compression: does I(X;Z) fall after its peak by more than its errors? ---------------------------
+
+COMPRESSION_COLUMNS = ("group", "layer", "split", "estimator", "run", "seed", "first_epoch", "first", "peak_epoch",
+                       "peak", "last_epoch", "last", "drop", "drop_error", "compressed", "saturation_last")
+
+
+def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per run, layer, split and estimator: I(X;Z) at the first trained epoch, at its peak and at the last
+    epoch; the drop peak - last with its error (total errors of both points in quadrature; 0 for estimators
+    without an error) and ``compressed`` = a drop after the peak larger than twice that error."""
+    series: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row.get("skipped") is None and row.get("mi_xz") is not None and row["epoch"] > 0:
+            key = (row["group"], row["layer"], row["split"], row["estimator"], row["run"])
+            series.setdefault(key, []).append(row)
+    out = []
+    for (group, layer, split, name, run), points in series.items():
+        points.sort(key=lambda r: r["epoch"])
+        peak = max(points, key=lambda r: r["mi_xz"])
+        first, last = points[0], points[-1]
+        drop = peak["mi_xz"] - last["mi_xz"]
+        error = math.hypot(_total(peak, "xz") or 0.0, _total(last, "xz") or 0.0)
+        out.append({"group": group, "layer": layer, "split": split, "estimator": name, "run": run,
+                    "seed": first["seed"], "first_epoch": first["epoch"], "first": first["mi_xz"],
+                    "peak_epoch": peak["epoch"], "peak": peak["mi_xz"], "last_epoch": last["epoch"],
+                    "last": last["mi_xz"], "drop": drop, "drop_error": error,
+                    "compressed": bool(peak["epoch"] < last["epoch"] and drop > 2 * error),
+                    "saturation_last": last.get("saturation")})
+    return sorted(out, key=lambda r: (r["group"], r["layer"], r["estimator"], r["split"], r["seed"] or 0))
+
+
+def _fmt(values: Sequence[float | None], digits: int = 3) -> str:
+    """mean ± standard deviation between seeds (the mean alone for one seed)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
+
+
+def _errors(points: Sequence[dict], q: str) -> str:
+    mc = [p.get(f"mi_{q}_stderr") for p in points if p.get(f"mi_{q}_stderr") is not None]
+    sampling = [p.get(f"mi_{q}_sampling_stderr") for p in points if p.get(f"mi_{q}_sampling_stderr") is not None]
+    if not mc:
+        return "-"
+    return f"{np.mean(mc):.2g} / {np.mean(sampling):.2g}" if sampling else f"{np.mean(mc):.2g}"
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]],
+                     estimators: Sequence[str] = ("mixture", "callback", "binning_f", "binning")) -> str:
+    """Markdown tables per group: I(X;Z) and I(Y;Z) at the first trained epoch, at each run's I(X;Z) peak and
+    at the last epoch (mean ± standard deviation between seeds, mean Monte Carlo / sampling error), the
+    saturation there, and how many seeds compress (:func:`compression_rows`)."""
+    index = {(r["group"], r["layer"], r["split"], r["estimator"], r["run"], r["epoch"]): r for r in rows}
+    lines = []
+    compression = compression_rows(rows)
+    for group in sorted({c["group"] for c in compression}):
+        lines += [f"### {group}", "", "| estimator | split | point | epoch | I(X;Z) | errors X | I(Y;Z) | errors Y "
+                  "| saturation | compressed seeds |", "|" + " --- |" * 10]
+        for name in estimators:
+            for split in rf.SPLITS:
+                runs = [c for c in compression if c["group"] == group and c["estimator"] == name and c["split"] == split]
+                if not runs:
+                    continue
+                verdict = f"{sum(c['compressed'] for c in runs)} of {len(runs)}"
+                for point in ("first", "peak", "last"):
+                    picked = [index[(group, c["layer"], split, name, c["run"], c[f"{point}_epoch"])] for c in runs]
+                    epochs = sorted({p["epoch"] for p in picked})
+                    epoch = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+                    lines.append(f"| {name} | {split} | {point} | {epoch} | {_fmt([p['mi_xz'] for p in picked])} | "
+                                 f"{_errors(picked, 'xz')} | {_fmt([p.get('mi_zy') for p in picked])} | "
+                                 f"{_errors(picked, 'zy')} | {_fmt([p.get('saturation') for p in picked], 2)} | "
+                                 f"{verdict if point == 'last' else ''} |")
+        lines.append("")
+    return "\n".join(lines)

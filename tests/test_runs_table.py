@@ -1,0 +1,47 @@
+"""The comparison table: compression calls, seed aggregates, group names and one-setting families."""
+from pathlib import Path
+
+import pytest
+
+from mi_estimators.runs_table import RunInfo, aggregate_rows, compression_rows, families, group_names, summary_markdown
+
+
+def _rows(run, seed, values, error):
+    return [{"group": "g", "layer": "dropout", "split": "train", "estimator": "mixture", "run": run, "seed": seed,
+             "epoch": e, "mi_xz": v, "mi_xz_stderr": error, "mi_xz_sampling_stderr": error, "mi_zy": 1.0,
+             "saturation": 0.1, "skipped": None} for e, v in zip((0, 2, 4, 6, 8), values)]
+
+
+def test_compression_needs_a_drop_after_the_peak_larger_than_twice_its_error():
+    rows = (_rows("a", 0, [0.0, 5.0, 6.0, 5.5, 5.2], 0.01)         # falls by 0.8 after epoch 4: compression
+            + _rows("b", 1, [0.0, 5.0, 6.0, 5.99, 5.98], 0.01)     # 0.02 < 2 x 0.014: within the errors
+            + _rows("c", 2, [0.0, 5.0, 5.5, 6.0, 6.5], 0.01))      # still rising
+    calls = {r["run"]: r for r in compression_rows(rows)}
+    assert calls["a"]["compressed"] and calls["a"]["peak_epoch"] == 4 and calls["a"]["drop"] == pytest.approx(0.8)
+    assert calls["a"]["first_epoch"] == 2                           # epoch 0 (before training) is left out
+    assert not calls["b"]["compressed"] and not calls["c"]["compressed"]
+    assert "1 of 3" in summary_markdown(rows)
+
+
+def test_aggregates_over_seeds():
+    rows = _rows("a", 0, [0.0, 1.0, 2.0, 3.0, 4.0], 0.1) + _rows("b", 1, [0.0, 3.0, 2.0, 3.0, 6.0], 0.3)
+    cell = next(r for r in aggregate_rows(rows) if r["epoch"] == 8)
+    assert cell["n_seeds"] == 2 and cell["mi_xz_mean"] == 5.0
+    assert cell["mi_xz_seed_sd"] == pytest.approx(2 ** 0.5)
+    assert cell["mi_xz_seed_error"] == pytest.approx((0.1 * 2 ** 0.5 + 0.3 * 2 ** 0.5) / 2)
+
+
+def _info(name, **flags):
+    base = {"net": "fc", "dropout": "gaussian", "p": 0.2, "epochs": 10, "lr": 0.1}
+    defining = tuple(sorted({**base, **flags}.items()))
+    return RunInfo(Path(name), {"layers": [{"dropout": "gaussian", "p": 0.2}], "flags": {}}, defining)
+
+
+def test_groups_are_named_by_what_tells_them_apart_and_families_differ_in_one_flag():
+    runs = [_info("a", p=0.1), _info("b", p=0.5), _info("c", p=0.5, lr=0.01)]
+    names = group_names(runs)
+    assert sorted(names.values()) == ["fc gaussian p=0.1 lr=0.1", "fc gaussian p=0.5 lr=0.01",
+                                      "fc gaussian p=0.5 lr=0.1"]
+    found = {flag: members for flag, members in families(runs)}
+    assert found["p"] == ["fc gaussian p=0.1 lr=0.1", "fc gaussian p=0.5 lr=0.1"]
+    assert found["lr"] == ["fc gaussian p=0.5 lr=0.01", "fc gaussian p=0.5 lr=0.1"]
