@@ -119,30 +119,26 @@ class OneLineParser(argparse.ArgumentParser):
         raise CommandError(message)
 
 
-def int_arg(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
-    """argparse ``type=``: an integer in [minimum, maximum] (the flag is named by argparse)."""
-    def parse(text: str) -> int:
+def _arg_type(convert: Callable[[str], Any], check: Callable[[Any], Any], kind: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
         try:
-            return check_int(value, "value", minimum=minimum, maximum=maximum)
+            return check(value)
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err).removeprefix("value ")) from None
     return parse
+
+
+def int_arg(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+    """argparse ``type=``: an integer in [minimum, maximum] (the flag is named by argparse)."""
+    return _arg_type(int, lambda v: check_int(v, "value", minimum=minimum, maximum=maximum), "an integer")
 
 
 def float_arg(minimum: float = -math.inf, *, inclusive: bool = True,
               maximum: float | None = None) -> Callable[[str], float]:
     """argparse ``type=``: a finite number above (``inclusive``: at least) ``minimum``."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        try:
-            return check_float(value, "value", minimum=minimum, inclusive=inclusive, maximum=maximum)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err).removeprefix("value ")) from None
-    return parse
+    return _arg_type(float, lambda v: check_float(v, "value", minimum=minimum, inclusive=inclusive, maximum=maximum),
+                     "a number")
