@@ -85,10 +85,10 @@ _STAT_CAP = 1e20
 _TINY = -87.0
 _STAT_FLOOR = 1e-3
 # Pairs within _TOP_GAP nats of a row's largest term are evaluated exactly (module docstring);
-# at most _MAX_HITS per row and chunk (beyond, only the largest), so the exact work stays bounded.
+# at most the _MAX_HITS largest per row and chunk, so the exact work stays bounded.
 _TOP_GAP = 4.0
 _MAX_HITS = 64
-_DEVICE_TOP_K = 16
+_DEVICE_TOP_K = 15      # k + 1 = 16: within the fast top-k of XLA on GPUs
 _EXP_ULP = 4
 _MAX_COLS = 2048
 _MAX_ROWS = 2048
@@ -130,16 +130,39 @@ def prepare_mixture(means: np.ndarray, stds: np.ndarray | float, *, groups: np.n
         raise ValueError(f"stds must be positive and finite; {int(bad.sum())} entries are not")
     ids = _group_ids(groups, n)
     order = np.argsort(ids, kind="stable")
-    mu, s, ids = mu[order], s[order], ids[order]
-    prec = 1.0 / s ** 2
+    prec = 1.0 / s[order] ** 2
     if not np.isfinite(prec).all():
         raise ValueError("stds below 1e-154 overflow 1/s^2; rescale the problem")
-    log_norm = -np.log(s).sum(axis=1) * (d / s.shape[1]) - 0.5 * d * LOG_2PI
+    log_norm = -np.log(s[order]).sum(axis=1) * (d / s.shape[1]) - 0.5 * d * LOG_2PI
+    return _build(mu[order], prec, log_norm, ids[order])
+
+
+def _build(mu: np.ndarray, prec: np.ndarray, log_norm: np.ndarray, ids: np.ndarray) -> "Mixture":
+    """The float64 pieces of the expansion for validated components sorted by group ``ids``."""
     # Precision-weighted mean of the means: the centre that minimises sum_j C_j (module docstring).
     centre = (mu * prec).sum(axis=0) / np.broadcast_to(prec, mu.shape).sum(axis=0)
     offset_sq = ((mu - centre) ** 2 * prec).sum(axis=1)
     bounds = np.searchsorted(ids, np.arange(ids.max() + 2))
     return Mixture(mu, prec, log_norm, centre, offset_sq, bounds, float(np.median(log_norm - 0.5 * offset_sq)))
+
+
+def direct_log_density(samples: np.ndarray, means: np.ndarray, stds: np.ndarray | float, *,
+                       groups: np.ndarray | None = None) -> np.ndarray:
+    """The reference for checks: ``mixture_log_density`` from float64 differences z - mu_j, one sample
+    at a time (M N d operations, no expansion, no bound)."""
+    mu = as_samples(means, "means", min_samples=1)
+    s = np.broadcast_to(np.asarray(stds, dtype=np.float64), mu.shape) if np.ndim(stds) else np.full(mu.shape, stds)
+    ids = _group_ids(groups, len(mu))
+    w = 1.0 / s ** 2
+    log_norm = -np.log(s).sum(axis=1) - 0.5 * mu.shape[1] * LOG_2PI
+    sizes = np.bincount(ids)
+    out = np.empty((len(samples), len(sizes)))
+    for i, z in enumerate(as_samples(samples, "samples", min_samples=1)):
+        terms = log_norm - 0.5 * (((z - mu) ** 2) * w).sum(axis=1)
+        top = np.full(len(sizes), -np.inf)
+        np.maximum.at(top, ids, terms)
+        out[i] = top + np.log(np.bincount(ids, np.exp(terms - top[ids]), minlength=len(sizes)) / sizes)
+    return out if groups is not None else out[:, 0]
 
 
 def _group_ids(groups: np.ndarray | None, n: int) -> np.ndarray:
@@ -166,6 +189,7 @@ class Mixture:
     bounds: np.ndarray      # (G + 1,) group g is rows bounds[g]:bounds[g+1]
     ref: float = 0.0        # s_0
     _terms: dict = field(default_factory=dict, repr=False)
+    _parts: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_groups(self) -> int:
@@ -173,6 +197,46 @@ class Mixture:
 
     def group_sizes(self) -> np.ndarray:
         return np.diff(self.bounds)
+
+    def part(self, g: int | None) -> "Mixture":
+        """Group g alone, or the whole mixture as one group (``g=None``), as a mixture of its own (cached)."""
+        if g is None and self.n_groups == 1:
+            return self
+        if g not in self._parts:
+            rows = slice(None) if g is None else slice(self.bounds[g], self.bounds[g + 1])
+            ids = np.zeros(len(self.means[rows]), dtype=np.int64)
+            self._parts[g] = _build(self.means[rows], self.prec[rows], self.log_norm[rows], ids)
+        return self._parts[g]
+
+    def log_density_own_group(self, samples: np.ndarray, sample_groups: np.ndarray, *,
+                              shift_hint: np.ndarray | None = None, **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """(M, 2): log p(z) under the whole mixture and log p(z | g_m) under each sample's own group g_m.
+
+        What the I(Y;Z) estimate needs (the whole mixture weighs group g by N_g / N), from one
+        ungrouped pass plus one pass of each group's samples against that group: about 1 + 1/G times
+        the pairs of the ungrouped pass. ``log_density`` with groups instead restarts the running
+        shift in every group and, for groups far from a sample, needs float64 products (float32
+        cannot give a log-density of -10^4 nats to 1e-3). ``shift_hint`` (M,): the exact log-density
+        of one component of the sample's own group (NaN where none is known). ``options`` are those
+        of ``log_density``; the diagnostics add up over the passes.
+        """
+        z = as_samples(samples, "samples", min_samples=1)
+        own = as_labels(sample_groups, len(z), "sample_groups")
+        if own.min() < 0 or own.max() >= self.n_groups:
+            raise ValueError(f"sample_groups must be group indices 0..{self.n_groups - 1}")
+        hint = np.full(len(z), np.nan) if shift_hint is None else np.asarray(shift_hint, dtype=np.float64)
+        if hint.shape != (len(z),):
+            raise ValueError(f"shift_hint must have shape {(len(z),)}, got {np.shape(shift_hint)}")
+        out = np.empty((len(z), 2))
+        whole, info = self.part(None).log_density(z, shift_hint=hint[:, None], **options)
+        out[:, 0] = whole[:, 0]
+        for g in np.unique(own):
+            idx = np.flatnonzero(own == g)
+            part, more = self.part(int(g)).log_density(z[idx], shift_hint=hint[idx, None], **options)
+            out[idx, 1] = part[:, 0]
+            info = {key: max(info[key], more[key]) if key == "max_error_bound" else info[key] + more[key]
+                    for key in info}
+        return out, info
 
     def magnitudes(self) -> np.ndarray:
         """v_j of step 1 (unclipped): the per-component part of the rounding-error bound."""
@@ -210,7 +274,7 @@ class Mixture:
         elif np.shape(shift_hint) != (len(z), self.n_groups):
             raise ValueError(f"shift_hint must have shape {(len(z), self.n_groups)}, got {np.shape(shift_hint)}")
         with tqdm(total=len(z), unit="sample", disable=not progress, leave=False, desc="mixture log-density",
-                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} samples "
+                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} samples "
                              "[{elapsed}<{remaining}]") as bar:
             run = _Run(self, z, np.asarray(shift_hint, dtype=np.float64), backend, np.dtype(str(dtype)),
                        max_memory_mb, atol, bar)
@@ -233,7 +297,7 @@ class _Run:
         self.memory = max_memory_mb / 2
         # Float64 work always runs on NumPy (JAX, for one, would silently compute it in float32).
         self.kernels = {dt: _kernel(mix, backend if dt == np.float32 else "numpy", dt, len(z), self.memory)}
-        self.dt, self.n64, self.exact_pairs = dt, 0, 0
+        self.dt, self.n64, self.exact_pairs, self.progress = dt, 0, 0, [0, 0]
         # Beyond _STAT_CAP the magnitude sums could overflow float32 and the bound could not be trusted.
         self.use64 = dt == np.float64 or float(mix.magnitudes().max()) > _STAT_CAP
 
@@ -280,6 +344,7 @@ class _Run:
         kernel.load(a)
         out = np.empty((len(z), mix.n_groups))
         bound = np.zeros(len(z))
+        self.progress = [0, 0]      # components done, samples shown as done
         for g in range(mix.n_groups):
             out[:, g], err = self._group(kernel, z, g, self.hint[rows, g])
             np.maximum(bound, err, out=bound)
@@ -290,13 +355,16 @@ class _Run:
         mix = self.mix
         acc = _Accumulator.start(hint - mix.ref, kernel.dtype)
         lo, hi = mix.bounds[g], mix.bounds[g + 1]
-        share = len(z) / len(mix.means)
         for c0 in range(lo, hi, kernel.n_cols):
             c1 = min(c0 + kernel.n_cols, hi)
             seg = kernel.segment(acc.shift, c0, c1, acc.top - acc.shift, acc.forced if c0 == lo else None)
             acc.absorb(seg, self._hit_values(z, seg))
             self.exact_pairs += len(seg.rows)
-            self.bar.update(share * (c1 - c0))
+            # The bar moves after every chunk of pairs, in whole samples (a fraction of this row block).
+            self.progress[0] += c1 - c0
+            shown = len(z) * self.progress[0] // len(mix.means)
+            self.bar.update(shown - self.progress[1])
+            self.progress[1] = shown
         return acc.finish(mix, g, kernel)
 
     def _hit_values(self, z: np.ndarray, seg: "_Segment") -> tuple[np.ndarray, np.ndarray]:
@@ -497,7 +565,7 @@ class _NumpySegments:
 
 
 def _cap_hits(rows: np.ndarray, vals: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which hits to keep (all, or only the largest of a row with more than _MAX_HITS) and row maxima."""
+    """Which hits to keep (all, or the _MAX_HITS largest of a row with more) and the row maxima."""
     counts = np.bincount(rows, minlength=m)
     starts = np.concatenate([[0], np.cumsum(counts)])
     row_max = np.full(m, -np.inf)
@@ -507,7 +575,7 @@ def _cap_hits(rows: np.ndarray, vals: np.ndarray, m: int) -> tuple[np.ndarray, n
     keep = np.ones(len(rows), dtype=bool)
     for i in np.flatnonzero(counts > _MAX_HITS):
         keep[starts[i]:starts[i + 1]] = False
-        keep[starts[i] + int(np.argmax(vals[starts[i]:starts[i + 1]]))] = True
+        keep[starts[i] + np.argpartition(vals[starts[i]:starts[i + 1]], -_MAX_HITS)[-_MAX_HITS:]] = True
     return keep, row_max
 
 
@@ -556,9 +624,11 @@ class _KerasSegments:
         m, pad = self.m, self.n_rows - self.m
         forced = np.zeros(m, dtype=bool) if forced is None else forced
         args = [np.pad(x, (0, pad)) for x in (shift.astype(self.dtype), top.astype(self.dtype), forced)]
-        outs = self.fn(self.a, self.b, self.v, *[self.ops.convert_to_tensor(x) for x in args],
-                       self.ops.convert_to_tensor(np.int32(self.offsets[c0])),
-                       self.ops.convert_to_tensor(np.int32(c1 - c0)), self.n_cols)
+        # Chunk offsets as tensors on TensorFlow (a Python int would retrace), plain ints elsewhere.
+        where = [self.offsets[c0], c1 - c0]
+        if self.backend == "tensorflow":
+            where = [self.ops.convert_to_tensor(np.int32(x)) for x in where]
+        outs = self.fn(self.a, self.b, self.v, *[self.ops.convert_to_tensor(x) for x in args], *where, self.n_cols)
         frame, sums, row_max, idx, hit = (self.ops.convert_to_numpy(x)[:m] for x in outs)
         rows, j = np.nonzero(hit)
         return _Segment(frame.astype(np.float64), sums.astype(np.float64), row_max.astype(np.float64) - shift,
@@ -601,35 +671,43 @@ _KERAS_FUNCTIONS: dict = {}
 
 
 def _keras_segment_fn(backend: str, top_k: int) -> Callable:
-    """The segment as one compiled function of (a, b, v, shift, top, forced, offset, n_valid)."""
+    """The segment as two compiled functions: (a, b, offset, n_valid) -> (products, top-k values and
+    indices), then (products, top k, v, offset, shift, top, forced) -> (frame, sums, row max, hits).
+
+    Two functions, not one: XLA on the CPU fused the whole segment into a loop 30 times slower.
+    """
     key = (backend, top_k)
     if key not in _KERAS_FUNCTIONS:
-        _KERAS_FUNCTIONS[key] = _compile(backend, _segment_ops(top_k))
+        products, rest = _segment_ops(top_k)
+        products, rest = _compile(backend, products), _compile(backend, rest)
+        _KERAS_FUNCTIONS[key] = lambda a, b, v, shift, top, forced, offset, n_valid, n_cols: rest(
+            *products(a, b, offset, n_valid, n_cols), v, offset, shift, top, forced, n_cols)
     return _KERAS_FUNCTIONS[key]
 
 
-def _segment_ops(top_k: int) -> Callable:
+def _segment_ops(top_k: int) -> tuple[Callable, Callable]:
     import keras
 
     ops = keras.ops
 
-    def segment(a, b_all, v_all, shift, top, forced, offset, n_valid, n_cols):
+    def products(a, b_all, offset, n_valid, n_cols):
         b = ops.slice(b_all, [offset, 0], [n_cols, ops.shape(b_all)[1]])
-        v = ops.slice(v_all, [offset, 0], [n_cols, 2])
-        prod = ops.matmul(a, ops.transpose(b))
-        prod = ops.where(ops.arange(n_cols)[None, :] < n_valid, prod, -np.inf)
+        prod = ops.where(ops.arange(n_cols)[None, :] < n_valid, ops.matmul(a, ops.transpose(b)), -np.inf)
         vals, idx = ops.top_k(prod, top_k + 1)
+        return prod, vals, idx
+
+    def rest(prod, vals, idx, v_all, offset, shift, top, forced, n_cols):
+        v = ops.slice(v_all, [offset, 0], [n_cols, 2])
         row_max = vals[:, 0]
         top = ops.where(forced, row_max - shift, top)
-        need = ops.logical_or(forced, row_max - shift > _SAFE_EXP)
-        frame = ops.where(need, row_max, shift)
+        frame = ops.where(ops.logical_or(forced, row_max - shift > _SAFE_EXP), row_max, shift)
         # Hits: at least the threshold (as in NumPy) and above the (k+1)-th largest, so at most k per row.
         thr, kth = (top + shift - _TOP_GAP)[:, None], vals[:, top_k:top_k + 1]
         hit = ops.logical_and(vals[:, :top_k] >= thr, vals[:, :top_k] > kth)
         e = ops.where(ops.logical_and(prod >= thr, prod > kth), 0.0, ops.exp(prod - frame[:, None]))
         return frame, ops.matmul(e, v), row_max, idx[:, :top_k], hit
 
-    return segment
+    return products, rest
 
 
 def _compile(backend: str, fn: Callable) -> Callable:

@@ -14,24 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.special import logsumexp
+from scipy.stats import norm
 
 from mi_estimators import mixture
-from mi_estimators.mixture import mixture_log_density, prepare_mixture
+from mi_estimators.mixture import direct_log_density, mixture_log_density, prepare_mixture
 
 ATOL = 1e-3
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
 
 
 def direct(z, mu, s, groups=None):
-    """log (1/N_g) sum_j N(z; mu_j, s_j^2), one sample at a time, differences taken in float64."""
-    s = np.broadcast_to(np.asarray(s, dtype=float), mu.shape)
-    w = 1.0 / s ** 2
-    log_norm = -np.log(s).sum(axis=1) - 0.5 * mu.shape[1] * np.log(2 * np.pi)
-    logs = np.stack([log_norm - 0.5 * (((zm - mu) ** 2) * w).sum(axis=1) for zm in z])
-    if groups is None:
-        return logsumexp(logs, axis=1) - np.log(len(mu))
-    return np.stack([logsumexp(logs[:, groups == g], axis=1) - np.log((groups == g).sum())
-                     for g in range(groups.max() + 1)], axis=1)
+    """The float64 reference (tested against scipy.stats in ``test_direct_reference``)."""
+    return direct_log_density(z, mu, s, groups=groups)
 
 
 def dropout_problem(rng, n, d, sigma, *, clusters=None, spread=0.02, m=200):
@@ -62,6 +56,19 @@ class _NoBar:
 
     def update(self, n):
         pass
+
+
+def test_direct_reference():
+    """direct_log_density against scipy.stats, sample by sample, with and without groups."""
+    rng = np.random.default_rng(41)
+    mu, s = rng.standard_normal((30, 3)), rng.uniform(0.05, 2.0, (30, 3))
+    z = rng.standard_normal((7, 3))
+    groups = np.arange(30) % 3
+    logs = np.array([[norm.logpdf(zm, mu_j, s_j).sum() for mu_j, s_j in zip(mu, s)] for zm in z])
+    assert np.allclose(direct_log_density(z, mu, s), logsumexp(logs, axis=1) - np.log(30), rtol=0, atol=1e-12)
+    want = np.stack([logsumexp(logs[:, groups == g], axis=1) - np.log(10) for g in range(3)], axis=1)
+    assert np.allclose(direct_log_density(z, mu, s, groups=groups), want, rtol=0, atol=1e-12)
+    assert np.allclose(direct_log_density(z, mu, 0.7), direct_log_density(z, mu, np.full(mu.shape, 0.7)))
 
 
 CASES = [(32, 0.01, None), (32, 0.05, 4), (128, 0.02, None), (128, 0.05, 4), (128, 0.5, 4), (64, 0.03, 2)]
@@ -137,6 +144,20 @@ def test_real_early_codes_with_label_groups(real_early):
     out, info = mix.log_density(z, shift_hint=hint)
     assert np.abs(out - direct(z, f, s, labels)).max() < ATOL
     assert info["float64_rows"] <= 0.05 * len(z)
+
+
+def test_own_group_pass_matches_the_grouped_one(real_early):
+    """log p(z) of the whole mixture and log p(z | own group), without the per-group passes."""
+    z, f, s, labels, k, own = real_early
+    mix = prepare_mixture(f, s, groups=labels)
+    got, info = mix.log_density_own_group(z, labels[k], shift_hint=own, max_memory_mb=1)
+    assert got.shape == (len(z), 2) and info["max_error_bound"] <= ATOL
+    assert np.abs(got[:, 0] - direct(z, f, s)).max() < ATOL
+    assert np.abs(got[:, 1] - direct(z, f, s, labels)[np.arange(len(z)), labels[k]]).max() < ATOL
+    with pytest.raises(ValueError, match="sample_groups"):
+        mix.log_density_own_group(z, np.full(len(z), 10))
+    with pytest.raises(ValueError, match="shift_hint"):
+        mix.log_density_own_group(z, labels[k], shift_hint=own[:5])
 
 
 def test_chunk_boundaries():
