@@ -17,51 +17,58 @@ component chunks, so memory is bounded whatever M and N. c is the precision-weig
 component means, which minimises sum_j C_j.
 
 Accuracy (working precision float32, unit roundoff u = 2^-24; ``atol`` = 1e-3 nats by default).
-Per chunk, the pairs with P = A.B - shift above (row maximum - ``_TOP_GAP``) are *hits*: they are
-taken out of the float32 sum and evaluated exactly (float64 differences z - mu_j). Every other term
-("the rest", R) keeps its float32 value P^. The proof that the returned log p is within the reported
-bound of the exact value:
+Per chunk, the pairs whose float32 value P^ of P = A.B (L_j - s_0 - r) is at least -``_TOP_GAP``
+(a row's shift never exceeds its largest term, so these include every pair within 4 nats of it) are
+*hits*: taken out of the float32 sum and evaluated exactly (float64 differences z - mu_j). Every
+other term ("the rest", R, n terms at most) keeps its float32 value. The proof that the returned
+log p is within the reported bound of the exact value:
 
 1. Dot products (Higham, "Accuracy and Stability of Numerical Algorithms", 2002, sec. 3.1): whatever
    order a BLAS accumulates in, |P^ - P| <= g M, g = gamma_{K+2} = (K+2) u / (1 - (K+2) u), M the sum
    of |a_k b_k| over the K terms (the +2 covers rounding A and B to float32). With a = sum (z-c)^2 w,
    Cauchy-Schwarz and the triangle inequality in the w-norm (sqrt a <= sqrt Q + sqrt C) give
-   M <= Q + 3.5 C + |kappa - C/2 - s_0| + |r|, where Q = 2 (kappa - L) >= 0. Writing L through P and
-   solving for the error: e_j = |P^_j - P_j| <= g' (v_j + sigma - 2 P^_j), g' = g / (1 - 2g),
-   v_j = 2 (kappa_j - s_0) + 3.5 C_j + |kappa_j - C_j/2 - s_0| (a per-component column) and
-   sigma = max |r| - 2 r (per sample, r the final shift, max over the shifts used).
-2. Re-shifts and the shift subtraction round once more each: <= 2u |P^| <= 160 u for a term kept above
-   the floor (-80 <= P^ <= 30 by construction: rows are re-shifted before exp can exceed e^30).
-3. The rest's error is sum_R e^P^ (e^e_j - 1) <= e^E sum_R e^P^ e_j with E the largest e_j over the
-   terms above the floor, and by Jensen sum_R e^P^ (-P^) <= X log(n / X), X = sum_R e^P^. So
-   |X - S_R| <= e^E [g' (V + sigma X + 2 X log(n/X)) + 160 u X] + 2 n e^(E-80) (terms floored at
-   e^-80), V = sum_R e^P^ v_j. X and V come from one extra two-column product of the exponentials.
-4. The exponentials (assumed accurate to 4 ulp, numpy's SIMD exp is within 2.6) and sums of <= n_cols
-   positive float32 terms add eta = 8u + gamma_{n_cols} relative to X and V; the float64 hits add
-   gamma^{64}_{d+n+8} (1 + |kappa| + Q/2). With S = S_hits + X and D the total of these,
-   |log S^ - log S| <= log(S^ / (S^ - D)), the reported bound; samples whose bound exceeds ``atol``
-   are recomputed with float64 products (the same code with u = 2^-53, always on NumPy).
+   M <= Q + 3.5 C + |kappa - C/2 - s_0| + |r_c|, Q = 2 (kappa - L) >= 0, r_c the shift of the product.
+   Writing L = s_0 + r + P in the final frame r and solving for the error:
+   e_j = |P^_j - P_j| <= g' (v_j + sigma - 2 P^_j), g' = g / (1 - 2g), with the per-component column
+   v_j = 2 (kappa_j - s_0) + 3.5 C_j + |kappa_j - C_j/2 - s_0| and sigma = max_c |r_c| - 2 r.
+2. Re-shifting a row, and (keras backend) subtracting the shift after the product, round once
+   each: <= 2u |P^| <= 174 u for a term with -87 <= P^ <= 8 (rows are re-shifted past e^8).
+3. The rest's error is sum_R e^P^ (e^e_j - 1) <= e^E sum_R e^P^ e_j, E the largest e_j over terms
+   with P^ >= -87 (E = g' (max v + 174 + max_c (|r_c| - 2 f_c)) + 174 u, f_c the frame of chunk c),
+   and by Jensen sum_R e^P^ (-P^) <= X log(n / X), X = sum_R e^P^. So
+   |X - S_R| <= e^E [g' (V + sigma X + 2 X log(n/X)) + 174 u X] + n (2 e^(E-87) + 2^-140),
+   V = sum_R e^P^ v_j; the last term covers terms below -87, whose exp may be subnormal or 0 in
+   float32 (true value <= e^(E-87)). X and V come from one extra two-column product of the exps.
+4. The exponentials (assumed accurate to 4 ulp; numpy's SIMD exp is within 2.6) and the sums of
+   <= n_cols positive float32 terms add eta = 8u + gamma_{n_cols} relative to X and V; the float64
+   hits add gamma^{64}_{d+n+8} (1 + |kappa| + |s_0| + Q/2). With S = S_hits + X and D the total of
+   these, |log S^ - log S| <= log(S^ / (S^ - D)), the reported bound. Samples whose bound exceeds
+   ``atol`` are recomputed with float64 products (the same code with u = 2^-53, always on NumPy).
 
 Why this design (measured on the Fashion-MNIST ``fc`` codes of benchmarks/data, d = 32, noise std
-0.5, 1,000 samples). The float32 expansion is far better than its worst-case bound: the largest
-actual error was 3.5e-5 nats, but the previous bound (only the single largest component exact, the
-rest bounded by gamma_K times their magnitudes, about 470 nats per term at epoch 2) sent 51% of the
-samples of epoch 2 to float64 (ratio 5 against the bare cost). The error of the rest scales with the
-share rho of the mixture left in float32: at epoch 2 one exact component leaves rho = 0.21 (median),
-0.84 (99%); all components within 4 nats of the largest (5 per sample on average, 0.05% of the
-pairs) leave rho < 0.02 (median) and < 0.15 (max), which brings every bound under 1e-3 for the cost
-of one comparison pass per chunk. Re-centring per sample block cannot help (the relevant
-components of different samples are far apart at relative precision 0.5 in every unit), and a
-compensated or split (float32 x 2) product would double the product cost.
+0.5). The float32 expansion is far better than its worst-case bound: on 1,000 samples of epoch 2 the
+largest actual error of the raw expansion was 3.5e-5 nats, but the previous bound (only the largest
+component exact, the rest bounded by gamma_K times magnitudes of about 470 nats per term) exceeded
+1e-3 for 51% of them (5,946 of 10,000 samples in a full estimate, 5x the bare cost). That error
+scales with the share rho of the mixture left in float32: at epoch 2 one exact component leaves
+rho = 0.21 (median), 0.84 (99%); all components within 4 nats of the largest (5 per sample on
+average, 0.05% of the pairs) leave rho < 0.02 (median), < 0.15 (max), and every bound < 1e-3, for
+one comparison pass per chunk and 5 exact differences per sample. Re-centring per block of samples
+cannot help (different samples' relevant components are far apart at relative precision 0.5 in
+every unit); a compensated or split (2 x float32) product would double the product cost.
 
-Speed. Per chunk of pairs: one product, then on blocks of rows that stay in cache a comparison
-(hits), a clamp, one exp and a two-column product for the sums; rows without a known shift (the
-first chunk of a group with no ``shift_hint``) also pay a row maximum. ``shift_hint`` (e.g. the
-component a dropout sample was drawn from) starts the running shift at an exact log-density.
+Speed. Per chunk of pairs: one product, then, on blocks of rows that stay in cache, a comparison
+(hits), one exp and a two-column product for the sums; rows with no shift yet (the first chunk of
+a group without ``shift_hint``) also pay a row maximum and a subtraction. ``shift_hint`` (e.g. the
+component a dropout sample was drawn from) starts the running shift at an exact log-density. Label
+groups: ``log_density`` with groups gives every group's log-density to ``atol``, which costs a
+restarted shift per group and float64 for groups far from a sample (float32 cannot give -10^4 nats
+to 1e-3); ``log_density_own_group`` gives what I(Y;Z) needs, log p(z) and log p(z | own group), in
+one ungrouped pass plus one pass per group over its own samples (about 1 + 1/G the pairs).
 Backends: ``"numpy"`` (default) and ``"keras"``: the same segment in ``keras.ops`` on whatever
 backend Keras runs (TensorFlow, JAX, PyTorch) and accelerator it sees, compiled (``tf.function``,
 ``jax.jit``), with reduced-precision (TF32) matrix products switched off because they would void
-step 1; hits there are the top ``_DEVICE_TOP_K`` entries of each row that pass the same threshold.
+step 1; its hits are those of the ``_DEVICE_TOP_K`` largest terms of a row that pass the threshold.
 """
 from __future__ import annotations
 
@@ -519,9 +526,9 @@ class _NumpySegments:
         self.a = a
 
     def segment(self, shift: np.ndarray, c0: int, c1: int, top: np.ndarray, forced: np.ndarray | None) -> _Segment:
-        """Chunk c0:c1; ``top`` is each row's largest term so far relative to ``shift`` (-inf: none).
-
-        After the product, the passes run over blocks of rows small enough to stay in cache.
+        """Chunk c0:c1 (``top``, each row's largest term so far relative to ``shift``, is >= 0 where
+        the shift is known, so NumPy needs only the fixed threshold). After the product, the passes
+        run over blocks of rows small enough to stay in cache.
         """
         a = self.a
         a[:, -1] = -shift
@@ -532,13 +539,12 @@ class _NumpySegments:
         block = max(16, _BLOCK_SIZE // n)
         for r0 in range(0, m, block):
             rows = slice(r0, min(r0 + block, m))
-            self._block(prod[rows], self.v[c0:c1], top[rows], None if forced is None else forced[rows], seg, r0)
+            self._block(prod[rows], self.v[c0:c1], None if forced is None else forced[rows], seg, r0)
         seg.rows = np.concatenate(seg.rows) if seg.rows else np.zeros(0, dtype=np.int64)
         seg.cols = c0 + (np.concatenate(seg.cols) if seg.cols else np.zeros(0, dtype=np.int64))
         return seg
 
-    def _block(self, blk: np.ndarray, v: np.ndarray, top: np.ndarray, forced: np.ndarray | None,
-               seg: _Segment, r0: int) -> None:
+    def _block(self, blk: np.ndarray, v: np.ndarray, forced: np.ndarray | None, seg: _Segment, r0: int) -> None:
         """Shift forced rows to their maximum, find the hits, re-shift rows that grew, exp, sums."""
         m, n = blk.shape
         flat = blk.reshape(-1)
@@ -546,8 +552,8 @@ class _NumpySegments:
         if forced is not None and forced.any():
             adj = np.where(forced, blk.max(axis=1), 0.0)
             blk -= adj.astype(blk.dtype)[:, None]
-        # Every row's largest term so far is at or above its shift (top >= 0), so one scalar threshold
-        # finds all the pairs within _TOP_GAP of it (and a few more where top > 0).
+        # Every row's largest term so far is at or above its shift, so one scalar threshold finds all
+        # the pairs within _TOP_GAP of it (and a few more where it is above the shift).
         hits = np.flatnonzero(blk >= -_TOP_GAP)
         rows, cols = np.divmod(hits, n)
         keep, row_max = _cap_hits(rows, flat[hits], m)
