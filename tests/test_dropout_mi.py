@@ -85,7 +85,10 @@ def test_one_draw_per_input_is_calibrated_on_separated_heavy_tailed_codes():
     results = [gaussian_dropout_mi(f, 0.5, noise_samples=1, seed=s, nested=False) for s in SEEDS]
     values, errors = np.array([r.mi_xz for r in results]), np.array([r.mi_xz_stderr for r in results])
     spread = values.std(ddof=1)
-    assert errors.mean() <= 2 * spread and spread <= 2 * errors.mean()
+    # Here every draw sits in its own component (terms log N - O(1e-9)); below ROUNDING the spread between
+    # seeds is floating-point rounding, which the kernel bounds separately (params["kernel_max_error_bound"]).
+    rounding = 1e-6
+    assert errors.mean() <= 2 * spread + rounding and spread <= 2 * errors.mean() + rounding
     assert (values <= math.log(500) + np.maximum(2 * errors, 0.01)).all()
     i_n, _ = mi_n_brute_force(f, 0.5 * f, draws=20, seed=2)
     assert abs(values.mean() - i_n) < 1e-6
