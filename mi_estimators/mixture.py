@@ -246,9 +246,11 @@ class Mixture:
         return out, info
 
     def magnitudes(self) -> np.ndarray:
-        """v_j of step 1 (unclipped): the per-component part of the rounding-error bound."""
-        rel = self.log_norm - self.ref
-        return 2.0 * rel + 3.5 * self.offset_sq + np.abs(rel - 0.5 * self.offset_sq)
+        """v_j of step 1 (unclipped): the per-component part of the rounding-error bound (cached)."""
+        if "v" not in self._terms:
+            rel = self.log_norm - self.ref
+            self._terms["v"] = 2.0 * rel + 3.5 * self.offset_sq + np.abs(rel - 0.5 * self.offset_sq)
+        return self._terms["v"]
 
     def terms(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """B (N, K) and the columns V = [1, v_j] (N, 2) in ``dtype``, cached."""

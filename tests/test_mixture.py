@@ -71,7 +71,8 @@ def test_direct_reference():
     assert np.allclose(direct_log_density(z, mu, 0.7), direct_log_density(z, mu, np.full(mu.shape, 0.7)))
 
 
-CASES = [(32, 0.01, None), (32, 0.05, 4), (128, 0.02, None), (128, 0.05, 4), (128, 0.5, 4), (64, 0.03, 2)]
+CASES = [(32, 0.01, None), (32, 0.05, 4), (128, 0.01, None), (128, 0.02, None), (128, 0.05, 4), (128, 0.5, 4),
+         (64, 0.03, 2)]
 
 
 @pytest.mark.parametrize("d,sigma,clusters", CASES)
@@ -112,10 +113,9 @@ def test_error_bound_holds_and_fallback_is_used():
     assert np.abs(out[:, 0] - exact).max() < ATOL
 
 
-@pytest.fixture(scope="module")
-def real_early():
-    """Fashion-MNIST fc codes after 2 epochs (benchmarks/data): a subset, sampled as the estimator does."""
-    f = np.load(DATA / "fmnist_fc_train_epoch2.npy").astype(np.float64)[:3000]
+def real_problem(epoch):
+    """Fashion-MNIST fc codes (benchmarks/data): a subset, sampled as the estimator does."""
+    f = np.load(DATA / f"fmnist_fc_train_epoch{epoch}.npy").astype(np.float64)[:3000]
     labels = np.load(DATA / "fmnist_fc_train_labels.npy")[:3000]
     rng = np.random.default_rng(3)
     k = rng.choice(len(f), 250, replace=False)
@@ -125,9 +125,15 @@ def real_early():
     return f[k] * (1 + 0.5 * eps), f, s, labels, k, own
 
 
-def test_real_early_codes_need_no_float64(real_early):
+@pytest.fixture(scope="module")
+def real_early():
+    return real_problem(2)
+
+
+@pytest.mark.parametrize("epoch", [2, 100])
+def test_real_codes_need_no_float64(epoch):
     """The float64 cliff of early epochs is gone: every bound is below atol in float32, and true."""
-    z, f, s, labels, k, own = real_early
+    z, f, s, labels, k, own = real_problem(epoch)
     exact = direct(z, f, s)
     out, info = prepare_mixture(f, s).log_density(z, shift_hint=own[:, None])
     assert info["float64_rows"] == 0 and info["max_error_bound"] <= ATOL
