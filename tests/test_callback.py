@@ -11,7 +11,7 @@ from scipy.special import log_softmax, softmax
 from mi_estimators.discrete import discrete_entropy
 from utils import run_folder as rf
 from utils.callback import RepresentationCallback, layer_entries
-from utils.layers import InformationDropout
+from utils.layers import InformationDropout, seed_states
 
 
 def _data(n, shape, n_classes=3, seed=0):
@@ -69,6 +69,22 @@ def test_noisy_surrogate_uses_the_layer_noise_but_inference_batchnorm_and_no_aug
     clean_ce = -log_softmax(clean_f @ w + b, axis=1)[np.arange(len(y)), y].mean()
     assert abs(clean_ce - expected) > 20 * se, "the test needs noise that visibly changes the cross-entropy"
     assert rf.load_ip(tmp_path, "test", "mi_xz") == {0: 0.0}
+
+
+def test_noisy_passes_depend_on_the_epoch_only_and_leave_the_training_noise_alone(tmp_path):
+    model, _ = _bn_flip_model(0.5)
+    train, test = _data(64, (6, 6, 1)), _data(500, (6, 6, 1), seed=1)
+    cb = _start(model, tmp_path, train, test, batch_size=128)
+    states = [keras.ops.convert_to_numpy(s.value).copy() for s in seed_states(model)]
+    cb.record(1, save=False)
+    for state, before in zip(seed_states(model), states):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(state.value), before)
+    first = rf.load_ip(tmp_path, "test", "mi_zy")[1]
+    model.get_layer("gd")(np.ones((8, 5), np.float32), training=True)  # the training stream moves on ...
+    cb.record(1, save=False)  # ... the callback's noise of epoch 1 does not
+    assert rf.load_ip(tmp_path, "test", "mi_zy")[1] == first
+    cb.record(2, save=False)
+    assert rf.load_ip(tmp_path, "test", "mi_zy")[2] != first
 
 
 def test_information_dropout_alphas_and_kl(tmp_path):

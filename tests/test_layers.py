@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from utils.layers import ALPHA_MIN, InformationDropout, dropout_layers, noise_spec
+from utils.layers import ALPHA_MIN, InformationDropout, dropout_layers, noise_spec, reseed, reseeded, seed_states
 
 Z = 5.0  # tolerance in standard errors; every random draw below is seeded
 
@@ -174,3 +174,43 @@ def test_information_dropout_rejects_bad_options(kwargs, match):
 def test_information_dropout_rejects_mismatched_inputs():
     with pytest.raises(ValueError, match="same shape"):
         InformationDropout(kl_weight=0.1)([keras.Input((4,)), keras.Input((5,))])
+
+
+def _noisy_model():
+    return keras.Sequential([keras.Input((6, 6, 1)), keras.layers.RandomFlip("horizontal"), keras.layers.Flatten(),
+                             keras.layers.Dense(5), keras.layers.GaussianDropout(0.5)])
+
+
+def test_seed_states_are_the_random_generators_and_nothing_else():
+    model = _noisy_model()
+    states = seed_states(model)
+    assert len(states) == 2 and all(tuple(s.shape) == (2,) and not s.trainable for s in states)
+    assert not {id(s) for s in states} & {id(w) for w in model.weights}
+    assert seed_states(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])) == []
+
+
+def test_reseed_makes_the_noise_a_function_of_the_key():
+    model = _noisy_model()
+    x = np.random.default_rng(0).random((64, 6, 6, 1), dtype=np.float32)
+    reseed(model, (3, 0, 5))
+    first = np.asarray(model(x, training=True))
+    model(x, training=True)  # the streams move on
+    assert not np.array_equal(np.asarray(model(x, training=True)), first)
+    reseed(model, (3, 0, 5))
+    np.testing.assert_array_equal(np.asarray(model(x, training=True)), first)
+    reseed(model, (3, 0, 6))
+    assert not np.allclose(np.asarray(model(x, training=True)), first)
+
+
+def test_reseeded_block_leaves_the_streams_where_they_were():
+    model = _noisy_model()
+    x = np.ones((8, 6, 6, 1), np.float32)
+    reseed(model, (1, 0, 0))
+    before = [keras.ops.convert_to_numpy(s.value).copy() for s in seed_states(model)]
+    with reseeded(model, (1, 1, 0)):
+        inside = np.asarray(model(x, training=True))
+    after = [keras.ops.convert_to_numpy(s.value) for s in seed_states(model)]
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    with reseeded(model, (1, 1, 0)):
+        np.testing.assert_array_equal(np.asarray(model(x, training=True)), inside)

@@ -5,8 +5,10 @@ import keras
 import numpy as np
 import pytest
 
+from mi_estimators.checks import DROPOUT_KINDS
 from utils.layers import InformationDropout, dropout_layers, noise_spec
-from utils.models import ALPHA_LOGITS_NAME, DROPOUT_KINDS, NETS, build_model
+from utils.models import ALPHA_LOGITS_NAME, build_model
+from utils.nets import NETS
 
 
 def _build(net, dropout="gaussian", shape=(28, 28, 1), **kwargs):

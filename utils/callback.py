@@ -15,12 +15,17 @@ Both are evaluated at the end of the epoch on fixed inputs (not averaged over th
 with the dropout noise on, as in the paper, but with every other layer (batch norm, augmentation) in
 inference mode: the model is cloned with its own layers shared (same weights) and each dropout layer
 wrapped so that it always draws noise. When no dropout layer lies downstream of another, the dropout
-inputs of that noisy pass are the noise-free f(x), so one pass gives both.
+inputs of that noisy pass are the noise-free f(x), so one pass gives both. The noise of epoch e's pass
+comes from the key (seed, CALLBACK_NOISE, e) and the model's own random streams are put back after it,
+so the callback neither depends on nor changes the training noise (an interrupted and resumed run
+records the same values). Runs on any Keras 3 backend; on TensorFlow under a tf.distribute strategy and
+on JAX under a keras.distribution, the passes are split over the replicas.
 
 :class:`HistoryCSV` writes ``history.csv`` (one row per epoch, rewritten atomically, resume-safe).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import time
@@ -30,11 +35,12 @@ from typing import Any
 import keras
 import numpy as np
 from scipy.special import log_softmax
+from scipy.stats import entropy
 from tqdm.auto import tqdm
 
-from mi_estimators.discrete import discrete_entropy
+from mi_estimators.checks import check_int
 from utils import run_folder as rf
-from utils.layers import InformationDropout, dropout_layers, noise_spec
+from utils.layers import CALLBACK_NOISE, InformationDropout, dropout_layers, noise_spec, reseeded
 
 PROB_FLOOR = 1e-7
 """Probabilities are clipped here before the log, as Keras' cross-entropy does."""
@@ -125,6 +131,27 @@ def layer_entries(model: keras.Model) -> list[dict]:
     return entries
 
 
+def replicas(model: keras.Model) -> int:
+    """Devices a model's passes are split over: the tf.distribute strategy's replicas (TensorFlow) or the
+    devices of the keras.distribution in force (JAX); 1 otherwise."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None:
+        return int(strategy.num_replicas_in_sync)
+    distribution = keras.distribution.distribution()
+    return 1 if distribution is None else int(np.size(distribution.device_mesh.devices))
+
+
+def _scope(model: keras.Model) -> contextlib.AbstractContextManager:
+    """The tf.distribute strategy scope of ``model`` (TensorFlow), else nothing."""
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def label_entropy(y: np.ndarray) -> float:
+    """H(Y) in nats of the labels' empirical distribution (the ceiling of I(Y;Z))."""
+    return float(entropy(np.bincount(y)))
+
+
 def _check_xy(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y).reshape(-1)
@@ -141,38 +168,48 @@ class RepresentationCallback(keras.callbacks.Callback):
 
     ``train`` and ``test`` are ``(inputs, labels)``: the (un-augmented) inputs whose representations
     are saved. ``metrics_subset`` fixes how many of the training inputs (a seeded subset) enter the
-    per-epoch KL/cross-entropy means; None uses all. The model must have one output of class
-    probabilities (``from_logits=False``) or logits, and its dropout layers (found by
-    ``utils.layers.dropout_layers``) must be top-level layers called once. Epochs are counted as
-    completed epochs: 0 is before training, e after e epochs. Seconds spent per epoch are added to
-    the epoch's logs as ``callback_seconds``.
+    per-epoch KL/cross-entropy means; None uses all. ``seed`` picks that subset and the noise of the
+    noisy passes. The model must have one output of class probabilities (``from_logits=False``) or
+    logits, and its dropout layers (found by ``utils.layers.dropout_layers``) must be top-level layers
+    called once. Epochs are counted as completed epochs: 0 is before training, e after e epochs.
+    Seconds spent per epoch are added to the epoch's logs as ``callback_seconds``.
     """
 
     def __init__(self, run_dir: str | Path, train: tuple[np.ndarray, np.ndarray],
                  test: tuple[np.ndarray, np.ndarray], *, save_every: int = 1, metrics_subset: int | None = None,
                  seed: int = 0, batch_size: int = 1024, from_logits: bool = False, verbose: bool = False) -> None:
         super().__init__()
-        if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
-            raise ValueError(f"save_every must be an integer >= 1, got {save_every!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.save_every = check_int(save_every, "save_every")
+        self.batch_size = check_int(batch_size, "batch_size")
+        self.seed = check_int(seed, "seed", minimum=0)
         self.run_dir = Path(run_dir)
         self.data = {"train": _check_xy(*train, "train"), "test": _check_xy(*test, "test")}
         n_train = len(self.data["train"][1])
-        if metrics_subset is None or (isinstance(metrics_subset, int) and metrics_subset >= n_train):
-            self.metric_rows = None
-        elif isinstance(metrics_subset, bool) or not isinstance(metrics_subset, int) or metrics_subset < 1:
-            raise ValueError(f"metrics_subset must be a positive integer or None, got {metrics_subset!r}")
-        else:
-            self.metric_rows = rf.seeded_rows(n_train, metrics_subset, seed)
-        self.save_every = save_every
-        self.batch_size = batch_size
+        if metrics_subset is not None:
+            metrics_subset = check_int(metrics_subset, "metrics_subset")
+        self.metric_rows = (None if metrics_subset is None or metrics_subset >= n_train
+                            else rf.seeded_rows(n_train, metrics_subset, seed))
         self.from_logits = from_logits
         self.verbose = verbose
         self.seconds: dict[int, float] = {}
-        self._built = False
+        self._prepared = False
 
     # -- set-up ---------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Build the noisy and the saving model and read the IP files already in ``run_dir`` (resume);
+        ValueError for an unusable model or a damaged file. Done once, by ``on_train_begin`` at the
+        latest; a caller may run it earlier to check a run folder before training."""
+        if self._prepared:
+            return
+        self._build()
+        self.ip = {(split, q, tag): rf.load_ip(self.run_dir, split, q, tag)
+                   for split in rf.SPLITS for q, tag in self._ip_keys()}
+        # Converted once: predict_on_batch on tensor slices saves a numpy-to-tensor copy per pass.
+        as_input = keras.ops.convert_to_tensor if replicas(self.model) == 1 else np.asarray
+        self._x = {split: as_input(x) for split, (x, _) in self.data.items()}
+        self._x_metric = None if self.metric_rows is None else as_input(self.data["train"][0][self.metric_rows])
+        self._prepared = True
+
     def _build(self) -> None:
         model = self.model
         layers = analysed_layers(model)
@@ -183,7 +220,7 @@ class RepresentationCallback(keras.callbacks.Callback):
         # A dropout input computed downstream of another (noisy) dropout layer is not noise-free.
         roots = all(not any(id(a) in dropout_ids for a in keras.Model(model.inputs, inp).layers)
                     for inp in layer_inputs)
-        with model.distribute_strategy.scope():
+        with _scope(model):
             wrapped = {}
 
             def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -192,7 +229,9 @@ class RepresentationCallback(keras.callbacks.Callback):
                     return wrapped[id(layer)]
                 return layer  # shared, so the clone computes with the current weights
 
-            noisy = keras.models.clone_model(model, clone_function=clone)
+            # Cloned through an uncompiled view of the same graph: cloning a compiled model copies its
+            # compile config, whose serialisation imports TensorFlow even on the JAX backend.
+            noisy = keras.models.clone_model(keras.Model(model.inputs, model.outputs), clone_function=clone)
             noisy_inputs = [wrapped[id(layer)].input for layer in layers]
             kl = [_KL(layer)(inp) for layer, inp, info in zip(layers, noisy_inputs, self.is_info) if info]
             self._metric_model = keras.Model(noisy.inputs, [noisy.outputs[0], *kl])
@@ -204,24 +243,15 @@ class RepresentationCallback(keras.callbacks.Callback):
             else:
                 self._save_model = keras.Model(model.inputs, reprs)
         self._combined = roots
-        self._built = True
 
     # -- Keras hooks ----------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if not self._built:
-            self._build()
+        self.prepare()
         for split, (x, y) in self.data.items():
             if not rf.inputs_path(self.run_dir, split).exists():
                 rf.save_npy(rf.inputs_path(self.run_dir, split), x)
             if not rf.labels_path(self.run_dir, split).exists():
                 rf.save_npy(rf.labels_path(self.run_dir, split), y)
-        self.ip = {(split, q, tag): rf.load_ip(self.run_dir, split, q, tag)
-                   for split in rf.SPLITS for q, tag in self._ip_keys()}
-        # Converted once: predict_on_batch on tensor slices saves a numpy-to-tensor copy per pass.
-        single = self.model.distribute_strategy.num_replicas_in_sync == 1
-        as_input = keras.ops.convert_to_tensor if single else np.asarray
-        self._x = {split: as_input(x) for split, (x, _) in self.data.items()}
-        self._x_metric = None if self.metric_rows is None else as_input(self.data["train"][0][self.metric_rows])
         if not self._epoch_complete(0):
             self.record(0, save=True)
 
@@ -243,7 +273,7 @@ class RepresentationCallback(keras.callbacks.Callback):
         return all(p.exists() for p in files) and all(epoch in d for d in self.ip.values())
 
     def _predict(self, model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
-        if model.distribute_strategy.num_replicas_in_sync > 1:
+        if replicas(model) > 1:
             # predict() splits each batch over the replicas; predict_on_batch() would not.
             out = model.predict(x, batch_size=self.batch_size, verbose=0)
             return list(out) if isinstance(out, (list, tuple)) else [out]
@@ -266,7 +296,7 @@ class RepresentationCallback(keras.callbacks.Callback):
     def _surrogates(self, split: str, outputs: list[np.ndarray], y: np.ndarray) -> None:
         """Queue mean KL per layer and H(Y) - mean cross-entropy of ``split`` from the noisy outputs."""
         kls = iter(outputs[1:])
-        self._pending[(split, "mi_zy", None)] = discrete_entropy(y) - float(np.mean(self._cross_entropy(outputs[0], y)))
+        self._pending[(split, "mi_zy", None)] = label_entropy(y) - float(np.mean(self._cross_entropy(outputs[0], y)))
         for tag, info in zip(self.tags, self.is_info):
             self._pending[(split, "mi_xz", tag)] = float(np.mean(next(kls))) if info else 0.0
 
@@ -281,11 +311,8 @@ class RepresentationCallback(keras.callbacks.Callback):
                 rf.save_npy(rf.alpha_path(self.run_dir, split, epoch, tag),
                             alpha.reshape(len(alpha), -1).astype(np.float32, copy=False))
 
-    def record(self, epoch: int, *, save: bool) -> float:
-        """Compute and write the surrogates of ``epoch`` (and, with ``save``, the representations);
-        returns the seconds taken. Called by the Keras hooks (after ``on_train_begin``)."""
-        start = time.perf_counter()
-        self._pending: dict[tuple, float] = {}
+    def _passes(self, epoch: int, save: bool) -> None:
+        """Queue both splits' surrogates and, with ``save``, write their representations."""
         n_metric = 1 + sum(self.is_info)
         for split, (_, y) in self.data.items():
             x = self._x[split]
@@ -301,6 +328,16 @@ class RepresentationCallback(keras.callbacks.Callback):
             self._surrogates(split, metric_outputs, y if rows is None else y[rows])
             if save:
                 self._save_representations(split, epoch, reprs)
+
+    def record(self, epoch: int, *, save: bool) -> float:
+        """Compute and write the surrogates of ``epoch`` (and, with ``save``, the representations);
+        returns the seconds taken. Called by the Keras hooks (after ``on_train_begin``). The noise of the
+        noisy passes comes from the key (seed, CALLBACK_NOISE, epoch); the model's random streams are
+        left as they were."""
+        start = time.perf_counter()
+        self._pending: dict[tuple, float] = {}
+        with reseeded(self.model, (self.seed, CALLBACK_NOISE, epoch)):
+            self._passes(epoch, save)
         for key, value in self._pending.items():
             self.ip[key][epoch] = value if np.isfinite(value) else None
             split, quantity, tag = key
@@ -323,10 +360,19 @@ class HistoryCSV(keras.callbacks.Callback):
         self.path = Path(path)
         self.rows: dict[int, dict[str, str]] = {}
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.path.exists():
+    def load(self) -> None:
+        """Read the rows already in the file (resume); ValueError naming the file when it is damaged."""
+        if not self.path.exists():
+            self.rows = {}
+            return
+        try:
             with open(self.path, newline="") as fh:
                 self.rows = {int(row["epoch"]): row for row in csv.DictReader(fh)}
+        except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as err:
+            raise ValueError(f"{self.path} is not a history file with an integer 'epoch' column ({err!r})") from None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.load()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()

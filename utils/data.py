@@ -18,10 +18,14 @@ from __future__ import annotations
 import gzip
 import os
 import pickletools
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from mi_estimators.checks import check_int
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte")
@@ -97,14 +101,26 @@ def _keras_cache() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "datasets"
 
 
-def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+"""What reading a damaged file raises: OSError (unreadable, gzip.BadGzipFile), EOFError (truncated .gz)
+and zlib.error (corrupt deflate stream)."""
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of ``path`` (decompressed when it ends in .gz); DatasetUnavailableError naming the file
+    when it cannot be read."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except _READ_ERRORS as err:
+        raise DatasetUnavailableError(f"{path} cannot be read ({err})") from None
 
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """An MNIST-format idx file of unsigned bytes (magic 0x0000 08 <ndim>, big-endian int32 sizes)."""
-    with _open(path) as fh:
-        raw = fh.read()
+    raw = _read_bytes(path)
     if len(raw) < 4 + 4 * ndim or raw[:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != ndim:
         raise DatasetUnavailableError(f"{path} is not an idx file of {ndim}-D unsigned bytes (bad header)")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">i4", count=ndim, offset=4))
@@ -137,8 +153,8 @@ def _load_npz(path: Path) -> tuple[np.ndarray, ...]:
             if missing:
                 raise DatasetUnavailableError(f"{path} lacks the arrays {', '.join(missing)}")
             arrays = [f[k] for k in keys]
-    except (OSError, ValueError) as err:
-        raise DatasetUnavailableError(f"{path} is not a readable .npz file ({err})") from err
+    except (*_READ_ERRORS, ValueError, zipfile.BadZipFile) as err:
+        raise DatasetUnavailableError(f"{path} is not a readable .npz file ({err})") from None
     if arrays[0].ndim == 3:
         arrays[0], arrays[2] = arrays[0][..., None], arrays[2][..., None]
     return tuple(arrays)
@@ -168,7 +184,7 @@ def _read_cifar_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
     describe the numpy array), the labels the integers between the key 'labels' and the next string."""
     data, labels, want_data, in_labels = None, None, False, False
     try:
-        for opcode, arg, _ in pickletools.genops(path.read_bytes()):
+        for opcode, arg, _ in pickletools.genops(_read_bytes(path)):
             if opcode.name in _STRING_OPS:
                 value = _as_bytes(arg)
                 if want_data and len(value) >= 3072 and len(value) % 3072 == 0:
@@ -193,7 +209,7 @@ def _load_cifar(folder: Path, names: tuple[str, ...], binary: bool) -> tuple[np.
     parts = []
     for name in names:
         path = folder / name
-        parts.append(_cifar_records(path.read_bytes(), path) if binary else _read_cifar_py(path))
+        parts.append(_cifar_records(_read_bytes(path), path) if binary else _read_cifar_py(path))
     x_train = np.concatenate([x for x, _ in parts[:-1]])
     y_train = np.concatenate([y for _, y in parts[:-1]])
     return x_train, y_train, parts[-1][0], parts[-1][1]
@@ -268,8 +284,7 @@ def _subset(ds: Dataset, n: int, seed: int) -> Dataset:
     """A fixed subset of n training samples: stratified by class when every class can be represented
     (scikit-learn StratifiedShuffleSplit), uniformly random otherwise; original order kept."""
     n_train = len(ds.y_train)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= n_train:
-        raise ValueError(f"train_subset must be an integer in 1..{n_train}, got {n}")
+    n = check_int(n, "train_subset", minimum=1, maximum=n_train)
     if n == n_train:
         return ds
     counts = np.bincount(ds.y_train, minlength=ds.n_classes)
@@ -291,11 +306,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, train_sub
     """Load ``name`` (a key of :data:`DATASETS`) with pixels in [0, 1] as float32 (n, H, W, C).
 
     ``train_subset=N`` keeps a fixed seeded subset of N training samples (the test split stays whole).
-    Raises ValueError for an unknown name or bad subset size and :class:`DatasetUnavailableError`
-    (message naming --data-dir and the expected files) when the data cannot be had.
+    Raises ValueError for an unknown name, a ``data_dir`` for the bundled digits or a bad subset size,
+    and :class:`DatasetUnavailableError` (message naming --data-dir and the expected files, or the
+    damaged file) when the data cannot be had.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    if name == "digits" and data_dir is not None:
+        raise ValueError(f"data_dir does not apply to 'digits' (bundled with scikit-learn), got {str(data_dir)!r}")
     if name == "digits":
         ds = _finish(name, *_load_digits())
     elif data_dir is not None:

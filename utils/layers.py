@@ -11,11 +11,15 @@ Adilova, Geiger & Fischer (ICLR 2023) analyse the information plane of exactly t
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import keras
+import numpy as np
 from keras import ops
+
+from mi_estimators.checks import check_float
 
 ALPHA_MIN = 0.001
 """Lower bound of alpha(x) (Achille & Soatto): keeps log alpha and the KL finite."""
@@ -24,14 +28,6 @@ LOG_FLOOR = 1e-6
 """Floor applied to f before taking log f in the log-normal KL (softplus can underflow to 0 in float32)."""
 
 PRIORS = ("lognormal", "loguniform")
-
-
-def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="ip_dropout")
@@ -67,9 +63,9 @@ class InformationDropout(keras.layers.Layer):
         super().__init__(**kwargs)
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
-        self.alpha_max = _check_positive("alpha_max", alpha_max)
-        self.beta = _check_positive("beta", beta, allow_zero=True)
-        self.kl_weight = _check_positive("kl_weight", kl_weight, allow_zero=True)
+        self.alpha_max = check_float(alpha_max, "alpha_max")
+        self.beta = check_float(beta, "beta", minimum=0.0, inclusive=True)
+        self.kl_weight = check_float(kl_weight, "kl_weight", minimum=0.0, inclusive=True)
         self.prior = prior
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -154,3 +150,42 @@ def dropout_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
         elif getattr(layer, "layers", None):
             found.extend(dropout_layers(layer))
     return found
+
+
+# -- random streams ---------------------------------------------------------------------------------
+# Keras draws every random number of a layer (dropout noise, augmentation) from the layer's
+# keras.random.SeedGenerator, whose whole state is one (2,) integer variable. Setting those states
+# from a key makes a stream depend on the key only: what ran before (an interrupted run, another
+# callback's noisy passes) no longer matters.
+
+TRAINING_NOISE, CALLBACK_NOISE, SHUFFLE = 0, 1, 2
+"""Stream numbers: a run's random keys are (seed, stream, epoch), one stream per consumer (the training
+steps' noise and augmentation, the callback's noisy passes, the order of the training inputs)."""
+
+def seed_states(model: keras.layers.Layer) -> list[keras.Variable]:
+    """The state variables of every ``keras.random.SeedGenerator`` of ``model``, in model order:
+    ``model.variables`` without ``model.weights`` (Keras: "all layer state, including random seeds")."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def reseed(model: keras.layers.Layer, key: Sequence[int]) -> None:
+    """Set the i-th seed state of ``model`` to two integers drawn with
+    ``numpy.random.default_rng([*key, i])``: the random streams then depend on ``key`` alone."""
+    for i, state in enumerate(seed_states(model)):
+        value = np.random.default_rng([*key, i]).integers(0, 2**30, size=2)
+        state.assign(ops.convert_to_tensor(value, dtype=state.dtype))
+
+
+@contextlib.contextmanager
+def reseeded(model: keras.layers.Layer, key: Sequence[int]) -> Iterator[None]:
+    """:func:`reseed` for the duration of the block, then put the previous states back, so that the
+    random draws inside the block leave the model's own streams where they were."""
+    states = seed_states(model)
+    saved = [ops.convert_to_numpy(state.value) for state in states]
+    reseed(model, key)
+    try:
+        yield
+    finally:
+        for state, value in zip(states, saved):
+            state.assign(value)

@@ -13,16 +13,16 @@ so inference-mode calls see the un-augmented inputs.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import keras
 import numpy as np
 
+from mi_estimators.checks import check_float, check_int
 from utils.layers import InformationDropout
+from utils.nets import NETS
 
-DROPOUT_KINDS = ("gaussian", "information", "bernoulli")
 DROPOUT_NAME = "dropout"
 ALPHA_LOGITS_NAME = "dropout_alpha_logits"
 CROP_PADDING = 4
@@ -40,36 +40,6 @@ def _dense(units: int, **kwargs) -> keras.layers.Dense:
 
 def _conv(channels: int, kernel: int, **kwargs) -> keras.layers.Conv2D:
     return keras.layers.Conv2D(channels, kernel, padding="same", kernel_initializer=_torch_init(), **kwargs)
-
-
-@dataclass(frozen=True)
-class NetSpec:
-    """What a net is for: its dataset family, the datasets it runs on and the dropout kinds it takes."""
-
-    family: str
-    datasets: tuple[str, ...]
-    dropouts: tuple[str, ...]
-    default_dropout: str
-    description: str
-
-
-_MNIST = ("mnist", "fashion_mnist", "digits")
-_CIFAR = ("cifar10",)
-
-NETS: dict[str, NetSpec] = {
-    "fc": NetSpec("mnist", _MNIST, DROPOUT_KINDS, "gaussian",
-                  "784-512-128-32-10 softplus MLP, dropout on the 32 units"),
-    "lenet": NetSpec("mnist", _MNIST, DROPOUT_KINDS, "gaussian",
-                     "LeNet-5 (conv 6@5x5, pool, conv 16@5x5, pool, fc 120, fc 84, fc 10), softplus, "
-                     "dropout on the 84 units"),
-    "resnet18": NetSpec("cifar10", _CIFAR, DROPOUT_KINDS, "gaussian",
-                        "CIFAR ResNet18 (3x3 stem, basic blocks [2,2,2,2]) + 128-unit bottleneck, dropout "
-                        "before the classifier"),
-    "convnet": NetSpec("cifar10", _CIFAR, DROPOUT_KINDS, "gaussian",
-                       "small 3-conv net for quick CPU runs, dropout on a 128-unit softplus bottleneck"),
-    "allcnn": NetSpec("cifar10", _CIFAR, DROPOUT_KINDS, "information",
-                      "All-CNN-C-style net, dropout after the third (stride-2) conv"),
-}
 
 
 @dataclass(frozen=True)
@@ -217,22 +187,18 @@ def _check_options(net: str, dropout: str, p: float | None, n_classes: int, n_tr
     spec = NETS[net]
     if dropout not in spec.dropouts:
         raise ValueError(f"net {net!r} cannot take dropout {dropout!r}; it takes: {', '.join(spec.dropouts)}")
-    if dropout != "information" and (p is None or not 0.0 < float(p) < 1.0):
-        raise ValueError(f"dropout rate p must be in (0, 1), got {p}")
-    if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
-        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes}")
-    if not isinstance(n_train, (int, np.integer)) or n_train < 1:
-        raise ValueError(f"n_train must be a positive integer, got {n_train}")
-    if not (math.isfinite(beta) and beta >= 0):
-        raise ValueError(f"beta must be finite and >= 0, got {beta}")
-    if not (math.isfinite(alpha_max) and alpha_max > 0):
-        raise ValueError(f"alpha_max must be finite and > 0, got {alpha_max}")
-    if not (math.isfinite(filters) and filters > 0):
-        raise ValueError(f"filters must be a finite fraction > 0, got {filters}")
+    if dropout != "information" and (isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating))
+                                     or not 0.0 < float(p) < 1.0):
+        raise ValueError(f"dropout rate p must be in (0, 1), got {p!r}")
+    check_int(n_classes, "n_classes", minimum=2)
+    check_int(n_train, "n_train", minimum=1)
+    beta = check_float(beta, "beta", minimum=0.0, inclusive=True)
+    alpha_max = check_float(alpha_max, "alpha_max")
+    filters = check_float(filters, "filters")
     if filters != 1.0 and spec.family != "cifar10":
         raise ValueError(f"net {net!r} has fixed widths; filters applies to the CIFAR-10 conv nets only")
-    return _Options(dropout, None if dropout == "information" else float(p), beta / n_train, float(beta),
-                    float(alpha_max), float(filters))
+    return _Options(dropout, None if dropout == "information" else float(p), beta / n_train, beta, alpha_max,
+                    filters)
 
 
 def build_model(net: str, *, dropout: str, p: float | None, input_shape: Sequence[int], n_classes: int,

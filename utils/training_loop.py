@@ -1,0 +1,328 @@
+"""The Keras side of a training run, on any Keras 3 backend (TensorFlow, JAX): the model and its
+optimiser, epochs whose random streams depend on (seed, epoch) only, a checkpoint after every epoch,
+and ``model.fit``. :mod:`utils.training` checks the command line and calls :func:`train_run`.
+
+Adilova, Geiger & Fischer (ICLR 2023): SGD with momentum 0.9 and weight decay (Keras' is decoupled,
+w <- w - lr * wd * w each step, unlike PyTorch's L2 term added to the gradient) and a cosine decay of
+the learning rate to 0 over the whole run.
+
+Bit-identical resume. Every random number of epoch e comes from a key (seed, stream, e): the order of
+the training inputs (``numpy.random.default_rng([seed, SHUFFLE, e]).permutation``), the noise and
+augmentation of the training steps (every ``keras.random.SeedGenerator`` of the model set from
+(seed, TRAINING_NOISE, e) when the epoch starts) and the callback's noisy passes. Once an epoch's
+files (representations, IP/*.json, history.csv) are written, ``<run>/checkpoint.npz`` is replaced,
+atomically, by every model variable, every optimiser variable (iterations, momenta) and the epoch
+count. A run killed at any point starts again from its last checkpoint and computes the same numbers:
+the files of the epochs it repeats are rewritten with the same bytes. (Keras' ``BackupAndRestore``
+keeps neither the SeedGenerator states nor the input order.) A NaN or infinite training loss stops
+the run before anything of that epoch is written.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import math
+import platform
+import random
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from mi_estimators.checks import CommandError
+from utils import run_folder as rf
+from utils.callback import HistoryCSV, RepresentationCallback, layer_entries
+from utils.data import Dataset
+from utils.layers import SHUFFLE, TRAINING_NOISE, reseed
+from utils.models import build_model
+from utils.nets import NETS
+
+MOMENTUM = 0.9
+CHECKPOINT_NAME = "checkpoint.npz"
+BACKEND_MODULES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
+"""The libraries behind each Keras backend, whose versions config.json records."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A checked training request: its flags, its (locked) run folder and the data it trains on."""
+
+    args: argparse.Namespace
+    run_dir: Path
+    flags: dict[str, Any]
+    resume: bool
+    data: Dataset
+    repr_rows: np.ndarray
+    prog: str | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model lives: a tf.distribute scope (TensorFlow) or nothing, and the replica count."""
+
+    scope: contextlib.AbstractContextManager
+    replicas: int
+
+
+@dataclass(frozen=True)
+class RunCallbacks:
+    """The run's own callbacks, in the order Keras must call them."""
+
+    guard: keras.callbacks.Callback
+    seeds: keras.callbacks.Callback
+    recorder: RepresentationCallback
+    history: HistoryCSV
+    checkpoint: keras.callbacks.Callback
+
+    def ordered(self) -> list[keras.callbacks.Callback]:
+        # The guard first, so that nothing of a non-finite epoch is written; the checkpoint last, so
+        # that it exists only once the epoch's files do.
+        return [self.guard, self.seeds, self.recorder, self.history, self.checkpoint]
+
+
+def start_backend() -> None:
+    """Start the backend's devices now (the caller silences their native start-up messages)."""
+    keras.ops.convert_to_numpy(keras.ops.zeros((1,)))
+
+
+def _seed_initialisers(seed: int) -> None:
+    """Seed the initial weights: Keras' initialisers and seed generators take their seeds from Python's
+    random module."""
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)  # also TensorFlow's own seed
+    else:  # keras.utils.set_random_seed would import TensorFlow (seconds) only to seed it
+        random.seed(seed)
+        np.random.seed(seed)
+
+
+def make_placement(kind: str) -> Placement:
+    """``"none"``; or ``"mirrored"``: data parallel over all GPUs, else all logical CPUs, as
+    tf.distribute.MirroredStrategy (TensorFlow) or keras.distribution.DataParallel (JAX)."""
+    backend = keras.backend.backend()
+    if kind == "none":
+        return Placement(contextlib.nullcontext(), 1)
+    if backend == "tensorflow":
+        import tensorflow as tf  # the backend itself, imported by Keras already
+
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        strategy = tf.distribute.MirroredStrategy(devices or [d.name for d in tf.config.list_logical_devices("CPU")])
+        return Placement(strategy.scope(), int(strategy.num_replicas_in_sync))
+    if backend == "jax":
+        devices = keras.distribution.list_devices()  # the GPUs (or TPUs), else the CPUs
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        return Placement(contextlib.nullcontext(), len(devices))
+    raise CommandError(f"--distribute {kind} needs the tensorflow or jax backend, not {backend}")
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """The training set in batches, in the order ``numpy.random.default_rng([seed, SHUFFLE, epoch])
+    .permutation(n)`` during epoch ``epoch`` (set by :class:`SeededEpochs` when the epoch starts)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order = np.random.default_rng([self.seed, SHUFFLE, epoch]).permutation(len(self.y))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.x[rows], self.y[rows]
+
+
+class SeededEpochs(keras.callbacks.Callback):
+    """When epoch e starts: the input order of e, and every SeedGenerator of the model from
+    (seed, TRAINING_NOISE, e) (utils.layers.reseed)."""
+
+    def __init__(self, batches: EpochBatches, seed: int) -> None:
+        super().__init__()
+        self.batches, self.seed = batches, seed
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.batches.set_epoch(epoch)
+        reseed(self.model, (self.seed, TRAINING_NOISE, epoch))
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """CommandError at the first NaN or infinite training or test loss, raised before the callbacks after
+    this one see the epoch's end: the run folder keeps the last good epoch."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._check(logs, "loss", f"step {batch + 1} of epoch {self.epoch + 1}")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for key in ("loss", "val_loss"):
+            self._check(logs, key, f"the end of epoch {epoch + 1}")
+
+    def _check(self, logs: dict | None, key: str, where: str) -> None:
+        value = float((logs or {}).get(key, 0.0))
+        if not math.isfinite(value):
+            name = "test loss" if key.startswith("val_") else "training loss"
+            raise CommandError(f"the {name} is {value} at {where}; training stopped, {self.run_dir} keeps "
+                               f"the last good epoch, {self.epoch} (lower --lr?)")
+
+
+def save_checkpoint(path: Path, model: keras.Model, epochs_done: int) -> None:
+    """Write every model and optimiser variable and ``epochs_done`` to ``path`` (an .npz), atomically."""
+    arrays = {"epochs_done": np.asarray(epochs_done, dtype=np.int64)}
+    for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
+        arrays.update({f"{prefix}_{i:05d}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(variables)})
+    rf.atomic_write(path, lambda fh: np.savez(fh, **arrays), "wb")
+
+
+def _assign(path: Path, prefix: str, variables: Sequence[keras.Variable], arrays: dict[str, np.ndarray]) -> None:
+    keys = sorted(k for k in arrays if k.startswith(prefix + "_"))
+    shapes = [arrays[k].shape for k in keys]
+    if shapes != [tuple(v.shape) for v in variables]:
+        raise ValueError(f"{path} holds {len(keys)} {prefix} variables that do not fit this run's "
+                         f"{len(variables)}; move it away to train from the start")
+    for key, variable in zip(keys, variables):
+        variable.assign(arrays[key])
+
+
+def load_checkpoint(path: Path, model: keras.Model) -> int:
+    """Put the variables saved in ``path`` back into ``model`` and its (built) optimiser; returns the
+    completed epochs (0 without a checkpoint). ValueError naming the file when it is damaged or
+    belongs to another model."""
+    if not path.exists():
+        return 0
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        epochs_done = int(arrays.pop("epochs_done"))
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable checkpoint ({err}); move it away to train from the start") from None
+    _assign(path, "model", model.variables, arrays)
+    _assign(path, "optimizer", model.optimizer.variables, arrays)
+    return epochs_done
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """:func:`save_checkpoint` after every epoch."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        save_checkpoint(self.path, self.model, epoch + 1)
+
+
+def library_versions() -> dict[str, str]:
+    """Python, the Keras backend and the versions of the libraries a run depends on."""
+    backend = keras.backend.backend()
+    modules = {"keras": "keras", "numpy": "numpy", "scipy": "scipy", "scikit-learn": "sklearn",
+               **{name: name for name in BACKEND_MODULES.get(backend, ())}}
+    return {"python": platform.python_version(), "backend": backend,
+            **{name: importlib.import_module(module).__version__ for name, module in modules.items()}}
+
+
+def _compiled_model(plan: RunPlan, placement: Placement) -> keras.Model:
+    """The net, compiled with SGD + momentum, decoupled weight decay and cosine decay; optimiser built."""
+    args, ds = plan.args, plan.data
+    with placement.scope:
+        model = build_model(args.net, dropout=args.dropout, p=args.p, input_shape=ds.input_shape,
+                            n_classes=ds.n_classes, n_train=len(ds.y_train), beta=args.beta,
+                            alpha_max=args.alpha_max, filters=args.filters,
+                            normalization=ds.channel_stats() if NETS[args.net].family == "cifar10" else None)
+        steps = args.epochs * math.ceil(len(ds.y_train) / args.batch_size)
+        optimizer = keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps),
+                                         momentum=MOMENTUM, weight_decay=args.weight_decay)
+        # The learned log-normal prior of information dropout is part of the KL term, not a weight.
+        optimizer.exclude_from_weight_decay(var_names=["prior_mean", "prior_log_std"])
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+        optimizer.build(model.trainable_variables)  # its variables must exist before a checkpoint fills them
+    return model
+
+
+def _callbacks(plan: RunPlan, model: keras.Model, batches: EpochBatches) -> RunCallbacks:
+    args, ds, rows = plan.args, plan.data, plan.repr_rows
+    recorder = RepresentationCallback(
+        plan.run_dir, (ds.x_train[rows], ds.y_train[rows]), (ds.x_test, ds.y_test), save_every=args.save_every,
+        metrics_subset=args.metrics_subset, seed=args.seed, batch_size=args.eval_batch_size or 16 * args.batch_size,
+        verbose=True)
+    return RunCallbacks(StopOnNonFiniteLoss(plan.run_dir), SeededEpochs(batches, args.seed), recorder,
+                        HistoryCSV(plan.run_dir / rf.HISTORY_NAME), Checkpoint(plan.run_dir / CHECKPOINT_NAME))
+
+
+def _check_backend(plan: RunPlan) -> None:
+    """A run continues on the backend it started on (runs from before the JAX port: TensorFlow)."""
+    if not plan.resume:
+        return
+    stored = rf.load_json(plan.run_dir / rf.CONFIG_NAME).get("versions", {}).get("backend", "tensorflow")
+    if stored != keras.backend.backend():
+        raise CommandError(f"{plan.run_dir} was trained with the {stored} backend, this is {keras.backend.backend()}; "
+                           f"resume it with KERAS_BACKEND={stored}")
+
+
+def _restore(plan: RunPlan, model: keras.Model, callbacks: RunCallbacks) -> int:
+    """Read what the run folder holds already (checkpoint, history, IP files): the completed epochs.
+    CommandError naming a damaged file; writes nothing."""
+    try:
+        callbacks.recorder.set_model(model)
+        callbacks.recorder.prepare()
+        callbacks.history.load()
+        return load_checkpoint(plan.run_dir / CHECKPOINT_NAME, model) if plan.resume else 0
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+
+
+def _write_config(plan: RunPlan, model: keras.Model, replicas: int, epochs_done: int) -> None:
+    """config.json of a new run; a resumed run's gets ``epochs_done`` appended to ``resumed_at``."""
+    path = plan.run_dir / rf.CONFIG_NAME
+    if plan.resume:
+        config = rf.load_json(path)
+        config["resumed_at"] = [*config.get("resumed_at", []), epochs_done]
+        rf.save_json(path, config)
+        return
+    ds, args, n_train = plan.data, plan.args, len(plan.data.y_train)
+    rf.save_json(path, {
+        "script": plan.prog, "flags": plan.flags,
+        "dataset": {"name": ds.name, "source": ds.source, "n_train": n_train, "n_test": len(ds.y_test),
+                    "n_classes": ds.n_classes, "input_shape": list(ds.input_shape),
+                    "n_repr_train": len(plan.repr_rows), "n_repr_test": len(ds.y_test),
+                    "n_metrics_train": min(args.metrics_subset, len(plan.repr_rows))},
+        "model": {"name": model.name, "n_params": int(model.count_params()), "replicas": replicas},
+        "versions": library_versions(),
+        "layers": layer_entries(model),
+    })
+
+
+def train_run(plan: RunPlan, *, extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+              verbose: int | None = None) -> None:
+    """Train (or resume) the run of ``plan``; ``extra_callbacks`` run before the run's own."""
+    args, ds = plan.args, plan.data
+    _check_backend(plan)
+    _seed_initialisers(args.seed)
+    placement = make_placement(args.distribute)
+    model = _compiled_model(plan, placement)
+    batches = EpochBatches(ds.x_train, ds.y_train, args.batch_size, args.seed)
+    callbacks = _callbacks(plan, model, batches)
+    done = _restore(plan, model, callbacks)
+    if done >= args.epochs:
+        print(f"{plan.run_dir} is complete ({done} epochs); nothing to do", flush=True)
+        return
+    _write_config(plan, model, placement.replicas, done)
+    print(f"{'resuming' if plan.resume else 'starting'} {plan.run_dir} at epoch {done}: {args.net} with "
+          f"{args.dropout} dropout on {ds.name} ({len(ds.y_train)} train / {len(ds.y_test)} test, "
+          f"{placement.replicas} replica(s), {keras.backend.backend()})", flush=True)
+    model.fit(batches, epochs=args.epochs, initial_epoch=done, shuffle=False, validation_data=(ds.x_test, ds.y_test),
+              validation_batch_size=callbacks.recorder.batch_size, callbacks=[*extra_callbacks, *callbacks.ordered()],
+              verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
