@@ -38,7 +38,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp
 
 from mi_estimators.checks import LOG_SQRT_2PI, as_labels, as_samples, check_float, check_int
 from mi_estimators.discrete import discrete_entropy
@@ -251,16 +250,17 @@ def _draw_counts(rows: np.ndarray, opts: MixtureOptions) -> np.ndarray:
 
 def _evaluate(mu: np.ndarray, s: np.ndarray, y: np.ndarray | None, rows: np.ndarray, comp: np.ndarray,
               counts: np.ndarray, opts: MixtureOptions) -> _Draws:
-    """Draw the noisy samples in blocks of inputs and evaluate the mixture at them (bounded memory)."""
+    """Draw the noisy samples in blocks of inputs and evaluate the mixture at them (bounded memory):
+    log p(z) and, with labels, log p(z | own class) (``Mixture.log_density_own_group``)."""
     n, d = mu.shape
     mix = prepare_mixture(mu[comp], s[comp], groups=None if y is None else y[comp])
-    log_w = np.log(mix.group_sizes() / len(comp))
     log_own = -np.log(s).sum(axis=1) - d * LOG_SQRT_2PI          # log-normaliser of component k
     in_mixture = np.zeros(n, dtype=bool)
     in_mixture[comp] = True
-    own_group = np.zeros(n, dtype=np.int64) if y is None else y
+    kernel = {"backend": opts.backend, "dtype": opts.dtype, "max_memory_mb": 0.75 * opts.max_memory_mb,
+              "progress": opts.progress}
     # A quarter of the memory budget holds the noise and samples of a block of inputs, the rest the kernel.
-    per_draw = 8 * (3 * d + mix.n_groups + 4)
+    per_draw = 8 * (3 * d + 8)
     budget = max(1, int(opts.max_memory_mb * 2 ** 20 / 4 // (per_draw * counts.max())))
     parts = []
     stats = {"float64_rows": 0, "max_error_bound": 0.0}
@@ -269,16 +269,17 @@ def _evaluate(mu: np.ndarray, s: np.ndarray, y: np.ndarray | None, rows: np.ndar
         draw = np.arange(len(inputs)) - np.searchsorted(inputs, inputs)    # 0, 1, ... within each input
         eps = standard_normal_draws(opts.seed, rows[inputs], draw, d)
         noise_sq = np.einsum("md,md->m", eps, eps)
-        hint = np.full((len(inputs), mix.n_groups), np.nan)
-        own = in_mixture[inputs]
-        hint[own, own_group[inputs[own]]] = log_own[inputs[own]] - 0.5 * noise_sq[own]
-        log_pg, info = mix.log_density(mu[inputs] + s[inputs] * eps, backend=opts.backend, dtype=opts.dtype,
-                                       max_memory_mb=0.75 * opts.max_memory_mb, progress=opts.progress,
-                                       shift_hint=hint)
+        # The sample's own component starts the kernel's running shift (where it is in the mixture).
+        hint = np.where(in_mixture[inputs], log_own[inputs] - 0.5 * noise_sq, np.nan)
+        z = mu[inputs] + s[inputs] * eps
+        if y is None:
+            log_pz, info = mix.log_density(z, shift_hint=hint[:, None], **kernel)
+            log_p, zy = log_pz[:, 0], None
+        else:
+            both, info = mix.log_density_own_group(z, y[inputs], shift_hint=hint, **kernel)
+            log_p, zy = both[:, 0], both[:, 1] - both[:, 0]
         stats["float64_rows"] += info["float64_rows"]
         stats["max_error_bound"] = max(stats["max_error_bound"], info["max_error_bound"])
-        log_p = logsumexp(log_pg + log_w, axis=1)
-        zy = None if y is None else log_pg[np.arange(len(inputs)), own_group[inputs]] - log_p
         parts.append((inputs, -log_p - (0.5 * d - log_own[inputs]), 0.5 * (d - noise_sq), zy))
     inputs, xz, cv, zy = (None if parts[0][i] is None else np.concatenate([p[i] for p in parts]) for i in range(4))
     return _Draws(inputs, xz, cv, zy, **stats)
