@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -21,7 +20,7 @@ import mi_mnist_dropout
 from mi_estimators.checks import CommandError
 from utils import run_folder as rf
 from utils.models import build_model
-from utils.training import main, native_logs_silenced, parse_args, run_dir_for, train
+from utils.training import main, native_logs_silenced, parse_args, remove_leftovers, run_dir_for, train
 from utils.training_loop import CHECKPOINT_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,43 +137,60 @@ class _PoisonWeights(keras.callbacks.Callback):
             kernel.assign(np.full(kernel.shape, np.nan, np.float32))
 
 
-def _killed(out, after, delay):
-    """The script on ``out``, SIGKILLed ``delay`` seconds after config.json (``after`` = 0) or the
-    ``after``-th row of history.csv appears."""
-    proc = subprocess.Popen([sys.executable, "mi_mnist_dropout.py", *TINY, "--out", str(out), "--no-analyze"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    marker = out / (rf.CONFIG_NAME if after == 0 else rf.HISTORY_NAME)
-    return proc, lambda: marker.exists() and (after == 0 or len(_history(out)) >= after), delay
+_KILLER = """
+import os, signal, sys
+import keras
+import mi_mnist_dropout
+from utils import run_folder as rf
+from utils.training import parse_args, train
+
+kind, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+count = [0]
+
+def count_and_die():
+    count[0] += 1
+    if count[0] == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+class DieAtStep(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if kind == "step":
+            count_and_die()
+
+real = rf.atomic_write
+def atomic_write(path, write, mode):  # with kind "write": die inside the at-th write, before its rename
+    return real(path, lambda fh: (write(fh), kind == "write" and count_and_die()), mode)
+rf.atomic_write = atomic_write
+train(parse_args(argv, mi_mnist_dropout.DEFAULTS, family="mnist"), extra_callbacks=[DieAtStep()], verbose=0)
+"""
 
 
 def test_killed_runs_resume_to_the_same_bytes(tiny_run, tmp_path, capsys):
-    """SIGKILL at random points (three processes at once), then the same command: the same bytes as an
-    uninterrupted run in every representation and IP file and in history.csv but its timing columns."""
+    """Three processes SIGKILLed at random points, inside a training step or inside a file write (its
+    temporary file written, not yet renamed), then the same command: the same bytes as an uninterrupted
+    run in every representation and IP file, in history.csv but its timing columns and in the checkpoint."""
     rng = np.random.default_rng()
-    trials = [(int(rng.integers(0, 2)), float(rng.uniform(0.0, 0.2))) for _ in range(3)]
-    print(f"kill after (0: config.json, e: epoch e), delay in s: {trials}")
-    running = [_killed(tmp_path / f"killed{i}", *trial) for i, trial in enumerate(trials)]
-    kill_at, deadline = {}, time.monotonic() + 300
-    while len(kill_at) < len(running) or any(proc.poll() is None for proc, _, _ in running):
-        now = time.monotonic()
-        assert now < deadline
-        for i, (proc, reached, delay) in enumerate(running):
-            if i not in kill_at and reached():
-                kill_at[i] = now + delay
-            if i in kill_at and now >= kill_at[i] and proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-        time.sleep(0.002)
-    for proc, _, _ in running:
-        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    # a TINY run writes 33 files (config, 4 inputs and labels, per epoch the IP files, the representations
+    # of epochs 0, 2 and 3, history.csv and the checkpoint) and takes 3 x 4 training steps
+    trials = [("write", int(rng.integers(1, 34))) if rng.random() < 0.5 else ("step", int(rng.integers(1, 13)))
+              for _ in range(3)]
+    with capsys.disabled():
+        print(f"killed at (the n-th write or training step): {trials}")
+    procs = [subprocess.Popen([sys.executable, "-c", _KILLER, kind, str(at), *TINY, "--out", str(tmp_path / str(i))],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for i, (kind, at) in enumerate(trials)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     expected = {str(p.relative_to(tiny_run)): p.read_bytes() for sub in (rf.REPR_DIR, rf.IP_DIR)
                 for p in (tiny_run / sub).iterdir()}
     for i in range(len(trials)):
-        out = tmp_path / f"killed{i}"
+        out = tmp_path / str(i)
         assert _main(TINY + ["--out", str(out)]) == 0
-        assert rf.load_config(out)["resumed_at"][0] < 3
         assert {str(p.relative_to(out)): p.read_bytes() for sub in (rf.REPR_DIR, rf.IP_DIR)
                 for p in (out / sub).iterdir()} == expected
         _same_numbers(out, tiny_run)
+        assert not list(out.rglob("*.tmp"))
+        assert rf.load_config(out).get("resumed_at", [0])[0] < 3
         with np.load(out / CHECKPOINT_NAME) as checkpoint, np.load(tiny_run / CHECKPOINT_NAME) as reference:
             assert checkpoint.files == reference.files
             for key in reference.files:
@@ -184,6 +200,18 @@ def test_killed_runs_resume_to_the_same_bytes(tiny_run, tmp_path, capsys):
     assert _main(TINY + ["--out", str(out)]) == 0  # a finished run is left as it is
     assert "is complete (3 epochs); nothing to do" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_leftovers_of_killed_writes_are_removed_but_not_the_analysis_files(tmp_path):
+    ours = [".config.json.k2j.tmp", ".checkpoint.npz.8s.tmp", "representations/.train_inputs.npy.x1.tmp",
+            "IP/.test_mi_zy.json.q0.tmp"]
+    theirs = ["IP/.estimates.json.a9.tmp", "IP/.estimates.json.lock", "figures/.information_plane.png.z.tmp",
+              "config.json"]
+    for name in ours + theirs:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    remove_leftovers(tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(theirs)
 
 
 def test_nan_loss_stops_with_one_line_and_the_run_resumes_from_the_last_good_epoch(tiny_run, tmp_path, capsys):
@@ -279,12 +307,23 @@ def test_scripts_exit_2_with_one_line(script, argv, needle, tmp_path):
 def test_readme_digits_job_runs_on_jax(tmp_path):
     out = tmp_path / "jax"
     # the README's digits job, shortened; batch sizes that divide the sets keep JAX's compilations few
-    argv = ["--dataset", "digits", "--epochs", "2", "--batch-size", "16", "--lr", "0.01", "--train-subset", "320",
-            "--eval-batch-size", "512", "--out", str(out), "--no-analyze"]
-    proc = subprocess.run([sys.executable, "mi_mnist_dropout.py", *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, KERAS_BACKEND="jax"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stderr == ""  # no native start-up noise, no warnings
+    readme = ["--dataset", "digits", "--epochs", "2", "--batch-size", "16", "--lr", "0.01", "--train-subset", "320",
+              "--eval-batch-size", "512", "--out", str(out), "--no-analyze"]
+    odd = ["--dataset", "digits", "--train-subset", "301", "--batch-size", "16", "--distribute", "mirrored",
+           "--out", str(tmp_path / "odd")]
+    code = ("import mi_mnist_dropout\n"
+            "from utils.training import main\n"
+            "print([main(argv, defaults=mi_mnist_dropout.DEFAULTS, family='mnist', analyze=mi_mnist_dropout.analyze)"
+            f" for argv in ({readme!r}, {odd!r})])\n")
+    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.stdout.strip().splitlines()[-1] == "[0, 2]", proc.stderr[-2000:]
+    # no native start-up noise, no warnings; DataParallel's even split checked before anything is written
+    assert proc.stderr == ("train: error: --distribute mirrored on JAX splits every batch evenly over the 2 devices; "
+                           "not a multiple of 2: the last training batch (13), the last batch of the saved training "
+                           "inputs (45), the last batch of the --metrics-subset (45); choose --batch-size, "
+                           "--eval-batch-size or --train-subset to fit\n")
+    assert not (tmp_path / "odd").exists()
     versions = rf.load_config(out)["versions"]
     assert versions["backend"] == "jax" and "jax" in versions and "tensorflow" not in versions
     assert [int(r["epoch"]) for r in _history(out)] == [1, 2]

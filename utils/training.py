@@ -192,7 +192,9 @@ def _holder(fd: int) -> str:
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Create ``run_dir`` and hold an exclusive fcntl lock on ``<run_dir>/.train.lock`` (which then holds
     this process's PID) for the duration of the block. CommandError when another process holds it or
-    the folder cannot be written; nothing else is written before the lock is held."""
+    the folder cannot be written; nothing else is written before the lock is held, and a folder this
+    call created is removed again when the block leaves nothing but the lock file in it."""
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -209,7 +211,15 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         _check_writable(run_dir)
         yield
     finally:
+        if created and os.listdir(run_dir) == [LOCK_NAME]:
+            _remove_empty(run_dir)
         os.close(fd)  # releases the lock
+
+
+def _remove_empty(run_dir: Path) -> None:
+    with contextlib.suppress(OSError):  # another process may have put its lock file there meanwhile
+        (run_dir / LOCK_NAME).unlink()
+        run_dir.rmdir()
 
 
 def _check_writable(run_dir: Path) -> None:

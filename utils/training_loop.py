@@ -119,6 +119,24 @@ def make_placement(kind: str) -> Placement:
     raise CommandError(f"--distribute {kind} needs the tensorflow or jax backend, not {backend}")
 
 
+def check_even_split(plan: RunPlan, replicas: int) -> None:
+    """JAX's DataParallel splits every batch evenly over the devices: CommandError naming the flags whose
+    batches do not split (TensorFlow's MirroredStrategy splits any batch)."""
+    if replicas == 1 or keras.backend.backend() != "jax":
+        return
+    args, n_train, n_repr = plan.args, len(plan.data.y_train), len(plan.repr_rows)
+    evaluation = args.eval_batch_size or 16 * args.batch_size
+    sizes = {"--batch-size": args.batch_size, "the last training batch": n_train % args.batch_size,
+             "--eval-batch-size": evaluation, "the last batch of the saved training inputs": n_repr % evaluation,
+             "the last batch of the --metrics-subset": min(args.metrics_subset, n_repr) % evaluation,
+             "the last test batch": len(plan.data.y_test) % evaluation}
+    odd = [f"{name} ({size})" for name, size in sizes.items() if size % replicas]
+    if odd:
+        raise CommandError(f"--distribute mirrored on JAX splits every batch evenly over the {replicas} devices; "
+                           f"not a multiple of {replicas}: {', '.join(odd)}; choose --batch-size, "
+                           "--eval-batch-size or --train-subset to fit")
+
+
 class EpochBatches(keras.utils.PyDataset):
     """The training set in batches, in the order ``numpy.random.default_rng([seed, SHUFFLE, epoch])
     .permutation(n)`` during epoch ``epoch`` (set by :class:`SeededEpochs` when the epoch starts)."""
@@ -312,6 +330,7 @@ def train_run(plan: RunPlan, *, extra_callbacks: Sequence[keras.callbacks.Callba
     _check_backend(plan)
     _seed_initialisers(args.seed)
     placement = make_placement(args.distribute)
+    check_even_split(plan, placement.replicas)
     model = _compiled_model(plan, placement)
     batches = EpochBatches(ds.x_train, ds.y_train, args.batch_size, args.seed)
     callbacks = _callbacks(plan, model, batches)
