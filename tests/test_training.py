@@ -249,17 +249,17 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_run, tmp_path):
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
         "import mi_mnist_dropout\n"
         "from utils.training import main\n"
-        f"sys.exit(main({TINY + ['--out', str(out), '--distribute', 'mirrored', '--epochs', '1']!r}, "
+        f"sys.exit(main({TINY + ['--out', str(out), '--distribute', 'mirrored', '--epochs', '2']!r}, "
         "defaults=mi_mnist_dropout.DEFAULTS, family='mnist'))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert rf.load_config(out)["model"]["replicas"] == 2
-    assert [int(r["epoch"]) for r in _history(out)] == [1]
+    assert [int(r["epoch"]) for r in _history(out)] == [1, 2]
     # Same seed, same initial weights: epoch 0 must match the single-device run row by row.
     for split in rf.SPLITS:
         np.testing.assert_allclose(rf.load_representations(out, split, 0),
                                    rf.load_representations(tiny_run, split, 0), rtol=1e-5, atol=1e-6)
-        assert rf.saved_epochs(out, split) == [0, 1]
+        assert rf.saved_epochs(out, split) == [0, 2]
 
 
 def test_help_and_flag_errors_answer_without_keras():
@@ -291,13 +291,15 @@ def test_native_start_up_messages_are_silenced_unless_verbose(capfd):
     assert capfd.readouterr().err == "replayed when the start fails\n"
 
 
-@pytest.mark.parametrize("script, argv, needle", [
-    ("mi_mnist_dropout.py", ["--dataset", "digits", "--p", "2"], "--p must lie strictly between 0 and 1"),
-    ("mi_cifar_dropout.py", ["--data-dir", "/nonexistent/cifar", "--epochs", "1"], "--data-dir"),
+@pytest.mark.parametrize("script, argv, backend, needle", [
+    ("mi_mnist_dropout.py", ["--dataset", "digits", "--p", "2"], "tensorflow", "--p must lie strictly between 0 and 1"),
+    ("mi_cifar_dropout.py", ["--data-dir", "/nonexistent/cifar", "--epochs", "1"], "tensorflow", "--data-dir"),
+    ("mi_mnist_dropout.py", ["--dataset", "digits", "--epochs", "1"], "theano",
+     "cannot start Keras with the backend KERAS_BACKEND=theano"),
 ])
-def test_scripts_exit_2_with_one_line(script, argv, needle, tmp_path):
+def test_scripts_exit_2_with_one_line(script, argv, backend, needle, tmp_path):
     proc = subprocess.run([sys.executable, script, *argv, "--out", str(tmp_path / "run")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, KERAS_BACKEND=backend))
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith(f"{script}: error:") and proc.stderr.count("\n") == 1 and needle in proc.stderr
     assert not (tmp_path / "run").exists()

@@ -2,6 +2,7 @@
 with exit code 2 and one ``train: error:`` line naming the flag or file, every API case with a one-line
 ValueError naming the argument or file; never a traceback, and no file changes (the lock file aside).
 The scripts' own processes: tests/test_training.py."""
+import dataclasses
 import gzip
 import os
 import struct
@@ -18,6 +19,7 @@ from utils.data import CIFAR_BIN_FILES, CIFAR_PY_FILES, IDX_FILES, load_dataset
 from utils.layers import InformationDropout
 from utils.models import build_model
 from utils.training import LOCK_NAME, flags_of, main, parse_args, run_lock
+from utils.nets import NETS
 from utils.training_loop import CHECKPOINT_NAME, load_checkpoint
 
 DIGITS = ["--dataset", "digits", "--epochs", "1", "--train-subset", "100", "--batch-size", "50"]
@@ -178,6 +180,14 @@ def test_cifar_data_case(name, tmp_path, capsys):
     before = _snapshot(tmp_path)
     argv = ["--epochs", "1", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
     _assert_one_line(*_call(argv, "cifar10", capsys), needle)
+    assert _snapshot(tmp_path) == before
+
+
+def test_dropout_kind_the_net_cannot_take(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(NETS, "fc", dataclasses.replace(NETS["fc"], dropouts=("gaussian",)))
+    before = _snapshot(tmp_path)
+    argv = DIGITS + ["--dropout", "information", "--out", str(tmp_path / "out")]
+    _assert_one_line(*_call(argv, "mnist", capsys), "net 'fc' cannot take information dropout; it takes gaussian")
     assert _snapshot(tmp_path) == before
 
 

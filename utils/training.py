@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -278,6 +279,21 @@ def native_logs_silenced(verbose: bool) -> Iterator[None]:
             os.close(saved)
 
 
+def _start_keras(verbose: bool) -> ModuleType:
+    """Import :mod:`utils.training_loop` (Keras and its backend, TensorFlow or JAX: seconds, so only once
+    the input is known good) and start the backend's devices; CommandError naming KERAS_BACKEND when
+    the backend cannot be imported."""
+    try:
+        with native_logs_silenced(verbose):
+            from utils import training_loop
+
+            training_loop.start_backend()
+    except (ImportError, ValueError) as err:  # Keras: ValueError "Unable to import backend"
+        backend = os.environ.get("KERAS_BACKEND", "the one in ~/.keras/keras.json")
+        raise CommandError(f"cannot start Keras with the backend KERAS_BACKEND={backend} ({err})") from None
+    return training_loop
+
+
 def train(args: argparse.Namespace, *, prog: str | None = None, extra_callbacks: Sequence[Any] = (),
           verbose: int | None = None) -> Path:
     """Train as ``args`` says, writing (or resuming) the run folder; returns its path.
@@ -292,10 +308,7 @@ def train(args: argparse.Namespace, *, prog: str | None = None, extra_callbacks:
     with run_lock(run_dir):
         resume = check_run_dir(run_dir, flags)  # again: another process may have written it meanwhile
         remove_leftovers(run_dir)
-        with native_logs_silenced(args.verbose):
-            from utils import training_loop  # Keras, TensorFlow or JAX: only once the input is known good
-
-            training_loop.start_backend()
+        training_loop = _start_keras(args.verbose)
         plan = training_loop.RunPlan(args=args, run_dir=run_dir, flags=flags, resume=resume, data=ds,
                                      repr_rows=repr_rows, prog=prog)
         training_loop.train_run(plan, extra_callbacks=extra_callbacks, verbose=verbose)
