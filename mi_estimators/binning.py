@@ -84,21 +84,8 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
                              "use form='binned_x' to bin the inputs too")
         mi_xz, log_n = h_t, math.log(n)
     else:
-        if inputs is None:
-            raise ValueError("form 'binned_x' needs the inputs X (samples in rows, aligned with the representations)")
-        x = np.asarray(inputs)
-        # Image-shaped inputs are binned pixel by pixel, like any other feature vector.
-        x = as_samples(x.reshape(len(x), -1) if x.ndim > 2 else x, "inputs", min_samples=1)
-        check_same_length(z=t, inputs=x)
-        x_ids, x_info = bin_values(x, n_bins=n_bins, bin_size=bin_size, value_range=input_range, name="inputs")
-        x_sym = symbol_ids(x_ids)
-        h_x = discrete_entropy(x_sym)
-        h_xt = discrete_entropy(x_sym * (t_sym.max() + 1) + t_sym)
-        # The plug-in I(X_b;T_b) is >= 0 exactly; the clip only removes round-off.
-        mi_xz = max(h_x + h_t - h_xt, 0.0)
-        log_n = math.log(len(np.unique(x, axis=0)))
-        params.update({"h_x_binned": h_x, "input_range": x_info["value_range"], "input_n_bins": x_info["n_bins"],
-                       "input_bin_size": x_info["bin_size"], "input_n_outside_range": x_info["n_outside_range"]})
+        mi_xz, log_n = _binned_x_mi(t, t_sym, h_t, inputs, params, n_bins=n_bins, bin_size=bin_size,
+                                    input_range=input_range)
     params["h_t_binned"] = h_t
 
     mi_zy = h_y = None
@@ -110,6 +97,27 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
         mi_zy = max(h_t + h_y - h_ty, 0.0)  # clip: round-off only, as above
     return MIResult(method=f"binning_{form}", mi_xz=mi_xz, mi_zy=mi_zy, h_y=h_y, log_n=log_n, n_samples=n,
                     params=params)
+
+
+def _binned_x_mi(t: np.ndarray, t_sym: np.ndarray, h_t: float, inputs: np.ndarray | None, params: dict, *,
+                 n_bins: int | None, bin_size: float | None,
+                 input_range: tuple[float, float] | None) -> tuple[float, float]:
+    """I(X_b;T_b) = H(X_b) + H(T_b) - H(X_b,T_b) with X binned like T (the reference repo's form), and
+    log of the number of distinct inputs; the input grid goes into ``params``."""
+    if inputs is None:
+        raise ValueError("form 'binned_x' needs the inputs X (samples in rows, aligned with the representations)")
+    x = np.asarray(inputs)
+    # Image-shaped inputs are binned pixel by pixel, like any other feature vector.
+    x = as_samples(x.reshape(len(x), -1) if x.ndim > 2 else x, "inputs", min_samples=1)
+    check_same_length(z=t, inputs=x)
+    x_ids, x_info = bin_values(x, n_bins=n_bins, bin_size=bin_size, value_range=input_range, name="inputs")
+    x_sym = symbol_ids(x_ids)
+    h_x = discrete_entropy(x_sym)
+    h_xt = discrete_entropy(x_sym * (t_sym.max() + 1) + t_sym)
+    params.update({"h_x_binned": h_x, "input_range": x_info["value_range"], "input_n_bins": x_info["n_bins"],
+                   "input_bin_size": x_info["bin_size"], "input_n_outside_range": x_info["n_outside_range"]})
+    # The plug-in I(X_b;T_b) is >= 0 exactly; the clip only removes round-off.
+    return max(h_x + h_t - h_xt, 0.0), math.log(len(np.unique(x, axis=0)))
 
 
 def _check_range(value_range) -> tuple[float, float]:
