@@ -1,11 +1,14 @@
-"""Command line, result JSON, table and figure code shared by the three validation scripts.
+"""Command line, checks, result JSON, table and figure code shared by the three validation scripts.
 
-Every script takes the same options (:func:`make_parser`), writes ``<out>/<script>.json`` and
-``<out>/<script>.png`` and prints a short table. The JSON layout::
+Every script takes the same options (:func:`make_parser`), checks every flag, the output folder and
+the memory it will need before computing anything (:func:`resolve`, :func:`check_memory`,
+:func:`check_out_dir`), writes ``<out>/<script>.json`` and ``<out>/<script>.png`` and prints a
+short table. Bad input ends with one ``<script>.py: error: ...`` line and exit status 2
+(:func:`run_main`). The JSON layout::
 
-    {"script", "args", "truth": {"mi", "h_z", "h_z_given_x"} (nats, null where unknown),
-     "truth_note", "log_n", "estimates": {name: {"value", "stderr", "std_over_repeats", "values"}},
-     ...per-script entries such as "series": {name: {"n": [...], "mean": [...], "std": [...]}}}
+    {"script", "args" (noise_std and, for reference, noise_var), "truth": {"mi", "h_z", "h_z_given_x"}
+     (nats, null where unknown), "truth_note", "log_n", "estimates": {name: {"value", "stderr",
+     "std_over_repeats", "values"}}, ...per-script entries such as "series": {name: {"n", "mean", "std"}}}
 
 ``value`` is the mean over ``--repeats`` independent draws of the data, ``stderr`` the Monte Carlo
 (or held-out) standard error of that mean where the estimator defines one, ``std_over_repeats`` the
@@ -17,6 +20,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from estimator_validation.ground_truth import toy_truth  # noqa: E402
 from estimator_validation.toy_problem import ToyData, child_seeds, make_toy  # noqa: E402
+from mi_estimators.checks import CommandError, OneLineParser, float_arg, int_arg  # noqa: E402
 from utils.plotting import save_figure  # noqa: E402
 from utils.run_folder import save_json  # noqa: E402
 
@@ -39,15 +44,23 @@ TRUTH_NOTE = (
     "N drawn inputs; its target I_N satisfies E[I_N] <= truth and I_N <= log N, and approaches truth "
     "from below as N grows. Where log N is below truth (e.g. dim 10, N = 1000), log N binds."
 )
-NOISE_HELP = ("variance v of the multiplicative noise D ~ N(1, v) (default 0.1); the estimators get its "
-              "standard deviation sqrt(v) as noise_std")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message (exit status 2, no usage dump)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+NOISE_STD_DEFAULT = math.sqrt(0.1)
+"""The paper's setting: D ~ N(1, 0.1), a noise variance of 0.1."""
+NOISE_STD_RANGE = (1e-3, 1e2)
+"""Noise standard deviations the scripts accept. Below 1e-3 the ground-truth quadrature nears its grid
+limit (``ground_truth.min_noise_std``, 1.7e-4) and the float32 mixture kernel overflows (at 1e-6 it
+returns values far above log N); above 1e2 nothing changes: the noise term dominates f(x), Z is
+nearly sigma f(X) eps and I(X;Z) has reached its limit (0.42 nats per dimension at sigma = 10 or 1e3)."""
+NOISE_FLAGS = {"noise_std": ("--noise-std", 1), "noise_var": ("--noise-var", 2), "noise": ("--noise", 2)}
+"""Flag of each noise option and the power of the standard deviation it gives."""
+GIB = 2.0 ** 30
+MEMINFO = Path("/proc/meminfo")
+MIXTURE_MEMORY_MB = 256
+"""Working-buffer bound passed to the mixture estimator (its ``max_memory_mb``)."""
+BASE_BYTES = 300 * 2 ** 20
+"""Python, NumPy, SciPy, scikit-learn and matplotlib with a figure (measured: 160 MiB resident)."""
+KERAS_BYTES = 1.0 * GIB
+"""Keras with TensorFlow and a small DoE model (measured: 810 MiB resident after import)."""
 
 
 def size_help(text: str, key: str, defaults: dict[str, int], quick: dict[str, int]) -> str:
@@ -55,59 +68,174 @@ def size_help(text: str, key: str, defaults: dict[str, int], quick: dict[str, in
 
 
 def make_parser(script: str, description: str, *, defaults: dict[str, int], quick: dict[str, int],
-                n_help: str) -> argparse.ArgumentParser:
+                n_help: str, min_n: int) -> argparse.ArgumentParser:
     """Parser with the options common to the validation scripts; sizes left unset are filled by :func:`resolve`."""
-    p = _Parser(prog=f"{script}.py", description=description)
-    p.add_argument("--dim", type=int, default=1, help="dimension of the input X ~ N(0, I_dim) (default 1)")
-    p.add_argument("--fdim", type=int, default=None,
+    p = OneLineParser(prog=f"{script}.py", description=description)
+    p.add_argument("--dim", type=int_arg(1), default=1, help="dimension of the input X ~ N(0, I_dim) (default 1)")
+    p.add_argument("--fdim", type=int_arg(1), default=None,
                    help="dimension of f(x) (default --dim: the paper's setting f(x) = 2x + 0.5; otherwise "
                         "f(x) = 2Ax + 0.5 with a fixed matrix A of orthonormal rows or columns)")
-    p.add_argument("--noise", type=float, default=0.1, help=NOISE_HELP)
-    p.add_argument("--n", type=int, default=None, help=size_help(n_help, "n", defaults, quick))
-    p.add_argument("--noise-samples", type=int, default=None,
+    noise = p.add_mutually_exclusive_group()
+    low, high = NOISE_STD_RANGE
+    noise.add_argument("--noise-std", type=float_arg(0.0, inclusive=False), default=None,
+                       help=f"standard deviation s of the multiplicative noise D ~ N(1, s^2), {low:g} to {high:g} "
+                            f"(default sqrt(0.1) = {NOISE_STD_DEFAULT:.4f}, the paper's variance 0.1)")
+    noise.add_argument("--noise-var", type=float_arg(0.0, inclusive=False), default=None,
+                       help="the noise level as a variance s^2 instead")
+    noise.add_argument("--noise", type=float_arg(0.0, inclusive=False), default=None,
+                       help="alias of --noise-var: the reference scripts' flag, a variance")
+    p.add_argument("--n", type=int_arg(min_n), default=None, help=size_help(n_help, "n", defaults, quick))
+    p.add_argument("--noise-samples", type=int_arg(1), default=None,
                    help=size_help("noisy draws of Z per input", "noise_samples", defaults, quick))
-    p.add_argument("--seed", type=int, default=0, help="seed of the first repeat (default 0)")
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--seed", type=int_arg(0), default=0, help="seed of the first repeat (default 0)")
+    p.add_argument("--repeats", type=int_arg(1), default=None,
                    help=size_help("independent draws of the data, for the spread of the estimates", "repeats",
-                                   defaults, quick))
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default results/<script>-dim<d>-fdim<f>-noise<v>-n<n>[-quick])")
+                                  defaults, quick))
+    p.add_argument("--out", type=_folder, default=None,
+                   help="output folder (default results/<script>-dim<d>-fdim<f>-noisestd<s>-n<n>[-quick])")
     p.add_argument("--quick", action="store_true", help="small sizes: a run of seconds, for tests")
     return p
 
 
+def _folder(text: str) -> Path:
+    """argparse ``type=`` of ``--out``: a non-empty path (an empty one would silently mean here)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a folder, got {text!r}")
+    return Path(text)
+
+
 def resolve(parser: argparse.ArgumentParser, args: argparse.Namespace, *, defaults: dict[str, int],
-            quick: dict[str, int], min_n: int) -> argparse.Namespace:
-    """Fill unset sizes from ``defaults`` (or ``quick`` with --quick) and reject bad values (exit 2)."""
+            quick: dict[str, int], need_truth: bool = False) -> argparse.Namespace:
+    """Fill unset sizes from ``defaults`` (or ``quick`` with --quick), the noise level as ``noise_std``
+    (and ``noise_var``) and the output folder; :class:`CommandError` for a bad combination.
+
+    ``need_truth``: the script compares against the ground truth, which needs ``fdim <= dim``.
+    """
     for key, value in (quick if args.quick else defaults).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.fdim is None:
         args.fdim = args.dim
-    if args.dim < 1 or args.fdim < 1:
-        parser.error(f"--dim and --fdim must be >= 1 (got {args.dim} and {args.fdim})")
-    if not (math.isfinite(args.noise) and args.noise > 0):
-        parser.error(f"--noise is a variance and must be > 0 (got {args.noise})")
-    if args.n < min_n:
-        parser.error(f"--n must be >= {min_n} for the estimators of this script (got {args.n})")
-    if args.noise_samples < 1:
-        parser.error(f"--noise-samples must be >= 1 (got {args.noise_samples})")
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1 (got {args.repeats})")
+    if need_truth and args.fdim > args.dim:
+        raise CommandError(f"--fdim {args.fdim} > --dim {args.dim}: the coordinates of Z are then dependent and "
+                           f"there is no ground truth, which {parser.prog} compares against (use --fdim <= --dim)")
+    args.noise_std, args.noise_var = _noise_level(args)
+    del args.noise
     if args.out is None:
-        args.out = Path("results") / (f"{parser.prog[:-3]}-dim{args.dim}-fdim{args.fdim}-noise{args.noise:g}-n{args.n}"
-                                      + ("-quick" if args.quick else ""))
+        args.out = Path("results") / (f"{parser.prog[:-3]}-dim{args.dim}-fdim{args.fdim}-noisestd{args.noise_std:.4g}"
+                                      f"-n{args.n}" + ("-quick" if args.quick else ""))
     return args
 
 
-def run(main: Callable[[], int], prog: str) -> None:
-    """Run ``main``; a ValueError (the estimators' bad-input error) becomes a one-line message, exit 2."""
+def _noise_level(args: argparse.Namespace) -> tuple[float, float]:
+    """(standard deviation, variance) of the noise from whichever noise flag was given, within
+    :data:`NOISE_STD_RANGE`."""
+    given = [(key, getattr(args, key)) for key in NOISE_FLAGS if getattr(args, key) is not None]
+    if not given:
+        return NOISE_STD_DEFAULT, 0.1
+    (key, value), = given
+    flag, power = NOISE_FLAGS[key]
+    low, high = NOISE_STD_RANGE
+    if not low ** power <= value <= high ** power:
+        what = "standard deviation" if power == 1 else "variance"
+        raise CommandError(f"{flag} {value:g} is outside the supported noise {what} range {low ** power:g} to "
+                           f"{high ** power:g} (noise std {low:g} to {high:g}: below, the ground-truth quadrature "
+                           f"and the float32 mixture kernel fail; above, the estimates no longer change)")
+    return (value, value * value) if power == 1 else (math.sqrt(value), value)
+
+
+def check_out_dir(out: Path, script: str) -> None:
+    """Create ``out`` and check that ``<script>.json`` and ``<script>.png`` can be written there, before
+    any computation.
+
+    :class:`CommandError` naming ``--out`` when it is a file, when an output file's name in it is a
+    folder, or when the folder cannot be created or written to (the probe file is removed).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} is a file, not a folder")
+    for name in _output_names(script):
+        if (out / name).is_dir():
+            raise CommandError(f"--out {out}: {out / name} is a folder; the output file cannot replace it")
     try:
-        code = main()
-    except ValueError as err:
-        sys.stderr.write(f"{prog}: error: {err}\n")
-        code = 2
-    sys.exit(code)
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise CommandError(f"cannot write to --out {out}: {err.strerror or err}") from None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation: MemAvailable of /proc/meminfo, else free pages
+    (``os.sysconf``); None where neither is known."""
+    try:
+        with open(MEMINFO) as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(parts: dict[str, float], flags: str) -> float:
+    """Refuse (:class:`CommandError`, with the figures) a run whose estimated peak memory, the sum of
+    ``parts`` (bytes), exceeds what this machine has available; return the estimate in bytes."""
+    need = float(sum(parts.values()))
+    free = available_memory()
+    if free is not None and need > free:
+        largest = "; ".join(f"{name}: {size / GIB:.1f} GiB" for name, size in
+                            sorted(parts.items(), key=lambda kv: -kv[1])[:3])
+        raise CommandError(f"this run needs about {need / GIB:.1f} GiB of memory ({largest}) but "
+                           f"{free / GIB:.1f} GiB are available; lower {flags}")
+    return need
+
+
+def toy_bytes(n: int, dim: int, fdim: int, noise_samples: int) -> float:
+    """Bytes of one draw of the toy data (x, f, z, index), of the temporaries that draw it and, when
+    fdim != dim, of the projection matrix and its QR factorisation."""
+    rows = n * noise_samples
+    return 8.0 * (n * (dim + fdim) + rows * (3 * fdim + 1) + (3 * dim * fdim if dim != fdim else 0))
+
+
+def mixture_bytes(n: int, d: int, noise_samples: int) -> float:
+    """Bytes of ``gaussian_dropout_mi`` on n inputs: its working buffers plus copies of the (n, d)
+    components and the per-draw terms (measured growth of the resident memory beyond the buffers: 4.9 kB
+    per input at d = 64 with one draw, 0.9 kB at d = 8 with 16 draws)."""
+    return MIXTURE_MEMORY_MB * 2 ** 20 + 8.0 * n * (12 * d + 4 * noise_samples + 8)
+
+
+def gaussian_bound_bytes(rows: int, d: int) -> float:
+    """Bytes of the Ledoit-Wolf Gaussian bound on ``rows`` noisy samples of dimension d, the noise drawn
+    inside (measured: 56 bytes per row at d = 1, 330 at d = 10)."""
+    return 8.0 * rows * (4 * d + 4)
+
+
+def run_main(script: str, argv: Sequence[str] | None, *, parse: Callable[[Sequence[str] | None], argparse.Namespace],
+             memory: Callable[[argparse.Namespace], dict[str, float]], lower: str,
+             compute: Callable[[argparse.Namespace], int]) -> int:
+    """Run a script: ``parse(argv)``, then every check that needs no computation (the memory,
+    ``lower`` naming the flags that reduce it, and the output folder), then ``compute(args)``.
+
+    A :class:`CommandError` or ``ValueError`` (bad input, also from an estimator) or a ``MemoryError``
+    becomes one ``<script>.py: error: ...`` line on stderr and exit status 2, never a traceback;
+    ``--help`` returns 0."""
+    try:
+        args = parse(argv)
+        check_memory(memory(args), lower)
+        check_out_dir(args.out, script)
+        return compute(args)
+    except (CommandError, ValueError) as err:
+        message = str(err)
+    except MemoryError:
+        message = f"out of memory; lower {lower}"
+    except SystemExit as done:  # argparse's --help
+        return int(done.code or 0)
+    sys.stderr.write(f"{script}.py: error: {message}\n")
+    return 2
 
 
 def finite(value: Any) -> float | None:
@@ -129,29 +257,36 @@ def summarise(values: Sequence[float], stderrs: Sequence[float | None] | None = 
             "values": [finite(v) for v in vals]}
 
 
-def series(n: Sequence[int], values: np.ndarray) -> dict[str, Any]:
-    """``{"n", "mean", "std", "values"}`` of a (repeats, len(n)) array (std over repeats, null for one)."""
+def series(n: Sequence[int], values: np.ndarray, stderrs: np.ndarray | None = None) -> dict[str, Any]:
+    """``{"n", "mean", "std", "values"}`` of a (repeats, len(n)) array (std over repeats, null for one),
+    with ``stderrs`` of the same shape also ``"stderr"``: the rms Monte Carlo stderr of one repeat."""
     values = np.asarray(values, dtype=np.float64)
     std = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.full(values.shape[1], np.nan)
-    return {"n": [int(k) for k in n], "mean": [finite(v) for v in values.mean(axis=0)],
-            "std": [finite(v) for v in std], "values": [[finite(v) for v in row] for row in values]}
+    out = {"n": [int(k) for k in n], "mean": [finite(v) for v in values.mean(axis=0)],
+           "std": [finite(v) for v in std], "values": [[finite(v) for v in row] for row in values]}
+    if stderrs is not None:
+        out["stderr"] = [finite(v) for v in np.sqrt((np.asarray(stderrs) ** 2).mean(axis=0))]
+    return out
 
 
 def payload(script: str, args: argparse.Namespace, log_n: float, estimates: dict[str, Any],
             **extra: Any) -> dict[str, Any]:
     """The JSON document of a validation run (layout in the module docstring)."""
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    return {"script": script, "args": arguments, "truth": toy_truth(args.dim, args.fdim, args.noise),
+    return {"script": script, "args": arguments, "truth": toy_truth(args.dim, args.fdim, args.noise_std),
             "truth_note": TRUTH_NOTE, "log_n": log_n, "estimates": estimates, **extra}
 
 
+def _output_names(script: str) -> tuple[str, str]:
+    return f"{script}.json", f"{script}.png"
+
+
 def write_outputs(out_dir: Path, script: str, document: dict[str, Any], figure: plt.Figure) -> tuple[Path, Path]:
-    """Write ``<script>.json`` (atomically) and ``<script>.png`` into ``out_dir``; return both paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / f"{script}.json"
+    """Write ``<script>.json`` and ``<script>.png`` into ``out_dir`` (atomically); return both paths."""
+    json_name, png_name = _output_names(script)
+    json_path = Path(out_dir) / json_name
     save_json(json_path, document)
-    (png_path,) = save_figure(figure, out_dir / script, ("png",), dpi=130, bbox_inches="tight")
+    (png_path,) = save_figure(figure, Path(out_dir) / Path(png_name).stem, ("png",), dpi=130, bbox_inches="tight")
     return json_path, png_path
 
 
@@ -193,8 +328,8 @@ def band(ax: plt.Axes, x: Sequence[float], entry: dict[str, Any], label: str, **
 
 def title(args: argparse.Namespace) -> str:
     """Figure title naming the setting."""
-    return (f"dim {args.dim}, fdim {args.fdim}, noise variance {args.noise:g}, N {args.n}, "
-            f"{args.noise_samples} noise draws, {args.repeats} repeat(s)")
+    return (f"dim {args.dim}, fdim {args.fdim}, noise std {args.noise_std:.4g} (variance {args.noise_var:.4g}), "
+            f"N {args.n}, {args.noise_samples} noise draws, {args.repeats} repeat(s)")
 
 
 def print_series(n: Sequence[int], columns: dict[str, dict[str, Any]]) -> None:
@@ -219,7 +354,7 @@ def toy_repeats(args: argparse.Namespace, noise_samples: int | None = None) -> I
     for rep in range(args.repeats):
         data_seed, est_seed = child_seeds(args.seed + rep, 2)
         draws = args.noise_samples if noise_samples is None else noise_samples
-        yield rep, make_toy(args.dim, args.fdim, args.n, args.noise, draws, seed=data_seed), est_seed
+        yield rep, make_toy(args.dim, args.fdim, args.n, args.noise_std, draws, seed=data_seed), est_seed
 
 
 def size_grid(grid: Sequence[int], n: int) -> list[int]:

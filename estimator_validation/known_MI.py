@@ -1,7 +1,7 @@
 """Compare the MI estimators with the true I(X;Z) on the toy problem (Adilova, Geiger & Fischer, ICLR 2023).
 
-X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D, D ~ N(1, v I) with v = --noise (a variance);
-N = --n inputs with --noise-samples noisy draws each. Estimators:
+X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D, D ~ N(1, s^2 I) with s = --noise-std (or
+--noise-var s^2); N = --n inputs with --noise-samples noisy draws each. Estimators:
 
 * ``mixture``: the dropout mixture estimator (``gaussian_dropout_mi``), with its Monte Carlo stderr;
 * ``gaussian_upper_bound``: the Ledoit-Wolf Gaussian bound on h(Z) minus the closed-form h(Z|X);
@@ -18,11 +18,13 @@ Usage: python estimator_validation/known_MI.py --dim 1 --fdim 1
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,6 +50,8 @@ BIN_SIZES = (0.9, 0.5, 0.2, 0.1, 0.001)
 DOE_FAMILIES = ("gaussian", "logistic")
 DEFAULTS = {"n": 1000, "noise_samples": 10, "repeats": 1}
 QUICK = {"n": 300, "noise_samples": 5, "repeats": 1}
+LOWER = "--n, --noise-samples, --dim or --fdim"
+"""The flags that reduce the memory a run needs."""
 # DoE splits the inputs 70/10/20: at least 2 validation and 4 test inputs
 MIN_N = 20
 # the exact finite-sample target costs O(N^2) quadrature work: about 10 s at N = 5000
@@ -58,15 +62,17 @@ NAMES = ("mixture", "gaussian_upper_bound", *(f"binning_bins_{k}" for k in BIN_C
 
 def _estimators(data: ToyData, seed: int, quick: bool) -> dict:
     """name -> function returning (value, stderr or None, notes), for every estimator of ``NAMES``."""
-    pairs_z = data.z[:: len(data.z) // data.n]  # first noisy draw of each input
+    draws = len(data.z) // data.n
+    pairs_z = data.z[::draws]  # first noisy draw of each input
     doe_kwargs = {"epochs": 60, "patience": 8} if quick else {}
 
     def mixture():
-        r = gaussian_dropout_mi(data.f, data.noise_std, noise_samples=len(data.z) // data.n, seed=seed)
+        r = gaussian_dropout_mi(data.f, noise_std=data.noise_std, noise_samples=draws, seed=seed,
+                                max_memory_mb=common.MIXTURE_MEMORY_MB)
         return r.mi_xz, r.mi_xz_stderr, {}
 
     def upper_bound():
-        r = gaussian_dropout_upper_bound(data.f, data.noise_std, noise_samples=len(data.z) // data.n, seed=seed)
+        r = gaussian_dropout_upper_bound(data.f, noise_std=data.noise_std, noise_samples=draws, seed=seed)
         return r.mi_xz, None, {}
 
     def binning(**kw):
@@ -146,37 +152,74 @@ def _figure(doc: dict, args) -> plt.Figure:
     return fig
 
 
-def main() -> int:
-    parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
-                                n_help="number of inputs N")
-    args = common.resolve(parser, parser.parse_args(), defaults=DEFAULTS, quick=QUICK, min_n=MIN_N)
-    start = time.perf_counter()
+def _memory(args) -> dict[str, float]:
+    """Estimated peak memory (bytes) by part: the toy data plus the largest estimator (they run in turn).
+    Bytes per row or input measured with tracemalloc at d = 1 and 10, rounded up."""
+    n, ns, dim, fdim = args.n, args.noise_samples, args.dim, args.fdim
+    rows = n * ns
+    estimators = {
+        "mixture": common.mixture_bytes(n, fdim, ns),
+        "Gaussian bound": common.gaussian_bound_bytes(rows, fdim),
+        "binning": 8.0 * rows * (4 * fdim + 4),               # bin ids, floor temporaries, row sort
+        "KSG": 8.0 * n * (3 * (dim + fdim) + 12),             # jittered copies, joint array, KD-trees
+        "EDGE": 8.0 * n * (3 * (dim + fdim) + 5),             # standardised copies, bucket ids
+        "DoE": 8.0 * rows * (7 * (dim + fdim) + 2),           # x per draw, float32 copies, splits
+        "exact I_N": (64 + 2e-4 * n) * 2 ** 20 if fdim == 1 and n <= FINITE_TRUTH_MAX_N else 0.0,
+    }
+    largest = max(estimators, key=estimators.get)
+    return {"interpreter and Keras": common.BASE_BYTES + common.KERAS_BYTES,
+            "toy data": common.toy_bytes(n, dim, fdim, ns), f"estimator {largest}": estimators[largest]}
+
+
+def _run(args) -> tuple[dict, list]:
+    """Every estimator on every repeat: (name -> [(value, stderr, notes)] , exact I_N of each repeat)."""
     values: dict[str, list] = {}
     finite_truth = []
     with tqdm(total=args.repeats * len(NAMES), desc=SCRIPT, unit="est") as bar:
         for _, data, est_seed in common.toy_repeats(args):
             if args.fdim == 1 and args.n <= FINITE_TRUTH_MAX_N:
-                finite_truth.append(finite_sample_truth_1d(data.f, args.noise))
+                finite_truth.append(finite_sample_truth_1d(data.f, args.noise_std))
             estimators = _estimators(data, est_seed, args.quick)
             for name in NAMES:
                 bar.set_postfix_str(name)
                 values.setdefault(name, []).append(estimators[name]())
                 bar.update()
+    return values, finite_truth
 
+
+def _summaries(values: dict) -> dict:
+    """The JSON entry of each estimator: value, stderr and spread over repeats, notes and warnings."""
     estimates = {}
     for name, runs in values.items():
         estimates[name] = common.summarise([r[0] for r in runs], [r[1] for r in runs] if runs[0][1] is not None else None)
         notes = {k: v for k, v in runs[0][2].items() if k != "warnings"}
         warned = sorted({w for r in runs for w in r[2].get("warnings", [])})
         estimates[name].update(notes | ({"warnings": warned} if warned else {}))
+    return estimates
+
+
+def _finite_truth_entry(finite_truth: list) -> dict:
+    entry = {key: float(np.mean([t[key] for t in finite_truth])) for key in ("mi", "h_z", "h_z_given_x")}
+    entry["values"] = [t["mi"] for t in finite_truth]
+    entry["note"] = ("exact I_N = h(Z_N) - h(Z|X)_N for X uniform over each repeat's drawn inputs (quadrature), "
+                     "the target of the mixture estimator, averaged over repeats")
+    return entry
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line with sizes, noise level and output folder resolved (CommandError for bad flags)."""
+    parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
+                                n_help="number of inputs N", min_n=MIN_N)
+    return common.resolve(parser, parser.parse_args(argv), defaults=DEFAULTS, quick=QUICK)
+
+
+def _compute(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    values, finite_truth = _run(args)
+    estimates = _summaries(values)
     extra = {"log_n_samples": math.log(args.n * args.noise_samples)}
     if finite_truth:
-        extra["truth_finite_sample"] = {
-            key: float(np.mean([t[key] for t in finite_truth])) for key in ("mi", "h_z", "h_z_given_x")}
-        extra["truth_finite_sample"]["values"] = [t["mi"] for t in finite_truth]
-        extra["truth_finite_sample"]["note"] = (
-            "exact I_N = h(Z_N) - h(Z|X)_N for X uniform over each repeat's drawn inputs (quadrature), the "
-            "target of the mixture estimator, averaged over repeats")
+        extra["truth_finite_sample"] = _finite_truth_entry(finite_truth)
     doc = common.payload(SCRIPT, args, math.log(args.n), estimates, **extra)
     doc["elapsed_s"] = round(time.perf_counter() - start, 2)
     json_path, png_path = common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
@@ -190,5 +233,10 @@ def main() -> int:
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the comparison; exit status 0, or 2 with one ``known_MI.py: error: ...`` line for bad input."""
+    return common.run_main(SCRIPT, argv, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+
+
 if __name__ == "__main__":
-    common.run(main, f"{SCRIPT}.py")
+    sys.exit(main())

@@ -1,23 +1,25 @@
 """Monte Carlo convergence of h(Z|X) and of the mixture estimate of I(X;Z) with the number of inputs.
 
 Toy problem of Adilova, Geiger & Fischer (ICLR 2023): X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D,
-D ~ N(1, v I), v = --noise (a variance). For each sample size n (10 ... 150,000, the paper's range, up
-to --n) and each of --repeats independent draws:
+D ~ N(1, s^2 I), s = --noise-std (or --noise-var s^2). For each sample size n (10 ... 150,000, the
+paper's range, up to --n) and each of --repeats independent draws:
 
-* h(Z|X) by Monte Carlo over the n inputs, mean_k sum_i log(sqrt(2 pi e v) |f(x_k)_i|) (the closed form
+* h(Z|X) by Monte Carlo over the n inputs, mean_k sum_i log(sqrt(2 pi e) s |f(x_k)_i|) (the closed form
   given x, averaged over the sample), against the true h(Z|X);
 * I(X;Z) by the dropout mixture estimator (``gaussian_dropout_mi``, --noise-samples draws per input),
   for n up to --mi-max-n (the pairwise cost grows as n^2), against the true value and log n.
 
-The sizes are nested: size n uses the first n inputs of each repeat's draw. Writes mc_convergence.json
-and mc_convergence.png into --out.
+The sizes are nested: size n uses the first n inputs of each repeat's draw. The truth needs
+--fdim <= --dim. Writes mc_convergence.json and mc_convergence.png into --out.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,21 +31,26 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from estimator_validation import common  # noqa: E402
 from estimator_validation.toy_problem import sample_conditional_entropy  # noqa: E402
+from mi_estimators.checks import int_arg  # noqa: E402
 from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
 
 SCRIPT = "mc_convergence"
 SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 150000)
 DEFAULTS = {"n": 150000, "noise_samples": 10, "repeats": 5, "mi_max_n": 10000}
 QUICK = {"n": 2000, "noise_samples": 2, "repeats": 3, "mi_max_n": 500}
+LOWER = "--n, --mi-max-n, --noise-samples or --fdim"
+"""The flags that reduce the memory a run needs."""
 MIN_N = 10
+SERIES_NOTE = ("h_z_given_x: closed form averaged over the n inputs; mixture_h_z_given_x: the same quantity as "
+               "returned by gaussian_dropout_mi (a cross-check of the noise convention); mixture_mi.stderr: rms "
+               "Monte Carlo stderr of one repeat")
 
 
 def _figure(doc: dict, args) -> plt.Figure:
     truth, s = doc["truth"], doc["series"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     common.band(left, s["h_z_given_x"]["n"], s["h_z_given_x"], "Monte Carlo h(Z|X)")
-    if truth["h_z_given_x"] is not None:
-        left.axhline(truth["h_z_given_x"], color="black", lw=2, ls="--", label="true h(Z|X)")
+    left.axhline(truth["h_z_given_x"], color="black", lw=2, ls="--", label="true h(Z|X)")
     left.set_ylabel("h(Z|X) [nats]")
     mi = s["mixture_mi"]
     common.band(right, mi["n"], mi, "mixture estimate of I(X;Z)")
@@ -58,40 +65,52 @@ def _figure(doc: dict, args) -> plt.Figure:
     return fig
 
 
-def main() -> int:
+def _memory(args) -> dict[str, float]:
+    """Estimated peak memory (bytes) by part: the inputs (one draw each), the closed form's temporaries
+    and the mixture estimate at the largest n."""
+    n, fdim = args.n, args.fdim
+    return {"interpreter": common.BASE_BYTES, "toy data": common.toy_bytes(n, args.dim, fdim, 1),
+            "h(Z|X) temporaries": 3 * 8 * n * fdim,
+            "estimator mixture": common.mixture_bytes(min(n, args.mi_max_n), fdim, args.noise_samples)}
+
+
+def _run(args, sizes: list[int], mi_sizes: list[int]) -> dict[str, np.ndarray]:
+    """(repeats, sizes) arrays: the Monte Carlo h(Z|X) and the mixture's I(X;Z), its stderr and h(Z|X)."""
+    out = {"hzx": np.empty((args.repeats, len(sizes)))}
+    out.update({key: np.empty((args.repeats, len(mi_sizes))) for key in ("mi", "mi_se", "hzx_est")})
+    with tqdm(total=args.repeats * len(mi_sizes), desc=SCRIPT, unit="fit") as bar:
+        for rep, data, est_seed in common.toy_repeats(args, noise_samples=1):
+            out["hzx"][rep] = [sample_conditional_entropy(data.f[:m], args.noise_std) for m in sizes]
+            for j, m in enumerate(mi_sizes):
+                bar.set_postfix_str(f"n={m}")
+                r = gaussian_dropout_mi(data.f[:m], noise_std=args.noise_std, noise_samples=args.noise_samples,
+                                        seed=est_seed, max_memory_mb=common.MIXTURE_MEMORY_MB)
+                out["mi"][rep, j], out["mi_se"][rep, j], out["hzx_est"][rep, j] = r.mi_xz, r.mi_xz_stderr, r.h_z_given_x
+                bar.update()
+    return out
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line with sizes, noise level and output folder resolved (CommandError for bad flags)."""
     parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
-                                n_help="largest number of inputs")
-    parser.add_argument("--mi-max-n", type=int, default=None,
+                                n_help="largest number of inputs", min_n=MIN_N)
+    parser.add_argument("--mi-max-n", type=int_arg(MIN_N), default=None,
                         help=common.size_help("largest n for the mixture estimate of I(X;Z)", "mi_max_n",
                                               DEFAULTS, QUICK))
-    args = common.resolve(parser, parser.parse_args(), defaults=DEFAULTS, quick=QUICK, min_n=MIN_N)
-    if args.mi_max_n < MIN_N:
-        parser.error(f"--mi-max-n must be >= {MIN_N} (got {args.mi_max_n})")
+    return common.resolve(parser, parser.parse_args(argv), defaults=DEFAULTS, quick=QUICK, need_truth=True)
+
+
+def _compute(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     sizes = common.size_grid(SIZES, args.n)
     mi_sizes = common.size_grid(SIZES, min(args.n, args.mi_max_n))
-    hzx = np.empty((args.repeats, len(sizes)))
-    mi, mi_se, hzx_est = (np.empty((args.repeats, len(mi_sizes))) for _ in range(3))
-    with tqdm(total=args.repeats * len(mi_sizes), desc=SCRIPT, unit="fit") as bar:
-        for rep, data, est_seed in common.toy_repeats(args, noise_samples=1):
-            f = data.f
-            hzx[rep] = [sample_conditional_entropy(f[:m], args.noise) for m in sizes]
-            for j, m in enumerate(mi_sizes):
-                bar.set_postfix_str(f"n={m}")
-                r = gaussian_dropout_mi(f[:m], math.sqrt(args.noise), noise_samples=args.noise_samples, seed=est_seed)
-                mi[rep, j], mi_se[rep, j], hzx_est[rep, j] = r.mi_xz, r.mi_xz_stderr, r.h_z_given_x
-                bar.update()
-
-    series = {"h_z_given_x": common.series(sizes, hzx), "mixture_mi": common.series(mi_sizes, mi),
-              "mixture_h_z_given_x": common.series(mi_sizes, hzx_est)}
-    series["mixture_mi"]["stderr"] = [common.finite(v) for v in np.sqrt((mi_se ** 2).mean(axis=0))]
+    r = _run(args, sizes, mi_sizes)
+    series = {"h_z_given_x": common.series(sizes, r["hzx"]), "mixture_mi": common.series(mi_sizes, r["mi"], r["mi_se"]),
+              "mixture_h_z_given_x": common.series(mi_sizes, r["hzx_est"])}
     series["mixture_mi"]["log_n"] = [math.log(m) for m in mi_sizes]
-    estimates = {f"h_z_given_x_mc_n{sizes[-1]}": common.summarise(hzx[:, -1]),
-                 f"mixture_n{mi_sizes[-1]}": common.summarise(mi[:, -1], mi_se[:, -1])}
-    doc = common.payload(SCRIPT, args, math.log(mi_sizes[-1]), estimates, series=series,
-                         series_note="h_z_given_x: closed form averaged over the n inputs; mixture_h_z_given_x: "
-                                     "the same quantity as returned by gaussian_dropout_mi (a cross-check of the "
-                                     "noise convention); mixture_mi.stderr: rms Monte Carlo stderr of one repeat")
+    estimates = {f"h_z_given_x_mc_n{sizes[-1]}": common.summarise(r["hzx"][:, -1]),
+                 f"mixture_n{mi_sizes[-1]}": common.summarise(r["mi"][:, -1], r["mi_se"][:, -1])}
+    doc = common.payload(SCRIPT, args, math.log(mi_sizes[-1]), estimates, series=series, series_note=SERIES_NOTE)
     doc["elapsed_s"] = round(time.perf_counter() - start, 2)
     json_path, png_path = common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
     common.print_series(sizes, {"h(Z|X) MC": series["h_z_given_x"], "I(X;Z) mixture": series["mixture_mi"]})
@@ -100,5 +119,10 @@ def main() -> int:
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the convergence study; exit status 0, or 2 with one ``mc_convergence.py: error: ...`` line."""
+    return common.run_main(SCRIPT, argv, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+
+
 if __name__ == "__main__":
-    common.run(main, f"{SCRIPT}.py")
+    sys.exit(main())

@@ -1,8 +1,8 @@
 """The Gaussian upper bound and the mixture estimate of h(Z) against the number of inputs.
 
 Toy problem of Adilova, Geiger & Fischer (ICLR 2023): X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D,
-D ~ N(1, v I), v = --noise (a variance). For each n (10 ... 10,000, up to --n) and each of --repeats
-draws, with --noise-samples noisy draws per input:
+D ~ N(1, s^2 I), s = --noise-std (or --noise-var s^2). For each n (10 ... 10,000, up to --n) and each
+of --repeats draws, with --noise-samples noisy draws per input:
 
 * ``gaussian_upper_bound``: h(Z) <= 1/2 log det(2 pi e Sigma_Z), Sigma_Z the Ledoit-Wolf covariance
   of the n x noise-samples noisy samples (``gaussian_entropy_upper_bound``); in the population it is
@@ -11,16 +11,19 @@ draws, with --noise-samples noisy draws per input:
 * ``mixture``: the entropy of the mixture of the n conditionals, by the dropout mixture estimator
   (``gaussian_dropout_mi``, field h_z); its mean over draws is below the true h(Z) and rises to it.
 
-The sizes are nested (size n uses the first n inputs of each draw). Writes upper_bound_check.json and
+The sizes are nested (size n uses the first n inputs of each draw); the truth needs --fdim <= --dim.
+Writes upper_bound_check.json and
 upper_bound_check.png into --out; ``checks.bound_above_truth`` says, per n, whether the mean bound is
 at or above the true h(Z).
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,6 +42,8 @@ SCRIPT = "upper_bound_check"
 SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 DEFAULTS = {"n": 10000, "noise_samples": 10, "repeats": 5}
 QUICK = {"n": 1000, "noise_samples": 5, "repeats": 3}
+LOWER = "--n, --noise-samples or --fdim"
+"""The flags that reduce the memory a run needs."""
 MIN_N = 10
 
 
@@ -47,8 +52,7 @@ def _figure(doc: dict, args) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     common.band(ax, s["gaussian_upper_bound_h_z"]["n"], s["gaussian_upper_bound_h_z"], "Gaussian upper bound")
     common.band(ax, s["mixture_h_z"]["n"], s["mixture_h_z"], "mixture estimate")
-    if truth is not None:
-        ax.axhline(truth, color="black", lw=2, ls="--", label="true h(Z)")
+    ax.axhline(truth, color="black", lw=2, ls="--", label="true h(Z)")
     ax.axhline(doc["gaussian_bound_limit"], color="tab:blue", lw=1, ls=":", label="limit of the bound, 1/2 log det(2 pi e Cov Z)")
     ax.set_xscale("log")
     ax.set_xlabel("number of inputs n")
@@ -58,46 +62,79 @@ def _figure(doc: dict, args) -> plt.Figure:
     return fig
 
 
-def main() -> int:
-    parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
-                                n_help="largest number of inputs")
-    args = common.resolve(parser, parser.parse_args(), defaults=DEFAULTS, quick=QUICK, min_n=MIN_N)
-    start = time.perf_counter()
-    sizes = common.size_grid(SIZES, args.n)
-    bound, mix, mix_se = (np.empty((args.repeats, len(sizes))) for _ in range(3))
+def _memory(args) -> dict[str, float]:
+    """Estimated peak memory (bytes) by part: the toy data and the larger of the two estimators."""
+    n, ns, fdim = args.n, args.noise_samples, args.fdim
+    estimators = {"Gaussian bound": common.gaussian_bound_bytes(n * ns, fdim),
+                  "mixture": common.mixture_bytes(n, fdim, ns)}
+    largest = max(estimators, key=estimators.get)
+    return {"interpreter": common.BASE_BYTES, "toy data": common.toy_bytes(n, args.dim, fdim, ns),
+            f"estimator {largest}": estimators[largest], "Cov(Z) and its log-determinant": 8.0 * 4 * fdim ** 2}
+
+
+def _run(args, sizes: list[int]) -> dict[str, np.ndarray]:
+    """(repeats, sizes) arrays: the Gaussian bound on h(Z), the mixture's h(Z) and its stderr."""
+    out = {key: np.empty((args.repeats, len(sizes))) for key in ("bound", "mix", "mix_se")}
     with tqdm(total=args.repeats * len(sizes), desc=SCRIPT, unit="fit") as bar:
         for rep, data, est_seed in common.toy_repeats(args):
             for j, m in enumerate(sizes):
                 bar.set_postfix_str(f"n={m}")
-                bound[rep, j] = gaussian_entropy_upper_bound(data.z[: m * args.noise_samples]).h_z
-                r = gaussian_dropout_mi(data.f[:m], data.noise_std, noise_samples=args.noise_samples, seed=est_seed)
-                mix[rep, j], mix_se[rep, j] = r.h_z, r.h_z_stderr
+                out["bound"][rep, j] = gaussian_entropy_upper_bound(data.z[: m * args.noise_samples]).h_z
+                r = gaussian_dropout_mi(data.f[:m], noise_std=data.noise_std, noise_samples=args.noise_samples,
+                                        seed=est_seed, max_memory_mb=common.MIXTURE_MEMORY_MB)
+                out["mix"][rep, j], out["mix_se"][rep, j] = r.h_z, r.h_z_stderr
                 bar.update()
+    return out
 
-    series = {"gaussian_upper_bound_h_z": common.series(sizes, bound), "mixture_h_z": common.series(sizes, mix)}
-    series["mixture_h_z"]["stderr"] = [common.finite(v) for v in np.sqrt((mix_se ** 2).mean(axis=0))]
-    estimates = {f"gaussian_upper_bound_h_z_n{sizes[-1]}": common.summarise(bound[:, -1]),
-                 f"mixture_h_z_n{sizes[-1]}": common.summarise(mix[:, -1], mix_se[:, -1])}
-    doc = common.payload(SCRIPT, args, math.log(args.n), estimates, series=series,
-                         gaussian_bound_limit=gaussian_bound_limit(args.dim, args.fdim, args.noise))
+
+def _checks(doc: dict, sizes: list[int]) -> dict:
+    """Per n, the mean bound minus the true h(Z) and whether it is at or above it."""
+    mean_bound = np.asarray(doc["series"]["gaussian_upper_bound_h_z"]["mean"], dtype=np.float64)
     truth = doc["truth"]["h_z"]
-    if truth is not None:
-        mean_bound = np.asarray(series["gaussian_upper_bound_h_z"]["mean"], dtype=np.float64)
-        doc["checks"] = {"n": sizes, "bound_minus_truth": [float(v) for v in mean_bound - truth],
-                         "bound_above_truth": [bool(v) for v in mean_bound >= truth]}
-    doc["elapsed_s"] = round(time.perf_counter() - start, 2)
-    json_path, png_path = common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
+    return {"n": sizes, "bound_minus_truth": [float(v) for v in mean_bound - truth],
+            "bound_above_truth": [bool(v) for v in mean_bound >= truth]}
+
+
+def _report(doc: dict, sizes: list[int]) -> None:
+    series, truth = doc["series"], doc["truth"]["h_z"]
     common.print_series(sizes, {"h(Z) Gaussian bound": series["gaussian_upper_bound_h_z"],
                                 "h(Z) mixture": series["mixture_h_z"]})
-    print(f"true h(Z): {'-' if truth is None else f'{truth:.4f}'}; large-n limit of the Gaussian bound: "
-          f"{doc['gaussian_bound_limit']:.4f}")
-    if truth is not None and not all(doc["checks"]["bound_above_truth"]):
-        below = [n for n, ok in zip(sizes, doc["checks"]["bound_above_truth"]) if not ok]
+    print(f"true h(Z): {truth:.4f}; large-n limit of the Gaussian bound: {doc['gaussian_bound_limit']:.4f}")
+    below = [n for n, ok in zip(sizes, doc["checks"]["bound_above_truth"]) if not ok]
+    if below:
         print(f"note: the mean Gaussian bound is below the true h(Z) at n = {below}: at small n it bounds the entropy "
               f"of the n-input mixture (below h(Z)) from a noisy covariance estimate")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line with sizes, noise level and output folder resolved (CommandError for bad flags)."""
+    parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
+                                n_help="largest number of inputs", min_n=MIN_N)
+    return common.resolve(parser, parser.parse_args(argv), defaults=DEFAULTS, quick=QUICK, need_truth=True)
+
+
+def _compute(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    sizes = common.size_grid(SIZES, args.n)
+    r = _run(args, sizes)
+    series = {"gaussian_upper_bound_h_z": common.series(sizes, r["bound"]),
+              "mixture_h_z": common.series(sizes, r["mix"], r["mix_se"])}
+    estimates = {f"gaussian_upper_bound_h_z_n{sizes[-1]}": common.summarise(r["bound"][:, -1]),
+                 f"mixture_h_z_n{sizes[-1]}": common.summarise(r["mix"][:, -1], r["mix_se"][:, -1])}
+    doc = common.payload(SCRIPT, args, math.log(args.n), estimates, series=series,
+                         gaussian_bound_limit=gaussian_bound_limit(args.dim, args.fdim, args.noise_std))
+    doc["checks"] = _checks(doc, sizes)
+    doc["elapsed_s"] = round(time.perf_counter() - start, 2)
+    json_path, png_path = common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
+    _report(doc, sizes)
     print(f"wrote {json_path} and {png_path} ({doc['elapsed_s']:.1f} s)")
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the check; exit status 0, or 2 with one ``upper_bound_check.py: error: ...`` line for bad input."""
+    return common.run_main(SCRIPT, argv, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+
+
 if __name__ == "__main__":
-    common.run(main, f"{SCRIPT}.py")
+    sys.exit(main())

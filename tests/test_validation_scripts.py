@@ -1,39 +1,49 @@
-"""The three validation scripts in --quick mode, run as a user would (subprocess), checked through their JSON."""
+"""The three validation scripts: --quick runs checked through their JSON, and bad input.
+
+The scripts run in-process through their ``main(argv)`` (a fresh interpreter would only add the
+imports); one bad-input case per script runs as a real process, to check the command line as a user
+meets it (exit status, one line on stderr, no traceback).
+"""
+import contextlib
+import io
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from estimator_validation import common, known_MI, mc_convergence, upper_bound_check
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "estimator_validation"
-
-
-def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPTS / f"{script}.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+SCRIPTS = {"known_MI": known_MI, "mc_convergence": mc_convergence, "upper_bound_check": upper_bound_check}
 
 
 def _run_json(tmp_path_factory, script: str, *args: str) -> dict:
     out = tmp_path_factory.mktemp(script)
-    proc = _run(script, "--quick", "--out", str(out), *args)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = SCRIPTS[script].main(["--quick", "--out", str(out), *args])
+    assert code == 0
     assert (out / f"{script}.png").stat().st_size > 0
-    assert "truth I(X;Z)" in proc.stdout or "true h(Z)" in proc.stdout
+    assert "truth I(X;Z)" in stdout.getvalue() or "true h(Z)" in stdout.getvalue()
     return json.loads((out / f"{script}.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def known_mi(tmp_path_factory):
-    # noise variance 0.4: the Gaussian bound is 0.1 nats above h(Z), well clear of its sampling error
+    # noise variance 0.4 (the reference scripts' --noise): the Gaussian bound is 0.1 nats above h(Z),
+    # well clear of its sampling error
     return _run_json(tmp_path_factory, "known_MI", "--dim", "1", "--noise", "0.4", "--noise-samples", "10")
 
 
 def test_known_mi_json(known_mi):
     doc, est = known_mi, known_mi["estimates"]
-    assert doc["script"] == "known_MI" and doc["args"]["noise"] == 0.4 and doc["args"]["fdim"] == 1
+    assert doc["script"] == "known_MI" and doc["args"]["fdim"] == 1
+    assert doc["args"]["noise_var"] == 0.4 and doc["args"]["noise_std"] == pytest.approx(math.sqrt(0.4))
+    assert "noise" not in doc["args"]
     truth, exact = doc["truth"], doc["truth_finite_sample"]
     assert truth["mi"] == pytest.approx(truth["h_z"] - truth["h_z_given_x"])
     assert doc["log_n"] == pytest.approx(math.log(doc["args"]["n"]))
@@ -69,6 +79,7 @@ def test_known_mi_repeats_and_unknown_truth(tmp_path_factory):
     doc = _run_json(tmp_path_factory, "known_MI", "--dim", "1", "--fdim", "2", "--n", "60", "--repeats", "2")
     assert doc["truth"] == {"mi": None, "h_z": None, "h_z_given_x": None}
     assert "truth_finite_sample" not in doc
+    assert doc["args"]["noise_std"] == pytest.approx(math.sqrt(0.1)) and doc["args"]["noise_var"] == 0.1
     mix = doc["estimates"]["mixture"]
     assert len(mix["values"]) == 2 and mix["std_over_repeats"] > 0
     assert mix["value"] == pytest.approx(sum(mix["values"]) / 2)
@@ -93,8 +104,9 @@ def test_mc_convergence_json(tmp_path_factory):
 
 
 def test_upper_bound_check_json(tmp_path_factory):
-    doc = _run_json(tmp_path_factory, "upper_bound_check", "--noise", "0.4")
+    doc = _run_json(tmp_path_factory, "upper_bound_check", "--noise-std", str(math.sqrt(0.4)))
     s, truth = doc["series"], doc["truth"]["h_z"]
+    assert doc["args"]["noise_var"] == pytest.approx(0.4)
     bound, mix = s["gaussian_upper_bound_h_z"], s["mixture_h_z"]
     assert bound["n"] == [10, 20, 50, 100, 200, 500, 1000] == doc["checks"]["n"]
     assert bound["mean"][-1] >= truth and doc["checks"]["bound_above_truth"][-1]
@@ -104,25 +116,139 @@ def test_upper_bound_check_json(tmp_path_factory):
     assert truth - 0.1 < mix["mean"][-1] < truth + 4 * spread + 4 * mix["stderr"][-1]
 
 
-def _assert_usage_error(proc: subprocess.CompletedProcess, message: str, out: Path) -> None:
-    assert proc.returncode == 2
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
-    assert not any(out.iterdir())
+# -- bad input: one `<script>.py: error: ...` line naming the culprit, exit 2, nothing written --------
+
+def _file(tmp_path: Path) -> Path:
+    path = tmp_path / "a_file"
+    path.write_text("keep me\n")
+    return path
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--dim", "0"], "--dim"), (["--fdim", "0"], "--fdim"), (["--noise", "0"], "--noise"),
-    (["--noise", "-0.1"], "--noise"), (["--n", "5"], "--n"), (["--repeats", "0"], "--repeats"),
-    (["--dim", "x"], "--dim"), (["--mi-max-n", "3"], "--mi-max-n"),
-])
-def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
-    _assert_usage_error(_run("mc_convergence", "--quick", "--out", str(tmp_path), *args), message, tmp_path)
+def _unwritable(tmp_path: Path) -> Path:
+    if os.geteuid() == 0:  # root ignores permission bits; /proc refuses new folders to everyone
+        return Path("/proc/no-such-folder/out")
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder / "out"
+
+
+def _json_is_a_folder(tmp_path: Path) -> Path:
+    (tmp_path / "holder" / "known_MI.json").mkdir(parents=True)
+    return tmp_path / "holder"
+
+
+OUT_CASES = {"file": (_file, "--out"), "file_parent": (lambda t: _file(t) / "sub", "--out"),
+             "unwritable": (_unwritable, "--out"), "json_is_a_folder": (_json_is_a_folder, "known_MI.json")}
+
+BAD = [
+    ("known_MI", ["--n", "19"], "argument --n: must be an integer >= 20"),
+    ("known_MI", ["--n", "1e3"], "argument --n: must be an integer"),
+    ("known_MI", ["--n"], "argument --n: expected one argument"),
+    ("known_MI", ["--noise", "-1"], "argument --noise:"),
+    ("known_MI", ["--noise", "1e-12"], "--noise 1e-12 is outside the supported noise variance range"),
+    ("known_MI", ["--noise-std", "1e3"], "--noise-std 1000 is outside the supported noise standard deviation"),
+    ("known_MI", ["--noise-std", "nan"], "argument --noise-std:"),
+    ("known_MI", ["--noise-std", "abc"], "argument --noise-std: must be a number"),
+    ("known_MI", ["--noise-std", "0.3", "--noise-var", "0.1"], "--noise-var: not allowed with argument --noise-std"),
+    ("known_MI", ["--noise", "0.1", "--noise-var", "0.1"], "--noise-var: not allowed with argument --noise"),
+    ("known_MI", ["--seed", "-1"], "argument --seed: must be an integer >= 0"),
+    ("known_MI", ["--seed", "1.5"], "argument --seed: must be an integer"),
+    ("known_MI", ["--dim", "0"], "argument --dim: must be an integer >= 1"),
+    ("known_MI", ["--dim", "x"], "argument --dim: must be an integer"),
+    ("known_MI", ["--fdim", "-3"], "argument --fdim: must be an integer >= 1"),
+    ("known_MI", ["--noise-samples", "0"], "argument --noise-samples: must be an integer >= 1"),
+    ("known_MI", ["--repeats", "0"], "argument --repeats: must be an integer >= 1"),
+    ("known_MI", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("known_MI", ["--out", ""], "argument --out: must name a folder"),
+    ("known_MI", ["--n", "100000000"], "GiB of memory"),        # the OOM-killed run of issue 10
+    ("known_MI", ["--n", str(10 ** 12)], "lower --n, --noise-samples, --dim or --fdim"),
+    ("mc_convergence", ["--mi-max-n", "3"], "argument --mi-max-n: must be an integer >= 10"),
+    ("mc_convergence", ["--fdim", "2"], "--fdim 2 > --dim 1"),
+    ("mc_convergence", ["--noise-var", "0"], "argument --noise-var: must be a finite number > 0"),
+    ("mc_convergence", ["--n", "5"], "argument --n: must be an integer >= 10"),
+    ("mc_convergence", ["--repeats", "-1"], "argument --repeats"),
+    ("mc_convergence", ["--n", str(10 ** 11)], "GiB of memory"),
+    ("upper_bound_check", ["--noise-samples", "0"], "argument --noise-samples"),
+    ("upper_bound_check", ["--dim", "2", "--fdim", "3"], "--fdim 3 > --dim 2"),
+    ("upper_bound_check", ["--noise-var", "1e5"], "--noise-var 100000 is outside"),
+    ("upper_bound_check", ["--seed", "-1"], "argument --seed"),
+    ("upper_bound_check", ["--n", "200000000", "--noise-samples", "20"], "GiB of memory"),
+]
+
+
+def _assert_one_line(code: int, stderr: str, script: str, message: str) -> None:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert code == 2 and "Traceback" not in stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{script}.py: error: "), stderr
+    assert message in lines[0], lines[0]
+
+
+@pytest.fixture
+def machine_24gib(monkeypatch):
+    """A machine with 24 GiB available (this one's size), so that the memory cases do not depend on the host."""
+    monkeypatch.setattr(common, "available_memory", lambda: 24 * 2 ** 30)
+
+
+@pytest.mark.parametrize("script,args,message", BAD)
+def test_bad_flag_is_one_line_before_any_work(script, args, message, tmp_path, capsys, machine_24gib):
+    out = tmp_path / "out"
+    code = SCRIPTS[script].main(["--quick", "--out", str(out), *args])
+    captured = capsys.readouterr()
+    _assert_one_line(code, captured.err, script, message)
+    assert captured.out == "" and not out.exists()  # refused before any computation or output
+
+
+@pytest.mark.parametrize("case", OUT_CASES)
+def test_bad_out_is_one_line_before_any_work(case, tmp_path, capsys):
+    make, message = OUT_CASES[case]
+    out = make(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = known_MI.main(["--quick", "--out", str(out)])
+    captured = capsys.readouterr()
+    _assert_one_line(code, captured.err, "known_MI", message)
+    assert captured.out == "" and sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    if case == "file":
+        assert out.read_text() == "keep me\n"
+
+
+def test_memory_estimate_and_what_the_machine_has(monkeypatch, capsys, tmp_path):
+    # the quick defaults need about 1.6 GiB (Keras included): refused, with the figures, on a 1 GiB machine
+    need = sum(known_MI._memory(known_MI.parse_args(["--quick"])).values())
+    assert 2 ** 30 < need < 2 * 2 ** 30
+    monkeypatch.setattr(common, "available_memory", lambda: 2 ** 30)
+    code = known_MI.main(["--quick", "--out", str(tmp_path / "out")])
+    _assert_one_line(code, capsys.readouterr().err, "known_MI", f"needs about {need / 2 ** 30:.1f} GiB of memory")
+    monkeypatch.undo()
+    assert 0 < common.available_memory() < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    monkeypatch.setattr(common, "MEMINFO", tmp_path / "no_meminfo")  # elsewhere: free pages
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert common.available_memory() == pytest.approx(free, rel=0.2)
+
+
+def test_help_lists_the_noise_flags(capsys):
+    assert mc_convergence.main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--noise-std" in text and "alias of --noise-var: the reference scripts' flag, a variance" in text
+
+
+def test_noise_flags_name_one_quantity():
+    """--noise-std s, --noise-var s^2 and the reference alias --noise s^2 give the same noise level."""
+    levels = [(a.noise_std, a.noise_var) for a in map(known_MI.parse_args, (
+        ["--noise-std", "0.5"], ["--noise-var", "0.25"], ["--noise", "0.25"]))]
+    assert levels == [(0.5, 0.25)] * 3
+    args = upper_bound_check.parse_args([])
+    assert (args.noise_std, args.noise_var) == (math.sqrt(0.1), 0.1) and "noisestd0.3162" in str(args.out)
+    assert not hasattr(args, "noise")
 
 
 @pytest.mark.parametrize("script,args,message", [
-    ("known_MI", ["--n", "19"], "--n must be >= 20"), ("known_MI", ["--noise", "-1"], "variance"),
-    ("upper_bound_check", ["--noise-samples", "0"], "--noise-samples"),
+    ("known_MI", ["--out", "README.md"], "--out README.md is a file"),
+    ("mc_convergence", ["--seed", "-1"], "argument --seed: must be an integer >= 0"),
+    ("upper_bound_check", ["--noise", "1e-12"], "--noise 1e-12 is outside"),
 ])
-def test_bad_input_other_scripts(script, args, message, tmp_path):
-    _assert_usage_error(_run(script, "--quick", "--out", str(tmp_path), *args), message, tmp_path)
+def test_real_process_bad_input(script, args, message):
+    proc = subprocess.run([sys.executable, str(ROOT / "estimator_validation" / f"{script}.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    _assert_one_line(proc.returncode, proc.stderr, script, message)
+    assert proc.stdout == ""
