@@ -181,9 +181,9 @@ def available_memory() -> int | None:
         return None
 
 
-def check_memory(parts: dict[str, float], flags: str) -> float:
-    """Refuse (:class:`CommandError`, with the figures) a run whose estimated peak memory, the sum of
-    ``parts`` (bytes), exceeds what this machine has available; return the estimate in bytes."""
+def check_memory(parts: dict[str, float], flags: str) -> None:
+    """Refuse (:class:`CommandError`, with the figures and the ``flags`` that lower them) a run whose
+    estimated peak memory, the sum of ``parts`` (bytes), exceeds what this machine has available."""
     need = float(sum(parts.values()))
     free = available_memory()
     if free is not None and need > free:
@@ -191,7 +191,6 @@ def check_memory(parts: dict[str, float], flags: str) -> float:
                             sorted(parts.items(), key=lambda kv: -kv[1])[:3])
         raise CommandError(f"this run needs about {need / GIB:.1f} GiB of memory ({largest}) but "
                            f"{free / GIB:.1f} GiB are available; lower {flags}")
-    return need
 
 
 def toy_bytes(n: int, dim: int, fdim: int, noise_samples: int) -> float:

@@ -78,9 +78,10 @@ import json, math, sys, keras, numpy as np
 from estimator_validation.doe import doe_mi
 rng = np.random.default_rng(4)
 x = rng.standard_normal((2000, 1))
-# one full batch per epoch at a larger step: JAX's per-call overhead makes small batches slow
+# one full batch per epoch at a larger step (JAX's per-call overhead makes small batches slow), and
+# validation and test parts of one size (one compiled prediction instead of two)
 r = doe_mi(x, x + 0.5 * rng.standard_normal((2000, 1)), family="gaussian", batch_size=2048, learning_rate=0.02,
-           patience=5, seed=0)
+           patience=5, val_fraction=0.2, seed=0)
 print(json.dumps({"backend": keras.backend.backend(), "mi": r.mi, "stderr": r.mi_stderr, "params": r.params,
                   "tensorflow_imported": "tensorflow" in sys.modules}))
 """

@@ -242,13 +242,24 @@ def test_noise_flags_name_one_quantity():
     assert not hasattr(args, "noise")
 
 
-@pytest.mark.parametrize("script,args,message", [
-    ("known_MI", ["--out", "README.md"], "--out README.md is a file"),
-    ("mc_convergence", ["--seed", "-1"], "argument --seed: must be an integer >= 0"),
-    ("upper_bound_check", ["--noise", "1e-12"], "--noise 1e-12 is outside"),
-])
-def test_real_process_bad_input(script, args, message):
-    proc = subprocess.run([sys.executable, str(ROOT / "estimator_validation" / f"{script}.py"), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    _assert_one_line(proc.returncode, proc.stderr, script, message)
-    assert proc.stdout == ""
+REAL = {"known_MI": (["--out", "README.md"], "--out README.md is a file"),
+        "mc_convergence": (["--seed", "-1"], "argument --seed: must be an integer >= 0"),
+        "upper_bound_check": (["--noise", "1e-12"], "--noise 1e-12 is outside")}
+
+
+@pytest.fixture(scope="module")
+def real_processes():
+    """The three scripts started at once as real processes (their imports take seconds each)."""
+    procs = {script: subprocess.Popen([sys.executable, str(ROOT / "estimator_validation" / f"{script}.py"), *args],
+                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for script, (args, _) in REAL.items()}
+    yield procs
+    for proc in procs.values():
+        proc.kill()
+
+
+@pytest.mark.parametrize("script", REAL)
+def test_real_process_bad_input(script, real_processes):
+    stdout, stderr = real_processes[script].communicate(timeout=120)
+    _assert_one_line(real_processes[script].returncode, stderr, script, REAL[script][1])
+    assert stdout == ""
