@@ -48,9 +48,10 @@ NOISE_STD_DEFAULT = math.sqrt(0.1)
 """The paper's setting: D ~ N(1, 0.1), a noise variance of 0.1."""
 NOISE_STD_RANGE = (1e-3, 1e2)
 """Noise standard deviations the scripts accept. Below 1e-3 the ground-truth quadrature nears its grid
-limit (``ground_truth.min_noise_std``, 1.7e-4) and the float32 mixture kernel overflows (at 1e-6 it
-returns values far above log N); above 1e2 nothing changes: the noise term dominates f(x), Z is
-nearly sigma f(X) eps and I(X;Z) has reached its limit (0.42 nats per dimension at sigma = 10 or 1e3)."""
+limit (``ground_truth.min_noise_std``, 1.7e-4) and the mixture kernel leaves float32 (at 1e-6, 1000
+toy inputs: all 5000 samples exceed its rounding-error bound; an earlier kernel overflowed there);
+above 1e2 nothing changes: the noise term dominates f(x), Z is nearly sigma f(X) eps and I(X;Z) has
+reached its limit (0.42 nats per dimension at sigma = 10 or 1e3)."""
 NOISE_FLAGS = {"noise_std": ("--noise-std", 1), "noise_var": ("--noise-var", 2), "noise": ("--noise", 2)}
 """Flag of each noise option and the power of the standard deviation it gives."""
 GIB = 2.0 ** 30
@@ -140,7 +141,7 @@ def _noise_level(args: argparse.Namespace) -> tuple[float, float]:
         what = "standard deviation" if power == 1 else "variance"
         raise CommandError(f"{flag} {value:g} is outside the supported noise {what} range {low ** power:g} to "
                            f"{high ** power:g} (noise std {low:g} to {high:g}: below, the ground-truth quadrature "
-                           f"and the float32 mixture kernel fail; above, the estimates no longer change)")
+                           f"and the float32 mixture kernel lose accuracy; above, the estimates no longer change)")
     return (value, value * value) if power == 1 else (math.sqrt(value), value)
 
 
