@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mi_estimators.checks import CommandError, OneLineParser, check_int, int_arg
+from mi_estimators.checks import CommandError, OneLineParser, check_float, check_int, float_arg, int_arg
 from mi_estimators.discrete import discrete_entropy
 from mi_estimators.registry import ESTIMATORS, INFINITE_MI, LayerData, plane_entry
 from mi_estimators.runs_table import write_comparison
@@ -51,6 +51,7 @@ class Request:
     noise_samples: tuple[tuple[str, int], ...] = tuple(DEFAULT_NOISE_SAMPLES.items())
     max_samples: int | None = None
     seed: int = 0
+    clip_min: float | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -65,6 +66,8 @@ class Request:
         if self.max_samples is not None:
             check_int(self.max_samples, "max_samples", minimum=2)
         check_int(self.seed, "seed", minimum=0)
+        if self.clip_min is not None:
+            check_float(self.clip_min, "clip_min")
         if self.epochs is not None:
             parse_epochs(self.epochs)
 
@@ -77,6 +80,8 @@ class Request:
         settings = {"max_samples": self.max_samples, **spec.settings}
         if spec.uses_noise:
             settings.update(seed=self.seed, noise_samples=self.draws(split))
+        if spec.clips:
+            settings["clip_min"] = self.clip_min
         return settings
 
 
@@ -197,7 +202,7 @@ def run_job(job: Job, request: Request) -> dict[tuple[str, str, str, int], dict]
     alphas = _load_flat(job.files["alphas"], job) if "alphas" in job.files else None
     split = job.inputs.split
     data = LayerData(job.layer, f, alphas, job.inputs.labels, request.draws(split), request.seed,
-                     progress=request.progress)
+                     progress=request.progress, clip_min=request.clip_min)
     out = {}
     for name, settings in job.wanted.items():
         spec, key = ESTIMATORS[name], (name, job.layer["name"], split, job.epoch)
@@ -351,6 +356,10 @@ def _parser() -> OneLineParser:
     p.add_argument("--max-samples", type=int_arg(2), default=None,
                    help="analyse a seeded subset of this many inputs of each split (the same for every epoch)")
     p.add_argument("--seed", type=int_arg(0), default=0, help="seed of the noise draws and the subset (default 0)")
+    p.add_argument("--clip-min", type=float_arg(0.0, inclusive=False), default=None,
+                   help="raise |f| below this to it before the mixture estimate and the upper bound (softplus codes "
+                        "that underflowed to exactly 0 in float32 make the density degenerate; the count clipped is "
+                        "stored with each entry). Default: refuse exactly-zero codes")
     p.add_argument("--out", type=Path, default=None,
                    help="write estimates.csv and the seed-aggregated planes of all runs here (default with "
                         "several runs: <their common parent>/comparison)")
@@ -367,7 +376,7 @@ def _request(args: Any) -> Request:
         return tuple(t for t in text.split(",") if t)
     return Request(estimators=items(args.estimators), splits=items(args.splits), epochs=args.epochs,
                    noise_samples=args.noise_samples, max_samples=args.max_samples, seed=args.seed,
-                   progress=args.progress)
+                   clip_min=args.clip_min, progress=args.progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,6 +48,8 @@ class LayerData:
     noise_samples: int
     seed: int
     progress: bool = False
+    clip_min: float | None = None
+    """|f| below it is raised to it for the estimators whose density needs |f| > 0 (``clips``)."""
 
     def noisy_z(self) -> np.ndarray:
         """Draw 0 of the noisy Z (the mixture estimate's first draw); f itself for Bernoulli dropout,
@@ -71,17 +73,19 @@ class EstimatorSpec:
     settings: Mapping[str, Any] = field(default_factory=dict)
     uses_noise: bool = False
     """Draws noise: the number of draws and the seed are part of its cache key."""
+    clips: bool = False
+    """Takes ``clip_min`` (part of its cache key): its conditional density needs |f| > 0."""
     sees: str = "noisy Z"
 
 
 def _mixture(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
-    return estimate_layer_mi(data.layer, data.f, alphas=data.alphas, labels=data.labels,
+    return estimate_layer_mi(data.layer, data.f, alphas=data.alphas, labels=data.labels, clip_min=data.clip_min,
                              noise_samples=data.noise_samples, seed=data.seed, progress=data.progress, **settings)
 
 
 def _upper_bound(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
     return gaussian_dropout_upper_bound(data.f, data.layer["noise_std"], noise_samples=data.noise_samples,
-                                        seed=data.seed, **settings)
+                                        seed=data.seed, clip_min=data.clip_min, **settings)
 
 
 def _binning(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
@@ -103,14 +107,14 @@ def _ksg(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
 ESTIMATORS: dict[str, EstimatorSpec] = {
     "mixture": EstimatorSpec("dropout mixture estimator of I(X;Z) and I(Y;Z) (log space for information dropout)",
                              _mixture, {"mi_xz": "mi_xz", "mi_zy": "mi_zy"}, kinds=("gaussian", "information"),
-                             uses_noise=True),
+                             uses_noise=True, clips=True),
     "binning": EstimatorSpec("binning (Shwartz-Ziv & Tishby) of one noisy draw of Z, 30 bins over its range",
                              _binning, {"mi_xz": "mi_xz", "mi_zy": "mi_zy"}, settings={"n_bins": 30},
                              uses_noise=True),
     "binning_f": EstimatorSpec("binning of the noise-free f(x), 30 bins over its range", _binning_f,
                                {"mi_xz": "mi_xz", "mi_zy": "mi_zy"}, settings={"n_bins": 30}, sees="noise-free f(x)"),
     "upper_bound": EstimatorSpec("Gaussian (Ledoit-Wolf) upper bound on I(X;Z)", _upper_bound, {"mi_xz": "mi_xz"},
-                                 kinds=("gaussian",), uses_noise=True),
+                                 kinds=("gaussian",), uses_noise=True, clips=True),
     "edge": EstimatorSpec("EDGE estimate of I(Y;Z) from one noisy draw of Z", _edge, {"mi_zy": "mi"},
                           uses_noise=True),
     "ksg": EstimatorSpec("KSG (Ross 2014 form for discrete Y) estimate of I(Y;Z) from one noisy draw of Z", _ksg,

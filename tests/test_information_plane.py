@@ -341,6 +341,10 @@ def test_bad_run_folders_give_clear_errors(tmp_path, capsys):
     assert "dim 3" in _error(capsys, [run, "--no-plots"])
     rf.save_npy(bad, np.zeros((40, 3), np.float32))  # exactly-zero codes
     assert "exactly-zero" in _error(capsys, [run, "--no-plots"])
+    assert "--clip-min" in _error(capsys, [run, "--clip-min", "0"])
+    assert ip.main([str(run), "--no-plots", "--estimators", "mixture", "--clip-min", "1e-6"]) == 0
+    entry = rf.load_estimates(run)["estimates"]["mixture"]["dropout"]["test"]["1"]
+    assert entry["params"]["n_clipped"] == 120 and entry["settings"]["clip_min"] == 1e-6
     rf.estimates_path(run).write_text("{not json")
     assert "estimates.json" in _error(capsys, [run, "--no-plots"])
 
