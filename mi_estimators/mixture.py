@@ -87,6 +87,8 @@ from mi_estimators.checks import LOG_2PI, as_labels, as_samples, check_float
 # times a chunk of terms (and times the magnitude column, capped at _STAT_CAP) stays finite in float32.
 _SAFE_EXP = 8.0
 _STAT_CAP = 1e20
+# Product terms above this stay in float64 (float32 overflows at 3.4e38; a and b multiply).
+_TERM_CAP = 1e30
 # exp of a term below _TINY may be subnormal or 0 in float32: such terms are only known to lie in
 # [0, e^_TINY] (step 3 of the module docstring). Subnormal exps are slow, but too rare to clamp for.
 _TINY = -87.0
@@ -252,6 +254,14 @@ class Mixture:
             self._terms["v"] = 2.0 * rel + 3.5 * self.offset_sq + np.abs(rel - 0.5 * self.offset_sq)
         return self._terms["v"]
 
+    def term_max(self) -> float:
+        """The largest magnitude of a component term of the product (1/(2 s^2), (mu - c)/s^2, constants)."""
+        if "term_max" not in self._terms:
+            lin = np.abs(self.means - self.centre) * self.prec
+            const = np.abs(self.log_norm - 0.5 * self.offset_sq - self.ref)
+            self._terms["term_max"] = float(max(self.prec.max(), lin.max(), const.max()))
+        return self._terms["term_max"]
+
     def terms(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """B (N, K) and the columns V = [1, v_j] (N, 2) in ``dtype``, cached."""
         if dtype not in self._terms:
@@ -304,11 +314,13 @@ class _Run:
                  max_memory_mb: float, atol: float, bar):
         self.mix, self.z, self.hint, self.atol, self.bar = mix, z, hint, atol, bar
         self.memory = max_memory_mb / 2
+        # Beyond _STAT_CAP the magnitude sums could overflow float32 and the bound could not be trusted;
+        # beyond _TERM_CAP the product terms themselves (1/s^2 of stds below 1e-15) could overflow float32.
+        self.use64 = dt == np.float64 or float(mix.magnitudes().max()) > _STAT_CAP or mix.term_max() > _TERM_CAP
+        dt = np.dtype(np.float64) if self.use64 else dt
         # Float64 work always runs on NumPy (JAX, for one, would silently compute it in float32).
         self.kernels = {dt: _kernel(mix, backend if dt == np.float32 else "numpy", dt, len(z), self.memory)}
         self.dt, self.n64, self.exact_pairs, self.progress = dt, 0, 0, [0, 0]
-        # Beyond _STAT_CAP the magnitude sums could overflow float32 and the bound could not be trusted.
-        self.use64 = dt == np.float64 or float(mix.magnitudes().max()) > _STAT_CAP
 
     def all_rows(self) -> tuple[np.ndarray, np.ndarray]:
         m = len(self.z)
@@ -321,7 +333,8 @@ class _Run:
                     self._exact(np.arange(rows.start, rows.stop), out, bound, counted=False)
                     continue
                 out[rows], bound[rows] = self.rows(kernel, rows)
-                redo = r0 + np.flatnonzero(bound[rows] > self.atol)
+                # A NaN bound or value (overflow) fails the test too: only rows known to be within atol stay.
+                redo = r0 + np.flatnonzero(~(bound[rows] <= self.atol) | ~np.isfinite(out[rows]).all(axis=1))
                 if redo.size:
                     self._exact(redo, out, bound, counted=True)
                 # Once most samples need float64, the working-precision pass is wasted work.

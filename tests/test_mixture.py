@@ -166,6 +166,18 @@ def test_own_group_pass_matches_the_grouped_one(real_early):
         mix.log_density_own_group(z, labels[k], shift_hint=own[:5])
 
 
+def test_stds_too_small_for_float32_products_are_exact():
+    """Softplus codes clipped at float32's smallest normal (1.2e-38) give 1/s^2 ~ 1e76: float32 product
+    terms would overflow to inf and NaN; the kernel must notice and compute in float64."""
+    rng = np.random.default_rng(11)
+    f = np.exp(rng.normal(-3.0, 3.0, (600, 6)))
+    f[rng.random(f.shape) < 0.02] = 1.2e-38
+    z = f * (1.0 + 0.5 * rng.standard_normal(f.shape))
+    out, info = prepare_mixture(f, 0.5 * f).log_density(z)
+    np.testing.assert_allclose(out[:, 0], direct_log_density(z, f, 0.5 * f), atol=1e-3, rtol=0)
+    assert info["float64_rows"] == len(z)
+
+
 def test_chunk_boundaries():
     """Ragged sample and component chunks, several chunks in each direction."""
     rng = np.random.default_rng(11)
