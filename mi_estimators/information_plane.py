@@ -78,6 +78,8 @@ class Request:
         """The request's part of an entry's cache key."""
         spec = ESTIMATORS[name]
         settings = {"max_samples": self.max_samples, **spec.settings}
+        if spec.version > 1:
+            settings["version"] = spec.version
         if spec.uses_noise:
             settings.update(seed=self.seed, noise_samples=self.draws(split))
         if spec.clips:

@@ -76,6 +76,9 @@ class EstimatorSpec:
     clips: bool = False
     """Takes ``clip_min`` (part of its cache key): its conditional density needs |f| > 0."""
     sees: str = "noisy Z"
+    version: int = 1
+    """Part of the cache key: raise it when a fix changes the estimator's numbers, so cached entries
+    computed before the fix are recomputed."""
 
 
 def _mixture(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
