@@ -1,6 +1,7 @@
 """From run folders to information planes: the estimation command, its cache and fingerprints, per-split
 noise draws, both errors and saturation in every entry, the comparison of runs, the figures, the two
 notebooks run headless, and bad run folders. Tiny trainings on scikit-learn's bundled digits."""
+import dataclasses
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import pytest
 
 import mi_mnist_dropout
 from mi_estimators import information_plane as ip
-from mi_estimators.registry import ESTIMATORS, EstimatorSpec
+from mi_estimators.registry import ESTIMATORS
 from mi_estimators.runs_table import read_csv
 from utils import run_folder as rf
 from utils.ip_figures import draw_run_figures, layer_panels, plot_convergence
@@ -100,9 +101,7 @@ def test_estimation_fills_cache_and_second_run_computes_nothing(gaussian_run, mo
         raise AssertionError("the second run must compute nothing")
 
     for name in ip.DEFAULT_ESTIMATORS:
-        monkeypatch.setitem(ESTIMATORS, name, EstimatorSpec("x", refuse, ESTIMATORS[name].gives,
-                                                            ESTIMATORS[name].kinds, ESTIMATORS[name].settings,
-                                                            ESTIMATORS[name].uses_noise))
+        monkeypatch.setitem(ESTIMATORS, name, dataclasses.replace(ESTIMATORS[name], run=refuse))
     assert ip.estimate_run(gaussian_run, QUIET) == data
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
 
