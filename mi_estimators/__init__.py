@@ -1,18 +1,32 @@
 """Mutual-information estimators for information-plane analysis of dropout networks.
 
 Adilova, Geiger & Fischer, "Information Plane Analysis for Dropout Neural Networks", ICLR 2023.
-All estimators return :class:`~mi_estimators.results.MIResult` with values in nats.
+All estimators return :class:`~mi_estimators.results.MIResult` with values in nats. The names below
+are imported on first use (PEP 562), so that importing one module of the package, such as
+``mi_estimators.checks`` from a command line, does not load SciPy and scikit-learn.
 """
-from mi_estimators.binning import binning_mi
-from mi_estimators.discrete import discrete_entropy, discrete_mi
-from mi_estimators.dropout_MI import estimate_layer_mi, gaussian_dropout_mi, information_dropout_mi
-from mi_estimators.edge import edge_mi
-from mi_estimators.kde import kde_mi_bounds
-from mi_estimators.ksg import ksg_mi, ksg_mi_labels
-from mi_estimators.mixture import mixture_log_density
-from mi_estimators.results import MIResult
-from mi_estimators.upper_bound import gaussian_dropout_upper_bound, gaussian_entropy_upper_bound
+from __future__ import annotations
 
-__all__ = ["MIResult", "binning_mi", "discrete_entropy", "discrete_mi", "edge_mi", "estimate_layer_mi",
-           "gaussian_dropout_mi", "gaussian_dropout_upper_bound", "gaussian_entropy_upper_bound",
-           "information_dropout_mi", "kde_mi_bounds", "ksg_mi", "ksg_mi_labels", "mixture_log_density"]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "MIResult": "results", "binning_mi": "binning", "discrete_entropy": "discrete", "discrete_mi": "discrete",
+    "edge_mi": "edge", "estimate_layer_mi": "dropout_MI", "gaussian_dropout_mi": "dropout_MI",
+    "gaussian_dropout_upper_bound": "upper_bound", "gaussian_entropy_upper_bound": "upper_bound",
+    "information_dropout_mi": "dropout_MI", "kde_mi_bounds": "kde", "ksg_mi": "ksg", "ksg_mi_labels": "ksg",
+    "mixture_log_density": "mixture", "noisy_representations": "noise",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
