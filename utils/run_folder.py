@@ -327,9 +327,9 @@ LOCK_NAME = ".lock"
 def exclusive_lock(path: PathLike, *, wait: bool = True, owner: str = "") -> Iterator[None]:
     """Hold an exclusive ``fcntl`` lock on ``path`` (created if needed) for the ``with`` block.
 
-    ``wait=False`` raises :class:`LockedError` naming the holder (the ``owner`` text the holder wrote
-    into the file, e.g. its PID) instead of waiting. On systems without ``fcntl`` the block runs
-    unlocked. The lock dies with the process, so a killed holder never leaves a stale lock.
+    The holder writes ``owner`` (e.g. ``"PID 1234"``) into the file. ``wait=False`` raises
+    :class:`LockedError` naming the holder instead of waiting. On systems without ``fcntl`` the block
+    runs unlocked. The lock dies with its process, so a killed holder never leaves a stale lock.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,12 +339,11 @@ def exclusive_lock(path: PathLike, *, wait: bool = True, owner: str = "") -> Ite
                 fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 fh.seek(0)
-                raise LockedError(f"{path.parent} is in use by another process ({fh.read().strip() or 'unknown'})"
-                                  ) from None
+                raise LockedError(path, fh.read().strip()) from None
         if owner:
             fh.seek(0)
             fh.truncate()
-            fh.write(owner)
+            fh.write(owner + "\n")
             fh.flush()
         try:
             yield
@@ -354,7 +353,11 @@ def exclusive_lock(path: PathLike, *, wait: bool = True, owner: str = "") -> Ite
 
 
 class LockedError(RuntimeError):
-    """Another process holds the lock of a run folder."""
+    """Another process holds a lock of a run folder; ``holder`` is what it wrote into the lock file."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        self.path, self.holder = path, holder or "a process that has not written its name yet"
+        super().__init__(f"{path.parent} is in use by another process ({self.holder})")
 
 
 def file_fingerprint(path: PathLike) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import fcntl
 import os
 import sys
 import tempfile
@@ -183,38 +182,28 @@ def check_run_dir(run_dir: Path, flags: Mapping[str, Any]) -> bool:
     return False
 
 
-def _holder(fd: int) -> str:
-    os.lseek(fd, 0, os.SEEK_SET)
-    pid = os.read(fd, 32).decode(errors="replace").strip()
-    return f"PID {pid}" if pid.isdigit() else "a process whose PID it has not written yet"
-
-
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Create ``run_dir`` and hold an exclusive fcntl lock on ``<run_dir>/.train.lock`` (which then holds
-    this process's PID) for the duration of the block. CommandError when another process holds it or
-    the folder cannot be written; nothing else is written before the lock is held, and a folder this
-    call created is removed again when the block leaves nothing but the lock file in it."""
+    """Create ``run_dir`` and hold an exclusive lock on ``<run_dir>/.train.lock`` (which then holds this
+    process's PID) for the duration of the block. CommandError when another process holds it or the
+    folder cannot be written; nothing else is written before the lock is held, and a folder this call
+    created is removed again when the block leaves nothing but the lock file in it."""
     created = not run_dir.exists()
+    lock = contextlib.ExitStack()
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        lock.enter_context(rf.exclusive_lock(run_dir / LOCK_NAME, wait=False, owner=f"PID {os.getpid()}"))
+    except rf.LockedError as err:
+        raise CommandError(f"{run_dir} is being written by another training process ({err.holder}); "
+                           "wait for it to finish or choose another --out") from None
     except OSError as err:
         raise CommandError(f"cannot write to --out {run_dir}: {err.strerror or err}") from None
-    try:
+    with lock:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CommandError(f"{run_dir} is being written by another training process ({_holder(fd)}); "
-                               "wait for it to finish or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _check_writable(run_dir)
-        yield
-    finally:
-        if created and os.listdir(run_dir) == [LOCK_NAME]:
-            _remove_empty(run_dir)
-        os.close(fd)  # releases the lock
+            _check_writable(run_dir)
+            yield
+        finally:
+            if created and os.listdir(run_dir) == [LOCK_NAME]:
+                _remove_empty(run_dir)
 
 
 def _remove_empty(run_dir: Path) -> None:
