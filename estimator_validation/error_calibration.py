@@ -1,0 +1,135 @@
+"""Are the mixture estimator's two error bars right? Coverage over seeds on the toy problem.
+
+Toy problem of Adilova, Geiger & Fischer (ICLR 2023): X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D,
+D ~ N(1, s^2 I). Two targets (``mi_estimators.dropout_MI``), two experiments over --repeats seeds:
+
+* inputs redrawn every seed (N = --n, --noise-samples draws): the estimate against the population
+  truth, with the total error (Monte Carlo and input-sampling errors in quadrature);
+* inputs fixed (the first min(N, 1000) inputs of seed 0), noise redrawn every seed: the estimate
+  against I_N, the MI for X uniform over those inputs, computed independently with float64 differences
+  (``mixture.direct_log_density``, paired form, 200 draws per input), with the Monte Carlo error alone.
+
+For each: the fraction of seeds within 2 and within 3 errors, and the ratio of the spread of the
+estimates between seeds (standard deviation, and 1.4826 x the median absolute deviation, which heavy
+tails do not inflate) to the mean reported error; 1 is calibrated. Writes error_calibration.json and
+error_calibration.png into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.special import logsumexp  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from estimator_validation import common  # noqa: E402
+from estimator_validation.ground_truth import toy_truth  # noqa: E402
+from estimator_validation.toy_problem import make_toy  # noqa: E402
+from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
+from mi_estimators.mixture import direct_log_density  # noqa: E402
+
+SCRIPT = "error_calibration"
+DEFAULTS = {"n": 5000, "noise_samples": 2, "repeats": 30}
+QUICK = {"n": 300, "noise_samples": 2, "repeats": 4}
+LOWER = "--n or --noise-samples"
+FIXED_MAX_N = 1000
+BRUTE_FORCE_DRAWS = 200
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line with sizes, noise level and output folder resolved (CommandError for bad flags)."""
+    parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
+                                n_help="inputs per seed", min_n=20)
+    return common.resolve(parser, parser.parse_args(argv), defaults=DEFAULTS, quick=QUICK, need_truth=True)
+
+
+def _memory(args: argparse.Namespace) -> dict[str, float]:
+    fixed = min(args.n, FIXED_MAX_N)
+    return {"toy data": common.toy_bytes(args.n, args.dim, args.fdim, args.noise_samples),
+            "mixture": common.mixture_bytes(args.n, args.fdim, args.noise_samples),
+            "brute force": 8.0 * BRUTE_FORCE_DRAWS * fixed * (args.fdim + 4)}
+
+
+def _brute_force_i_n(f: np.ndarray, stds: np.ndarray, seed: int) -> tuple[float, float]:
+    """I_N by the paired form, float64 differences, independent noise; (value, standard error)."""
+    rng = np.random.default_rng([seed, 31337])
+    n = len(f)
+    terms = np.empty((n, BRUTE_FORCE_DRAWS))
+    for k in range(n):
+        z = f[k] + stds[k] * rng.standard_normal((BRUTE_FORCE_DRAWS, f.shape[1]))
+        log_p = direct_log_density(z, f, stds)
+        own = direct_log_density(z, f[k:k + 1], stds[k:k + 1])
+        terms[k] = own - log_p
+    return float(terms.mean()), float(math.sqrt(terms.var(axis=1, ddof=1).mean() / BRUTE_FORCE_DRAWS / n))
+
+
+def _coverage(values: np.ndarray, errors: np.ndarray, target: float) -> dict:
+    z = (values - target) / errors
+    mad = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    return {"values": values.tolist(), "errors": errors.tolist(), "target": target, "z": z.tolist(),
+            "within_2": float(np.mean(np.abs(z) < 2)), "within_3": float(np.mean(np.abs(z) < 3)),
+            "spread_over_error": float(values.std(ddof=1) / errors.mean()) if len(values) > 1 else None,
+            "robust_spread_over_error": mad / float(errors.mean()), "mean_error": float(errors.mean())}
+
+
+def _compute(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    truth = toy_truth(args.dim, args.fdim, args.noise_std)["mi"]
+    redrawn, fixed = [], []
+    first = make_toy(args.dim, args.fdim, min(args.n, FIXED_MAX_N), args.noise_std, seed=args.seed)
+    i_n, i_n_se = _brute_force_i_n(first.f, args.noise_std * np.abs(first.f), args.seed)
+    for r in tqdm(range(args.repeats), desc=SCRIPT, unit="seed", leave=False):
+        toy = make_toy(args.dim, args.fdim, args.n, args.noise_std, seed=args.seed + 1 + r)
+        res = gaussian_dropout_mi(toy.f, args.noise_std, noise_samples=args.noise_samples, seed=r, nested=False)
+        redrawn.append((res.mi_xz, math.hypot(res.mi_xz_stderr, res.mi_xz_sampling_stderr)))
+        res = gaussian_dropout_mi(first.f, args.noise_std, noise_samples=args.noise_samples, seed=r, nested=False)
+        fixed.append((res.mi_xz, math.hypot(res.mi_xz_stderr, i_n_se)))
+    estimates = {name: common.summarise(*zip(*pairs)) for name, pairs in
+                 (("mixture_inputs_redrawn", redrawn), ("mixture_inputs_fixed", fixed))}
+    doc = common.payload(SCRIPT, args, math.log(args.n), estimates,
+                         i_n={"value": i_n, "stderr": i_n_se, "n": len(first.f)},
+                         inputs_redrawn=_coverage(*map(np.asarray, zip(*redrawn)), truth),
+                         inputs_fixed=_coverage(*map(np.asarray, zip(*fixed)), i_n),
+                         elapsed_s=round(time.perf_counter() - start, 2))
+    json_path, png_path = common.write_outputs(args.out, SCRIPT, doc, _figure(doc))
+    for name in ("inputs_redrawn", "inputs_fixed"):
+        c = doc[name]
+        print(f"{name:<15} target {c['target']:.4f}  within 2 / 3 errors: {c['within_2']:.2f} / {c['within_3']:.2f}  "
+              f"spread / error: {c['spread_over_error']:.2f} (robust {c['robust_spread_over_error']:.2f})  "
+              f"mean error {c['mean_error']:.4f}")
+    print(f"wrote {json_path} and {png_path} ({doc['elapsed_s']:.1f} s)")
+    return 0
+
+
+def _figure(doc: dict) -> plt.Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for ax, name, label in zip(axes, ("inputs_redrawn", "inputs_fixed"),
+                               ("estimate - population truth, in total errors", "estimate - I_N, in Monte Carlo errors")):
+        z = np.asarray(doc[name]["z"])
+        ax.plot(np.arange(len(z)), z, "o", ms=4)
+        for k, style in ((2, ":"), (3, "--")):
+            ax.axhline(k, color="grey", ls=style, lw=1)
+            ax.axhline(-k, color="grey", ls=style, lw=1)
+        ax.set_xlabel("seed")
+        ax.set_ylabel(label)
+        ax.set_title(f"{name.replace('_', ' ')}: {doc[name]['within_3']:.0%} within 3", fontsize=10)
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the calibration; exit status 0, or 2 with one ``error_calibration.py: error: ...`` line."""
+    return common.run_main(SCRIPT, argv, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
