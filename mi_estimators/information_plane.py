@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -52,7 +52,8 @@ class Request:
     max_samples: int | None = None
     seed: int = 0
     clip_min: float | None = None
-    progress: bool = True
+    progress: bool = field(default_factory=sys.stderr.isatty)
+    """Progress bars: epochs done, and samples done with the time left inside each estimate."""
 
     def __post_init__(self) -> None:
         unknown = [e for e in self.estimators if e not in ESTIMATORS]
