@@ -87,8 +87,9 @@ from mi_estimators.checks import LOG_2PI, as_labels, as_samples, check_float
 # times a chunk of terms (and times the magnitude column, capped at _STAT_CAP) stays finite in float32.
 _SAFE_EXP = 8.0
 _STAT_CAP = 1e20
-# Product terms above this stay in float64 (float32 overflows at 3.4e38; a and b multiply).
-_TERM_CAP = 1e30
+# Product terms above this stay in float64 (float32 overflows at 3.4e38): real softplus codes reach
+# 2e-17 (1/s^2 ~ 1e34), codes clipped at float32's smallest normal 1e-38 (1/s^2 ~ 1e76) do not fit.
+_TERM_CAP = 1e36
 # exp of a term below _TINY may be subnormal or 0 in float32: such terms are only known to lie in
 # [0, e^_TINY] (step 3 of the module docstring). Subnormal exps are slow, but too rare to clamp for.
 _TINY = -87.0
@@ -315,7 +316,8 @@ class _Run:
         self.mix, self.z, self.hint, self.atol, self.bar = mix, z, hint, atol, bar
         self.memory = max_memory_mb / 2
         # Beyond _STAT_CAP the magnitude sums could overflow float32 and the bound could not be trusted;
-        # beyond _TERM_CAP the product terms themselves (1/s^2 of stds below 1e-15) could overflow float32.
+        # beyond _TERM_CAP the product terms themselves (1/s^2 of stds below 1e-18) would overflow float32.
+        # Rows whose products overflow all the same (far samples) get a NaN bound and go to float64 below.
         self.use64 = dt == np.float64 or float(mix.magnitudes().max()) > _STAT_CAP or mix.term_max() > _TERM_CAP
         dt = np.dtype(np.float64) if self.use64 else dt
         # Float64 work always runs on NumPy (JAX, for one, would silently compute it in float32).

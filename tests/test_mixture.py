@@ -178,6 +178,20 @@ def test_stds_too_small_for_float32_products_are_exact():
     assert info["float64_rows"] == len(z)
 
 
+def test_huge_but_representable_precisions_stay_in_float32_and_exact():
+    """Real softplus codes reach 2e-17 (1/s^2 ~ 1e35): float32 still holds the terms; products with far
+    samples overflow to -inf, i.e. a zero weight, which is right."""
+    rng = np.random.default_rng(3)
+    f = np.exp(rng.normal(0.0, 1.0, (300, 3)))
+    f[:5, 0] = 3e-18
+    z = f * (1.0 + 0.5 * rng.standard_normal(f.shape))
+    z[:50, 0] = 1e3
+    with np.errstate(over="ignore", invalid="ignore"):
+        out, info = prepare_mixture(f, 0.5 * f).log_density(z)
+    np.testing.assert_allclose(out[:, 0], direct_log_density(z, f, 0.5 * f), atol=1e-3, rtol=0)
+    assert info["float64_rows"] < len(z)
+
+
 def test_chunk_boundaries():
     """Ragged sample and component chunks, several chunks in each direction."""
     rng = np.random.default_rng(11)
