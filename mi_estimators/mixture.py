@@ -19,8 +19,11 @@ component means, which minimises sum_j C_j.
 Accuracy (working precision float32, unit roundoff u = 2^-24; ``atol`` = 1e-3 nats by default).
 Per chunk, the pairs whose float32 value P^ of P = A.B (L_j - s_0 - r) is at least -``_TOP_GAP``
 (a row's shift never exceeds its largest term, so these include every pair within 4 nats of it) are
-*hits*: taken out of the float32 sum and evaluated exactly (float64 differences z - mu_j). Every
-other term ("the rest", R, n terms at most) keeps its float32 value. The proof that the returned
+*hits*: taken out of the float32 sum and evaluated exactly (float64 differences z - mu_j), except in
+rows with more than ``_MAX_HITS`` of them in a chunk (mass spread over many broad components, e.g.
+before training, where float32 is accurate and exact pairs would cost more than the product). Every
+other term ("the rest", R, n terms at most) keeps its float32 value; which pairs are hits does not
+matter to the proof. The proof that the returned
 log p is within the reported bound of the exact value:
 
 1. Dot products (Higham, "Accuracy and Stability of Numerical Algorithms", 2002, sec. 3.1): whatever
@@ -94,8 +97,8 @@ _TERM_CAP = 1e36
 # [0, e^_TINY] (step 3 of the module docstring). Subnormal exps are slow, but too rare to clamp for.
 _TINY = -87.0
 _STAT_FLOOR = 1e-3
-# Pairs within _TOP_GAP nats of a row's largest term are evaluated exactly (module docstring);
-# at most the _MAX_HITS largest per row and chunk, so the exact work stays bounded.
+# Pairs within _TOP_GAP nats of a row's largest term are evaluated exactly (module docstring), unless a
+# row has more than _MAX_HITS of them in a chunk (broad overlap), so the exact work stays bounded.
 _TOP_GAP = 4.0
 _MAX_HITS = 64
 _DEVICE_TOP_K = 15      # k + 1 = 16: within the fast top-k of XLA on GPUs
@@ -574,6 +577,7 @@ class _NumpySegments:
         hits = np.flatnonzero(blk >= -_TOP_GAP)
         rows, cols = np.divmod(hits, n)
         keep, row_max = _cap_hits(rows, flat[hits], m)
+        rows, cols = rows[keep], cols[keep]
         seg.row_max[r0:r0 + m] = adj + row_max
         grew = np.flatnonzero(row_max > _SAFE_EXP)
         if grew.size:
@@ -583,23 +587,21 @@ class _NumpySegments:
         np.exp(blk, out=blk)
         seg.sums[r0:r0 + m] = blk @ v
         seg.frame[r0:r0 + m] += adj
-        seg.rows.append(r0 + rows[keep])
-        seg.cols.append(cols[keep])
+        seg.rows.append(r0 + rows)
+        seg.cols.append(cols)
 
 
 def _cap_hits(rows: np.ndarray, vals: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which hits to keep (all, or the _MAX_HITS largest of a row with more) and the row maxima."""
+    """Which hits to keep and the row maxima. A row with more than _MAX_HITS hits in a chunk keeps none:
+    its mass is spread over many broad, overlapping components, where the float32 terms are accurate
+    and the bound shows it (evaluating them exactly would cost more than the whole product)."""
     counts = np.bincount(rows, minlength=m)
     starts = np.concatenate([[0], np.cumsum(counts)])
     row_max = np.full(m, -np.inf)
     filled = counts > 0
     if filled.any():
         row_max[filled] = np.maximum.reduceat(vals, starts[:-1][filled])
-    keep = np.ones(len(rows), dtype=bool)
-    for i in np.flatnonzero(counts > _MAX_HITS):
-        keep[starts[i]:starts[i + 1]] = False
-        keep[starts[i] + np.argpartition(vals[starts[i]:starts[i + 1]], -_MAX_HITS)[-_MAX_HITS:]] = True
-    return keep, row_max
+    return counts[rows] <= _MAX_HITS, row_max
 
 
 class _KerasSegments:
