@@ -191,7 +191,7 @@ def _group_panels(rows: list[dict]) -> tuple[list[Panel], str]:
             errors += [r["mi_xz_seed_error"] for r in cell if r["estimator"] == x_name and r.get("mi_xz_seed_error")]
             panels.append(Panel(f"{title.format(beta=first.get('beta') or 0)} ({split})", [series], log_n=log_n,
                                 h_y=first.get("h_y"), own_scale=x_name in OWN_SCALE))
-    caption = (f"mean over {first['n_seeds']} seeds; error bars: standard deviation between seeds "
+    caption = (f"mean over {max(r['n_seeds'] for r in rows)} seeds; error bars: standard deviation between seeds "
                f"(mean per-seed total error of I(X;Z): {np.mean(errors) if errors else float('nan'):.3g} nats)")
     return panels, caption
 
