@@ -281,13 +281,25 @@ def _output_names(script: str) -> tuple[str, str]:
     return f"{script}.json", f"{script}.png"
 
 
-def write_outputs(out_dir: Path, script: str, document: dict[str, Any], figure: plt.Figure) -> tuple[Path, Path]:
-    """Write ``<script>.json`` and ``<script>.png`` into ``out_dir`` (atomically); return both paths."""
+def write_outputs(out_dir: Path, script: str, document: dict[str, Any], figure: plt.Figure) -> int:
+    """Write ``<script>.json`` and ``<script>.png`` into ``out_dir`` (atomically), say so with the
+    run's ``elapsed_s``, and return the exit status 0."""
     json_name, png_name = _output_names(script)
     json_path = Path(out_dir) / json_name
     save_json(json_path, document)
     (png_path,) = save_figure(figure, Path(out_dir) / Path(png_name).stem, ("png",), dpi=130, bbox_inches="tight")
-    return json_path, png_path
+    print(f"wrote {json_path} and {png_path} ({document['elapsed_s']:.1f} s)")
+    return 0
+
+
+def script_main(script: str, *, parse: Callable[[Sequence[str] | None], argparse.Namespace],
+                memory: Callable[[argparse.Namespace], dict[str, float]], lower: str,
+                compute: Callable[[argparse.Namespace], int]) -> Callable[[Sequence[str] | None], int]:
+    """A script's ``main(argv=None)``: :func:`run_main` with the script's parts."""
+    def main(argv: Sequence[str] | None = None) -> int:
+        return run_main(script, argv, parse=parse, memory=memory, lower=lower, compute=compute)
+    main.__doc__ = f"Run {script}.py; exit status 0, or 2 with one ``{script}.py: error: ...`` line for bad input."
+    return main
 
 
 def _fmt(value: float | None) -> str:

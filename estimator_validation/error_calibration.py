@@ -29,7 +29,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.special import logsumexp  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from estimator_validation import common  # noqa: E402
@@ -101,14 +100,12 @@ def _compute(args: argparse.Namespace) -> int:
                          inputs_redrawn=_coverage(*map(np.asarray, zip(*redrawn)), truth),
                          inputs_fixed=_coverage(*map(np.asarray, zip(*fixed)), i_n),
                          elapsed_s=round(time.perf_counter() - start, 2))
-    json_path, png_path = common.write_outputs(args.out, SCRIPT, doc, _figure(doc))
     for name in ("inputs_redrawn", "inputs_fixed"):
         c = doc[name]
         print(f"{name:<15} target {c['target']:.4f}  within 2 / 3 errors: {c['within_2']:.2f} / {c['within_3']:.2f}  "
               f"spread / error: {c['spread_over_error']:.2f} (robust {c['robust_spread_over_error']:.2f})  "
               f"mean error {c['mean_error']:.4f}")
-    print(f"wrote {json_path} and {png_path} ({doc['elapsed_s']:.1f} s)")
-    return 0
+    return common.write_outputs(args.out, SCRIPT, doc, _figure(doc))
 
 
 def _figure(doc: dict) -> plt.Figure:
@@ -126,9 +123,7 @@ def _figure(doc: dict) -> plt.Figure:
     return fig
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the calibration; exit status 0, or 2 with one ``error_calibration.py: error: ...`` line."""
-    return common.run_main(SCRIPT, argv, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
 
 
 if __name__ == "__main__":

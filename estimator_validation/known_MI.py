@@ -222,20 +222,16 @@ def _compute(args: argparse.Namespace) -> int:
         extra["truth_finite_sample"] = _finite_truth_entry(finite_truth)
     doc = common.payload(SCRIPT, args, math.log(args.n), estimates, **extra)
     doc["elapsed_s"] = round(time.perf_counter() - start, 2)
-    json_path, png_path = common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
     common.print_table(doc)
     if finite_truth:
         print(f"{'exact I_N (drawn inputs)':<26}{doc['truth_finite_sample']['mi']:>10.4f}")
     for name, entry in estimates.items():
         for message in entry.get("warnings", []):
             print(f"warning ({name}): {message}")
-    print(f"wrote {json_path} and {png_path} ({doc['elapsed_s']:.1f} s)")
-    return 0
+    return common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the comparison; exit status 0, or 2 with one ``known_MI.py: error: ...`` line for bad input."""
-    return common.run_main(SCRIPT, argv, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
 
 
 if __name__ == "__main__":

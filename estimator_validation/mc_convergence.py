@@ -112,16 +112,12 @@ def _compute(args: argparse.Namespace) -> int:
                  f"mixture_n{mi_sizes[-1]}": common.summarise(r["mi"][:, -1], r["mi_se"][:, -1])}
     doc = common.payload(SCRIPT, args, math.log(mi_sizes[-1]), estimates, series=series, series_note=SERIES_NOTE)
     doc["elapsed_s"] = round(time.perf_counter() - start, 2)
-    json_path, png_path = common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
     common.print_series(sizes, {"h(Z|X) MC": series["h_z_given_x"], "I(X;Z) mixture": series["mixture_mi"]})
     common.print_table(doc)
-    print(f"wrote {json_path} and {png_path} ({doc['elapsed_s']:.1f} s)")
-    return 0
+    return common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the convergence study; exit status 0, or 2 with one ``mc_convergence.py: error: ...`` line."""
-    return common.run_main(SCRIPT, argv, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
 
 
 if __name__ == "__main__":

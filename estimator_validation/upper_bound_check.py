@@ -125,15 +125,11 @@ def _compute(args: argparse.Namespace) -> int:
                          gaussian_bound_limit=gaussian_bound_limit(args.dim, args.fdim, args.noise_std))
     doc["checks"] = _checks(doc, sizes)
     doc["elapsed_s"] = round(time.perf_counter() - start, 2)
-    json_path, png_path = common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
     _report(doc, sizes)
-    print(f"wrote {json_path} and {png_path} ({doc['elapsed_s']:.1f} s)")
-    return 0
+    return common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the check; exit status 0, or 2 with one ``upper_bound_check.py: error: ...`` line for bad input."""
-    return common.run_main(SCRIPT, argv, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
 
 
 if __name__ == "__main__":
