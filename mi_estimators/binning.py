@@ -1,7 +1,8 @@
 """Binning estimates of I(X;T) and I(Y;T) for a representation T (the classic information-plane baseline).
 
 Every entry of T (and, for ``form="binned_x"``, of X) is put on a uniform grid; the plug-in
-entropies of the resulting discrete rows give the mutual informations (``mi_estimators.discrete``).
+entropies of the resulting discrete rows give the mutual informations (``mi_estimators.discrete``),
+with their delta-method standard errors over the draw of the samples as ``*_sampling_stderr``.
 
 - ``form="szt"``: Shwartz-Ziv & Tishby, "Opening the black box of deep neural networks via
   information" (2017). X is uniform over the N samples and T = h(X) is deterministic, so
@@ -20,7 +21,7 @@ import math
 import numpy as np
 
 from mi_estimators.checks import as_labels, as_samples, check_float, check_int, check_same_length
-from mi_estimators.discrete import discrete_entropy, symbol_ids
+from mi_estimators.discrete import discrete_entropy, entropy_with_stderr, mi_with_stderr, symbol_ids
 from mi_estimators.results import MIResult
 
 FORMS = ("szt", "binned_x")
@@ -67,7 +68,9 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
     ``form="binned_x"`` (reference repo of Adilova et al. 2023): I(X;T) = H(X_b) + H(T_b) - H(X_b,T_b),
     with ``inputs`` binned by the same ``n_bins``/``bin_size`` over ``input_range`` (default: their
     min/max). Either way I(Y;T) = H(T_b) - sum_y p(y) H(T_b|Y=y). Give exactly one of ``n_bins`` and
-    ``bin_size``; ``value_range`` (default: min/max of T) is reported in ``params``.
+    ``bin_size``; ``value_range`` (default: min/max of T) is reported in ``params``. Both coordinates carry
+    their delta-method error over the draw of the samples (``mi_estimators.discrete``); a noise draw in
+    ``z`` is part of that draw.
     """
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r}; expected one of {FORMS}")
@@ -75,35 +78,34 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
     n = t.shape[0]
     t_ids, t_info = bin_values(t, n_bins=n_bins, bin_size=bin_size, value_range=value_range, name="z")
     t_sym = symbol_ids(t_ids)
-    h_t = discrete_entropy(t_sym)
+    h_t, h_t_stderr = entropy_with_stderr(t_sym)
     params: dict = {"form": form, **t_info}
 
     if form == "szt":
         if inputs is not None:
             raise ValueError("form 'szt' takes X uniform over the samples and ignores inputs; "
                              "use form='binned_x' to bin the inputs too")
-        mi_xz, log_n = h_t, math.log(n)
+        (mi_xz, mi_xz_stderr), log_n = (h_t, h_t_stderr), math.log(n)
     else:
-        mi_xz, log_n = _binned_x_mi(t, t_sym, h_t, inputs, params, n_bins=n_bins, bin_size=bin_size,
-                                    input_range=input_range)
+        (mi_xz, mi_xz_stderr), log_n = _binned_x_mi(t, t_sym, inputs, params, n_bins=n_bins, bin_size=bin_size,
+                                                    input_range=input_range)
     params["h_t_binned"] = h_t
 
-    mi_zy = h_y = None
+    mi_zy = mi_zy_stderr = h_y = None
     if labels is not None:
         y = symbol_ids(as_labels(labels, n))
         h_y = discrete_entropy(y)
-        h_ty = discrete_entropy(t_sym * (y.max() + 1) + y)
-        params["h_t_given_y_binned"] = h_ty - h_y
-        mi_zy = max(h_t + h_y - h_ty, 0.0)  # clip: round-off only, as above
-    return MIResult(method=f"binning_{form}", mi_xz=mi_xz, mi_zy=mi_zy, h_y=h_y, log_n=log_n, n_samples=n,
-                    params=params)
+        mi_zy, mi_zy_stderr = mi_with_stderr(t_sym, y)
+        params["h_t_given_y_binned"] = h_t - mi_zy
+    return MIResult(method=f"binning_{form}", mi_xz=mi_xz, mi_xz_sampling_stderr=mi_xz_stderr, mi_zy=mi_zy,
+                    mi_zy_sampling_stderr=mi_zy_stderr, h_y=h_y, log_n=log_n, n_samples=n, params=params)
 
 
-def _binned_x_mi(t: np.ndarray, t_sym: np.ndarray, h_t: float, inputs: np.ndarray | None, params: dict, *,
+def _binned_x_mi(t: np.ndarray, t_sym: np.ndarray, inputs: np.ndarray | None, params: dict, *,
                  n_bins: int | None, bin_size: float | None,
-                 input_range: tuple[float, float] | None) -> tuple[float, float]:
-    """I(X_b;T_b) = H(X_b) + H(T_b) - H(X_b,T_b) with X binned like T (the reference repo's form), and
-    log of the number of distinct inputs; the input grid goes into ``params``."""
+                 input_range: tuple[float, float] | None) -> tuple[tuple[float, float], float]:
+    """(I(X_b;T_b) = H(X_b) + H(T_b) - H(X_b,T_b) with X binned like T (the reference repo's form), its
+    delta-method error) and log of the number of distinct inputs; the input grid goes into ``params``."""
     if inputs is None:
         raise ValueError("form 'binned_x' needs the inputs X (samples in rows, aligned with the representations)")
     x = np.asarray(inputs)
@@ -113,11 +115,9 @@ def _binned_x_mi(t: np.ndarray, t_sym: np.ndarray, h_t: float, inputs: np.ndarra
     x_ids, x_info = bin_values(x, n_bins=n_bins, bin_size=bin_size, value_range=input_range, name="inputs")
     x_sym = symbol_ids(x_ids)
     h_x = discrete_entropy(x_sym)
-    h_xt = discrete_entropy(x_sym * (t_sym.max() + 1) + t_sym)
     params.update({"h_x_binned": h_x, "input_range": x_info["value_range"], "input_n_bins": x_info["n_bins"],
                    "input_bin_size": x_info["bin_size"], "input_n_outside_range": x_info["n_outside_range"]})
-    # The plug-in I(X_b;T_b) is >= 0 exactly; the clip only removes round-off.
-    return max(h_x + h_t - h_xt, 0.0), math.log(len(np.unique(x, axis=0)))
+    return mi_with_stderr(x_sym, t_sym), math.log(len(np.unique(x, axis=0)))
 
 
 def _check_range(value_range) -> tuple[float, float]:

@@ -4,6 +4,13 @@ H(A) = -sum_a p(a) log p(a) with p the empirical frequencies of the distinct row
 I(A;B) = H(A) + H(B) - H(A,B). These are the maximum-likelihood ("plug-in") estimators; they are
 exact for the empirical distribution and biased low for the population when the alphabet is
 large compared with the sample (Paninski 2003).
+
+Their error over the draw of the N samples follows from the delta method (Basharin 1959 for H; the
+same influence-function argument for I): each is the mean of per-sample terms, -log p(a_i) for H(A)
+and log p(a_i, b_i) / (p(a_i) p(b_i)) for I(A;B), and its standard error is the standard deviation of
+those terms over sqrt(N). That describes the variance only. When most occupied cells hold one sample
+the terms are nearly equal, the error goes to 0, and the plug-in bias (up to (K - 1) / (2 N) for K
+occupied cells) is what limits the estimate of the population value.
 """
 from __future__ import annotations
 
@@ -26,6 +33,27 @@ def discrete_entropy(a: np.ndarray) -> float:
     counts = np.bincount(symbol_ids(a))
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
+
+
+def entropy_with_stderr(a: np.ndarray) -> tuple[float, float]:
+    """Plug-in H(A) and its delta-method standard error std(-log p(a_i)) / sqrt(N)."""
+    ids = symbol_ids(a)
+    terms = -np.log(np.bincount(ids)[ids] / len(ids))
+    return float(terms.mean()), _stderr(terms)
+
+
+def mi_with_stderr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Plug-in I(A;B) and its delta-method standard error std(log p(a_i,b_i)/(p(a_i)p(b_i))) / sqrt(N)."""
+    ia, ib = symbol_ids(a), symbol_ids(b)
+    joint = symbol_ids(ia.astype(np.int64) * (ib.max() + 1) + ib)
+    n = len(ia)
+    terms = np.log(n * np.bincount(joint)[joint] / (np.bincount(ia)[ia] * np.bincount(ib)[ib]))
+    # The plug-in I(A;B) is >= 0 exactly; the clip only removes round-off.
+    return max(float(terms.mean()), 0.0), _stderr(terms)
+
+
+def _stderr(terms: np.ndarray) -> float:
+    return float(terms.std(ddof=1) / np.sqrt(len(terms))) if len(terms) > 1 else float("nan")
 
 
 def discrete_mi(a: np.ndarray, b: np.ndarray) -> MIResult:

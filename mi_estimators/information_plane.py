@@ -227,7 +227,8 @@ def run_job(job: Job, request: Request) -> dict[tuple[str, str, str, int], dict]
 
 
 def _callback_entries(run_dir: Path, config: dict, split: str) -> dict:
-    """The callback's logged surrogates: mean KL for I(X;Z), H(Y) - cross-entropy for I(Y;Z)."""
+    """The callback's logged surrogates: mean KL for I(X;Z) (information dropout only: the callback logs 0
+    for other layers, which is no estimate), H(Y) - cross-entropy for I(Y;Z)."""
     several = len(config["layers"]) > 1
     h_y = discrete_entropy(rf.load_inputs_labels(run_dir, split)[1])
     mi_zy = rf.load_ip(run_dir, split, "mi_zy")
@@ -236,7 +237,7 @@ def _callback_entries(run_dir: Path, config: dict, split: str) -> dict:
         mi_xz = rf.load_ip(run_dir, split, "mi_xz", layer["name"] if several else None)
         for epoch in sorted(set(mi_xz) | set(mi_zy)):
             out[(CALLBACK, layer["name"], split, epoch)] = {
-                "mi_xz": mi_xz.get(epoch), "mi_zy": mi_zy.get(epoch), "h_y": h_y, "settings": {},
+                "mi_xz": mi_xz.get(epoch) if layer["dropout"] == "information" else None, "mi_zy": mi_zy.get(epoch), "h_y": h_y, "settings": {},
                 "sees": "noisy Z (training loss terms)",
                 "params": {"source": "callback: mean KL and H(Y) - cross-entropy",
                            "beta": layer.get("beta")}}

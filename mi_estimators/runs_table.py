@@ -65,16 +65,17 @@ def run_info(path: Path) -> RunInfo:
 
 
 def group_names(runs: Sequence[RunInfo]) -> dict[tuple, str]:
-    """A short name per group: net, dropout and p or beta, plus any other flag that tells groups apart."""
+    """A short name per group: net, dropout and p or beta, plus any other flag whose value tells groups apart
+    (a flag that only some dropout kinds have, such as ``alpha_max``, only where two groups have it)."""
     keys = list(dict.fromkeys(r.defining for r in runs))
     varying = {k for k in {k for key in keys for k, _ in key}
-               if len({dict(key).get(k) for key in keys}) > 1} - {"net", "dropout", "p", "beta"}
+               if len({dict(key)[k] for key in keys if k in dict(key)}) > 1} - {"net", "dropout", "p", "beta"}
     names = {}
     for key in keys:
         d = dict(key)
         level = f"beta={d['beta']:g}" if d.get("dropout") == "information" and "beta" in d \
             else f"p={d['p']:g}" if d.get("p") is not None else ""
-        extra = " ".join(f"{k}={d.get(k)}" for k in sorted(varying))
+        extra = " ".join(f"{k}={d[k]}" for k in sorted(varying) if k in d)
         names[key] = " ".join(x for x in (str(d.get("net")), str(d.get("dropout")), level, extra) if x)
     return names
 
@@ -195,8 +196,9 @@ COMPRESSION_COLUMNS = ("group", "layer", "split", "estimator", "run", "seed", "f
 
 def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per run, layer, split and estimator: I(X;Z) at the first trained epoch, at its peak and at the last
-    epoch; the drop peak - last with its error (total errors of both points in quadrature; 0 for estimators
-    without an error) and ``compressed`` = a drop after the peak larger than twice that error."""
+    epoch; the drop peak - last with its error (total errors of both points in quadrature; empty for
+    estimators without an error, whose drop then only has to be positive) and ``compressed`` = a drop after
+    the peak larger than twice that error."""
     series: dict[tuple, list[dict]] = {}
     for row in rows:
         if row.get("skipped") is None and row.get("mi_xz") is not None and row["epoch"] > 0:
@@ -208,12 +210,13 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         peak = max(points, key=lambda r: r["mi_xz"])
         first, last = points[0], points[-1]
         drop = peak["mi_xz"] - last["mi_xz"]
-        error = math.hypot(_total(peak, "xz") or 0.0, _total(last, "xz") or 0.0)
+        totals = [t for t in (_total(peak, "xz"), _total(last, "xz")) if t is not None]
+        error = math.hypot(*totals) if totals else None
         out.append({"group": group, "layer": layer, "split": split, "estimator": name, "run": run,
                     "seed": first["seed"], "first_epoch": first["epoch"], "first": first["mi_xz"],
                     "peak_epoch": peak["epoch"], "peak": peak["mi_xz"], "last_epoch": last["epoch"],
                     "last": last["mi_xz"], "drop": drop, "drop_error": error,
-                    "compressed": bool(peak["epoch"] < last["epoch"] and drop > 2 * error),
+                    "compressed": bool(peak["epoch"] < last["epoch"] and drop > 2 * (error or 0.0)),
                     "saturation_last": last.get("saturation")})
     return sorted(out, key=lambda r: (r["group"], r["layer"], r["estimator"], r["split"], r["seed"] or 0))
 
@@ -252,7 +255,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]],
                 runs = [c for c in compression if c["group"] == group and c["estimator"] == name and c["split"] == split]
                 if not runs:
                     continue
-                verdict = f"{sum(c['compressed'] for c in runs)} of {len(runs)}"
+                verdict = f"{sum(c['compressed'] for c in runs)} of {len(runs)}" + \
+                    (" (no error bars)" if all(c["drop_error"] is None for c in runs) else "")
                 for point in ("first", "peak", "last"):
                     picked = [index[(group, c["layer"], split, name, c["run"], c[f"{point}_epoch"])] for c in runs]
                     epochs = sorted({p["epoch"] for p in picked})

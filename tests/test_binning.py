@@ -20,6 +20,9 @@ def test_szt_hand_computed():
     assert res.log_n == pytest.approx(math.log(4))
     assert res.params["value_range"] == [0.0, 1.0]
     assert res.params["n_bins"] == 2 and res.params["bin_size"] == pytest.approx(0.5)
+    # delta-method errors: the per-sample terms -log p(t_i) are log 2, log 4, log 2, log 4
+    assert res.mi_xz_sampling_stderr == pytest.approx(np.std([LOG2, 2 * LOG2] * 2, ddof=1) / 2)
+    assert res.mi_zy_sampling_stderr is not None and res.mi_xz_stderr is None
 
 
 def test_labels_determined_by_bins_and_independent_labels():

@@ -45,3 +45,17 @@ def test_groups_are_named_by_what_tells_them_apart_and_families_differ_in_one_fl
     found = {flag: members for flag, members in families(runs)}
     assert found["p"] == ["fc gaussian p=0.1 lr=0.1", "fc gaussian p=0.5 lr=0.1"]
     assert found["lr"] == ["fc gaussian p=0.5 lr=0.01", "fc gaussian p=0.5 lr=0.1"]
+
+
+def test_estimators_without_errors_are_called_on_the_sign_of_the_drop_and_say_so():
+    rows = _rows("a", 0, [0.0, 5.0, 6.0, 5.9, 5.8], None) + _rows("b", 1, [0.0, 5.0, 6.0, 6.1, 6.2], None)
+    calls = {r["run"]: r for r in compression_rows(rows)}
+    assert calls["a"]["drop_error"] is None and calls["a"]["compressed"] and not calls["b"]["compressed"]
+    assert "1 of 2 (no error bars)" in summary_markdown(rows)
+
+
+def test_a_flag_that_one_dropout_kind_does_not_have_is_left_out_of_its_name():
+    runs = [_info("a"), RunInfo(Path("b"), {"layers": [{"dropout": "information"}], "flags": {}},
+                                tuple(sorted({"net": "fc", "dropout": "information", "beta": 3.0, "alpha_max": 0.7,
+                                              "epochs": 10, "lr": 0.1}.items())))]
+    assert sorted(group_names(runs).values()) == ["fc gaussian p=0.2", "fc information beta=3"]
