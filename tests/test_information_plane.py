@@ -18,7 +18,7 @@ from mi_estimators import information_plane as ip
 from mi_estimators.registry import ESTIMATORS
 from mi_estimators.runs_table import read_csv
 from utils import run_folder as rf
-from utils.ip_figures import draw_run_figures, layer_panels, plot_convergence
+from utils.ip_figures import draw_run_figures, layer_panels, plot_convergence, plot_trajectories
 from utils.plotting import Panel, PlaneSeries, plot_plane_grid
 from utils.training import main
 
@@ -166,7 +166,9 @@ def test_comparison_of_two_seeds_writes_csv_and_aggregate_planes(gaussian_run, t
     values = [r["mi_xz"] for r in mixture if r["split"] == "test" and r["epoch"] == 3]
     assert cell["n_seeds"] == 2 and cell["mi_xz_mean"] == pytest.approx(np.mean(values))
     assert cell["mi_xz_seed_sd"] == pytest.approx(np.std(values, ddof=1))
-    assert any(p.name.startswith("plane_fc-gaussian-p-0.2") for p in (out / "figures").iterdir())
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert any(n.startswith("plane_fc-gaussian-p-0.2") for n in figures)
+    assert any(n.startswith("epochs_fc-gaussian-p-0.2") for n in figures)
     single = tmp_path / "single"
     assert ip.main([str(runs[0]), "--estimators", "mixture", "--out", str(single), "--no-plots"]) == 0
     assert {r["run"] for r in read_csv(single / "estimates.csv")} == {"gaussian"}
@@ -178,6 +180,19 @@ def test_groups_differing_in_one_setting_are_overlaid(tmp_path):
     overlays = [p for p in written if p.name.startswith("overlay_p_")]
     assert len(overlays) == 1 and "p-0.1" in overlays[0].name and "p-0.3" in overlays[0].name
     assert {r["n_seeds"] for r in read_csv(tmp_path / "sweep" / "aggregate.csv")} == {2}
+
+
+def test_trajectories_leave_out_epoch_0_and_draw_the_kl_term_only_where_there_is_one():
+    def row(estimator, epoch, xz, dropout="gaussian"):
+        return {"estimator": estimator, "split": "train", "epoch": epoch, "mi_xz_mean": xz, "mi_zy_mean": 1.0,
+                "mi_xz_seed_sd": 0.1, "mi_zy_seed_sd": 0.1, "log_n": 5.0, "h_y": 2.3, "dropout": dropout}
+    gaussian = [row("mixture", e, 4.0 + e) for e in (0, 1, 2)] + [row("callback", e, None) for e in (0, 1, 2)]
+    fig = plot_trajectories(gaussian, "g")
+    assert len(fig.axes) == 2 * 2                              # I(X;Z), I(Y;Z) x train, test
+    assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2]
+    information = gaussian[:3] + [row("callback", e, 100.0 - e, "information") for e in (0, 1, 2)]
+    assert len(plot_trajectories(information, "i").axes) == 3 * 2
+    plt.close("all")
 
 
 def test_information_dropout_run(information_run):

@@ -191,15 +191,63 @@ def _group_panels(rows: list[dict]) -> tuple[list[Panel], str]:
             errors += [r["mi_xz_seed_error"] for r in cell if r["estimator"] == x_name and r.get("mi_xz_seed_error")]
             panels.append(Panel(f"{title.format(beta=first.get('beta') or 0)} ({split})", [series], log_n=log_n,
                                 h_y=first.get("h_y"), own_scale=x_name in OWN_SCALE))
-    caption = (f"mean over {max(r['n_seeds'] for r in rows)} seeds; error bars: standard deviation between seeds "
+    seeds = max(r['n_seeds'] for r in rows)
+    caption = (f"mean over {seeds} seed{'s' if seeds > 1 else ''}; error bars: standard deviation between seeds "
                f"(mean per-seed total error of I(X;Z): {np.mean(errors) if errors else float('nan'):.3g} nats)")
     return panels, caption
 
 
+TRAJECTORY_ESTIMATORS = {"mixture": "mixture", "binning": "binning of noisy Z", "binning_f": "binning of f(x)",
+                         "callback": "KL term"}
+
+
+def plot_trajectories(rows: list[dict], title: str) -> plt.Figure:
+    """I(X;Z) and I(Y;Z) against the trained epochs (epoch 0, before training, would set the scale), one
+    line per estimator with a band of +-1 standard deviation between seeds (mean per-seed total error with
+    one seed): a compression phase is a fall of I(X;Z) after its peak, which the plane's axes, spanning
+    0 to log N, hide. The KL term of information dropout is on its own axis (many times log N)."""
+    rows = [r for r in rows if r["epoch"] > 0]
+    kl = any(r["estimator"] == "callback" and r.get("mi_xz_mean") is not None for r in rows)
+    quantities = [("xz", "I(X;Z) [nats]"), ("zy", "I(Y;Z) [nats]")] + ([("kl", "KL term [nats]")] if kl else [])
+    fig, axes = plt.subplots(len(quantities), len(rf.SPLITS), figsize=(6.2 * len(rf.SPLITS), 3.4 * len(quantities)),
+                             squeeze=False, sharex=True)
+    colors = dict(zip(TRAJECTORY_ESTIMATORS, plt.get_cmap("tab10").colors))
+    for col, split in enumerate(rf.SPLITS):
+        cell = [r for r in rows if r["split"] == split]
+        for row_i, (q, ylabel) in enumerate(quantities):
+            ax = axes[row_i][col]
+            names = ["callback"] if q == "kl" else [n for n in TRAJECTORY_ESTIMATORS if n != "callback" or q == "zy"]
+            for name in names:
+                key = "xz" if q == "kl" else q
+                pts = sorted((r["epoch"], r[f"mi_{key}_mean"], r.get(f"mi_{key}_seed_sd") or r.get(f"mi_{key}_seed_error") or 0.0)
+                             for r in cell if r["estimator"] == name and r.get(f"mi_{key}_mean") is not None)
+                if not pts:
+                    continue
+                e, m, sd = (np.array(v, dtype=float) for v in zip(*pts))
+                label = "H(Y) - cross-entropy" if name == "callback" and q == "zy" else TRAJECTORY_ESTIMATORS[name]
+                ax.plot(e, m, "-o", ms=2.5, lw=1, color=colors[name], label=label)
+                ax.fill_between(e, m - sd, m + sd, color=colors[name], alpha=0.25, lw=0)
+            ref = next((r.get("log_n") if q == "xz" else r.get("h_y") for r in cell
+                        if (r.get("log_n") if q == "xz" else r.get("h_y")) is not None), None)
+            if ref is not None and q != "kl":
+                ax.axhline(ref, color="tab:red" if q == "xz" else "tab:blue", ls="--", lw=1,
+                           label=f"{'log N' if q == 'xz' else 'H(Y)'} = {ref:.2f}")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{ylabel.split(' [')[0]} ({split})")
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=7, loc="lower right")
+        axes[-1][col].set_xlabel("epoch")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def draw_comparison_figures(aggregates: list[dict], families: Sequence[tuple[str, list[str]]], folder: Path,
                             *, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Per group the seed-aggregated planes (``plane_<group>``); per family of groups that differ in one
-    flag, the mixture planes overlaid (``overlay_<flag>_<groups>``)."""
+    """Per group the seed-aggregated planes (``plane_<group>``) and I(X;Z), I(Y;Z) against the epoch
+    (``epochs_<group>``); per family of groups that differ in one flag, the mixture planes overlaid
+    (``overlay_<flag>_<groups>``)."""
     written = []
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in aggregates:
@@ -209,6 +257,11 @@ def draw_comparison_figures(aggregates: list[dict], families: Sequence[tuple[str
         if panels:
             fig = plot_plane_grid(panels, ncols=2, suptitle=f"{group} (layer {layer})", caption=caption)
             written += save_figure(fig, folder / f"plane_{_slug(group)}_{layer}", formats)
+            seeds = max(r["n_seeds"] for r in rows)
+            band = "+-1 standard deviation between seeds" if seeds > 1 else "+-1 total error of the one seed"
+            fig = plot_trajectories(rows, f"{group} (layer {layer}): mean over {seeds} seed{'s' if seeds > 1 else ''}; "
+                                    f"bands: {band}")
+            written += save_figure(fig, folder / f"epochs_{_slug(group)}_{layer}", formats)
     for flag, names in families:
         written += _overlay(groups, flag, names, folder, formats)
     return written
