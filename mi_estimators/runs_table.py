@@ -232,17 +232,19 @@ def _fmt(values: Sequence[float | None], digits: int = 3) -> str:
 
 
 def _errors(points: Sequence[dict], q: str) -> str:
-    mc = [p.get(f"mi_{q}_stderr") for p in points if p.get(f"mi_{q}_stderr") is not None]
-    sampling = [p.get(f"mi_{q}_sampling_stderr") for p in points if p.get(f"mi_{q}_sampling_stderr") is not None]
-    if not mc:
-        return "-"
-    return f"{np.mean(mc):.2g} / {np.mean(sampling):.2g}" if sampling else f"{np.mean(mc):.2g}"
+    """mean Monte Carlo / mean sampling error, "-" for a kind an estimator does not report."""
+    parts = []
+    for field in (f"mi_{q}_stderr", f"mi_{q}_sampling_stderr"):
+        values = [p[field] for p in points if p.get(field) is not None]
+        parts.append(f"{np.mean(values):.2g}" if values else "-")
+    return "-" if parts == ["-", "-"] else " / ".join(parts)
 
 
 def summary_markdown(rows: Sequence[dict[str, Any]],
                      estimators: Sequence[str] = ("mixture", "callback", "binning_f", "binning")) -> str:
     """Markdown tables per group: I(X;Z) and I(Y;Z) at the first trained epoch, at each run's I(X;Z) peak and
-    at the last epoch (mean ± standard deviation between seeds, mean Monte Carlo / sampling error), the
+    at the last epoch (mean ± standard deviation between seeds, mean Monte Carlo / sampling error; "-"
+    where an estimator does not report one), the
     saturation there, and how many seeds compress (:func:`compression_rows`)."""
     index = {(r["group"], r["layer"], r["split"], r["estimator"], r["run"], r["epoch"]): r for r in rows}
     lines = []

@@ -59,3 +59,10 @@ def test_a_flag_that_one_dropout_kind_does_not_have_is_left_out_of_its_name():
                                 tuple(sorted({"net": "fc", "dropout": "information", "beta": 3.0, "alpha_max": 0.7,
                                               "epochs": 10, "lr": 0.1}.items())))]
     assert sorted(group_names(runs).values()) == ["fc gaussian p=0.2", "fc information beta=3"]
+
+
+def test_summary_shows_a_sampling_error_without_a_monte_carlo_one():
+    rows = _rows("a", 0, [0.0, 5.0, 6.0, 5.9, 5.8], None)
+    for r in rows:
+        r["mi_xz_sampling_stderr"] = 0.01
+    assert "| - / 0.01 |" in summary_markdown(rows)
