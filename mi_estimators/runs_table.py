@@ -22,6 +22,7 @@ import numpy as np
 
 from utils import run_folder as rf
 from utils.ip_figures import draw_comparison_figures
+from utils.plotting import SATURATION_LIMIT
 
 NOT_DEFINING = frozenset({"seed", "out", "data_dir", "analyze", "distribute", "eval_batch_size", "verbose"})
 """Flags that do not change the experiment: runs differing only in these (and the seed) form a group."""
@@ -191,14 +192,17 @@ def write_comparison(run_dirs: Sequence[Path], out: Path, *, plots: bool = True,
 # -- compression: does I(X;Z) fall after its peak by more than its errors? ---------------------------
 
 COMPRESSION_COLUMNS = ("group", "layer", "split", "estimator", "run", "seed", "first_epoch", "first", "peak_epoch",
-                       "peak", "last_epoch", "last", "drop", "drop_error", "compressed", "saturation_last")
+                       "peak", "last_epoch", "last", "drop", "drop_error", "compressed", "saturation_peak",
+                       "saturation_last", "limited_by_n")
 
 
 def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per run, layer, split and estimator: I(X;Z) at the first trained epoch, at its peak and at the last
     epoch; the drop peak - last with its error (total errors of both points in quadrature; empty for
     estimators without an error, whose drop then only has to be positive) and ``compressed`` = a drop after
-    the peak larger than twice that error."""
+    the peak larger than twice that error. ``limited_by_n``: the saturation at the peak or at the last epoch
+    exceeds 0.5, so the estimate there is limited by the number of inputs and a flat curve says nothing
+    about compression either way (McAllester & Stratos 2020)."""
     series: dict[tuple, list[dict]] = {}
     for row in rows:
         if row.get("skipped") is None and row.get("mi_xz") is not None and row["epoch"] > 0:
@@ -217,7 +221,8 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     "peak_epoch": peak["epoch"], "peak": peak["mi_xz"], "last_epoch": last["epoch"],
                     "last": last["mi_xz"], "drop": drop, "drop_error": error,
                     "compressed": bool(peak["epoch"] < last["epoch"] and drop > 2 * (error or 0.0)),
-                    "saturation_last": last.get("saturation")})
+                    "saturation_peak": peak.get("saturation"), "saturation_last": last.get("saturation"),
+                    "limited_by_n": any((p.get("saturation") or 0.0) > SATURATION_LIMIT for p in (peak, last))})
     return sorted(out, key=lambda r: (r["group"], r["layer"], r["estimator"], r["split"], r["seed"] or 0))
 
 
@@ -257,8 +262,10 @@ def summary_markdown(rows: Sequence[dict[str, Any]],
                 runs = [c for c in compression if c["group"] == group and c["estimator"] == name and c["split"] == split]
                 if not runs:
                     continue
+                limited = sum(c["limited_by_n"] for c in runs)
                 verdict = f"{sum(c['compressed'] for c in runs)} of {len(runs)}" + \
-                    (" (no error bars)" if all(c["drop_error"] is None for c in runs) else "")
+                    (" (no error bars)" if all(c["drop_error"] is None for c in runs) else "") + \
+                    (f" ({limited} limited by N)" if limited else "")
                 for point in ("first", "peak", "last"):
                     picked = [index[(group, c["layer"], split, name, c["run"], c[f"{point}_epoch"])] for c in runs]
                     epochs = sorted({p["epoch"] for p in picked})

@@ -20,7 +20,12 @@ def test_compression_needs_a_drop_after_the_peak_larger_than_twice_its_error():
     assert calls["a"]["compressed"] and calls["a"]["peak_epoch"] == 4 and calls["a"]["drop"] == pytest.approx(0.8)
     assert calls["a"]["first_epoch"] == 2                           # epoch 0 (before training) is left out
     assert not calls["b"]["compressed"] and not calls["c"]["compressed"]
-    assert "1 of 3" in summary_markdown(rows)
+    assert "1 of 3" in summary_markdown(rows) and "limited by N" not in summary_markdown(rows)
+    for r in rows:
+        r["saturation"] = 0.9 if r["run"] == "c" else 0.1
+    calls = {r["run"]: r for r in compression_rows(rows)}
+    assert calls["c"]["limited_by_n"] and not calls["a"]["limited_by_n"]
+    assert "1 of 3 (1 limited by N)" in summary_markdown(rows)
 
 
 def test_aggregates_over_seeds():
