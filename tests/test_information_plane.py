@@ -178,7 +178,8 @@ def test_groups_differing_in_one_setting_are_overlaid(tmp_path):
     runs = [_fake_run(tmp_path / f"p{p}", ["dropout"], p=p, seed=seed) for p in (0.1, 0.3) for seed in (0, 1)]
     written = ip.analyze_runs(runs, out=tmp_path / "sweep", request=ip.Request(estimators=("mixture",), progress=False))
     overlays = [p for p in written if p.name.startswith("overlay_p_")]
-    assert len(overlays) == 1 and "p-0.1" in overlays[0].name and "p-0.3" in overlays[0].name
+    assert len(overlays) == 2 and all("p-0.1" in o.name and "p-0.3" in o.name for o in overlays)
+    assert sum(o.stem.endswith("_epochs") for o in overlays) == 1          # the plane and I(X;Z) per epoch
     assert {r["n_seeds"] for r in read_csv(tmp_path / "sweep" / "aggregate.csv")} == {2}
 
 

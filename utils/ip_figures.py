@@ -283,7 +283,39 @@ def _overlay(groups: dict, flag: str, names: list[str], folder: Path, formats: S
         return []
     fig = plot_plane_grid(panels, ncols=2, suptitle=f"groups differing in {flag}",
                           caption="mean over seeds; error bars: standard deviation between seeds")
-    return save_figure(fig, folder / f"overlay_{flag}_{_slug('_'.join(names))}", formats)
+    stem = f"overlay_{flag}_{_slug('_'.join(names))}"
+    written = save_figure(fig, folder / stem, formats)
+    fig = _overlay_epochs(groups, names, f"mixture I(X;Z) of groups differing in {flag}: mean over seeds, "
+                                         "bands: +-1 standard deviation between seeds")
+    return written + save_figure(fig, folder / f"{stem}_epochs", formats)
+
+
+def _overlay_epochs(groups: dict, names: list[str], title: str) -> plt.Figure:
+    """The mixture I(X;Z) of several groups against the trained epochs, one panel per split."""
+    fig, axes = plt.subplots(1, len(rf.SPLITS), figsize=(6.2 * len(rf.SPLITS), 3.6), squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    for ax, split in zip(axes[0], rf.SPLITS):
+        log_n = None
+        for i, name in enumerate(names):
+            pts = sorted((r["epoch"], r["mi_xz_mean"], r.get("mi_xz_seed_sd") or 0.0)
+                         for (g, _), rs in groups.items() if g == name for r in rs
+                         if r["split"] == split and r["estimator"] == "mixture" and r["epoch"] > 0
+                         and r.get("mi_xz_mean") is not None)
+            if not pts:
+                continue
+            log_n = next((r["log_n"] for (g, _), rs in groups.items() if g == name for r in rs if r.get("log_n")), log_n)
+            e, m, sd = (np.array(v, dtype=float) for v in zip(*pts))
+            ax.plot(e, m, "-o", ms=2.5, lw=1, color=colors[i % len(colors)], label=name)
+            ax.fill_between(e, m - sd, m + sd, color=colors[i % len(colors)], alpha=0.25, lw=0)
+        if log_n is not None:
+            ax.axhline(log_n, color="tab:red", ls="--", lw=1, label=f"log N = {log_n:.2f}")
+        ax.set(title=f"mixture I(X;Z) ({split})", xlabel="epoch", ylabel="I(X;Z) [nats]")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def _slug(text: str) -> str:
