@@ -7,7 +7,7 @@ not change the experiment: where the data or the output live, distribution, verb
 ``aggregate.csv`` has per group, layer, split, epoch and estimator the mean over seeds, the standard
 deviation between seeds and the mean per-seed total error (Monte Carlo and input sampling in
 quadrature) of I(X;Z) and I(Y;Z), and the mean and largest saturation. ``compression.csv`` says per run
-whether I(X;Z) falls after its peak by more than its errors (:func:`compression_rows`).
+whether I(X;Z) falls after its peak by more than 3 errors, and its largest fall (:func:`compression_rows`).
 """
 from __future__ import annotations
 
@@ -191,18 +191,29 @@ def write_comparison(run_dirs: Sequence[Path], out: Path, *, plots: bool = True,
 
 # -- compression: does I(X;Z) fall after its peak by more than its errors? ---------------------------
 
+DROP_ERRORS = 3.0
+"""A drop peak -> last counts as compression beyond this many errors. The peak is the largest of many
+noisy points: for 51 saved epochs of pure noise the drop exceeds 2 errors in 30% of runs, 3 in 3.7%
+(16 epochs: 17% and 1.5%; simulated with equal independent errors)."""
+FALL_ERRORS = 4.0
+"""The largest fall over all pairs of epochs counts beyond this many errors: pure noise over 51 saved
+epochs exceeds 2 errors in 99.6% of runs and 4 in 2.8% (16 epochs: 0.4%)."""
+
 COMPRESSION_COLUMNS = ("group", "layer", "split", "estimator", "run", "seed", "first_epoch", "first", "peak_epoch",
                        "peak", "last_epoch", "last", "drop", "drop_error", "compressed", "saturation_peak",
-                       "saturation_last", "limited_by_n")
+                       "saturation_last", "limited_by_n", "largest_fall", "fall_from_epoch", "fall_to_epoch",
+                       "fall_error")
 
 
 def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per run, layer, split and estimator: I(X;Z) at the first trained epoch, at its peak and at the last
     epoch; the drop peak - last with its error (total errors of both points in quadrature; empty for
     estimators without an error, whose drop then only has to be positive) and ``compressed`` = a drop after
-    the peak larger than twice that error. ``limited_by_n``: the saturation at the peak or at the last epoch
+    the peak larger than ``DROP_ERRORS`` times that error. ``limited_by_n``: the saturation at the peak or at the last epoch
     exceeds 0.5, so the estimate there is limited by the number of inputs and a flat curve says nothing
-    about compression either way (McAllester & Stratos 2020)."""
+    about compression either way (McAllester & Stratos 2020). ``largest_fall``: the largest decrease from
+    any epoch to a later one (``fall_from_epoch`` -> ``fall_to_epoch``, with the error of that difference),
+    which also catches a dip that training later undoes; it counts beyond ``FALL_ERRORS`` errors."""
     series: dict[tuple, list[dict]] = {}
     for row in rows:
         if row.get("skipped") is None and row.get("mi_xz") is not None and row["epoch"] > 0:
@@ -214,16 +225,31 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         peak = max(points, key=lambda r: r["mi_xz"])
         first, last = points[0], points[-1]
         drop = peak["mi_xz"] - last["mi_xz"]
+        fall = _largest_fall(points)
         totals = [t for t in (_total(peak, "xz"), _total(last, "xz")) if t is not None]
         error = math.hypot(*totals) if totals else None
         out.append({"group": group, "layer": layer, "split": split, "estimator": name, "run": run,
                     "seed": first["seed"], "first_epoch": first["epoch"], "first": first["mi_xz"],
                     "peak_epoch": peak["epoch"], "peak": peak["mi_xz"], "last_epoch": last["epoch"],
                     "last": last["mi_xz"], "drop": drop, "drop_error": error,
-                    "compressed": bool(peak["epoch"] < last["epoch"] and drop > 2 * (error or 0.0)),
+                    "compressed": bool(peak["epoch"] < last["epoch"] and drop > DROP_ERRORS * (error or 0.0)),
                     "saturation_peak": peak.get("saturation"), "saturation_last": last.get("saturation"),
-                    "limited_by_n": any((p.get("saturation") or 0.0) > SATURATION_LIMIT for p in (peak, last))})
+                    "limited_by_n": any((p.get("saturation") or 0.0) > SATURATION_LIMIT for p in (peak, last)),
+                    **fall})
     return sorted(out, key=lambda r: (r["group"], r["layer"], r["estimator"], r["split"], r["seed"] or 0))
+
+
+def _largest_fall(points: Sequence[dict]) -> dict[str, Any]:
+    """The largest I(X;Z)[i] - I(X;Z)[j] over i < j (points in epoch order), with its total error."""
+    best, top, pair = 0.0, points[0], (points[0], points[0])
+    for point in points[1:]:
+        if top["mi_xz"] - point["mi_xz"] > best:
+            best, pair = top["mi_xz"] - point["mi_xz"], (top, point)
+        if point["mi_xz"] > top["mi_xz"]:
+            top = point
+    totals = [t for t in (_total(pair[0], "xz"), _total(pair[1], "xz")) if t is not None]
+    return {"largest_fall": best, "fall_from_epoch": pair[0]["epoch"], "fall_to_epoch": pair[1]["epoch"],
+            "fall_error": math.hypot(*totals) if totals and best > 0 else None}
 
 
 def _fmt(values: Sequence[float | None], digits: int = 3) -> str:
@@ -249,30 +275,38 @@ def summary_markdown(rows: Sequence[dict[str, Any]],
                      estimators: Sequence[str] = ("mixture", "callback", "binning_f", "binning")) -> str:
     """Markdown tables per group: I(X;Z) and I(Y;Z) at the first trained epoch, at each run's I(X;Z) peak and
     at the last epoch (mean ± standard deviation between seeds, mean Monte Carlo / sampling error; "-"
-    where an estimator does not report one), the
-    saturation there, and how many seeds compress (:func:`compression_rows`)."""
+    where an estimator does not report one), the saturation there, how many seeds compress and the
+    largest fall of I(X;Z) (:func:`compression_rows`)."""
     index = {(r["group"], r["layer"], r["split"], r["estimator"], r["run"], r["epoch"]): r for r in rows}
     lines = []
     compression = compression_rows(rows)
     for group in sorted({c["group"] for c in compression}):
         lines += [f"### {group}", "", "| estimator | split | point | epoch | I(X;Z) | errors X | I(Y;Z) | errors Y "
-                  "| saturation | compressed seeds |", "|" + " --- |" * 10]
+                  "| saturation | compressed seeds | largest fall |", "|" + " --- |" * 11]
         for name in estimators:
             for split in rf.SPLITS:
                 runs = [c for c in compression if c["group"] == group and c["estimator"] == name and c["split"] == split]
-                if not runs:
-                    continue
-                limited = sum(c["limited_by_n"] for c in runs)
-                verdict = f"{sum(c['compressed'] for c in runs)} of {len(runs)}" + \
-                    (" (no error bars)" if all(c["drop_error"] is None for c in runs) else "") + \
-                    (f" ({limited} limited by N)" if limited else "")
-                for point in ("first", "peak", "last"):
+                for point in ("first", "peak", "last") if runs else ():
                     picked = [index[(group, c["layer"], split, name, c["run"], c[f"{point}_epoch"])] for c in runs]
                     epochs = sorted({p["epoch"] for p in picked})
                     epoch = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+                    verdicts = f"{_verdict(runs)} | {_falls(runs)}" if point == "last" else " |"
                     lines.append(f"| {name} | {split} | {point} | {epoch} | {_fmt([p['mi_xz'] for p in picked])} | "
                                  f"{_errors(picked, 'xz')} | {_fmt([p.get('mi_zy') for p in picked])} | "
                                  f"{_errors(picked, 'zy')} | {_fmt([p.get('saturation') for p in picked], 2)} | "
-                                 f"{verdict if point == 'last' else ''} |")
+                                 f"{verdicts} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _verdict(runs: Sequence[dict]) -> str:
+    limited = sum(c["limited_by_n"] for c in runs)
+    return (f"{sum(c['compressed'] for c in runs)} of {len(runs)}"
+            + (" (no error bars)" if all(c["drop_error"] is None for c in runs) else "")
+            + (f" ({limited} limited by N)" if limited else ""))
+
+
+def _falls(runs: Sequence[dict]) -> str:
+    """The largest fall (mean ± sd over seeds) and in how many seeds it exceeds ``FALL_ERRORS`` errors."""
+    beyond = sum(c["largest_fall"] > FALL_ERRORS * (c["fall_error"] or 0.0) for c in runs)
+    return f"{_fmt([c['largest_fall'] for c in runs])} ({beyond} of {len(runs)} beyond {FALL_ERRORS:g} errors)"

@@ -12,13 +12,14 @@ def _rows(run, seed, values, error):
              "saturation": 0.1, "skipped": None} for e, v in zip((0, 2, 4, 6, 8), values)]
 
 
-def test_compression_needs_a_drop_after_the_peak_larger_than_twice_its_error():
+def test_compression_needs_a_drop_after_the_peak_larger_than_three_errors():
     rows = (_rows("a", 0, [0.0, 5.0, 6.0, 5.5, 5.2], 0.01)         # falls by 0.8 after epoch 4: compression
-            + _rows("b", 1, [0.0, 5.0, 6.0, 5.99, 5.98], 0.01)     # 0.02 < 2 x 0.014: within the errors
+            + _rows("b", 1, [0.0, 5.0, 6.0, 5.97, 5.96], 0.01)     # 0.04 < 3 x 0.02: within the errors
             + _rows("c", 2, [0.0, 5.0, 5.5, 6.0, 6.5], 0.01))      # still rising
     calls = {r["run"]: r for r in compression_rows(rows)}
     assert calls["a"]["compressed"] and calls["a"]["peak_epoch"] == 4 and calls["a"]["drop"] == pytest.approx(0.8)
     assert calls["a"]["first_epoch"] == 2                           # epoch 0 (before training) is left out
+    assert calls["a"]["largest_fall"] == pytest.approx(0.8) and calls["c"]["largest_fall"] == 0.0
     assert not calls["b"]["compressed"] and not calls["c"]["compressed"]
     assert "1 of 3" in summary_markdown(rows) and "limited by N" not in summary_markdown(rows)
     for r in rows:
@@ -71,3 +72,12 @@ def test_summary_shows_a_sampling_error_without_a_monte_carlo_one():
     for r in rows:
         r["mi_xz_sampling_stderr"] = 0.01
     assert "| - / 0.01 |" in summary_markdown(rows)
+
+
+def test_the_largest_fall_catches_a_dip_that_training_undoes():
+    rows = _rows("a", 0, [0.0, 5.0, 6.0, 4.5, 7.0], 0.01) + _rows("b", 1, [0.0, 5.0, 6.0, 5.99, 7.0], 0.01)
+    calls = {r["run"]: r for r in compression_rows(rows)}
+    assert not calls["a"]["compressed"] and calls["a"]["largest_fall"] == pytest.approx(1.5)
+    assert (calls["a"]["fall_from_epoch"], calls["a"]["fall_to_epoch"]) == (4, 6)
+    assert calls["a"]["fall_error"] == pytest.approx(0.02)          # four errors of 0.01 in quadrature
+    assert "(1 of 2 beyond 4 errors)" in summary_markdown(rows)
