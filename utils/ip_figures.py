@@ -236,7 +236,7 @@ def plot_trajectories(rows: list[dict], title: str) -> plt.Figure:
             ax.set_title(f"{ylabel.split(' [')[0]} ({split})")
             ax.grid(alpha=0.3)
             if ax.lines:
-                ax.legend(fontsize=7, loc="lower right")
+                ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
         axes[-1][col].set_xlabel("epoch")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -312,7 +312,7 @@ def _overlay_epochs(groups: dict, names: list[str], title: str) -> plt.Figure:
         ax.set(title=f"mixture I(X;Z) ({split})", xlabel="epoch", ylabel="I(X;Z) [nats]")
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
