@@ -45,11 +45,16 @@ def entropy_with_stderr(a: np.ndarray) -> tuple[float, float]:
 def mi_with_stderr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Plug-in I(A;B) and its delta-method standard error std(log p(a_i,b_i)/(p(a_i)p(b_i))) / sqrt(N)."""
     ia, ib = symbol_ids(a), symbol_ids(b)
-    joint = symbol_ids(ia.astype(np.int64) * (ib.max() + 1) + ib)
+    joint = symbol_ids(_joint_ids(ia, ib))
     n = len(ia)
     terms = np.log(n * np.bincount(joint)[joint] / (np.bincount(ia)[ia] * np.bincount(ib)[ib]))
     # The plug-in I(A;B) is >= 0 exactly; the clip only removes round-off.
     return max(float(terms.mean()), 0.0), _stderr(terms)
+
+
+def _joint_ids(ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    """One integer per (a, b) pair of symbol ids, equal for equal pairs."""
+    return ia.astype(np.int64) * (ib.max() + 1) + ib
 
 
 def _stderr(terms: np.ndarray) -> float:
@@ -60,7 +65,7 @@ def discrete_mi(a: np.ndarray, b: np.ndarray) -> MIResult:
     """Plug-in I(A;B) = H(A) + H(B) - H(A,B) of two discrete variables, samples in rows."""
     check_same_length(a=a, b=b)
     ia, ib = symbol_ids(as_samples(a, "a", min_samples=1)), symbol_ids(as_samples(b, "b", min_samples=1))
-    joint = ia.astype(np.int64) * (ib.max() + 1) + ib
+    joint = _joint_ids(ia, ib)
     h_a, h_b, h_ab = discrete_entropy(ia), discrete_entropy(ib), discrete_entropy(joint)
     return MIResult(method="discrete_plugin", mi=max(h_a + h_b - h_ab, 0.0), n_samples=len(ia),
                     params={"h_a": h_a, "h_b": h_b, "h_ab": h_ab})

@@ -237,7 +237,8 @@ def _callback_entries(run_dir: Path, config: dict, split: str) -> dict:
         mi_xz = rf.load_ip(run_dir, split, "mi_xz", layer["name"] if several else None)
         for epoch in sorted(set(mi_xz) | set(mi_zy)):
             out[(CALLBACK, layer["name"], split, epoch)] = {
-                "mi_xz": mi_xz.get(epoch) if layer["dropout"] == "information" else None, "mi_zy": mi_zy.get(epoch), "h_y": h_y, "settings": {},
+                "mi_xz": mi_xz.get(epoch) if layer["dropout"] == "information" else None,
+                "mi_zy": mi_zy.get(epoch), "h_y": h_y, "settings": {},
                 "sees": "noisy Z (training loss terms)",
                 "params": {"source": "callback: mean KL and H(Y) - cross-entropy",
                            "beta": layer.get("beta")}}

@@ -209,9 +209,9 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per run, layer, split and estimator: I(X;Z) at the first trained epoch, at its peak and at the last
     epoch; the drop peak - last with its error (total errors of both points in quadrature; empty for
     estimators without an error, whose drop then only has to be positive) and ``compressed`` = a drop after
-    the peak larger than ``DROP_ERRORS`` times that error. ``limited_by_n``: the saturation at the peak or at the last epoch
-    exceeds 0.5, so the estimate there is limited by the number of inputs and a flat curve says nothing
-    about compression either way (McAllester & Stratos 2020). ``largest_fall``: the largest decrease from
+    the peak larger than ``DROP_ERRORS`` times that error. ``limited_by_n``: the saturation at the peak or
+    at the last epoch exceeds 0.5, so the estimate there is limited by the number of inputs and a flat
+    curve says nothing about compression either way (McAllester & Stratos 2020). ``largest_fall``: the largest decrease from
     any epoch to a later one (``fall_from_epoch`` -> ``fall_to_epoch``, with the error of that difference),
     which also catches a dip that training later undoes; it counts beyond ``FALL_ERRORS`` errors."""
     series: dict[tuple, list[dict]] = {}
@@ -225,9 +225,7 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         peak = max(points, key=lambda r: r["mi_xz"])
         first, last = points[0], points[-1]
         drop = peak["mi_xz"] - last["mi_xz"]
-        fall = _largest_fall(points)
-        totals = [t for t in (_total(peak, "xz"), _total(last, "xz")) if t is not None]
-        error = math.hypot(*totals) if totals else None
+        error = _difference_error(peak, last)
         out.append({"group": group, "layer": layer, "split": split, "estimator": name, "run": run,
                     "seed": first["seed"], "first_epoch": first["epoch"], "first": first["mi_xz"],
                     "peak_epoch": peak["epoch"], "peak": peak["mi_xz"], "last_epoch": last["epoch"],
@@ -235,7 +233,7 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     "compressed": bool(peak["epoch"] < last["epoch"] and drop > DROP_ERRORS * (error or 0.0)),
                     "saturation_peak": peak.get("saturation"), "saturation_last": last.get("saturation"),
                     "limited_by_n": any((p.get("saturation") or 0.0) > SATURATION_LIMIT for p in (peak, last)),
-                    **fall})
+                    **_largest_fall(points)})
     return sorted(out, key=lambda r: (r["group"], r["layer"], r["estimator"], r["split"], r["seed"] or 0))
 
 
@@ -247,9 +245,14 @@ def _largest_fall(points: Sequence[dict]) -> dict[str, Any]:
             best, pair = top["mi_xz"] - point["mi_xz"], (top, point)
         if point["mi_xz"] > top["mi_xz"]:
             top = point
-    totals = [t for t in (_total(pair[0], "xz"), _total(pair[1], "xz")) if t is not None]
     return {"largest_fall": best, "fall_from_epoch": pair[0]["epoch"], "fall_to_epoch": pair[1]["epoch"],
-            "fall_error": math.hypot(*totals) if totals and best > 0 else None}
+            "fall_error": _difference_error(*pair) if best > 0 else None}
+
+
+def _difference_error(a: dict, b: dict) -> float | None:
+    """Total error of I(X;Z)[a] - I(X;Z)[b]: the two points' total errors in quadrature (None without any)."""
+    totals = [t for t in (_total(a, "xz"), _total(b, "xz")) if t is not None]
+    return math.hypot(*totals) if totals else None
 
 
 def _fmt(values: Sequence[float | None], digits: int = 3) -> str:
