@@ -2,7 +2,8 @@
 
 ``estimates.csv`` has one row per (run, layer, split, epoch, estimator) with the run's configuration
 (dataset, net, dropout, p or beta, seed, epochs) and every field of the estimate (both errors of each
-coordinate, saturation, N, log N, H(Y)). Runs whose flags differ only in ``seed`` (and in flags that do
+coordinate, saturation, N, log N, H(Y)), and for the mixture I(X;Z) on the nested N/4 and N/16 subsets
+behind the saturation (``mi_xz_quarter``, ``mi_xz_sixteenth``). Runs whose flags differ only in ``seed`` (and in flags that do
 not change the experiment: where the data or the output live, distribution, verbosity) form a group.
 ``aggregate.csv`` has per group, layer, split, epoch and estimator the mean over seeds, the standard
 deviation between seeds and the mean per-seed total error (Monte Carlo and input sampling in
@@ -28,8 +29,8 @@ NOT_DEFINING = frozenset({"seed", "out", "data_dir", "analyze", "distribute", "e
 """Flags that do not change the experiment: runs differing only in these (and the seed) form a group."""
 CONFIG_COLUMNS = ("run", "group", "dataset", "net", "dropout", "p", "beta", "seed", "epochs")
 ESTIMATE_COLUMNS = ("layer", "split", "epoch", "estimator", "sees", "mi_xz", "mi_xz_stderr", "mi_xz_sampling_stderr",
-                    "mi_zy", "mi_zy_stderr", "mi_zy_sampling_stderr", "saturation", "n_samples", "log_n", "h_y",
-                    "noise_samples", "skipped")
+                    "mi_zy", "mi_zy_stderr", "mi_zy_sampling_stderr", "saturation", "mi_xz_quarter", "mi_xz_sixteenth",
+                    "n_samples", "log_n", "h_y", "noise_samples", "skipped")
 AGGREGATE_COLUMNS = ("group", "dataset", "net", "dropout", "p", "beta", "epochs", "n_seeds", "layer", "split",
                      "epoch", "estimator", "mi_xz_mean", "mi_xz_seed_sd", "mi_xz_seed_error", "mi_zy_mean",
                      "mi_zy_seed_sd", "mi_zy_seed_error", "saturation_mean", "saturation_max", "log_n", "h_y")
@@ -113,7 +114,11 @@ def estimate_rows(runs: Sequence[RunInfo]) -> list[dict[str, Any]]:
 
 
 def _estimate_fields(entry: dict) -> dict[str, Any]:
-    fields = {k: entry.get(k) for k in ESTIMATE_COLUMNS[4:] if k not in ("noise_samples", "skipped")}
+    derived = ("mi_xz_quarter", "mi_xz_sixteenth", "noise_samples", "skipped")
+    fields = {k: entry.get(k) for k in ESTIMATE_COLUMNS[4:] if k not in derived}
+    subsets = sorted(entry.get("convergence") or [], key=lambda point: point["n"])
+    fields["mi_xz_quarter"] = subsets[-2]["mi_xz"] if len(subsets) >= 3 else None
+    fields["mi_xz_sixteenth"] = subsets[-3]["mi_xz"] if len(subsets) >= 3 else None
     fields["noise_samples"] = entry.get("settings", {}).get("noise_samples")
     fields["skipped"] = entry.get("skipped")
     return fields

@@ -160,6 +160,10 @@ def test_comparison_of_two_seeds_writes_csv_and_aggregate_planes(gaussian_run, t
     assert len(mixture) == 2 * 2 * 4                          # runs x splits x epochs
     for r in mixture:
         assert r["mi_xz_sampling_stderr"] is not None and r["saturation"] is not None and r["dataset"] == "digits"
+    stored = rf.load_estimates(gaussian_run)["estimates"]["mixture"]["dropout"]["test"]["3"]["convergence"]
+    row = next(r for r in mixture if r["run"] == "gaussian" and r["split"] == "test" and r["epoch"] == 3)
+    assert [row["mi_xz_sixteenth"], row["mi_xz_quarter"], row["mi_xz"]] == pytest.approx([c["mi_xz"] for c in stored])
+    assert all(r["mi_xz_quarter"] is None for r in rows if r["estimator"] == "callback")
     assert len({r["group"] for r in rows}) == 1               # differ only in the seed
     aggregate = read_csv(out / "aggregate.csv")
     cell = next(r for r in aggregate if r["estimator"] == "mixture" and r["split"] == "test" and r["epoch"] == 3)
