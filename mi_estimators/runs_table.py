@@ -243,15 +243,19 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _largest_fall(points: Sequence[dict]) -> dict[str, Any]:
-    """The largest I(X;Z)[i] - I(X;Z)[j] over i < j (points in epoch order), with its total error."""
-    best, top, pair = 0.0, points[0], (points[0], points[0])
+    """The largest I(X;Z)[i] - I(X;Z)[j] over i < j (points in epoch order), with its total error.
+
+    A curve that never falls has a largest fall of 0 and no epochs or error."""
+    best, top, pair = 0.0, points[0], None
     for point in points[1:]:
         if top["mi_xz"] - point["mi_xz"] > best:
             best, pair = top["mi_xz"] - point["mi_xz"], (top, point)
         if point["mi_xz"] > top["mi_xz"]:
             top = point
+    if pair is None:
+        return {"largest_fall": 0.0, "fall_from_epoch": None, "fall_to_epoch": None, "fall_error": None}
     return {"largest_fall": best, "fall_from_epoch": pair[0]["epoch"], "fall_to_epoch": pair[1]["epoch"],
-            "fall_error": _difference_error(*pair) if best > 0 else None}
+            "fall_error": _difference_error(*pair)}
 
 
 def _difference_error(a: dict, b: dict) -> float | None:
@@ -316,5 +320,8 @@ def _verdict(runs: Sequence[dict]) -> str:
 
 def _falls(runs: Sequence[dict]) -> str:
     """The largest fall (mean ± sd over seeds) and in how many seeds it exceeds ``FALL_ERRORS`` errors."""
-    beyond = sum(c["largest_fall"] > FALL_ERRORS * (c["fall_error"] or 0.0) for c in runs)
-    return f"{_fmt([c['largest_fall'] for c in runs])} ({beyond} of {len(runs)} beyond {FALL_ERRORS:g} errors)"
+    falls = _fmt([c["largest_fall"] for c in runs])
+    if any(c["largest_fall"] > 0 and c["fall_error"] is None for c in runs):
+        return f"{falls} (no error bars)"
+    beyond = sum(c["fall_error"] is not None and c["largest_fall"] > FALL_ERRORS * c["fall_error"] for c in runs)
+    return f"{falls} ({beyond} of {len(runs)} beyond {FALL_ERRORS:g} errors)"

@@ -57,7 +57,7 @@ def test_estimators_without_errors_are_called_on_the_sign_of_the_drop_and_say_so
     rows = _rows("a", 0, [0.0, 5.0, 6.0, 5.9, 5.8], None) + _rows("b", 1, [0.0, 5.0, 6.0, 6.1, 6.2], None)
     calls = {r["run"]: r for r in compression_rows(rows)}
     assert calls["a"]["drop_error"] is None and calls["a"]["compressed"] and not calls["b"]["compressed"]
-    assert "1 of 2 (no error bars)" in summary_markdown(rows)
+    assert "1 of 2 (no error bars) | 0.100 ± 0.141 (no error bars) |" in summary_markdown(rows)
 
 
 def test_a_flag_that_one_dropout_kind_does_not_have_is_left_out_of_its_name():
@@ -81,3 +81,5 @@ def test_the_largest_fall_catches_a_dip_that_training_undoes():
     assert (calls["a"]["fall_from_epoch"], calls["a"]["fall_to_epoch"]) == (4, 6)
     assert calls["a"]["fall_error"] == pytest.approx(0.02)          # four errors of 0.01 in quadrature
     assert "(1 of 2 beyond 4 errors)" in summary_markdown(rows)
+    rising = {r["run"]: r for r in compression_rows(_rows("c", 2, [0.0, 5.0, 6.0, 6.5, 7.0], 0.01))}["c"]
+    assert rising["largest_fall"] == 0.0 and rising["fall_from_epoch"] is None and rising["fall_error"] is None
