@@ -3,8 +3,9 @@
 ``estimates.csv`` has one row per (run, layer, split, epoch, estimator) with the run's configuration
 (dataset, net, dropout, p or beta, seed, epochs) and every field of the estimate (both errors of each
 coordinate, saturation, N, log N, H(Y)), and for the mixture I(X;Z) on the nested N/4 and N/16 subsets
-behind the saturation (``mi_xz_quarter``, ``mi_xz_sixteenth``). Runs whose flags differ only in ``seed`` (and in flags that do
-not change the experiment: where the data or the output live, distribution, verbosity) form a group.
+behind the saturation (``mi_xz_quarter``, ``mi_xz_sixteenth``). Runs whose flags differ only in ``seed``
+(and in flags that do not change the experiment: where the data or the output live, distribution,
+verbosity) form a group.
 ``aggregate.csv`` has per group, layer, split, epoch and estimator the mean over seeds, the standard
 deviation between seeds and the mean per-seed total error (Monte Carlo and input sampling in
 quadrature) of I(X;Z) and I(Y;Z), and the mean and largest saturation. ``compression.csv`` says per run
@@ -28,9 +29,9 @@ from utils.plotting import SATURATION_LIMIT
 NOT_DEFINING = frozenset({"seed", "out", "data_dir", "analyze", "distribute", "eval_batch_size", "verbose"})
 """Flags that do not change the experiment: runs differing only in these (and the seed) form a group."""
 CONFIG_COLUMNS = ("run", "group", "dataset", "net", "dropout", "p", "beta", "seed", "epochs")
-ESTIMATE_COLUMNS = ("layer", "split", "epoch", "estimator", "sees", "mi_xz", "mi_xz_stderr", "mi_xz_sampling_stderr",
-                    "mi_zy", "mi_zy_stderr", "mi_zy_sampling_stderr", "saturation", "mi_xz_quarter", "mi_xz_sixteenth",
-                    "n_samples", "log_n", "h_y", "noise_samples", "skipped")
+ESTIMATE_COLUMNS = ("layer", "split", "epoch", "estimator", "sees", "mi_xz", "mi_xz_stderr",
+                    "mi_xz_sampling_stderr", "mi_zy", "mi_zy_stderr", "mi_zy_sampling_stderr", "saturation",
+                    "mi_xz_quarter", "mi_xz_sixteenth", "n_samples", "log_n", "h_y", "noise_samples", "skipped")
 AGGREGATE_COLUMNS = ("group", "dataset", "net", "dropout", "p", "beta", "epochs", "n_seeds", "layer", "split",
                      "epoch", "estimator", "mi_xz_mean", "mi_xz_seed_sd", "mi_xz_seed_error", "mi_zy_mean",
                      "mi_zy_seed_sd", "mi_zy_seed_error", "saturation_mean", "saturation_max", "log_n", "h_y")
@@ -216,9 +217,10 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     estimators without an error, whose drop then only has to be positive) and ``compressed`` = a drop after
     the peak larger than ``DROP_ERRORS`` times that error. ``limited_by_n``: the saturation at the peak or
     at the last epoch exceeds 0.5, so the estimate there is limited by the number of inputs and a flat
-    curve says nothing about compression either way (McAllester & Stratos 2020). ``largest_fall``: the largest decrease from
-    any epoch to a later one (``fall_from_epoch`` -> ``fall_to_epoch``, with the error of that difference),
-    which also catches a dip that training later undoes; it counts beyond ``FALL_ERRORS`` errors."""
+    curve says nothing about compression either way (McAllester & Stratos 2020). ``largest_fall``: the
+    largest decrease from any epoch to a later one (``fall_from_epoch`` -> ``fall_to_epoch``, with the
+    error of that difference), which also catches a dip that training later undoes; it counts beyond
+    ``FALL_ERRORS`` errors."""
     series: dict[tuple, list[dict]] = {}
     for row in rows:
         if row.get("skipped") is None and row.get("mi_xz") is not None and row["epoch"] > 0:

@@ -219,14 +219,11 @@ def plot_trajectories(rows: list[dict], title: str) -> plt.Figure:
             names = ["callback"] if q == "kl" else [n for n in TRAJECTORY_ESTIMATORS if n != "callback" or q == "zy"]
             for name in names:
                 key = "xz" if q == "kl" else q
-                pts = sorted((r["epoch"], r[f"mi_{key}_mean"], r.get(f"mi_{key}_seed_sd") or r.get(f"mi_{key}_seed_error") or 0.0)
-                             for r in cell if r["estimator"] == name and r.get(f"mi_{key}_mean") is not None)
-                if not pts:
-                    continue
-                e, m, sd = (np.array(v, dtype=float) for v in zip(*pts))
+                pts = [(r["epoch"], r[f"mi_{key}_mean"],
+                        r.get(f"mi_{key}_seed_sd") or r.get(f"mi_{key}_seed_error") or 0.0)
+                       for r in cell if r["estimator"] == name and r.get(f"mi_{key}_mean") is not None]
                 label = "H(Y) - cross-entropy" if name == "callback" and q == "zy" else TRAJECTORY_ESTIMATORS[name]
-                ax.plot(e, m, "-o", ms=2.5, lw=1, color=colors[name], label=label)
-                ax.fill_between(e, m - sd, m + sd, color=colors[name], alpha=0.25, lw=0)
+                _band(ax, pts, colors[name], label)
             ref = next((r.get("log_n") if q == "xz" else r.get("h_y") for r in cell
                         if (r.get("log_n") if q == "xz" else r.get("h_y")) is not None), None)
             if ref is not None and q != "kl":
@@ -235,8 +232,7 @@ def plot_trajectories(rows: list[dict], title: str) -> plt.Figure:
             ax.set_ylabel(ylabel)
             ax.set_title(f"{ylabel.split(' [')[0]} ({split})")
             ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+            _legend_below(ax)
         axes[-1][col].set_xlabel("epoch")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -297,26 +293,39 @@ def _overlay_epochs(groups: dict, names: list[str], title: str) -> plt.Figure:
     for ax, split in zip(axes[0], rf.SPLITS):
         log_n = None
         for i, name in enumerate(names):
-            pts = sorted((r["epoch"], r["mi_xz_mean"], r.get("mi_xz_seed_sd") or 0.0)
-                         for (g, _), rs in groups.items() if g == name for r in rs
-                         if r["split"] == split and r["estimator"] == "mixture" and r["epoch"] > 0
-                         and r.get("mi_xz_mean") is not None)
+            pts = [(r["epoch"], r["mi_xz_mean"], r.get("mi_xz_seed_sd") or 0.0)
+                   for (g, _), rs in groups.items() if g == name for r in rs
+                   if r["split"] == split and r["estimator"] == "mixture" and r["epoch"] > 0
+                   and r.get("mi_xz_mean") is not None]
             if not pts:
                 continue
-            log_n = next((r["log_n"] for (g, _), rs in groups.items() if g == name for r in rs if r.get("log_n")), log_n)
-            e, m, sd = (np.array(v, dtype=float) for v in zip(*pts))
-            ax.plot(e, m, "-o", ms=2.5, lw=1, color=colors[i % len(colors)], label=name)
-            ax.fill_between(e, m - sd, m + sd, color=colors[i % len(colors)], alpha=0.25, lw=0)
+            log_n = next((r["log_n"] for (g, _), rs in groups.items() if g == name for r in rs if r.get("log_n")),
+                         log_n)
+            _band(ax, pts, colors[i % len(colors)], name)
         if log_n is not None:
             ax.axhline(log_n, color="tab:red", ls="--", lw=1, label=f"log N = {log_n:.2f}")
         ax.set(title=f"mixture I(X;Z) ({split})", xlabel="epoch", ylabel="I(X;Z) [nats]")
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+        _legend_below(ax)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
+
+
+def _band(ax: plt.Axes, pts: list[tuple[float, float, float]], color, label: str) -> None:
+    """One mean line over the epochs with a band of +-1 spread, from (epoch, mean, spread) points."""
+    if not pts:
+        return
+    e, m, sd = (np.array(v, dtype=float) for v in zip(*sorted(pts)))
+    ax.plot(e, m, "-o", ms=2.5, lw=1, color=color, label=label)
+    ax.fill_between(e, m - sd, m + sd, color=color, alpha=0.25, lw=0)
+
+
+def _legend_below(ax: plt.Axes) -> None:
+    """The legend under the axes, where it cannot cover a curve near log N."""
+    if ax.lines:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "-" for c in text).strip("-")
