@@ -25,6 +25,26 @@ these N inputs; ``*_sampling_stderr`` the spread of I_N between draws of N input
 (delta method). With one draw per input the Monte Carlo error needs a second draw somewhere: a fixed
 random ``1/16`` of the inputs (at least 100) gets one, reported as ``params["pilot_inputs"]``.
 
+The bracket (``mi_xz_upper``; Poole, Ozair, van den Oord, Alemi & Tucker, ICML 2019, "On Variational
+Bounds of Mutual Information"). With L_kj = log p(z_k | x_j), the estimate above is the InfoNCE form
+with the true conditional density, mean_k [L_kk - log((1/N) sum_j e^{L_kj})]: in expectation at most
+the population I(X;Z), and never above log N. Leaving the sample's own input out of its mixture,
+mean_k [L_kk - log((1/(N-1)) sum_{j != k} e^{L_kj})] (L1Out; nested Monte Carlo in experimental
+design), is in expectation at least I(X;Z), and is not capped by log N. What the pair promises:
+
+* Only in expectation, over the draw of the N inputs and of the noise: one estimate can land on the
+  wrong side, by about its two errors (``*_stderr``, ``*_sampling_stderr``, both reported for both
+  sides, computed as for the lower estimate), so read the bracket with them.
+* The gap is mean_k log[((N-1)/N)(1 + e^{L_kk}/S_k)], S_k the leave-one-out sum: both sides close
+  on I(X;Z) as N grows (the per-input density ratio's variance over N, once the mixture of the other
+  inputs covers the region where z_k lies), but the lower side cannot pass log N, so it needs
+  N >> e^{I}; where codes are far apart in units of their noise, the own component dominates S_k,
+  the upper side is large, and N inputs do not identify I(X;Z) at all. A wide bracket says exactly
+  that; it is not an error of the estimator.
+* The kernel evaluates the sum without the own component (never a subtraction from the full sum,
+  which cancels where the own term dominates), to the same 1e-3 nats rounding bound, and the mixture
+  (lower) density adds the own term back exactly: one pass gives both sides.
+
 Convergence in N: the estimate is repeated on nested random subsets of N/16 and N/4 inputs (the same
 subsets for the same N and seed, so every epoch of a run uses the same ones; about 7% of the cost) and
 ``saturation`` = (I_N - I_{N/4}) / log 4, the slope dI/dlog N. No distribution-free estimate from N
@@ -187,6 +207,7 @@ class _Estimate:
 
     n: int
     xz: MCMean
+    xz_upper: MCMean
     zy: MCMean | None
     unpaired: MCMean
     paired: MCMean
@@ -200,11 +221,12 @@ class _Estimate:
 
 @dataclass
 class _Draws:
-    """Per-draw Monte Carlo terms: input (local index), t = -log p(z) - h_k, control variate c, and
-    log p(z|y_k) - log p(z)."""
+    """Per-draw Monte Carlo terms: input (local index), t = -log p(z) - h_k, its leave-one-out form
+    -log p_{-k}(z) - h_k, control variate c, and log p(z|y_k) - log p(z)."""
 
     inputs: np.ndarray
     xz: np.ndarray
+    xz_upper: np.ndarray
     cv: np.ndarray
     zy: np.ndarray | None
     float64_rows: int = 0
@@ -223,7 +245,8 @@ def _estimate(means: np.ndarray, stds: np.ndarray, y: np.ndarray | None, rows: n
     n = len(rows)
     xz = control_variate_mean(draws.xz, draws.cv, draws.inputs, n)
     zy = None if draws.zy is None else control_variate_mean(draws.zy, draws.cv, draws.inputs, n)
-    return _Estimate(n=n, xz=xz, zy=zy, unpaired=control_variate_mean(draws.xz, draws.cv, draws.inputs, n, 0.0),
+    upper = control_variate_mean(draws.xz_upper, draws.cv, draws.inputs, n)
+    return _Estimate(n=n, xz=xz, xz_upper=upper, zy=zy, unpaired=control_variate_mean(draws.xz, draws.cv, draws.inputs, n, 0.0),
                      paired=control_variate_mean(draws.xz, draws.cv, draws.inputs, n, 1.0),
                      h_zx=conditional_entropy(s), h_y=None if yy is None else discrete_entropy(yy),
                      n_components=len(comp), draws=len(draws.inputs), float64_rows=draws.float64_rows,
@@ -250,13 +273,20 @@ def _draw_counts(rows: np.ndarray, opts: MixtureOptions) -> np.ndarray:
 
 def _evaluate(mu: np.ndarray, s: np.ndarray, y: np.ndarray | None, rows: np.ndarray, comp: np.ndarray,
               counts: np.ndarray, opts: MixtureOptions) -> _Draws:
-    """Draw the noisy samples in blocks of inputs and evaluate the mixture at them (bounded memory):
-    log p(z) and, with labels, log p(z | own class) (``Mixture.log_density_own_group``)."""
+    """Draw the noisy samples in blocks of inputs and evaluate the mixture at them (bounded memory).
+
+    The kernel sums every component but the sample's own (``leave_out``), which gives the
+    leave-one-out density of the upper estimate; the own component's exact log-density is then added
+    in float64 for the mixture (lower) estimate, and, with labels, for log p(z | own class)
+    (``Mixture.log_density_own_group``). Adding a positive exact term never loses accuracy, where
+    subtracting it from the full sum would.
+    """
     n, d = mu.shape
     mix = prepare_mixture(mu[comp], s[comp], groups=None if y is None else y[comp])
-    log_own = -np.log(s).sum(axis=1) - d * LOG_SQRT_2PI          # log-normaliser of component k
-    in_mixture = np.zeros(n, dtype=bool)
-    in_mixture[comp] = True
+    log_norm = -np.log(s).sum(axis=1) - d * LOG_SQRT_2PI          # log-normaliser of component k
+    component_of = np.full(n, -1)
+    component_of[comp] = np.arange(len(comp))
+    class_size = None if y is None else np.bincount(y[comp])
     kernel = {"backend": opts.backend, "dtype": opts.dtype, "max_memory_mb": 0.75 * opts.max_memory_mb,
               "progress": opts.progress}
     # A quarter of the memory budget holds the noise and samples of a block of inputs, the rest the kernel.
@@ -269,20 +299,32 @@ def _evaluate(mu: np.ndarray, s: np.ndarray, y: np.ndarray | None, rows: np.ndar
         draw = np.arange(len(inputs)) - np.searchsorted(inputs, inputs)    # 0, 1, ... within each input
         eps = standard_normal_draws(opts.seed, rows[inputs], draw, d)
         noise_sq = np.einsum("md,md->m", eps, eps)
-        # The sample's own component starts the kernel's running shift (where it is in the mixture).
-        hint = np.where(in_mixture[inputs], log_own[inputs] - 0.5 * noise_sq, np.nan)
+        own = component_of[inputs]
+        log_own = log_norm[inputs] - 0.5 * noise_sq                      # exact log p(z | x_k)
         z = mu[inputs] + s[inputs] * eps
         if y is None:
-            log_pz, info = mix.log_density(z, shift_hint=hint[:, None], **kernel)
-            log_p, zy = log_pz[:, 0], None
+            loo, info = mix.log_density(z, leave_out=own, **kernel)
+            log_loo, zy = loo[:, 0], None
+            log_p = _with_own(log_loo, log_own, own >= 0, len(comp))
         else:
-            both, info = mix.log_density_own_group(z, y[inputs], shift_hint=hint, **kernel)
-            log_p, zy = both[:, 0], both[:, 1] - both[:, 0]
+            both, info = mix.log_density_own_group(z, y[inputs], leave_out=own, **kernel)
+            log_loo = both[:, 0]
+            log_p = _with_own(log_loo, log_own, own >= 0, len(comp))
+            zy = _with_own(both[:, 1], log_own, own >= 0, class_size[y[inputs]]) - log_p
         stats["float64_rows"] += info["float64_rows"]
         stats["max_error_bound"] = max(stats["max_error_bound"], info["max_error_bound"])
-        parts.append((inputs, -log_p - (0.5 * d - log_own[inputs]), 0.5 * (d - noise_sq), zy))
-    inputs, xz, cv, zy = (None if parts[0][i] is None else np.concatenate([p[i] for p in parts]) for i in range(4))
-    return _Draws(inputs, xz, cv, zy, **stats)
+        entropy = 0.5 * d - log_norm[inputs]                                # h_k
+        parts.append((inputs, -log_p - entropy, -log_loo - entropy, 0.5 * (d - noise_sq), zy))
+    inputs, xz, xz_upper, cv, zy = (None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
+                                    for i in range(5))
+    return _Draws(inputs, xz, xz_upper, cv, zy, **stats)
+
+
+def _with_own(log_loo: np.ndarray, log_own: np.ndarray, left_out: np.ndarray, n: int | np.ndarray) -> np.ndarray:
+    """log (1/n) [(n - 1) e^log_loo + e^log_own] where the own component was left out (else log_loo)."""
+    with np.errstate(divide="ignore"):
+        others = log_loo + np.log(np.maximum(n - 1, 0))
+    return np.where(left_out, np.logaddexp(others, log_own) - np.log(n), log_loo)
 
 
 # -- the full estimate with its convergence-in-N points ---------------------------------------------
@@ -308,7 +350,9 @@ def _result(method: str, est: _Estimate, params: dict[str, Any], opts: MixtureOp
                    "mi_xz_paired": est.paired.value, "mi_xz_paired_stderr": est.paired.stderr,
                    "kernel_float64_samples": est.float64_rows, "kernel_max_error_bound": est.max_error_bound})
     result = MIResult(method=method, mi_xz=est.xz.value, mi_xz_stderr=est.xz.stderr,
-                      mi_xz_sampling_stderr=est.xz.sampling_stderr, h_z=h_z, h_z_stderr=est.xz.stderr,
+                      mi_xz_sampling_stderr=est.xz.sampling_stderr, mi_xz_upper=est.xz_upper.value,
+                      mi_xz_upper_stderr=est.xz_upper.stderr,
+                      mi_xz_upper_sampling_stderr=est.xz_upper.sampling_stderr, h_z=h_z, h_z_stderr=est.xz.stderr,
                       h_z_given_x=est.h_zx, log_n=math.log(est.n), n_samples=est.n, params=params)
     if est.zy is not None:
         result.mi_zy, result.mi_zy_stderr = est.zy.value, est.zy.stderr
@@ -328,6 +372,8 @@ def _add_convergence(result: MIResult, full: _Estimate, means: np.ndarray, stds:
               if n // k >= MIN_NESTED] + [full]
     result.params["convergence"] = [
         {"n": p.n, "log_n": math.log(p.n), "mi_xz": p.xz.value, "mi_xz_stderr": p.xz.stderr,
+         "mi_xz_upper": p.xz_upper.value, "mi_xz_upper_stderr": p.xz_upper.stderr,
+         "mi_xz_upper_sampling_stderr": p.xz_upper.sampling_stderr,
          "mi_zy": None if p.zy is None else p.zy.value, "mi_zy_stderr": None if p.zy is None else p.zy.stderr}
         for p in points]
     if len(points) >= 2:

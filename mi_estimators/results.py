@@ -24,6 +24,9 @@ class MIResult:
     ``mi_xz``, ``mi_zy``          the information-plane coordinates I(X;Z) and I(Y;Z) of a layer's
                                   representation Z, X uniform over the N analysed inputs (estimators of
                                   a dropout layer, binning, the Gaussian bound)
+    ``mi_xz_upper``               the leave-one-out (upper) estimate of I(X;Z) from the same matrix as
+                                  ``mi_xz`` (mixture estimators): in expectation ``mi_xz`` <= I(X;Z) <=
+                                  ``mi_xz_upper`` for the population of inputs (Poole et al. 2019)
     ``mi``                        I(A;B) of the two arrays given to a two-variable estimator
                                   (``ksg_mi(a, b)``, ``edge_mi(a, b)``, ``discrete_mi(a, b)``)
     ``*_stderr``                  Monte Carlo (or bootstrap) standard error with the N inputs fixed: the
@@ -47,6 +50,9 @@ class MIResult:
     mi_xz: float | None = None
     mi_xz_stderr: float | None = None
     mi_xz_sampling_stderr: float | None = None
+    mi_xz_upper: float | None = None
+    mi_xz_upper_stderr: float | None = None
+    mi_xz_upper_sampling_stderr: float | None = None
     mi_zy: float | None = None
     mi_zy_stderr: float | None = None
     mi_zy_sampling_stderr: float | None = None

@@ -143,7 +143,11 @@ def test_well_separated_components_give_log_n():
     n = 300
     f = np.exp(0.1 * np.arange(n))[:, None] * np.ones((1, 3))     # 10% apart, noise 0.1%
     labels = np.arange(n) % 3
-    res = gaussian_dropout_mi(f, 1e-3, labels, noise_samples=2)
+    # The leave-one-out sums of the nested N/16 subset are e^-1e18 (neighbours 10^12 apart in units of
+    # their width): no float64 evaluation is within atol of that, and the kernel says so.
+    with pytest.warns(RuntimeWarning, match="rounding-error bound above atol"):
+        res = gaussian_dropout_mi(f, 1e-3, labels, noise_samples=2)
+    assert res.mi_xz_upper > 1000 * math.log(n)
     assert res.mi_xz == pytest.approx(math.log(n), abs=1e-6)
     assert res.mi_zy == pytest.approx(res.h_y, abs=1e-6)
 

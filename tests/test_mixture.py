@@ -43,19 +43,10 @@ def dropout_problem(rng, n, d, sigma, *, clusters=None, spread=0.02, m=200):
 
 
 def working_precision(mix, z, hint=None, memory=64):
-    """The float32 pass alone: per-sample values and error bounds, no float64 fallback."""
-    hint = np.full((len(z), mix.n_groups), np.nan) if hint is None else hint
-    run = mixture._Run(mix, z, hint, "numpy", np.dtype(np.float32), memory, ATOL, _NoBar())
-    kernel = run.kernels[np.dtype(np.float32)]
-    parts = [run.rows(kernel, slice(r0, r0 + kernel.n_rows)) for r0 in range(0, len(z), kernel.n_rows)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-class _NoBar:
-    total = 0
-
-    def update(self, n):
-        pass
+    """The float32 pass alone (an atol no bound reaches): per-sample values and error bounds."""
+    out, info = mix.log_density(z, shift_hint=hint, max_memory_mb=memory, atol=1e300)
+    assert info["float64_rows"] == 0
+    return out, info["error_bound"]
 
 
 def test_direct_reference():
@@ -153,17 +144,56 @@ def test_real_early_codes_with_label_groups(real_early):
 
 
 def test_own_group_pass_matches_the_grouped_one(real_early):
-    """log p(z) of the whole mixture and log p(z | own group), without the per-group passes."""
+    """log p(z) of the whole mixture and log p(z | own group), without the per-group passes, each
+    leaving out the component the sample was drawn from (as the estimator calls it)."""
     z, f, s, labels, k, own = real_early
     mix = prepare_mixture(f, s, groups=labels)
-    got, info = mix.log_density_own_group(z, labels[k], shift_hint=own, max_memory_mb=1)
+    got, info = mix.log_density_own_group(z, labels[k], leave_out=k, max_memory_mb=1)
     assert got.shape == (len(z), 2) and info["max_error_bound"] <= ATOL
-    assert np.abs(got[:, 0] - direct(z, f, s)).max() < ATOL
-    assert np.abs(got[:, 1] - direct(z, f, s, labels)[np.arange(len(z)), labels[k]]).max() < ATOL
+    assert np.abs(got[:, 0] - direct_log_density(z, f, s, leave_out=k)).max() < ATOL
+    grouped = direct_log_density(z, f, s, groups=labels, leave_out=k)
+    assert np.abs(got[:, 1] - grouped[np.arange(len(z)), labels[k]]).max() < ATOL
     with pytest.raises(ValueError, match="sample_groups"):
         mix.log_density_own_group(z, np.full(len(z), 10))
-    with pytest.raises(ValueError, match="shift_hint"):
-        mix.log_density_own_group(z, labels[k], shift_hint=own[:5])
+    with pytest.raises(ValueError, match="leave_out"):
+        mix.log_density_own_group(z, labels[k], leave_out=k[:5])
+
+
+@pytest.mark.parametrize("d,sigma,clusters", [(32, 0.05, None), (128, 0.5, 4), (16, 0.01, 2)])
+def test_leave_one_out_matches_float64_where_subtraction_cannot(d, sigma, clusters):
+    """The sum without the own component, accumulated without it, is within atol of the float64
+    reference, also where the own component dominates by hundreds or thousands of nats: there the
+    subtraction log(e^full - e^own) that it replaces has no correct digit left."""
+    rng = np.random.default_rng(d)
+    z, f, s, _ = dropout_problem(rng, 500, d, sigma, clusters=clusters, m=300)
+    k = np.argmin(((z[:, None, :] - f[None]) ** 2 / s[None] ** 2).sum(axis=2), axis=1)
+    loo, info = prepare_mixture(f, s).log_density(z, leave_out=k, max_memory_mb=0.2)
+    exact = direct_log_density(z, f, s, leave_out=k)
+    assert np.abs(loo[:, 0] - exact).max() < ATOL and info["max_error_bound"] <= ATOL
+    full = direct_log_density(z, f, s)
+    own = np.array([direct_log_density(z[i:i + 1], f[k[i]:k[i] + 1], s[k[i]:k[i] + 1])[0] for i in range(len(z))])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        subtracted = np.log(np.exp(full - own) * len(f) - 1.0) + own - np.log(len(f) - 1)
+    dominated = full - exact > 50
+    assert dominated.sum() >= (2 if sigma <= 0.05 else 0)
+    if dominated.any():
+        assert not np.all(np.abs(subtracted - exact)[dominated] < ATOL)
+
+
+def test_leave_out_edge_cases():
+    """-1 leaves nothing out; a one-component group left out is empty (-inf, exactly)."""
+    rng = np.random.default_rng(5)
+    mu, z = rng.standard_normal((6, 3)), rng.standard_normal((4, 3))
+    groups = np.array([0, 0, 1, 1, 1, 2])
+    leave = np.array([-1, 5, 0, 3])
+    got = mixture_log_density(z, mu, 0.7, groups=groups, leave_out=leave)
+    want = direct_log_density(z, mu, 0.7, groups=groups, leave_out=leave)
+    assert np.isneginf(got[1, 2]) and np.isneginf(want[1, 2])
+    assert np.allclose(got, want, atol=ATOL, rtol=0)
+    assert np.allclose(got[0], direct_log_density(z[:1], mu, 0.7, groups=groups)[0], atol=ATOL, rtol=0)
+    for bad in (np.array([0, 1, 2]), np.array([0, 1, 2, 6]), np.array([0, -2, 1, 1]), np.array([0.5, 1, 2, 3])):
+        with pytest.raises(ValueError, match="leave_out"):
+            mixture_log_density(z, mu, 0.7, leave_out=bad)
 
 
 def test_stds_too_small_for_float32_products_are_exact():
@@ -196,7 +226,7 @@ def test_chunk_boundaries():
     """Ragged sample and component chunks, several chunks in each direction."""
     rng = np.random.default_rng(11)
     z, f, s, _ = dropout_problem(rng, 700, 32, 0.05, m=301)
-    rows, cols = mixture._plan(len(z), len(f), 2 * 32 + 2, 4, 32, 1, 0.05)
+    rows, cols = mixture.chunk_plan(len(z), len(f), 2 * 32 + 2, 4, 32, 1, 0.05)
     assert rows < len(z) and cols < len(f) and len(f) % cols and len(z) % rows
     small = mixture_log_density(z, f, s, max_memory_mb=0.1)
     exact = direct(z, f, s)
@@ -250,7 +280,7 @@ def test_float64_option():
 def test_memory_plan_respects_budget():
     for m, n, d, budget in [(10 ** 6, 10 ** 6, 128, 256), (10 ** 5, 50, 1000, 8), (5, 10 ** 7, 32, 1)]:
         k = 2 * d + 2
-        rows, cols = mixture._plan(m, n, k, 4, d, 1, budget)
+        rows, cols = mixture.chunk_plan(m, n, k, 4, d, 1, budget)
         used = rows * (cols * 4 + k * 4 + 8 * (3 * d + 16))
         assert rows >= 1 and cols >= 1 and used <= budget * 2 ** 20
 
@@ -273,7 +303,7 @@ def test_progress_bar_moves_within_a_block_of_samples(monkeypatch):
             self.n += n
             updates.append(self.n)
 
-    monkeypatch.setattr(mixture, "tqdm", Bar)
+    monkeypatch.setattr(mixture.api, "tqdm", Bar)
     rng = np.random.default_rng(31)
     z, f, s, _ = dropout_problem(rng, 3000, 8, 0.3, m=40)
     mixture_log_density(z, f, s, max_memory_mb=0.05, progress=True)
@@ -301,13 +331,13 @@ def test_keras_backend_matches_numpy():
 
 def test_keras_backend_disables_reduced_precision_matmul():
     tf = pytest.importorskip("tensorflow")
-    with mixture._full_precision_matmul("tensorflow"):
+    with mixture.full_precision_matmul("tensorflow"):
         assert not tf.config.experimental.tensor_float_32_execution_enabled()
 
 
 _JAX_SCRIPT = """
 import json, numpy as np, jax, keras
-from mi_estimators.mixture import prepare_mixture, _full_precision_matmul
+from mi_estimators.mixture import prepare_mixture, full_precision_matmul
 rng = np.random.default_rng(37)
 f = np.log1p(np.exp(2.0 * rng.standard_normal((400, 16))))
 labels = rng.integers(0, 3, 400)
@@ -316,7 +346,7 @@ mix = prepare_mixture(f, 0.1 * f, groups=labels)
 ref, _ = mix.log_density(z)
 got, info = mix.log_density(z, backend="keras", max_memory_mb=0.05)
 loose, info_loose = mix.log_density(z, backend="keras", atol=1.0)
-with _full_precision_matmul("jax"):
+with full_precision_matmul("jax"):
     precision = str(jax.config.jax_default_matmul_precision)
 print(json.dumps({"backend": keras.backend.backend(), "diff": float(np.abs(got - ref).max()),
                   "loose_diff": float(np.abs(loose - ref).max()), "loose_bound": info_loose["max_error_bound"],
@@ -351,7 +381,7 @@ def test_keras_backend_under_jax_matches_numpy():
     ({"groups": np.array([0, 2, 0, 2])}, "empty"),
     ({"groups": np.array([0.5, 1, 0, 1])}, "integer"),
     ({"backend": "torch"}, "backend"),
-    ({"backend": "tensorflow"}, "keras"),
+    ({"backend": "tensorflow"}, "backend"),
     ({"dtype": "float16"}, "dtype"),
     ({"max_memory_mb": 0}, "max_memory_mb"),
     ({"atol": -1.0}, "atol"),

@@ -1,0 +1,100 @@
+"""The mixture kernel's chunk of pairs on NumPy: product, hits, exp and the rest's sums (the default).
+
+After each product the passes run over blocks of rows small enough to stay in cache; see
+:mod:`mi_estimators.mixture.bound` for what the hits are and why.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numpy as np
+
+from mi_estimators.mixture.bound import MAX_HITS, SAFE_EXP, TOP_GAP, Segment
+
+MAX_COLS = 2048
+BLOCK_SIZE = 2 ** 19
+"""Pairs per block of rows in the passes after each product (measured)."""
+
+
+class NumpySegments:
+    """One chunk of components against one chunk of samples: product, hits, exp, the rest's sums."""
+
+    cap, buffers = MAX_COLS, 1
+
+    def __init__(self, b: np.ndarray, v: np.ndarray, n_rows: int, n_cols: int, bounds: np.ndarray):
+        self.b, self.v = b, v
+        self.dtype, self.k, self.n_rows, self.n_cols = b.dtype, b.shape[1], n_rows, n_cols
+        self.buf = np.empty(n_rows * n_cols, dtype=b.dtype)
+        self.a = None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        yield
+
+    def load(self, a: np.ndarray) -> None:
+        self.a = a
+
+    def segment(self, shift: np.ndarray, c0: int, c1: int, top: np.ndarray, forced: np.ndarray | None,
+                left_out: np.ndarray | None) -> Segment:
+        """Chunk c0:c1 (``top``, each row's largest term so far relative to ``shift``, is >= 0 where
+        the shift is known, so NumPy needs only the fixed threshold). ``left_out`` (m,): the component
+        each row leaves out of its sum (-1: none).
+        """
+        a = self.a
+        a[:, -1] = -shift
+        m, n = len(a), c1 - c0
+        prod = self.buf[: m * n].reshape(m, n)
+        np.matmul(a, self.b[c0:c1].T, out=prod)
+        if left_out is not None:
+            rows = np.flatnonzero((left_out >= c0) & (left_out < c1))
+            prod[rows, left_out[rows] - c0] = -np.inf
+        seg = Segment(shift.copy(), np.empty((m, 2)), np.full(m, -np.inf), [], [])
+        block = max(16, BLOCK_SIZE // n)
+        for r0 in range(0, m, block):
+            rows = slice(r0, min(r0 + block, m))
+            self._block(prod[rows], self.v[c0:c1], None if forced is None else forced[rows], seg, r0)
+        seg.rows = np.concatenate(seg.rows) if seg.rows else np.zeros(0, dtype=np.int64)
+        seg.cols = c0 + (np.concatenate(seg.cols) if seg.cols else np.zeros(0, dtype=np.int64))
+        return seg
+
+    def _block(self, blk: np.ndarray, v: np.ndarray, forced: np.ndarray | None, seg: Segment, r0: int) -> None:
+        """Shift forced rows to their maximum, find the hits, re-shift rows that grew, exp, sums."""
+        m, n = blk.shape
+        flat = blk.reshape(-1)
+        adj = np.zeros(m)
+        if forced is not None and forced.any():
+            row_max = blk.max(axis=1)
+            # (a row whose only term here is left out stays forced for the next chunk)
+            adj = np.where(forced & (row_max > -np.inf), row_max, 0.0)
+            blk -= adj.astype(blk.dtype)[:, None]
+        # Every row's largest term so far is at or above its shift, so one scalar threshold finds all
+        # the pairs within TOP_GAP of it (and a few more where it is above the shift).
+        hits = np.flatnonzero(blk >= -TOP_GAP)
+        rows, cols = np.divmod(hits, n)
+        keep, row_max = cap_hits(rows, flat[hits], m)
+        rows, cols = rows[keep], cols[keep]
+        seg.row_max[r0:r0 + m] = adj + row_max
+        grew = np.flatnonzero(row_max > SAFE_EXP)
+        if grew.size:
+            blk[grew] -= row_max[grew].astype(blk.dtype)[:, None]
+            adj[grew] += row_max[grew]
+        flat[hits[keep]] = -np.inf
+        np.exp(blk, out=blk)
+        seg.sums[r0:r0 + m] = blk @ v
+        seg.frame[r0:r0 + m] += adj
+        seg.rows.append(r0 + rows)
+        seg.cols.append(cols)
+
+
+def cap_hits(rows: np.ndarray, vals: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which hits to keep and the row maxima. A row with more than MAX_HITS hits in a chunk keeps none:
+    its mass is spread over many broad, overlapping components, where the float32 terms are accurate
+    and the bound shows it (evaluating them exactly would cost more than the whole product)."""
+    counts = np.bincount(rows, minlength=m)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    row_max = np.full(m, -np.inf)
+    filled = counts > 0
+    if filled.any():
+        row_max[filled] = np.maximum.reduceat(vals, starts[:-1][filled])
+    return counts[rows] <= MAX_HITS, row_max
