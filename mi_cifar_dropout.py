@@ -8,12 +8,11 @@ normalisation, representations every 10 epochs. ``--net allcnn`` defaults to inf
 """
 import sys
 
-from mi_mnist_dropout import analyze
-from utils.training import main
+from utils.train_command import main
 
 DEFAULTS = {"dataset": "cifar10", "net": "resnet18", "lr": 0.05, "batch_size": 64, "epochs": 200, "p": 0.4,
             "weight_decay": 5e-4, "save_every": 10, "analyze": False}
 
 
 if __name__ == "__main__":
-    sys.exit(main(defaults=DEFAULTS, family="cifar10", description=__doc__, analyze=analyze))
+    sys.exit(main(defaults=DEFAULTS, family="cifar10", description=__doc__))

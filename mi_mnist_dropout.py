@@ -9,21 +9,12 @@ two CPU cores; any Keras 3 backend, e.g. KERAS_BACKEND=jax):
   python mi_mnist_dropout.py --dataset digits --epochs 20 --batch-size 16 --lr 0.01
 """
 import sys
-from pathlib import Path
 
-from utils.training import main
+from utils.train_command import main
 
 DEFAULTS = {"dataset": "mnist", "net": "fc", "lr": 0.1, "batch_size": 256, "epochs": 200, "p": 0.2,
             "weight_decay": 1e-3, "save_every": 2, "analyze": True}
 
 
-def analyze(run_dir: Path) -> None:
-    """mi_estimators.information_plane.analyze: estimate the run's information plane and draw it
-    (imported when it runs: SciPy and scikit-learn would slow down --help and flag errors)."""
-    from mi_estimators.information_plane import analyze as estimate_and_draw
-
-    estimate_and_draw(run_dir)
-
-
 if __name__ == "__main__":
-    sys.exit(main(defaults=DEFAULTS, family="mnist", description=__doc__, analyze=analyze))
+    sys.exit(main(defaults=DEFAULTS, family="mnist", description=__doc__))

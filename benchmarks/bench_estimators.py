@@ -38,8 +38,8 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mi_estimators import mixture  # noqa: E402
-from mi_estimators.checks import int_arg  # noqa: E402
 from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
+from utils.cli import int_arg  # noqa: E402
 
 NOISE_STD = 0.5  # Gaussian dropout rate p = 0.2, the paper's setting
 DATA = Path(__file__).resolve().parent / "data"
@@ -60,7 +60,7 @@ def bare_cost(m: int, n: int, d: int, max_memory_mb: float, *, fused: bool) -> N
     ``fused=False``: z^2 . (1/s^2) and z . (mu/s^2) as two products; ``fused=True``: one stacked product.
     """
     k = 2 * d + 2
-    n_rows, n_cols = mixture._plan(m, n, k, 4, d, 1, 0.75 * max_memory_mb / 2)
+    n_rows, n_cols = mixture.chunk_plan(m, n, k, 4, d, 1, 0.75 * max_memory_mb / 2)
     rng = np.random.default_rng(1)
     a = rng.uniform(-0.1, 0.1, (n_rows, k)).astype(np.float32)
     b = rng.uniform(-0.1, 0.1, (n, k)).astype(np.float32)

@@ -34,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_estimators import NOISE_STD, representations  # noqa: E402
-from mi_estimators.checks import LOG_2PI, int_arg  # noqa: E402
+from mi_estimators.checks import LOG_2PI  # noqa: E402
 from mi_estimators.mixture import direct_log_density, prepare_mixture  # noqa: E402
+from utils.cli import int_arg  # noqa: E402
 
 ATOL = 1e-3
 

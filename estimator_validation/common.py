@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 
 from estimator_validation.ground_truth import toy_truth  # noqa: E402
 from estimator_validation.toy_problem import ToyData, child_seeds, make_toy  # noqa: E402
-from mi_estimators.checks import CommandError, OneLineParser, float_arg, int_arg  # noqa: E402
-from utils.plotting import save_figure  # noqa: E402
+from utils.analysis.plotting import save_figure  # noqa: E402
+from utils.cli import CommandError, OneLineParser, float_arg, int_arg  # noqa: E402
 from utils.run_folder import save_json  # noqa: E402
 
 TRUTH_NOTE = (

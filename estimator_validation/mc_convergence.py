@@ -7,7 +7,9 @@ paper's range, up to --n) and each of --repeats independent draws:
 * h(Z|X) by Monte Carlo over the n inputs, mean_k sum_i log(sqrt(2 pi e) s |f(x_k)_i|) (the closed form
   given x, averaged over the sample), against the true h(Z|X);
 * I(X;Z) by the dropout mixture estimator (``gaussian_dropout_mi``, --noise-samples draws per input),
-  for n up to --mi-max-n (the pairwise cost grows as n^2), against the true value and log n.
+  for n up to --mi-max-n (the pairwise cost grows as n^2), against the true value and log n: the
+  lower (mixture) and upper (leave-one-out) estimates, which bracket the truth in expectation and
+  close on it as n grows.
 
 The sizes are nested: size n uses the first n inputs of each repeat's draw. The truth needs
 --fdim <= --dim. Writes mc_convergence.json and mc_convergence.png into --out.
@@ -31,8 +33,8 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from estimator_validation import common  # noqa: E402
 from estimator_validation.toy_problem import sample_conditional_entropy  # noqa: E402
-from mi_estimators.checks import int_arg  # noqa: E402
 from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
+from utils.cli import int_arg  # noqa: E402
 
 SCRIPT = "mc_convergence"
 SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 150000)
@@ -53,7 +55,8 @@ def _figure(doc: dict, args) -> plt.Figure:
     left.axhline(truth["h_z_given_x"], color="black", lw=2, ls="--", label="true h(Z|X)")
     left.set_ylabel("h(Z|X) [nats]")
     mi = s["mixture_mi"]
-    common.band(right, mi["n"], mi, "mixture estimate of I(X;Z)")
+    common.band(right, mi["n"], mi, "lower: mixture estimate of I(X;Z)")
+    common.band(right, mi["n"], s["mixture_mi_upper"], "upper: leave-one-out estimate", color="C3")
     common.reference_lines(right, truth["mi"], None)
     right.plot(mi["n"], np.log(mi["n"]), color="grey", lw=1.5, ls=":", label="log n")
     right.set_ylabel("I(X;Z) [nats]")
@@ -77,7 +80,7 @@ def _memory(args) -> dict[str, float]:
 def _run(args, sizes: list[int], mi_sizes: list[int]) -> dict[str, np.ndarray]:
     """(repeats, sizes) arrays: the Monte Carlo h(Z|X) and the mixture's I(X;Z), its stderr and h(Z|X)."""
     out = {"hzx": np.empty((args.repeats, len(sizes)))}
-    out.update({key: np.empty((args.repeats, len(mi_sizes))) for key in ("mi", "mi_se", "hzx_est")})
+    out.update({key: np.empty((args.repeats, len(mi_sizes))) for key in ("mi", "mi_se", "up", "up_se", "hzx_est")})
     with tqdm(total=args.repeats * len(mi_sizes), desc=SCRIPT, unit="fit") as bar:
         for rep, data, est_seed in common.toy_repeats(args, noise_samples=1):
             out["hzx"][rep] = [sample_conditional_entropy(data.f[:m], args.noise_std) for m in sizes]
@@ -86,6 +89,7 @@ def _run(args, sizes: list[int], mi_sizes: list[int]) -> dict[str, np.ndarray]:
                 r = gaussian_dropout_mi(data.f[:m], noise_std=args.noise_std, noise_samples=args.noise_samples,
                                         seed=est_seed, max_memory_mb=common.MIXTURE_MEMORY_MB)
                 out["mi"][rep, j], out["mi_se"][rep, j], out["hzx_est"][rep, j] = r.mi_xz, r.mi_xz_stderr, r.h_z_given_x
+                out["up"][rep, j], out["up_se"][rep, j] = r.mi_xz_upper, r.mi_xz_upper_stderr
                 bar.update()
     return out
 
@@ -106,13 +110,16 @@ def _compute(args: argparse.Namespace) -> int:
     mi_sizes = common.size_grid(SIZES, min(args.n, args.mi_max_n))
     r = _run(args, sizes, mi_sizes)
     series = {"h_z_given_x": common.series(sizes, r["hzx"]), "mixture_mi": common.series(mi_sizes, r["mi"], r["mi_se"]),
+              "mixture_mi_upper": common.series(mi_sizes, r["up"], r["up_se"]),
               "mixture_h_z_given_x": common.series(mi_sizes, r["hzx_est"])}
     series["mixture_mi"]["log_n"] = [math.log(m) for m in mi_sizes]
     estimates = {f"h_z_given_x_mc_n{sizes[-1]}": common.summarise(r["hzx"][:, -1]),
-                 f"mixture_n{mi_sizes[-1]}": common.summarise(r["mi"][:, -1], r["mi_se"][:, -1])}
+                 f"mixture_n{mi_sizes[-1]}": common.summarise(r["mi"][:, -1], r["mi_se"][:, -1]),
+                 f"mixture_upper_n{mi_sizes[-1]}": common.summarise(r["up"][:, -1], r["up_se"][:, -1])}
     doc = common.payload(SCRIPT, args, math.log(mi_sizes[-1]), estimates, series=series, series_note=SERIES_NOTE)
     doc["elapsed_s"] = round(time.perf_counter() - start, 2)
-    common.print_series(sizes, {"h(Z|X) MC": series["h_z_given_x"], "I(X;Z) mixture": series["mixture_mi"]})
+    common.print_series(sizes, {"h(Z|X) MC": series["h_z_given_x"], "I(X;Z) mixture": series["mixture_mi"],
+                                "I(X;Z) upper": series["mixture_mi_upper"]})
     common.print_table(doc)
     return common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
 

@@ -1,14 +1,13 @@
 """Validators and constants shared by the whole toolkit: bad input raises :class:`InputError` (a
-``ValueError``) or :class:`CommandError` (command lines) with a message that names the culprit.
+``ValueError``) with a message that names the culprit.
 
-This module imports nothing from the rest of the project, so every layer (estimators, training,
-analysis, validation scripts) can use it.
+This module imports nothing from the rest of the project (and only NumPy), so every layer (estimators,
+training, analysis, validation scripts) can use it and a command line's ``--help`` stays fast.
 """
 from __future__ import annotations
 
-import argparse
 import math
-from typing import Any, Callable, NoReturn
+from typing import Any
 
 import numpy as np
 
@@ -113,41 +112,3 @@ def check_float(value: Any, name: str, *, minimum: float = 0.0, inclusive: bool 
         need = (">= " if inclusive else "> ") + f"{minimum:g}" + ("" if maximum is None else f" and <= {maximum:g}")
         raise InputError(f"{name} must be a finite number {need}, got {value!r}")
     return x
-
-
-# -- command lines: argparse types built from the validators, and a parser with one-line errors ------
-
-class CommandError(Exception):
-    """A user-facing error of a command: printed as one ``<prog>: error: ...`` line, exit code 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that raises :class:`CommandError` (one line, no usage dump) instead of exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise CommandError(message)
-
-
-def _arg_type(convert: Callable[[str], Any], check: Callable[[Any], Any], kind: str) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
-        try:
-            return check(value)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err).removeprefix("value ")) from None
-    return parse
-
-
-def int_arg(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
-    """argparse ``type=``: an integer in [minimum, maximum] (the flag is named by argparse)."""
-    return _arg_type(int, lambda v: check_int(v, "value", minimum=minimum, maximum=maximum), "an integer")
-
-
-def float_arg(minimum: float = -math.inf, *, inclusive: bool = True,
-              maximum: float | None = None) -> Callable[[str], float]:
-    """argparse ``type=``: a finite number above (``inclusive``: at least) ``minimum``."""
-    return _arg_type(float, lambda v: check_float(v, "value", minimum=minimum, inclusive=inclusive, maximum=maximum),
-                     "a number")

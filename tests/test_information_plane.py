@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 import mi_mnist_dropout
-from mi_estimators import information_plane as ip
-from mi_estimators.registry import ESTIMATORS
-from mi_estimators.runs_table import read_csv
+from utils.analysis import information_plane as ip
+from utils.analysis.registry import ESTIMATORS
+from utils.analysis.comparison import read_csv
 from utils import run_folder as rf
-from utils.ip_figures import draw_run_figures, layer_panels, plot_convergence, plot_trajectories
-from utils.plotting import Panel, PlaneSeries, plot_plane_grid
-from utils.training import main
+from utils.analysis.figures import draw_run_figures, layer_panels, plot_convergence, plot_trajectories
+from utils.analysis.plotting import Panel, PlaneSeries, plot_plane_grid
+from utils.train_command import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--epochs", "3", "--save-every", "1", "--train-subset", "300", "--repr-subset", "200",
@@ -138,7 +138,7 @@ def test_changed_representation_file_is_recomputed_and_reported(tmp_path, capsys
 
 
 def test_cli_writes_figures_and_table(gaussian_run):
-    proc = subprocess.run([sys.executable, "-m", "mi_estimators.information_plane", str(gaussian_run),
+    proc = subprocess.run([sys.executable, "-m", "utils.analysis.information_plane", str(gaussian_run),
                            "--estimators", "mixture,binning,binning_f,edge,upper_bound", "--formats", "png,pdf"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -381,7 +381,7 @@ def test_unwritable_folders_give_clear_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_training_curves_show_train_and_test(gaussian_run):
-    from utils.plotting import plot_training_curves, read_history
+    from utils.analysis.plotting import plot_training_curves, read_history
 
     fig = plot_training_curves(read_history(gaussian_run / rf.HISTORY_NAME))
     for ax in fig.axes:

@@ -17,11 +17,11 @@ import pytest
 
 import mi_cifar_dropout
 import mi_mnist_dropout
-from mi_estimators.checks import CommandError
+from mi_estimators.checks import InputError
 from utils import run_folder as rf
 from utils.models import build_model
-from utils.training import main, native_logs_silenced, parse_args, remove_leftovers, run_dir_for, train
-from utils.training_loop import CHECKPOINT_NAME
+from utils.train_command import main, native_logs_silenced, parse_args, remove_leftovers, run_dir_for, train
+from utils.keras_training import CHECKPOINT_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--epochs", "3", "--save-every", "2", "--train-subset", "200", "--repr-subset", "120",
@@ -60,19 +60,18 @@ def tiny_run(tmp_path_factory):
 
 
 def test_script_defaults_are_the_papers():
-    mnist = parse_args([], mi_mnist_dropout.DEFAULTS, family="mnist", analysis=True)
+    mnist = parse_args([], mi_mnist_dropout.DEFAULTS, family="mnist")
     assert (mnist.dataset, mnist.net, mnist.dropout, mnist.lr, mnist.batch_size, mnist.epochs, mnist.p,
             mnist.weight_decay, mnist.save_every, mnist.analyze) == (
         "mnist", "fc", "gaussian", 0.1, 256, 200, 0.2, 1e-3, 2, True)
     assert run_dir_for(mnist) == Path("runs/mnist-fc-gaussian-p0.2-seed0")
-    cifar = parse_args([], mi_cifar_dropout.DEFAULTS, family="cifar10", analysis=True)
+    cifar = parse_args([], mi_cifar_dropout.DEFAULTS, family="cifar10")
     assert (cifar.dataset, cifar.net, cifar.dropout, cifar.lr, cifar.batch_size, cifar.epochs, cifar.p,
             cifar.weight_decay, cifar.save_every, cifar.analyze) == (
         "cifar10", "resnet18", "gaussian", 0.05, 64, 200, 0.4, 5e-4, 10, False)
     allcnn = parse_args(["--net", "allcnn", "--beta", "20", "--filters", "0.25"], mi_cifar_dropout.DEFAULTS,
                         family="cifar10")
     assert allcnn.dropout == "information" and run_dir_for(allcnn).name == "cifar10-allcnn-information-beta20-seed0"
-    assert mi_cifar_dropout.analyze is mi_mnist_dropout.analyze  # one analysis, passed in by the scripts
 
 
 def test_tiny_run_folder_is_complete(tiny_run):
@@ -142,7 +141,7 @@ import os, signal, sys
 import keras
 import mi_mnist_dropout
 from utils import run_folder as rf
-from utils.training import parse_args, train
+from utils.train_command import parse_args, train
 
 kind, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 count = [0]
@@ -217,7 +216,7 @@ def test_leftovers_of_killed_writes_are_removed_but_not_the_analysis_files(tmp_p
 def test_nan_loss_stops_with_one_line_and_the_run_resumes_from_the_last_good_epoch(tiny_run, tmp_path, capsys):
     run = tmp_path / "run"
     argv = TINY + ["--out", str(run)]
-    with pytest.raises(CommandError, match=r"training loss is nan at step 1 of epoch 3; .* last good epoch, 2"):
+    with pytest.raises(InputError, match=r"training loss is nan at step 1 of epoch 3; .* last good epoch, 2"):
         train(parse_args(argv, mi_mnist_dropout.DEFAULTS, family="mnist"), extra_callbacks=[_PoisonWeights()],
               verbose=0)
     assert [int(r["epoch"]) for r in _history(run)] == [1, 2]
@@ -248,7 +247,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_run, tmp_path):
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
         "import mi_mnist_dropout\n"
-        "from utils.training import main\n"
+        "from utils.train_command import main\n"
         f"sys.exit(main({TINY + ['--out', str(out), '--distribute', 'mirrored', '--epochs', '2']!r}, "
         "defaults=mi_mnist_dropout.DEFAULTS, family='mnist'))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -265,11 +264,10 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_run, tmp_path):
 def test_help_and_flag_errors_answer_without_keras():
     """``--help`` and a flag error load neither Keras nor TensorFlow nor JAX (they take seconds to import)."""
     code = ("import sys, mi_mnist_dropout\n"
-            "from utils.training import main\n"
+            "from utils.train_command import main\n"
             "def run(argv):\n"
             "    try:\n"
-            "        return main(argv, defaults=mi_mnist_dropout.DEFAULTS, family='mnist',\n"
-            "                    analyze=mi_mnist_dropout.analyze)\n"
+            "        return main(argv, defaults=mi_mnist_dropout.DEFAULTS, family='mnist')\n"
             "    except SystemExit as stop:\n"
             "        return stop.code\n"
             "codes = [run(['--help']), run(['--dataset', 'digits', '--lr', '-1'])]\n"
@@ -314,8 +312,8 @@ def test_readme_digits_job_runs_on_jax(tmp_path):
     odd = ["--dataset", "digits", "--train-subset", "301", "--batch-size", "16", "--distribute", "mirrored",
            "--out", str(tmp_path / "odd")]
     code = ("import mi_mnist_dropout\n"
-            "from utils.training import main\n"
-            "print([main(argv, defaults=mi_mnist_dropout.DEFAULTS, family='mnist', analyze=mi_mnist_dropout.analyze)"
+            "from utils.train_command import main\n"
+            "print([main(argv, defaults=mi_mnist_dropout.DEFAULTS, family='mnist')"
             f" for argv in ({readme!r}, {odd!r})])\n")
     env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)

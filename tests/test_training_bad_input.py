@@ -18,9 +18,9 @@ from utils.callback import HistoryCSV, RepresentationCallback
 from utils.data import CIFAR_BIN_FILES, CIFAR_PY_FILES, IDX_FILES, load_dataset
 from utils.layers import InformationDropout
 from utils.models import build_model
-from utils.training import LOCK_NAME, flags_of, main, parse_args, run_lock
+from utils.train_command import LOCK_NAME, flags_of, main, parse_args, run_lock
 from utils.nets import NETS
-from utils.training_loop import CHECKPOINT_NAME, load_checkpoint
+from utils.keras_training import CHECKPOINT_NAME, load_checkpoint
 
 DIGITS = ["--dataset", "digits", "--epochs", "1", "--train-subset", "100", "--batch-size", "50"]
 

@@ -23,11 +23,10 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from utils.analysis.entries import SATURATION_LIMIT  # noqa: E402
 from utils.run_folder import atomic_write  # noqa: E402
 
 
-SATURATION_LIMIT = 0.5
-"""Points whose dI(X;Z)/dlog N exceeds this are drawn hollow: limited by the number of inputs."""
 SATURATED_LABEL = f"hollow: limited by N (dI/dlog N > {SATURATION_LIMIT})"
 
 

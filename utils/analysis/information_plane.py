@@ -1,17 +1,17 @@
 """Estimate the information planes of run folders and draw them.
 
-    python -m mi_estimators.information_plane RUN [RUN ...] [--estimators mixture,binning] [--epochs 0-20]
+    python -m utils.analysis.information_plane RUN [RUN ...] [--estimators mixture,binning] [--epochs 0-20]
         [--noise-samples train=1,test=6] [--out DIR]
 
 For every analysed dropout layer, split and saved epoch of each run, the selected estimators
-(:mod:`mi_estimators.registry`) turn the saved noise-free representations f(x) into I(X;Z) and
+(:mod:`utils.analysis.registry`) turn the saved noise-free representations f(x) into I(X;Z) and
 I(Y;Z) (Adilova, Geiger & Fischer, ICLR 2023). The noise level is read from the run's ``config.json``,
 never from a flag. Results go to the run's ``IP/estimates.json`` (``utils.run_folder``), merged under a
 file lock and written after every epoch, so an interrupted, extended or parallel (``--epochs`` shared
 out between processes) analysis computes only what is missing. An entry is recomputed when its
 settings change or when a file it was computed from changed (size and content hash). With several
 runs, or with ``--out``, the estimates of all runs also go to ``DIR/estimates.csv`` (one row per run,
-layer, split, epoch and estimator) with seed-aggregated planes (:mod:`mi_estimators.runs_table`).
+layer, split, epoch and estimator) with seed-aggregated planes (:mod:`utils.analysis.comparison`).
 """
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mi_estimators.checks import CommandError, OneLineParser, check_float, check_int, float_arg, int_arg
+from mi_estimators.checks import InputError, check_float, check_int
+from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
 from mi_estimators.discrete import discrete_entropy
-from mi_estimators.registry import ESTIMATORS, INFINITE_MI, LayerData, plane_entry
-from mi_estimators.runs_table import write_comparison
+from utils.analysis.registry import ESTIMATORS, INFINITE_MI, LayerData, plane_entry
+from utils.analysis.comparison import write_comparison
 from utils import run_folder as rf
-from utils.ip_figures import draw_run_figures
+from utils.analysis.figures import draw_run_figures
 
 CALLBACK = "callback"
 DEFAULT_ESTIMATORS = ("mixture", "binning", "binning_f")
@@ -321,7 +322,7 @@ def comparison_dir(runs: Sequence[Path], out: Path | None) -> Path | None:
 def analyze_runs(runs: Sequence[str | Path], *, out: str | Path | None = None, request: Request | None = None,
                  plots: bool = True, formats: Sequence[str] = ("png",)) -> list[Path]:
     """:func:`analyze` every run, then (several runs, or ``out``) write the comparison table and the
-    seed-aggregated planes (:func:`mi_estimators.runs_table.write_comparison`); returns the written paths."""
+    seed-aggregated planes (:func:`utils.analysis.comparison.write_comparison`); returns the written paths."""
     runs = [Path(r) for r in runs]
     written = []
     for run in runs:
@@ -344,7 +345,7 @@ def notebook_runs(root: str | Path, default: Sequence[str]) -> list[Path]:
 
 
 def _parser() -> OneLineParser:
-    p = OneLineParser(prog="python -m mi_estimators.information_plane", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="python -m utils.analysis.information_plane", description=__doc__.split("\n\n")[0],
                       epilog="Estimators: " + "; ".join(f"{k}: {v.describe}" for k, v in ESTIMATORS.items()))
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
                    help="run folders written by mi_mnist_dropout.py / mi_cifar_dropout.py")

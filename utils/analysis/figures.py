@@ -13,7 +13,6 @@ the number of inputs (saturation dI/dlog N > 0.5, McAllester & Stratos 2020).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,7 +22,8 @@ from matplotlib.colors import Normalize
 from matplotlib.ticker import MaxNLocator
 
 from utils import run_folder as rf
-from utils.plotting import (SATURATION_LIMIT, Panel, PlaneSeries, plot_plane_grid, plot_training_curves,
+from utils.analysis.entries import SATURATION_LIMIT, total_error
+from utils.analysis.plotting import (Panel, PlaneSeries, plot_plane_grid, plot_training_curves,
                             read_history, save_figure)
 
 # (estimator giving I(X;Z), estimator giving I(Y;Z), panel title) in drawing order.
@@ -48,12 +48,6 @@ OWN_SCALE = {"upper_bound"}
 ERROR_CAPTION = "error bars: Monte Carlo and input-sampling errors in quadrature"
 
 
-def _total(entry: dict, q: str) -> float | None:
-    parts = [entry.get(f"mi_{q}_stderr"), entry.get(f"mi_{q}_sampling_stderr")]
-    parts = [p for p in parts if p is not None]
-    return math.hypot(*parts) if parts else None
-
-
 def _series(x_entries: dict, y_entries: dict, keep: Callable[[int], bool]) -> PlaneSeries | None:
     epochs = sorted(int(e) for e in set(x_entries) & set(y_entries) if keep(int(e))
                     and x_entries[e].get("mi_xz") is not None and y_entries[e].get("mi_zy") is not None)
@@ -62,7 +56,7 @@ def _series(x_entries: dict, y_entries: dict, keep: Callable[[int], bool]) -> Pl
     xs = [x_entries[str(e)] for e in epochs]
     ys = [y_entries[str(e)] for e in epochs]
     return PlaneSeries(epochs, [x["mi_xz"] for x in xs], [y["mi_zy"] for y in ys],
-                       [_total(x, "xz") for x in xs], [_total(y, "zy") for y in ys],
+                       [total_error(x, "xz") for x in xs], [total_error(y, "zy") for y in ys],
                        saturated=[(x.get("saturation") or 0.0) > SATURATION_LIMIT for x in xs])
 
 
@@ -157,12 +151,12 @@ def draw_run_figures(run_dir: str | Path, *, formats: Sequence[str] = ("png",),
         written += save_figure(plot_training_curves(read_history(history), title=run_dir.name),
                                figures / "training_curves", formats)
     if not written:
-        raise ValueError(f"nothing to draw in {run_dir}: run `python -m mi_estimators.information_plane "
+        raise ValueError(f"nothing to draw in {run_dir}: run `python -m utils.analysis.information_plane "
                          f"{run_dir}` first")
     return written
 
 
-# -- comparisons of runs (rows of mi_estimators.runs_table's aggregate table) ---------------------------
+# -- comparisons of runs (rows of utils.analysis.comparison's aggregate table) ---------------------------
 
 def _aggregate_series(rows: list[dict], x_name: str, y_name: str, color: str | None = None,
                       label: str | None = None) -> PlaneSeries | None:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from mi_estimators.runs_table import RunInfo, aggregate_rows, compression_rows, families, group_names, summary_markdown
+from utils.analysis.comparison import RunInfo, aggregate_rows, compression_rows, families, group_names, summary_markdown
 
 
 def _rows(run, seed, values, error):

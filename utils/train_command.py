@@ -2,7 +2,7 @@
 
 Adilova, Geiger & Fischer (ICLR 2023): SGD with momentum 0.9 and weight decay, a cosine learning-rate
 decay over the whole run, one dropout layer whose noise-free input is recorded every ``--save-every``
-epochs; the training itself is :mod:`utils.training_loop`.
+epochs; the training itself is :mod:`utils.keras_training`.
 
 Everything a run needs from its user is checked before Keras (and TensorFlow or JAX) is imported: the
 flags, the run folder and the data, so ``--help`` and bad input answer at once. Bad input ends with one
@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from mi_estimators.checks import DROPOUT_KINDS, CommandError, OneLineParser, float_arg, int_arg
+from mi_estimators.checks import DROPOUT_KINDS, InputError
+from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
 from utils import run_folder as rf
 from utils.data import Dataset, DatasetUnavailableError, load_dataset
 from utils.nets import NETS, family_choices
@@ -45,9 +46,6 @@ LOCK_NAME = ".train.lock"
 _OWN_TEMPS = {".": ("",), rf.REPR_DIR: ("",), rf.IP_DIR: tuple(f"{split}_" for split in rf.SPLITS)}
 """Where training's atomic writes leave ``.<name>.<random>.tmp`` files when killed, and the names they
 start with (the analysis writes IP/estimates.json beside them and keeps its own)."""
-
-Analysis = Callable[[Path], None]
-
 
 def _add_net_flags(add: Callable[..., Any], datasets: list[str], nets: list[str]) -> None:
     add("--dataset", choices=datasets, help="dataset (default: %(default)s)")
@@ -82,9 +80,9 @@ def _add_schedule_flags(add: Callable[..., Any]) -> None:
 
 
 def build_parser(defaults: Mapping[str, Any], *, family: str, prog: str | None = None,
-                 description: str | None = None, analysis: bool = False) -> OneLineParser:
+                 description: str | None = None) -> OneLineParser:
     """The command line of a training script; ``defaults`` sets dataset, net, lr, batch_size, epochs,
-    p, weight_decay and save_every (and may set any other flag). ``analysis``: offer --analyze."""
+    p, weight_decay and save_every (and may set any other flag, such as ``analyze``)."""
     nets, datasets = family_choices(family)
     parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -99,10 +97,9 @@ def build_parser(defaults: Mapping[str, Any], *, family: str, prog: str | None =
              "on TensorFlow, keras.distribution.DataParallel on JAX) (default: %(default)s)")
     add("--verbose", action="store_true",
         help="show TensorFlow's and JAX's native log messages (silenced by default)")
-    if analysis:
-        add("--analyze", action=argparse.BooleanOptionalAction, default=False,
-            help="after training, estimate the information plane (mi_estimators.information_plane with its "
-                 "defaults) and draw it under <run>/figures (default: %(default)s)")
+    add("--analyze", action=argparse.BooleanOptionalAction, default=False,
+        help="after training, estimate the information plane (utils.analysis.information_plane with its "
+             "defaults) and draw it under <run>/figures (default: %(default)s)")
     parser.set_defaults(**defaults)
     return parser
 
@@ -130,9 +127,9 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def parse_args(argv: Sequence[str] | None, defaults: Mapping[str, Any], *, family: str, prog: str | None = None,
-               description: str | None = None, analysis: bool = False) -> argparse.Namespace:
+               description: str | None = None) -> argparse.Namespace:
     """Parse and check a training command line (CommandError with a one-line message on bad input)."""
-    parser = build_parser(defaults, family=family, prog=prog, description=description, analysis=analysis)
+    parser = build_parser(defaults, family=family, prog=prog, description=description)
     return check_args(parser.parse_args(argv))
 
 
@@ -269,18 +266,18 @@ def native_logs_silenced(verbose: bool) -> Iterator[None]:
 
 
 def _start_keras(verbose: bool) -> ModuleType:
-    """Import :mod:`utils.training_loop` (Keras and its backend, TensorFlow or JAX: seconds, so only once
+    """Import :mod:`utils.keras_training` (Keras and its backend, TensorFlow or JAX: seconds, so only once
     the input is known good) and start the backend's devices; CommandError naming KERAS_BACKEND when
     the backend cannot be imported."""
     try:
         with native_logs_silenced(verbose):
-            from utils import training_loop
+            from utils import keras_training
 
-            training_loop.start_backend()
+            keras_training.start_backend()
     except (ImportError, ValueError) as err:  # Keras: ValueError "Unable to import backend"
         backend = os.environ.get("KERAS_BACKEND", "the one in ~/.keras/keras.json")
         raise CommandError(f"cannot start Keras with the backend KERAS_BACKEND={backend} ({err})") from None
-    return training_loop
+    return keras_training
 
 
 def train(args: argparse.Namespace, *, prog: str | None = None, extra_callbacks: Sequence[Any] = (),
@@ -288,7 +285,7 @@ def train(args: argparse.Namespace, *, prog: str | None = None, extra_callbacks:
     """Train as ``args`` says, writing (or resuming) the run folder; returns its path.
 
     Flags, run folder and data are checked first; then, with the folder locked, Keras is imported and
-    :func:`utils.training_loop.train_run` trains. ``extra_callbacks`` (Keras callbacks) run first.
+    :func:`utils.keras_training.train_run` trains. ``extra_callbacks`` (Keras callbacks) run first.
     """
     run_dir = run_dir_for(args)
     flags = flags_of(args)
@@ -297,10 +294,10 @@ def train(args: argparse.Namespace, *, prog: str | None = None, extra_callbacks:
     with run_lock(run_dir):
         resume = check_run_dir(run_dir, flags)  # again: another process may have written it meanwhile
         remove_leftovers(run_dir)
-        training_loop = _start_keras(args.verbose)
-        plan = training_loop.RunPlan(args=args, run_dir=run_dir, flags=flags, resume=resume, data=ds,
+        keras_training = _start_keras(args.verbose)
+        plan = keras_training.RunPlan(args=args, run_dir=run_dir, flags=flags, resume=resume, data=ds,
                                      repr_rows=repr_rows, prog=prog)
-        training_loop.train_run(plan, extra_callbacks=extra_callbacks, verbose=verbose)
+        keras_training.train_run(plan, extra_callbacks=extra_callbacks, verbose=verbose)
     return run_dir
 
 
@@ -311,8 +308,11 @@ def _summary(run_dir: Path) -> str:
             f"test loss {float(last['test_loss']):.4f}")
 
 
-def _analyze(analyze: Analysis, run_dir: Path, prog: str) -> int:
-    """Estimate and draw the information plane of a finished run (the first command ends with a figure)."""
+def _analyze(run_dir: Path, prog: str) -> int:
+    """Estimate and draw the information plane of a finished run (the first command ends with a figure).
+    Imported here: SciPy, scikit-learn and matplotlib would slow down --help and flag errors."""
+    from utils.analysis.information_plane import analyze
+
     try:
         analyze(run_dir)
     except (ValueError, FileNotFoundError) as err:
@@ -322,17 +322,16 @@ def _analyze(analyze: Analysis, run_dir: Path, prog: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any], family: str,
-         description: str | None = None, analyze: Analysis | None = None) -> int:
+         description: str | None = None) -> int:
     """Entry point of the training scripts; returns the exit code (2 for bad input).
 
-    ``analyze(run_dir)``, given by the script, runs after training with ``--analyze``.
+    With ``--analyze`` the information plane is estimated and drawn after training.
     """
     prog = Path(sys.argv[0]).name if argv is None else "train"
     try:
-        args = parse_args(argv, defaults, family=family, prog=prog, description=description,
-                          analysis=analyze is not None)
+        args = parse_args(argv, defaults, family=family, prog=prog, description=description)
         run_dir = train(args, prog=prog)
-    except (CommandError, DatasetUnavailableError) as err:
+    except (CommandError, InputError, DatasetUnavailableError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. the disk filled up: the message names the file
@@ -342,6 +341,6 @@ def main(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any], fami
         print(f"{prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     print(_summary(run_dir), flush=True)
-    if analyze is not None and args.analyze:
-        return _analyze(analyze, run_dir, prog)
+    if args.analyze:
+        return _analyze(run_dir, prog)
     return 0

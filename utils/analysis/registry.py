@@ -1,4 +1,4 @@
-"""The estimators of the information-plane command: one adapter signature, one registry line each.
+"""The estimators of the information-plane command by name: one adapter signature, one registry line each.
 
 Every adapter takes a :class:`LayerData` (one layer, split and epoch of a run) and the entry's
 ``settings`` and returns an :class:`~mi_estimators.results.MIResult`; its :class:`EstimatorSpec` says
@@ -30,8 +30,8 @@ from mi_estimators.ksg import ksg_mi_labels
 from mi_estimators.noise import noisy_representations
 from mi_estimators.results import MIResult
 from mi_estimators.upper_bound import gaussian_dropout_upper_bound
+from utils.analysis.entries import COORDINATES
 
-COORDINATES = ("mi_xz", "mi_zy")
 INFINITE_MI = ("I(X;Z) is infinite under Bernoulli dropout (the all-ones mask has positive probability; "
                "Adilova et al. 2023): only binning and the cross-entropy bound are defined")
 

@@ -23,8 +23,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from utils import run_folder as rf
-from utils.ip_figures import draw_comparison_figures
-from utils.plotting import SATURATION_LIMIT
+from utils.analysis.entries import SATURATION_LIMIT, total_error
+from utils.analysis.figures import draw_comparison_figures
 
 NOT_DEFINING = frozenset({"seed", "out", "data_dir", "analyze", "distribute", "eval_batch_size", "verbose"})
 """Flags that do not change the experiment: runs differing only in these (and the seed) form a group."""
@@ -125,12 +125,6 @@ def _estimate_fields(entry: dict) -> dict[str, Any]:
     return fields
 
 
-def _total(row: dict, q: str) -> float | None:
-    parts = [row.get(f"mi_{q}_stderr"), row.get(f"mi_{q}_sampling_stderr")]
-    parts = [p for p in parts if p is not None]
-    return math.hypot(*parts) if parts else None
-
-
 def aggregate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Seed aggregates: mean, standard deviation between seeds and mean per-seed total error."""
     cells: dict[tuple, list[dict]] = {}
@@ -144,7 +138,7 @@ def aggregate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         agg.update(group=group, layer=layer, split=split, epoch=epoch, estimator=name, n_seeds=len(members))
         for q in ("xz", "zy"):
             values = [m[f"mi_{q}"] for m in members if m.get(f"mi_{q}") is not None]
-            errors = [e for e in (_total(m, q) for m in members) if e is not None]
+            errors = [e for e in (total_error(m, q) for m in members) if e is not None]
             agg[f"mi_{q}_mean"] = float(np.mean(values)) if values else None
             agg[f"mi_{q}_seed_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
             agg[f"mi_{q}_seed_error"] = float(np.mean(errors)) if errors else None
@@ -262,7 +256,7 @@ def _largest_fall(points: Sequence[dict]) -> dict[str, Any]:
 
 def _difference_error(a: dict, b: dict) -> float | None:
     """Total error of I(X;Z)[a] - I(X;Z)[b]: the two points' total errors in quadrature (None without any)."""
-    totals = [t for t in (_total(a, "xz"), _total(b, "xz")) if t is not None]
+    totals = [t for t in (total_error(a, "xz"), total_error(b, "xz")) if t is not None]
     return math.hypot(*totals) if totals else None
 
 

@@ -1,6 +1,6 @@
 """The Keras side of a training run, on any Keras 3 backend (TensorFlow, JAX): the model and its
 optimiser, epochs whose random streams depend on (seed, epoch) only, a checkpoint after every epoch,
-and ``model.fit``. :mod:`utils.training` checks the command line and calls :func:`train_run`.
+and ``model.fit``. :mod:`utils.train_command` checks the command line and calls :func:`train_run`.
 
 Adilova, Geiger & Fischer (ICLR 2023): SGD with momentum 0.9 and weight decay (Keras' is decoupled,
 w <- w - lr * wd * w each step, unlike PyTorch's L2 term added to the gradient) and a cosine decay of
@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from mi_estimators.checks import CommandError
+from mi_estimators.checks import InputError
 from utils import run_folder as rf
 from utils.callback import HistoryCSV, RepresentationCallback, layer_entries
 from utils.data import Dataset
@@ -116,11 +116,11 @@ def make_placement(kind: str) -> Placement:
         devices = keras.distribution.list_devices()  # the GPUs (or TPUs), else the CPUs
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         return Placement(contextlib.nullcontext(), len(devices))
-    raise CommandError(f"--distribute {kind} needs the tensorflow or jax backend, not {backend}")
+    raise InputError(f"--distribute {kind} needs the tensorflow or jax backend, not {backend}")
 
 
 def check_even_split(plan: RunPlan, replicas: int) -> None:
-    """JAX's DataParallel splits every batch evenly over the devices: CommandError naming the flags whose
+    """JAX's DataParallel splits every batch evenly over the devices: InputError naming the flags whose
     batches do not split (TensorFlow's MirroredStrategy splits any batch)."""
     if replicas == 1 or keras.backend.backend() != "jax":
         return
@@ -132,7 +132,7 @@ def check_even_split(plan: RunPlan, replicas: int) -> None:
              "the last test batch": len(plan.data.y_test) % evaluation}
     odd = [f"{name} ({size})" for name, size in sizes.items() if size % replicas]
     if odd:
-        raise CommandError(f"--distribute mirrored on JAX splits every batch evenly over the {replicas} devices; "
+        raise InputError(f"--distribute mirrored on JAX splits every batch evenly over the {replicas} devices; "
                            f"not a multiple of {replicas}: {', '.join(odd)}; choose --batch-size, "
                            "--eval-batch-size or --train-subset to fit")
 
@@ -207,7 +207,7 @@ class SeededEpochs(keras.callbacks.Callback):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """CommandError at the first NaN or infinite training or test loss, raised before the callbacks after
+    """InputError at the first NaN or infinite training or test loss, raised before the callbacks after
     this one see the epoch's end: the run folder keeps the last good epoch."""
 
     def __init__(self, run_dir: Path) -> None:
@@ -229,7 +229,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         value = float((logs or {}).get(key, 0.0))
         if not math.isfinite(value):
             name = "test loss" if key.startswith("val_") else "training loss"
-            raise CommandError(f"the {name} is {value} at {where}; training stopped, {self.run_dir} keeps "
+            raise InputError(f"the {name} is {value} at {where}; training stopped, {self.run_dir} keeps "
                                f"the last good epoch, {self.epoch} (lower --lr?)")
 
 
@@ -322,20 +322,20 @@ def _check_backend(plan: RunPlan) -> None:
         return
     stored = rf.load_json(plan.run_dir / rf.CONFIG_NAME).get("versions", {}).get("backend", "tensorflow")
     if stored != keras.backend.backend():
-        raise CommandError(f"{plan.run_dir} was trained with the {stored} backend, this is {keras.backend.backend()}; "
+        raise InputError(f"{plan.run_dir} was trained with the {stored} backend, this is {keras.backend.backend()}; "
                            f"resume it with KERAS_BACKEND={stored}")
 
 
 def _restore(plan: RunPlan, model: keras.Model, callbacks: RunCallbacks) -> int:
     """Read what the run folder holds already (checkpoint, history, IP files): the completed epochs.
-    CommandError naming a damaged file; writes nothing."""
+    InputError naming a damaged file; writes nothing."""
     try:
         callbacks.recorder.set_model(model)
         callbacks.recorder.prepare()
         callbacks.history.load()
         return load_checkpoint(plan.run_dir / CHECKPOINT_NAME, model) if plan.resume else 0
     except ValueError as err:
-        raise CommandError(str(err)) from None
+        raise InputError(str(err)) from None
 
 
 def _write_config(plan: RunPlan, model: keras.Model, replicas: int, epochs_done: int) -> None:

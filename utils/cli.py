@@ -1,0 +1,88 @@
+"""What every command line of the project shares: a parser whose errors are one line, argparse types
+built from the validators of :mod:`mi_estimators.checks`, and :func:`run_command`, which keeps the
+user's mistakes apart from the project's bugs.
+
+A mistake of the user (an :class:`~mi_estimators.checks.InputError` or a :class:`CommandError`, or an
+operating-system error about a named file: a missing or unwritable path, a full disk) ends with one
+``<prog>: error: ...`` line and exit code 2. Anything else is a bug: its traceback is printed with one
+line asking to report it, and the exit code is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import traceback
+from typing import Any, Callable, NoReturn
+
+from mi_estimators.checks import InputError, check_float, check_int
+
+BUG_EXIT = 1
+"""Exit code of a bug (1); bad input exits with 2, as argparse does."""
+REPORT = "this is a bug, not a problem with your input: please report it with the traceback above"
+
+
+class CommandError(Exception):
+    """A user-facing error of a command: printed as one ``<prog>: error: ...`` line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that raises :class:`CommandError` (one line, no usage dump) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandError(message)
+
+
+def _arg_type(convert: Callable[[str], Any], check: Callable[[Any], Any], kind: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+        try:
+            return check(value)
+        except InputError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("value ")) from None
+    return parse
+
+
+def int_arg(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+    """argparse ``type=``: an integer in [minimum, maximum] (the flag is named by argparse)."""
+    return _arg_type(int, lambda v: check_int(v, "value", minimum=minimum, maximum=maximum), "an integer")
+
+
+def float_arg(minimum: float = -math.inf, *, inclusive: bool = True,
+              maximum: float | None = None) -> Callable[[str], float]:
+    """argparse ``type=``: a finite number above (``inclusive``: at least) ``minimum``."""
+    return _arg_type(float, lambda v: check_float(v, "value", minimum=minimum, inclusive=inclusive, maximum=maximum),
+                     "a number")
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Bad input, or an operating-system error about a file the user named or must fix (it carries the
+    file name: missing, not writable, disk full), which no change to the code would cure."""
+    return isinstance(err, (InputError, CommandError)) or (isinstance(err, OSError) and err.filename is not None)
+
+
+def user_message(err: BaseException) -> str:
+    """The one-line message of a user error (an OSError names its file and the reason)."""
+    if isinstance(err, OSError) and not isinstance(err, (InputError, CommandError)) and err.strerror:
+        return f"{err.filename}: {err.strerror.lower()}"
+    return str(err)
+
+
+def run_command(prog: str, body: Callable[[], int | None]) -> int:
+    """Run ``body`` and return the exit code: its own (None: 0), 2 with one ``<prog>: error:`` line for a
+    user error (:func:`is_user_error`), 130 on Ctrl-C, and 1 with the traceback for anything else."""
+    try:
+        return body() or 0
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - every exception is either the user's or a bug; both are reported
+        if is_user_error(err):
+            print(f"{prog}: error: {user_message(err)}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(f"{prog}: {REPORT}", file=sys.stderr)
+        return BUG_EXIT
