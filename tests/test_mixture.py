@@ -327,6 +327,11 @@ def test_keras_backend_matches_numpy():
     assert info["float64_rows"] == 0
     assert np.abs(got - exact).max() <= info["max_error_bound"]
     assert np.abs(got - ref).max() <= 2 * info["max_error_bound"]
+    # Leaving out each sample's nearest component (the one that dominates its sum).
+    near = np.argmin(((z[:, None, :] - f[None]) ** 2 / s[None] ** 2).sum(axis=2), axis=1)
+    for memory in (256, 0.1):
+        got, info = mix.log_density(z, backend="keras", leave_out=near, max_memory_mb=memory)
+        assert np.abs(got - direct_log_density(z, f, s, groups=labels, leave_out=near)).max() < ATOL
 
 
 def test_keras_backend_disables_reduced_precision_matmul():
@@ -345,10 +350,14 @@ z = f[rng.integers(0, 400, 60)] * (1 + 0.1 * rng.standard_normal((60, 16)))
 mix = prepare_mixture(f, 0.1 * f, groups=labels)
 ref, _ = mix.log_density(z)
 got, info = mix.log_density(z, backend="keras", max_memory_mb=0.05)
+own = rng.integers(0, 400, 60)
+loo_ref, _ = mix.log_density(z, leave_out=own)
+loo, _ = mix.log_density(z, backend="keras", leave_out=own, max_memory_mb=0.05)
 loose, info_loose = mix.log_density(z, backend="keras", atol=1.0)
 with full_precision_matmul("jax"):
     precision = str(jax.config.jax_default_matmul_precision)
 print(json.dumps({"backend": keras.backend.backend(), "diff": float(np.abs(got - ref).max()),
+                  "loo_diff": float(np.abs(loo - loo_ref).max()),
                   "loose_diff": float(np.abs(loose - ref).max()), "loose_bound": info_loose["max_error_bound"],
                   "loose_f64": info_loose["float64_rows"], "precision": precision}))
 """
@@ -364,7 +373,7 @@ def test_keras_backend_under_jax_matches_numpy():
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "jax" and result["precision"] == "highest"
-    assert result["diff"] < 2 * ATOL
+    assert result["diff"] < 2 * ATOL and result["loo_diff"] < 2 * ATOL
     assert result["loose_f64"] == 0 and result["loose_diff"] <= result["loose_bound"] + ATOL
 
 
