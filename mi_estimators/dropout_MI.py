@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from mi_estimators.checks import LOG_SQRT_2PI, as_labels, as_samples, check_float, check_int
+from mi_estimators.checks import LOG_SQRT_2PI, InputError, as_labels, as_samples, check_float, check_int
 from mi_estimators.discrete import discrete_entropy
 from mi_estimators.mc_mean import MCMean, control_variate_mean
 from mi_estimators.mixture import check_options, prepare_mixture
@@ -131,9 +131,9 @@ def information_dropout_mi(f: np.ndarray, alphas: np.ndarray, labels: np.ndarray
     f, n_clipped = activations(f, clip_min, allow_negative=False)
     alpha = as_samples(alphas, "alphas", min_samples=1)
     if alpha.shape != f.shape:
-        raise ValueError(f"alphas must have the shape of f {f.shape}, got {alpha.shape}")
+        raise InputError(f"alphas must have the shape of f {f.shape}, got {alpha.shape}")
     if (alpha <= 0).any():
-        raise ValueError(f"alphas must be positive (the standard deviation of the log-noise); "
+        raise InputError(f"alphas must be positive (the standard deviation of the log-noise); "
                          f"{int((alpha <= 0).sum())} entries are <= 0")
     params = {"space": "log", "clip_min": clip_min, "n_clipped": n_clipped,
               "tiny_code_fraction": float(np.mean(f < TINY_CODE))}
@@ -152,18 +152,18 @@ def estimate_layer_mi(layer: dict, f: np.ndarray, *, alphas: np.ndarray | None =
     kind, name = layer.get("dropout"), layer.get("name")
     if kind == "gaussian":
         if alphas is not None:
-            raise ValueError(f"layer {name!r} uses Gaussian dropout; alphas belong to information dropout")
+            raise InputError(f"layer {name!r} uses Gaussian dropout; alphas belong to information dropout")
         if layer.get("noise_std") is None:
-            raise ValueError(f"layer {name!r} (Gaussian dropout) has no noise_std in its config entry")
+            raise InputError(f"layer {name!r} (Gaussian dropout) has no noise_std in its config entry")
         result = gaussian_dropout_mi(f, layer["noise_std"], labels, **kwargs)
     elif kind == "information":
         if alphas is None:
-            raise ValueError(f"layer {name!r} uses information dropout: pass its saved alphas")
+            raise InputError(f"layer {name!r} uses information dropout: pass its saved alphas")
         result = information_dropout_mi(f, alphas, labels, **kwargs)
     elif kind == "bernoulli":
-        raise ValueError(f"layer {name!r}: {_BERNOULLI}")
+        raise InputError(f"layer {name!r}: {_BERNOULLI}")
     else:
-        raise ValueError(f"layer {name!r}: unknown dropout kind {kind!r} (expected gaussian, information "
+        raise InputError(f"layer {name!r}: unknown dropout kind {kind!r} (expected gaussian, information "
                          "or bernoulli)")
     result.params.update({"layer": name, "dropout": kind, "p": layer.get("p")})
     return result
@@ -179,13 +179,13 @@ def activations(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) 
     exactly-zero entries without ``clip_min``, and for negative ones unless ``allow_negative``)."""
     f = as_samples(f, "f", min_samples=2)
     if not allow_negative and (f < 0).any():
-        raise ValueError(f"f must be positive for information dropout (log-normal noise); "
+        raise InputError(f"f must be positive for information dropout (log-normal noise); "
                          f"{int((f < 0).sum())} entries are negative")
     if clip_min is None:
         zero = f == 0
         if zero.any():
             rows = np.unique(np.nonzero(zero)[0])
-            raise ValueError(
+            raise InputError(
                 f"f contains {int(zero.sum())} exactly-zero entries in {rows.size} samples (first at "
                 f"row {rows[0]}); the conditional density of Z is degenerate there (I(X;Z) is infinite). Use "
                 "softplus instead of ReLU before the dropout layer, or pass clip_min (e.g. 1e-6) to raise "
@@ -240,7 +240,7 @@ def _estimate(means: np.ndarray, stds: np.ndarray, y: np.ndarray | None, rows: n
     yy = None if y is None else np.unique(y[rows], return_inverse=True)[1].ravel()
     comp = _component_rows(len(rows), opts)
     if yy is not None and np.unique(yy[comp]).size < yy.max() + 1:
-        raise ValueError("the component subsample misses a class; raise max_components")
+        raise InputError("the component subsample misses a class; raise max_components")
     draws = _evaluate(mu, s, yy, rows, comp, _draw_counts(rows, opts), opts)
     n = len(rows)
     xz = control_variate_mean(draws.xz, draws.cv, draws.inputs, n)

@@ -25,7 +25,7 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
-from mi_estimators.checks import LOG_SQRT_2PI_E, as_labels, as_samples, check_float
+from mi_estimators.checks import LOG_SQRT_2PI_E, InputError, as_labels, as_samples, check_float
 from mi_estimators.discrete import discrete_entropy, symbol_ids
 from mi_estimators.mixture import mixture_log_density
 from mi_estimators.results import MIResult
@@ -44,8 +44,8 @@ def kde_mi_bounds(f: np.ndarray, noise_std: float, labels: np.ndarray | None = N
     """
     try:
         std = check_float(noise_std, "noise_std")
-    except ValueError as err:
-        raise ValueError(f"{err}; with no noise T = f(X) is deterministic and I(X;T) is H(X) (log N for "
+    except InputError as err:
+        raise InputError(f"{err}; with no noise T = f(X) is deterministic and I(X;T) is H(X) (log N for "
                          "distinct samples), not a KDE quantity") from None
     h = as_samples(f, "f", min_samples=1)
     n, d = h.shape

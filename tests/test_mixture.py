@@ -395,6 +395,10 @@ def test_keras_backend_under_jax_matches_numpy():
     ({"max_memory_mb": 0}, "max_memory_mb"),
     ({"atol": -1.0}, "atol"),
     ({"samples": np.zeros((3, 2, 1))}, "2-D"),
+    ({"stds": 1e-200}, "rescale"),
+    ({"means": np.full((4, 2), 1e200)}, "rescale"),
+    ({"stds": "0.5"}, "stds"),
+    ({"leave_out": np.array([0, 1, 4])}, "leave_out"),
 ])
 def test_bad_input(kwargs, match):
     args = {"samples": np.zeros((3, 2)), "means": np.zeros((4, 2)), "stds": np.ones((4, 2))}

@@ -17,6 +17,7 @@ from mi_estimators.mixture.bound import STAT_FLOOR
 from mi_estimators.mixture.streaming import Run
 
 BACKENDS = ("numpy", "keras")
+_MAX_SCALE = 1e150
 
 
 def mixture_log_density(samples: np.ndarray, means: np.ndarray, stds: np.ndarray | float, *,
@@ -57,9 +58,12 @@ def prepare_mixture(means: np.ndarray, stds: np.ndarray | float, *, groups: np.n
         raise InputError(f"stds must be positive and finite; {int(bad.sum())} entries are not")
     ids = _group_ids(groups, n)
     order = np.argsort(ids, kind="stable")
+    # Squares of values beyond 1e150 (means, their distances, 1/s^2) leave float64: rescale instead of NaN.
+    if np.abs(mu).max() > _MAX_SCALE or s.max() > _MAX_SCALE or s.min() < 1.0 / _MAX_SCALE:
+        raise InputError(f"means and stds must lie within 1e-150..1e150 in magnitude (largest |mean| "
+                         f"{np.abs(mu).max():.3g}, stds {s.min():.3g}..{s.max():.3g}): their squares would "
+                         "leave float64; rescale the problem")
     prec = 1.0 / s[order] ** 2
-    if not np.isfinite(prec).all():
-        raise InputError("stds below 1e-154 overflow 1/s^2; rescale the problem")
     log_norm = -np.log(s[order]).sum(axis=1) * (d / s.shape[1]) - 0.5 * d * LOG_2PI
     return _build(mu[order], prec, log_norm, ids[order], order)
 

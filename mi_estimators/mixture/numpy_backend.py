@@ -45,7 +45,8 @@ class NumpySegments:
         a[:, -1] = -shift
         m, n = len(a), c1 - c0
         prod = self.buf[: m * n].reshape(m, n)
-        np.matmul(a, self.b[c0:c1].T, out=prod)
+        with np.errstate(invalid="ignore", over="ignore"):     # (overflowing rows are redone in float64)
+            np.matmul(a, self.b[c0:c1].T, out=prod)
         if left_out is not None:
             rows = np.flatnonzero((left_out >= c0) & (left_out < c1))
             prod[rows, left_out[rows] - c0] = -np.inf

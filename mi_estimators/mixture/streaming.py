@@ -110,8 +110,10 @@ class Run:
         q = mix.prec.shape[1]
         zc = z - mix.centre
         a = np.zeros((len(zc), kernel.k), dtype=kernel.dtype)
-        a[:, :q] = zc ** 2 if q > 1 else (zc ** 2).sum(axis=1, keepdims=True)
-        a[:, q:-2] = zc
+        # Samples beyond float32's range give inf/NaN products, whose rows are redone in float64.
+        with np.errstate(over="ignore"):
+            a[:, :q] = zc ** 2 if q > 1 else (zc ** 2).sum(axis=1, keepdims=True)
+            a[:, q:-2] = zc
         a[:, -2] = 1.0
         kernel.load(a)
         out = np.empty((len(z), mix.n_groups))

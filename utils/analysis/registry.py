@@ -17,6 +17,7 @@ f(x) instead, as Shwartz-Ziv & Tishby (2017) did, and says so.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -30,7 +31,7 @@ from mi_estimators.ksg import ksg_mi_labels
 from mi_estimators.noise import noisy_representations
 from mi_estimators.results import MIResult
 from mi_estimators.upper_bound import gaussian_dropout_upper_bound
-from utils.analysis.entries import COORDINATES
+from utils.analysis.entries import COORDINATES, UPPER
 
 INFINITE_MI = ("I(X;Z) is infinite under Bernoulli dropout (the all-ones mask has positive probability; "
                "Adilova et al. 2023): only binning and the cross-entropy bound are defined")
@@ -38,14 +39,14 @@ INFINITE_MI = ("I(X;Z) is infinite under Bernoulli dropout (the all-ones mask ha
 
 @dataclass(frozen=True)
 class LayerData:
-    """What an estimator sees: the layer's ``config.json`` entry, its noise-free f (N, dim), alpha(x)
-    (information dropout), the labels, and the noise draws and seed of this request."""
+    """What an estimator sees: the layer's ``config.json`` entry, its noise-free f (N inputs, dim), alpha(x)
+    (information dropout), the labels, and the noise draws per input and seed of this request."""
 
     layer: Mapping[str, Any]
     f: np.ndarray
     alphas: np.ndarray | None
     labels: np.ndarray
-    noise_samples: int
+    draws: int
     seed: int
     progress: bool = False
     clip_min: float | None = None
@@ -83,11 +84,11 @@ class EstimatorSpec:
 
 def _mixture(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
     return estimate_layer_mi(data.layer, data.f, alphas=data.alphas, labels=data.labels, clip_min=data.clip_min,
-                             noise_samples=data.noise_samples, seed=data.seed, progress=data.progress, **settings)
+                             noise_samples=data.draws, seed=data.seed, progress=data.progress, **settings)
 
 
 def _upper_bound(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
-    return gaussian_dropout_upper_bound(data.f, data.layer["noise_std"], noise_samples=data.noise_samples,
+    return gaussian_dropout_upper_bound(data.f, data.layer["noise_std"], noise_samples=data.draws,
                                         seed=data.seed, clip_min=data.clip_min, **settings)
 
 
@@ -109,8 +110,8 @@ def _ksg(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
 
 ESTIMATORS: dict[str, EstimatorSpec] = {
     "mixture": EstimatorSpec("dropout mixture estimator of I(X;Z) and I(Y;Z) (log space for information dropout)",
-                             _mixture, {"mi_xz": "mi_xz", "mi_zy": "mi_zy"}, kinds=("gaussian", "information"),
-                             uses_noise=True, clips=True),
+                             _mixture, {"mi_xz": "mi_xz", "mi_zy": "mi_zy", UPPER: UPPER},
+                             kinds=("gaussian", "information"), uses_noise=True, clips=True, version=2),
     "binning": EstimatorSpec("binning (Shwartz-Ziv & Tishby) of one noisy draw of Z, 30 bins over its range",
                              _binning, {"mi_xz": "mi_xz", "mi_zy": "mi_zy"}, settings={"n_bins": 30},
                              uses_noise=True, version=2),
@@ -126,9 +127,10 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
 }
 
 
-def plane_entry(spec: EstimatorSpec, result: MIResult) -> dict[str, Any]:
+def plane_entry(spec: EstimatorSpec, result: MIResult, *, n_inputs: int, h_y: float) -> dict[str, Any]:
     """The ``estimates.json`` fields of a result: each coordinate with its Monte Carlo and sampling errors
-    (``None`` where the estimator does not give it), N, log N, H(Y), saturation and the provenance."""
+    (``None`` where the estimator does not give it), the number of inputs N and log N, H(Y) of their
+    labels, the saturation and the provenance."""
     entry: dict[str, Any] = {}
     values = result.to_dict()
     for coordinate in COORDINATES:
@@ -136,7 +138,7 @@ def plane_entry(spec: EstimatorSpec, result: MIResult) -> dict[str, Any]:
         for suffix in ("", "_stderr", "_sampling_stderr"):
             entry[coordinate + suffix] = None if source is None else values.get(source + suffix)
     params = values["params"]
-    entry.update({"n_samples": result.n_samples, "log_n": result.log_n, "h_y": result.h_y,
+    entry.update({"n_samples": n_inputs, "log_n": math.log(n_inputs), "h_y": h_y,
                   "saturation": values["saturation"], "convergence": params.pop("convergence", None),
                   "sees": spec.sees, "params": params})
     return entry
