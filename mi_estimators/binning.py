@@ -20,11 +20,13 @@ import math
 
 import numpy as np
 
-from mi_estimators.checks import as_labels, as_samples, check_float, check_int, check_same_length
+from mi_estimators.checks import InputError, as_array, as_labels, as_samples, check_float, check_int, check_same_length
 from mi_estimators.discrete import discrete_entropy, entropy_with_stderr, mi_with_stderr, symbol_ids
 from mi_estimators.results import MIResult
 
 FORMS = ("szt", "binned_x")
+MAX_BINS = 2 ** 52
+"""Most bins per coordinate: bin indices above 2^53 are no longer exact in float64 (silently merged bins)."""
 
 
 def bin_values(values: np.ndarray, *, n_bins: int | None = None, bin_size: float | None = None,
@@ -35,20 +37,26 @@ def bin_values(values: np.ndarray, *, n_bins: int | None = None, bin_size: float
     spanning ``value_range`` (default: min to max) or bins of width ``bin_size``. Entries outside an
     explicit range go to the first or last bin; their number is reported as ``n_outside_range``.
     """
-    arr = as_samples(values, name, min_samples=1)
+    # Binning only subtracts and divides, so any finite magnitude works.
+    arr = as_samples(values, name, min_samples=1, max_abs=None)
     if (n_bins is None) == (bin_size is None):
-        raise ValueError("give exactly one of n_bins and bin_size")
+        raise InputError("give exactly one of n_bins and bin_size")
     if value_range is None:
         lo, hi = float(arr.min()), float(arr.max())
     else:
         lo, hi = _check_range(value_range)
     span = hi - lo
+    if not math.isfinite(span):
+        raise InputError(f"{name} spans {lo:g} to {hi:g}, wider than the largest float: rescale it")
     if n_bins is not None:
-        count = check_int(n_bins, "n_bins")
+        count = check_int(n_bins, "n_bins", maximum=MAX_BINS)
         # A constant sample (span 0, only possible with a data-derived range) falls into one bin.
         width = span / count if span > 0 else 1.0
     else:
         width = check_float(bin_size, "bin_size")
+        if span / width > MAX_BINS:
+            raise InputError(f"bin_size {width:g} cuts the range {lo:g} to {hi:g} into {span / width:.3g} bins; at "
+                             f"most 2^52 keep the bin indices exact: use a larger bin_size")
         count = max(1, math.ceil(span / width))
     outside = int(np.count_nonzero((arr < lo) | (arr > hi)))
     ids = np.clip(np.floor((arr - lo) / width), 0, count - 1).astype(np.int64)
@@ -72,9 +80,9 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
     their delta-method error over the draw of the samples (``mi_estimators.discrete``); a noise draw in
     ``z`` is part of that draw.
     """
-    if form not in FORMS:
-        raise ValueError(f"unknown form {form!r}; expected one of {FORMS}")
-    t = as_samples(z, "z", min_samples=1)
+    if not isinstance(form, str) or form not in FORMS:
+        raise InputError(f"unknown form {form!r}; expected one of {FORMS}")
+    t = as_samples(z, "z", min_samples=1, max_abs=None)
     n = t.shape[0]
     t_ids, t_info = bin_values(t, n_bins=n_bins, bin_size=bin_size, value_range=value_range, name="z")
     t_sym = symbol_ids(t_ids)
@@ -83,7 +91,7 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
 
     if form == "szt":
         if inputs is not None:
-            raise ValueError("form 'szt' takes X uniform over the samples and ignores inputs; "
+            raise InputError("form 'szt' takes X uniform over the samples and ignores inputs; "
                              "use form='binned_x' to bin the inputs too")
         (mi_xz, mi_xz_stderr), log_n = (h_t, h_t_stderr), math.log(n)
     else:
@@ -107,10 +115,10 @@ def _binned_x_mi(t: np.ndarray, t_sym: np.ndarray, inputs: np.ndarray | None, pa
     """(I(X_b;T_b) = H(X_b) + H(T_b) - H(X_b,T_b) with X binned like T (the reference repo's form), its
     delta-method error) and log of the number of distinct inputs; the input grid goes into ``params``."""
     if inputs is None:
-        raise ValueError("form 'binned_x' needs the inputs X (samples in rows, aligned with the representations)")
-    x = np.asarray(inputs)
+        raise InputError("form 'binned_x' needs the inputs X (samples in rows, aligned with the representations)")
+    x = as_array(inputs, "inputs")
     # Image-shaped inputs are binned pixel by pixel, like any other feature vector.
-    x = as_samples(x.reshape(len(x), -1) if x.ndim > 2 else x, "inputs", min_samples=1)
+    x = as_samples(x.reshape(len(x), -1) if x.ndim > 2 else x, "inputs", min_samples=1, max_abs=None)
     check_same_length(z=t, inputs=x)
     x_ids, x_info = bin_values(x, n_bins=n_bins, bin_size=bin_size, value_range=input_range, name="inputs")
     x_sym = symbol_ids(x_ids)
@@ -122,9 +130,11 @@ def _binned_x_mi(t: np.ndarray, t_sym: np.ndarray, inputs: np.ndarray | None, pa
 
 def _check_range(value_range) -> tuple[float, float]:
     try:
+        if isinstance(value_range, (str, bytes)):   # "12" would otherwise read as (1, 2)
+            raise TypeError
         lo, hi = (float(v) for v in value_range)
     except (TypeError, ValueError):
-        raise ValueError(f"value_range must be a pair (low, high), got {value_range!r}") from None
+        raise InputError(f"value_range must be a pair (low, high), got {value_range!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"value_range must be finite with low < high, got {value_range!r}")
+        raise InputError(f"value_range must be finite with low < high, got {value_range!r}")
     return lo, hi

@@ -21,15 +21,42 @@ class InputError(ValueError):
     """
 
 
-def as_samples(x: np.ndarray, name: str = "x", *, min_samples: int = 2, dtype=np.float64) -> np.ndarray:
-    """Return ``x`` as a finite 2-D float array of shape (n_samples, n_features).
+MAX_ABS = 1e150
+"""Largest magnitude :func:`as_samples` accepts by default: the estimators square and sum entries, and
+squares of larger values overflow float64 (1.8e308) into NaN results."""
+MAX_EXACT_LABEL = 2.0 ** 53
+"""Float labels at or above this magnitude are not exact integers any more."""
 
-    A 1-D array is read as n samples of one feature. Raises :class:`InputError` for other ranks,
-    non-numeric data, NaN/inf, or fewer than ``min_samples`` rows.
+
+def as_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as a real numeric (or bool) NumPy array; :class:`InputError` naming ``name`` otherwise.
+
+    Refuses None, strings, mappings, sets, ragged or object data and complex values (whose imaginary
+    part a float conversion would silently drop).
     """
-    arr = np.asarray(x)
+    if x is None or isinstance(x, (str, bytes, dict, set, frozenset)):
+        raise InputError(f"{name} must be a numeric array, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as err:     # ragged nested lists
+        raise InputError(f"{name} must be a numeric array: {err}") from None
+    if np.iscomplexobj(arr):
+        raise InputError(f"{name} must be real, got complex dtype {arr.dtype}; pass its real part, modulus or "
+                         f"both parts as separate features")
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InputError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+def as_samples(x: Any, name: str = "x", *, min_samples: int = 2, dtype: Any = np.float64,
+               max_abs: float | None = MAX_ABS) -> np.ndarray:
+    """Return ``x`` as a finite 2-D real array of shape (n_samples, n_features).
+
+    A 1-D array is read as n samples of one feature. Raises :class:`InputError` for other ranks,
+    non-numeric or complex data, NaN/inf, magnitudes above ``max_abs`` (None: no limit) or fewer than
+    ``min_samples`` rows. ``dtype`` None keeps the array's own dtype.
+    """
+    arr = as_array(x, name)
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
@@ -38,44 +65,88 @@ def as_samples(x: np.ndarray, name: str = "x", *, min_samples: int = 2, dtype=np
         raise InputError(f"{name} has no features (shape {arr.shape})")
     if arr.shape[0] < min_samples:
         raise InputError(f"{name} has {arr.shape[0]} samples; this estimator needs at least {min_samples}")
-    arr = arr.astype(dtype, copy=False)
+    if dtype is not None:
+        arr = _cast(arr, dtype, name)
     bad = ~np.isfinite(arr)
     if bad.any():
         rows = np.unique(np.nonzero(bad)[0])
         raise InputError(
             f"{name} contains {int(bad.sum())} NaN/inf values in {rows.size} samples (first at row {rows[0]})"
         )
+    if max_abs is not None and arr.dtype != bool and arr.size and np.abs(arr).max() > max_abs:
+        raise InputError(f"{name} has values up to {float(np.abs(arr).max()):.3g} in magnitude; the estimators "
+                         f"square them, which overflows above {max_abs:g}: rescale {name}")
     return arr
 
 
-def as_labels(y: np.ndarray, n_samples: int, name: str = "labels") -> np.ndarray:
+def _cast(arr: np.ndarray, dtype: Any, name: str) -> np.ndarray:
+    """``arr`` as ``dtype``; a value too large for it is an :class:`InputError`, not a silent inf."""
+    with np.errstate(over="ignore"):
+        out = arr.astype(dtype, copy=False)
+    if np.isinf(out).any() and not np.isinf(arr).any():
+        raise InputError(f"{name} has values too large for {np.dtype(dtype).name}")
+    return out
+
+
+def as_labels(y: Any, n_samples: int, name: str = "labels") -> np.ndarray:
     """Return discrete labels as a 1-D integer array of length ``n_samples``.
 
-    One-hot (2-D) labels are converted with argmax. Raises :class:`InputError` for a length mismatch,
-    non-integer values or NaN.
+    2-D labels of shape (n, k > 1) must be one-hot rows (0/1, one 1 per row) and are converted with
+    argmax; (n, 1) is one column of indices. Raises :class:`InputError` for anything else, a length
+    mismatch, non-integer values, NaN/inf or complex values.
     """
-    arr = np.asarray(y)
+    arr = as_array(y, name)
     if arr.ndim == 2 and arr.shape[1] > 1:
-        arr = arr.argmax(axis=1)
+        arr = _one_hot_indices(arr, name)
     elif arr.ndim == 2:
         arr = arr[:, 0]
     if arr.ndim != 1:
-        raise InputError(f"{name} must be 1-D class indices or 2-D one-hot, got shape {np.shape(y)}")
+        raise InputError(f"{name} must be 1-D class indices or 2-D one-hot, got shape {arr.shape}")
     if arr.shape[0] != n_samples:
         raise InputError(f"{name} has {arr.shape[0]} entries but there are {n_samples} samples")
+    if arr.dtype == bool:
+        return arr.astype(np.int64)
     if not np.issubdtype(arr.dtype, np.integer):
-        if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise InputError(f"{name} must be integer class indices")
+        whole = np.isfinite(arr) & (arr == np.round(arr)) & (np.abs(arr) < MAX_EXACT_LABEL)
+        if not whole.all():
+            first = int(np.flatnonzero(~whole)[0])
+            raise InputError(f"{name} must be integer class indices (below 2^53 in magnitude), got {arr[first]!r} "
+                             f"at entry {first}")
         arr = arr.astype(np.int64)
     return arr
 
 
-def check_same_length(**arrays: np.ndarray) -> None:
-    """Raise :class:`InputError` unless every array has the same number of rows."""
-    lengths = {k: len(v) for k, v in arrays.items()}
+def _one_hot_indices(arr: np.ndarray, name: str) -> np.ndarray:
+    """Class indices of one-hot rows; :class:`InputError` unless every row is 0/1 with exactly one 1."""
+    ok = np.all((arr == 0) | (arr == 1), axis=1) & (np.count_nonzero(arr, axis=1) == 1)
+    if not ok.all():
+        first = int(np.flatnonzero(~ok)[0])
+        raise InputError(f"{name} of shape {arr.shape} must be one-hot rows (0/1 with exactly one 1); row {first} "
+                         f"is {arr[first].tolist()}; pass 1-D class indices instead")
+    return arr.argmax(axis=1)
+
+
+def check_same_length(**arrays: Any) -> None:
+    """Raise :class:`InputError` unless every argument is an array with the same number of rows."""
+    lengths = {}
+    for key, value in arrays.items():
+        arr = as_array(value, key)
+        if arr.ndim == 0:
+            raise InputError(f"{key} must be an array of samples, got the scalar {value!r}")
+        lengths[key] = len(arr)
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{k}: {n}" for k, n in lengths.items())
         raise InputError(f"inputs must have the same number of samples ({listed})")
+
+
+def power_of_two_scale(a: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Powers of two at the magnitude of ``a`` (per column with ``axis=0``; 1 where ``a`` is 0).
+
+    Dividing by them is exact in floating point and keeps the squares and sums of an estimator finite
+    for any input :func:`as_samples` accepts.
+    """
+    peak = np.max(np.abs(a), axis=axis, keepdims=axis is not None)
+    return np.where(peak > 0, np.ldexp(1.0, np.frexp(peak)[1]), 1.0)
 
 
 # -- constants shared by the estimators, the run folder and the training code ------------------------

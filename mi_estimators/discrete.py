@@ -14,6 +14,8 @@ occupied cells) is what limits the estimate of the population value.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from mi_estimators.checks import as_samples, check_same_length
@@ -28,9 +30,16 @@ def symbol_ids(a: np.ndarray) -> np.ndarray:
     return np.unique(np.ascontiguousarray(arr), axis=0, return_inverse=True)[1].ravel()
 
 
+def as_symbols(a: Any, name: str) -> np.ndarray:
+    """``a`` as a non-empty 2-D array of finite real symbols in its own dtype (rows are symbols; 1-D:
+    entries), so that large integer ids stay distinct; :class:`InputError` naming ``name`` otherwise."""
+    return as_samples(a, name, min_samples=1, dtype=None, max_abs=None)
+
+
 def discrete_entropy(a: np.ndarray) -> float:
-    """Plug-in entropy H(A) in nats of the rows of ``a`` (1-D: entries)."""
-    counts = np.bincount(symbol_ids(a))
+    """Plug-in entropy H(A) in nats of the rows of ``a`` (1-D: entries); NaN/inf, complex and empty
+    input are refused (:class:`~mi_estimators.checks.InputError`)."""
+    counts = np.bincount(symbol_ids(as_symbols(a, "a")))
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
 
@@ -63,8 +72,9 @@ def _stderr(terms: np.ndarray) -> float:
 
 def discrete_mi(a: np.ndarray, b: np.ndarray) -> MIResult:
     """Plug-in I(A;B) = H(A) + H(B) - H(A,B) of two discrete variables, samples in rows."""
+    a, b = as_symbols(a, "a"), as_symbols(b, "b")
     check_same_length(a=a, b=b)
-    ia, ib = symbol_ids(as_samples(a, "a", min_samples=1)), symbol_ids(as_samples(b, "b", min_samples=1))
+    ia, ib = symbol_ids(a), symbol_ids(b)
     joint = _joint_ids(ia, ib)
     h_a, h_b, h_ab = discrete_entropy(ia), discrete_entropy(ib), discrete_entropy(joint)
     return MIResult(method="discrete_plugin", mi=max(h_a + h_b - h_ab, 0.0), n_samples=len(ia),

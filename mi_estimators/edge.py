@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
-from mi_estimators.checks import as_samples, check_float, check_int, check_same_length
+from mi_estimators.checks import (MAX_ABS, InputError, as_samples, check_float, check_int, check_same_length,
+                                  power_of_two_scale)
 from mi_estimators.discrete import symbol_ids
 from mi_estimators.results import MIResult
 
@@ -60,9 +62,13 @@ def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, dis
     bandwidth = check_float(bandwidth, "bandwidth")
     t_max = check_float(t_max, "t_max")
     if t_max <= 1.0:
-        raise ValueError(f"t_max must exceed 1 so that the bandwidths differ, got {t_max}")
+        raise InputError(f"t_max must exceed 1 so that the bandwidths differ, got {t_max}")
+    check_int(seed, "seed", minimum=0)
+    if not isinstance(discrete_y, (bool, np.bool_)):
+        raise InputError(f"discrete_y must be True or False, got {discrete_y!r}")
     x = as_samples(x, "x", min_samples=MIN_SAMPLES)
-    y = as_samples(y, "y", min_samples=MIN_SAMPLES)
+    # Discrete labels are only compared, so any magnitude works.
+    y = as_samples(y, "y", min_samples=MIN_SAMPLES, max_abs=None if discrete_y else MAX_ABS)
     check_same_length(x=x, y=y)
     n = x.shape[0]
     rng = np.random.default_rng(seed)
@@ -70,7 +76,7 @@ def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, dis
     v = None if discrete_y else _hash_coordinates(y, rng)
     y_ids = symbol_ids(y) if discrete_y else None
     dim = u.shape[1] + (0 if discrete_y else v.shape[1])
-    powers = (2.0, -float(dim)) if bias_powers is None else tuple(float(p) for p in bias_powers)
+    powers = (2.0, -float(dim)) if bias_powers is None else _check_powers(bias_powers)
     # One more bandwidth than the number of cancelled bias terms.
     t = np.linspace(1.0, t_max, check_int(n_bandwidths, "n_bandwidths", minimum=len(powers) + 1))
     weights = ensemble_weights(t, powers)
@@ -105,9 +111,16 @@ def ensemble_weights(t: np.ndarray, powers: tuple[float, ...]) -> np.ndarray:
     target[0] = 1.0
     w = np.linalg.pinv(a) @ target
     if not np.allclose(a @ w, target, atol=1e-8):
-        raise ValueError(f"the ensemble constraints for bias powers {list(powers)} cannot be met with "
+        raise InputError(f"the ensemble constraints for bias_powers {list(powers)} cannot be met with "
                          f"t = {t.tolist()}; use distinct powers and more bandwidths")
     return w
+
+
+def _check_powers(bias_powers: Any) -> tuple[float, ...]:
+    """``bias_powers`` as a tuple of finite numbers, else :class:`InputError`."""
+    if isinstance(bias_powers, (str, bytes)) or np.ndim(bias_powers) != 1:
+        raise InputError(f"bias_powers must be a sequence of numbers, got {bias_powers!r}")
+    return tuple(check_float(p, "bias_powers entry", minimum=-math.inf) for p in bias_powers)
 
 
 def _dependence_graph_mi(ix: np.ndarray, iy: np.ndarray, cap: float) -> tuple[float, float, int]:
@@ -137,6 +150,8 @@ def _hash_coordinates(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _standardise(a: np.ndarray) -> np.ndarray:
+    # An exact power-of-two rescaling first: the squares inside std() stay finite for huge values.
+    a = a / power_of_two_scale(a, axis=0)
     std = a.std(axis=0)
     # Constant coordinates carry no information; leave them centred at 0 with unit scale.
     std[std == 0] = 1.0

@@ -20,19 +20,25 @@
   Z and 10 classes it gives about -0.1 nats at d = 8 and -1.6 nats at d = 32 (N = 5000), where the Ross
   form gives ~0. Use it only in low dimension.
 
+``ksg_mi`` first scales every column of X and Y to unit standard deviation (as scikit-learn's
+``mutual_info_regression`` does): the max-norm compares X and Y distances, so without it a change of
+units of one variable (X in 1e10 units, say) moves the estimate (to 0), although I(aX; bY) = I(X;Y).
+
 Like NPEET, a tiny seeded jitter (1e-10 of each column's standard deviation) breaks the ties that
 repeated values would otherwise create in the neighbour counts.
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 from tqdm.auto import tqdm
 
-from mi_estimators.checks import as_labels, as_samples, check_int, check_same_length
+from mi_estimators.checks import InputError, as_labels, as_samples, check_int, check_same_length, power_of_two_scale
+from mi_estimators.discrete import discrete_entropy
 from mi_estimators.results import MIResult
 
 _JITTER = 1e-10
@@ -50,8 +56,9 @@ def ksg_mi(x: np.ndarray, y: np.ndarray, k: int = 3, *, seed: int = 0, workers: 
     of threads of the KD-tree queries (-1: all cores); ``progress`` shows a bar over the queries.
     """
     k = check_int(k, "k")
-    x = as_samples(x, "x", min_samples=k + 1)
-    y = as_samples(y, "y", min_samples=k + 1)
+    _check_options(seed, workers, progress)
+    x = _unit_std(as_samples(x, "x", min_samples=k + 1))
+    y = _unit_std(as_samples(y, "y", min_samples=k + 1))
     check_same_length(x=x, y=y)
     rng = np.random.default_rng(seed)
     x, y = _jitter(x, rng), _jitter(y, rng)
@@ -79,24 +86,25 @@ def ksg_mi_labels(z: np.ndarray, labels: np.ndarray, k: int = 3, *, seed: int = 
     ``workers`` and ``progress`` as in :func:`ksg_mi`.
     """
     k = check_int(k, "k")
-    if form not in LABEL_FORMS:
-        raise ValueError(f"unknown form {form!r}; expected one of {LABEL_FORMS}")
+    _check_options(seed, workers, progress)
+    if not isinstance(form, str) or form not in LABEL_FORMS:
+        raise InputError(f"unknown form {form!r}; expected one of {LABEL_FORMS}")
     z = as_samples(z, "z", min_samples=k + 1)
     y = as_labels(labels, z.shape[0])
     classes, y, counts = np.unique(y, return_inverse=True, return_counts=True)
     if counts.min() <= k:
         small = ", ".join(f"{c}: {m}" for c, m in zip(classes[counts <= k], counts[counts <= k]))
-        raise ValueError(f"every class needs more than k={k} samples for the k-NN estimate; too few in ({small})")
+        raise InputError(f"every class needs more than k={k} samples for the k-NN estimate; too few in ({small})")
     if form == "micd":
         _, multiplicity = np.unique(z, axis=0, return_counts=True)
         if multiplicity.max() > k:
-            raise ValueError(
+            raise InputError(
                 f"z has a point repeated {multiplicity.max()} times (> k={k}), so its k-th neighbour distance is 0 "
                 f"and the Kozachenko-Leonenko entropy diverges; use form='ross', add noise or a discrete estimator")
     z = _jitter(z, np.random.default_rng(seed))
     n = z.shape[0]
     p = counts / n
-    h_y = float(-(p * np.log(p)).sum())
+    h_y = discrete_entropy(y)
     params = {"k": k, "seed": seed, "form": form, "norm": "max", "jitter": _JITTER, "n_classes": int(classes.size)}
     with _bar(2 * n, progress, f"KSG labels ({form})") as bar:
         if form == "ross":
@@ -113,6 +121,22 @@ def ksg_mi_labels(z: np.ndarray, labels: np.ndarray, k: int = 3, *, seed: int = 
     h_z_given_y = float(p @ np.array(h_given))
     return MIResult(method="ksg_labels_micd", mi=h_z - h_z_given_y, h_z=h_z, h_z_given_y=h_z_given_y, h_y=h_y,
                     n_samples=n, params=params)
+
+
+def _check_options(seed: Any, workers: Any, progress: Any) -> None:
+    """:class:`InputError` naming a bad ``seed``, ``workers`` (-1: all cores, else >= 1) or ``progress``."""
+    check_int(seed, "seed", minimum=0)
+    if check_int(workers, "workers", minimum=-1) == 0:
+        raise InputError("workers must be -1 (all cores) or a positive number of threads, got 0")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise InputError(f"progress must be True or False, got {progress!r}")
+
+
+def _unit_std(a: np.ndarray) -> np.ndarray:
+    """Every column scaled to unit standard deviation (constant columns left as they are)."""
+    a = a / power_of_two_scale(a, axis=0)
+    std = a.std(axis=0)
+    return a / np.where(std > 0, std, 1.0)
 
 
 def _kl_entropy(z: np.ndarray, k: int, workers: int, bar: tqdm) -> float:
@@ -150,6 +174,8 @@ def _bar(total: int, progress: bool, desc: str) -> tqdm:
 
 
 def _jitter(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    scale = a.std(axis=0)
+    # std() of exactly rescaled columns: its squares stay finite for huge values.
+    unit = power_of_two_scale(a, axis=0)
+    scale = (a / unit).std(axis=0) * unit[0]
     scale[scale == 0] = 1.0
     return a + _JITTER * scale * rng.random(a.shape)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mi_estimators.checks import as_samples, check_float, check_int
+from mi_estimators.checks import InputError, as_samples, check_float, check_int
 
 BLOCK = 1024
 STREAM = 0x4E4F4953
@@ -56,14 +56,19 @@ def noisy_representations(f: np.ndarray, *, noise_std: float | None = None, alph
     estimate with the same seed."""
     f = as_samples(f, "f", min_samples=1)
     if (noise_std is None) == (alphas is None):
-        raise ValueError("give exactly one of noise_std (Gaussian dropout) and alphas (information dropout)")
+        raise InputError("give exactly one of noise_std (Gaussian dropout) and alphas (information dropout)")
     check_int(seed, "seed", minimum=0)
     check_int(draw, "draw", minimum=0)
     rows = np.arange(len(f))
     eps = standard_normal_draws(seed, rows, np.full(len(f), draw), f.shape[1])
     if noise_std is not None:
-        return f * (1.0 + check_float(noise_std, "noise_std") * eps)
-    alpha = as_samples(alphas, "alphas", min_samples=1)
-    if alpha.shape != f.shape or (alpha <= 0).any():
-        raise ValueError(f"alphas must be positive with the shape of f {f.shape}; got shape {alpha.shape}")
-    return f * np.exp(alpha * eps)
+        z = f * (1.0 + check_float(noise_std, "noise_std") * eps)
+    else:
+        alpha = as_samples(alphas, "alphas", min_samples=1)
+        if alpha.shape != f.shape or (alpha <= 0).any():
+            raise InputError(f"alphas must be positive with the shape of f {f.shape}; got shape {alpha.shape}")
+        with np.errstate(over="ignore"):
+            z = f * np.exp(alpha * eps)
+    if not np.isfinite(z).all():
+        raise InputError("the noisy draw overflows float64: f or the noise level (noise_std, alphas) is too large")
+    return z

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from mi_estimators.checks import LOG_2PI, as_samples, check_float, check_int
+from mi_estimators.checks import LOG_2PI, InputError, as_samples, check_float, check_int, power_of_two_scale
 from mi_estimators.dropout_MI import activations, conditional_entropy
 from mi_estimators.noise import standard_normal_draws
 from mi_estimators.results import MIResult
@@ -23,20 +23,21 @@ from mi_estimators.results import MIResult
 def gaussian_entropy_upper_bound(samples: np.ndarray) -> MIResult:
     """h_z = 1/2 log det(2 pi e Sigma) with the Ledoit-Wolf covariance of ``samples`` (n, d), nats.
 
-    Fewer than 2 samples: ``ValueError``. A singular estimate (all samples identical, so the
-    shrinkage target is zero too) gives ``h_z`` NaN with the reason in ``params["reason"]``.
+    Fewer than 2 samples, or samples that do not vary (the Ledoit-Wolf covariance is then singular
+    and the bound -inf): :class:`~mi_estimators.checks.InputError`.
     """
     z = as_samples(samples, "samples", min_samples=2)
     n, d = z.shape
-    lw = LedoitWolf().fit(z)
+    # Fit on z / c, c an exact power of two: Ledoit-Wolf's fourth powers overflow from |z| ~ 1e77 on,
+    # and h(z) = h(z / c) + d log c.
+    scale = float(power_of_two_scale(z))
+    lw = LedoitWolf().fit(z / scale)
     sign, logdet = np.linalg.slogdet(lw.covariance_)
-    params = {"covariance": "ledoit_wolf", "shrinkage": float(lw.shrinkage_), "dim": d}
     if sign <= 0 or not math.isfinite(logdet):
-        params["reason"] = ("the Ledoit-Wolf covariance is singular (the samples do not vary), so the "
-                            "Gaussian bound is -inf and carries no information")
-        h_z = math.nan
-    else:
-        h_z = 0.5 * (logdet + d * (LOG_2PI + 1.0))
+        raise InputError("samples do not vary (every row is the same), so the Ledoit-Wolf covariance is singular "
+                         "and the Gaussian bound is -inf")
+    h_z = 0.5 * (logdet + d * (LOG_2PI + 1.0)) + d * math.log(scale)
+    params = {"covariance": "ledoit_wolf", "shrinkage": float(lw.shrinkage_), "dim": d}
     return MIResult(method="gaussian_upper_bound", h_z=h_z, n_samples=n, params=params)
 
 

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from mi_estimators.checks import InputError
 from mi_estimators.discrete import discrete_entropy, discrete_mi, entropy_with_stderr, mi_with_stderr
 
 
@@ -61,7 +62,7 @@ def test_delta_method_stderr_matches_the_spread_over_sample_draws():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="same number of samples"):
+    with pytest.raises(InputError, match="same number of samples"):
         discrete_mi(np.zeros(3), np.zeros(4))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(InputError, match="NaN"):
         discrete_mi(np.array([0.0, np.nan]), np.zeros(2))

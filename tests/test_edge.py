@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
+from mi_estimators.checks import InputError
 from mi_estimators.edge import edge_mi, ensemble_weights
 
 N = 4000
@@ -94,7 +95,7 @@ def test_ensemble_weights_cancel_the_bias_terms():
     assert w @ t ** 2 == pytest.approx(0.0, abs=1e-9) and w @ t ** -2.0 == pytest.approx(0.0, abs=1e-9)
     # A base estimate I + a t^2 + b t^-2 is recovered exactly.
     assert w @ (0.7 + 0.3 * t ** 2 - 0.2 * t ** -2.0) == pytest.approx(0.7)
-    with pytest.raises(ValueError, match="cannot be met"):
+    with pytest.raises(InputError, match="cannot be met"):
         ensemble_weights(t, (0.0,))
 
 
@@ -110,7 +111,7 @@ def test_ensemble_weights_cancel_the_bias_terms():
 ])
 def test_bad_options(kwargs, match):
     x, y = correlated_gaussians(0.5, 100, 0)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         edge_mi(x, y, **kwargs)
 
 
@@ -122,5 +123,5 @@ def test_bad_options(kwargs, match):
     (np.zeros((100, 2, 2)), np.arange(100.0), "2-D"),
 ])
 def test_bad_arrays(x, y, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         edge_mi(x, y)

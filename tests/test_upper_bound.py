@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from mi_estimators.checks import InputError
 from mi_estimators.dropout_MI import gaussian_dropout_mi
 from mi_estimators.upper_bound import gaussian_dropout_upper_bound, gaussian_entropy_upper_bound
 from tests.oracles import toy_truth
@@ -49,10 +50,17 @@ def test_bound_is_above_the_mixture_entropy():
     assert bound.mi_xz >= mixture.mi_xz - K_SE * mixture.mi_xz_stderr
 
 
-def test_singular_sample_is_nan_with_reason():
-    res = gaussian_entropy_upper_bound(np.ones((10, 3)))
-    assert math.isnan(res.h_z) and "singular" in res.params["reason"]
-    assert res.to_dict()["h_z"] is None
+def test_singular_sample_is_refused():
+    with pytest.raises(InputError, match="samples do not vary"):
+        gaussian_entropy_upper_bound(np.ones((10, 3)))
+
+
+def test_huge_values_give_the_scaled_bound():
+    """h(cZ) = h(Z) + d log c, also where Ledoit-Wolf's fourth powers of cZ would overflow."""
+    z = np.random.default_rng(3).standard_normal((200, 3))
+    base = gaussian_entropy_upper_bound(z).h_z
+    for c in (1e-100, 1e100, 1e140):
+        assert gaussian_entropy_upper_bound(c * z).h_z == pytest.approx(base + 3 * math.log(c), rel=1e-12)
 
 
 @pytest.mark.parametrize("call,match", [
@@ -60,10 +68,14 @@ def test_singular_sample_is_nan_with_reason():
     (lambda: gaussian_entropy_upper_bound(np.full((5, 2), np.nan)), "NaN"),
     (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), 0.0), "noise_std"),
     (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), -1.0), "noise_std"),
-    (lambda: gaussian_dropout_upper_bound(np.zeros((5, 2)), 0.5), "exactly-zero"),
     (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), 0.5, noise_samples=0), "noise_samples"),
     (lambda: gaussian_dropout_upper_bound(np.ones((1, 2)), 0.5), "at least 2"),
 ])
 def test_bad_input(call, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         call()
+
+
+def test_zero_codes_are_refused():
+    with pytest.raises(ValueError, match="exactly-zero"):
+        gaussian_dropout_upper_bound(np.zeros((5, 2)), 0.5)
