@@ -133,7 +133,7 @@ def plane_entry(spec: EstimatorSpec, result: MIResult, *, n_inputs: int, h_y: fl
     labels, the saturation and the provenance."""
     entry: dict[str, Any] = {}
     values = result.to_dict()
-    for coordinate in COORDINATES:
+    for coordinate in (*COORDINATES, UPPER):
         source = spec.gives.get(coordinate)
         for suffix in ("", "_stderr", "_sampling_stderr"):
             entry[coordinate + suffix] = None if source is None else values.get(source + suffix)
