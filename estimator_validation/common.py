@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np  # noqa: E402
 from estimator_validation.ground_truth import toy_truth  # noqa: E402
 from estimator_validation.toy_problem import ToyData, child_seeds, make_toy  # noqa: E402
 from utils.analysis.plotting import save_figure  # noqa: E402
-from utils.cli import CommandError, OneLineParser, float_arg, int_arg  # noqa: E402
+from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command  # noqa: E402
 from utils.run_folder import save_json  # noqa: E402
 
 TRUTH_NOTE = (
@@ -220,22 +219,23 @@ def run_main(script: str, argv: Sequence[str] | None, *, parse: Callable[[Sequen
     """Run a script: ``parse(argv)``, then every check that needs no computation (the memory,
     ``lower`` naming the flags that reduce it, and the output folder), then ``compute(args)``.
 
-    A :class:`CommandError` or ``ValueError`` (bad input, also from an estimator) or a ``MemoryError``
-    becomes one ``<script>.py: error: ...`` line on stderr and exit status 2, never a traceback;
+    Bad input (:class:`~mi_estimators.checks.InputError`, :class:`CommandError`) or a ``MemoryError``
+    becomes one ``<script>.py: error: ...`` line on stderr and exit status 2, never a traceback; any
+    other exception is a bug, reported with its traceback and exit status 1 (:func:`utils.cli.run_command`);
     ``--help`` returns 0."""
-    try:
+    def body() -> int:
         args = parse(argv)
         check_memory(memory(args), lower)
         check_out_dir(args.out, script)
-        return compute(args)
-    except (CommandError, ValueError) as err:
-        message = str(err)
-    except MemoryError:
-        message = f"out of memory; lower {lower}"
+        try:
+            return compute(args)
+        except MemoryError:
+            raise CommandError(f"out of memory; lower {lower}") from None
+
+    try:
+        return run_command(f"{script}.py", body)
     except SystemExit as done:  # argparse's --help
         return int(done.code or 0)
-    sys.stderr.write(f"{script}.py: error: {message}\n")
-    return 2
 
 
 def finite(value: Any) -> float | None:

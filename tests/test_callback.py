@@ -68,7 +68,7 @@ def test_noisy_surrogate_uses_the_layer_noise_but_inference_batchnorm_and_no_aug
     assert abs(observed - expected) < 5 * se
     clean_ce = -log_softmax(clean_f @ w + b, axis=1)[np.arange(len(y)), y].mean()
     assert abs(clean_ce - expected) > 20 * se, "the test needs noise that visibly changes the cross-entropy"
-    assert rf.load_ip(tmp_path, "test", "mi_xz") == {0: 0.0}
+    assert rf.load_ip(tmp_path, "test", "mean_kl") == {0: 0.0}
 
 
 def test_noisy_passes_depend_on_the_epoch_only_and_leave_the_training_noise_alone(tmp_path):
@@ -106,7 +106,7 @@ def test_information_dropout_alphas_and_kl(tmp_path):
     assert saved_alpha.dtype == np.float32 and saved_alpha.shape == (200, 6)
     kl = keras.ops.convert_to_numpy(layer.kl_divergence(saved_f, saved_alpha))
     assert kl.mean() > 0
-    assert rf.load_ip(tmp_path, "train", "mi_xz")[0] == pytest.approx(float(kl.mean()), rel=1e-5)
+    assert rf.load_ip(tmp_path, "train", "mean_kl")[0] == pytest.approx(float(kl.mean()), rel=1e-5)
     entry, = layer_entries(model)
     assert entry == {"name": "info", "dim": 6, "shape": [6], "dropout": "information", "p": None,
                      "noise_std": None, "alpha_max": 0.5, "beta": 3.0, "kl_weight": 0.01, "prior": "lognormal"}
@@ -131,8 +131,8 @@ def test_several_layers_downstream_layer_saved_noise_free_with_layer_names(tmp_p
     assert not any(n.startswith("no_noise_train_representations_1") or "_1.npy" in n for n in names)
     clean = keras.Model(model.inputs, f).predict(test[0], verbose=0)  # weights after the last epoch
     np.testing.assert_allclose(rf.load_npy(rf.representation_path(tmp_path, "test", 3, "info")), clean, rtol=1e-6)
-    assert rf.load_ip(tmp_path, "train", "mi_xz", "g1") == {e: 0.0 for e in range(4)}
-    assert sorted(rf.load_ip(tmp_path, "test", "mi_xz", "info")) == [0, 1, 2, 3]
+    assert rf.load_ip(tmp_path, "train", "mean_kl", "g1") == {e: 0.0 for e in range(4)}
+    assert sorted(rf.load_ip(tmp_path, "test", "mean_kl", "info")) == [0, 1, 2, 3]
     assert sorted(rf.load_ip(tmp_path, "train", "mi_zy")) == [0, 1, 2, 3]
     assert sorted(cb.seconds) == [0, 1, 2, 3]
 

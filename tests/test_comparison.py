@@ -6,6 +6,10 @@ import pytest
 from utils.analysis.comparison import RunInfo, aggregate_rows, compression_rows, families, group_names, summary_markdown
 
 
+def _summary(rows):
+    return summary_markdown(rows, compression_rows(rows))
+
+
 def _rows(run, seed, values, error):
     return [{"group": "g", "layer": "dropout", "split": "train", "estimator": "mixture", "run": run, "seed": seed,
              "epoch": e, "mi_xz": v, "mi_xz_stderr": error, "mi_xz_sampling_stderr": error, "mi_zy": 1.0,
@@ -21,12 +25,12 @@ def test_compression_needs_a_drop_after_the_peak_larger_than_three_errors():
     assert calls["a"]["first_epoch"] == 2                           # epoch 0 (before training) is left out
     assert calls["a"]["largest_fall"] == pytest.approx(0.8) and calls["c"]["largest_fall"] == 0.0
     assert not calls["b"]["compressed"] and not calls["c"]["compressed"]
-    assert "1 of 3" in summary_markdown(rows) and "limited by N" not in summary_markdown(rows)
+    assert "1 of 3" in _summary(rows) and "limited by N" not in _summary(rows)
     for r in rows:
         r["saturation"] = 0.9 if r["run"] == "c" else 0.1
     calls = {r["run"]: r for r in compression_rows(rows)}
     assert calls["c"]["limited_by_n"] and not calls["a"]["limited_by_n"]
-    assert "1 of 3 (1 limited by N)" in summary_markdown(rows)
+    assert "1 of 3 (1 limited by N)" in _summary(rows)
 
 
 def test_aggregates_over_seeds():
@@ -57,7 +61,7 @@ def test_estimators_without_errors_are_called_on_the_sign_of_the_drop_and_say_so
     rows = _rows("a", 0, [0.0, 5.0, 6.0, 5.9, 5.8], None) + _rows("b", 1, [0.0, 5.0, 6.0, 6.1, 6.2], None)
     calls = {r["run"]: r for r in compression_rows(rows)}
     assert calls["a"]["drop_error"] is None and calls["a"]["compressed"] and not calls["b"]["compressed"]
-    assert "1 of 2 (no error bars) | 0.100 ± 0.141 (no error bars) |" in summary_markdown(rows)
+    assert "1 of 2 (no error bars) | 0.100 ± 0.141 (no error bars) |" in _summary(rows)
 
 
 def test_a_flag_that_one_dropout_kind_does_not_have_is_left_out_of_its_name():
@@ -71,7 +75,7 @@ def test_summary_shows_a_sampling_error_without_a_monte_carlo_one():
     rows = _rows("a", 0, [0.0, 5.0, 6.0, 5.9, 5.8], None)
     for r in rows:
         r["mi_xz_sampling_stderr"] = 0.01
-    assert "| - / 0.01 |" in summary_markdown(rows)
+    assert "| - / 0.01 |" in _summary(rows)
 
 
 def test_the_largest_fall_catches_a_dip_that_training_undoes():
@@ -80,6 +84,6 @@ def test_the_largest_fall_catches_a_dip_that_training_undoes():
     assert not calls["a"]["compressed"] and calls["a"]["largest_fall"] == pytest.approx(1.5)
     assert (calls["a"]["fall_from_epoch"], calls["a"]["fall_to_epoch"]) == (4, 6)
     assert calls["a"]["fall_error"] == pytest.approx(0.02)          # four errors of 0.01 in quadrature
-    assert "(1 of 2 beyond 4 errors)" in summary_markdown(rows)
+    assert "(1 of 2 beyond 4 errors)" in _summary(rows)
     rising = {r["run"]: r for r in compression_rows(_rows("c", 2, [0.0, 5.0, 6.0, 6.5, 7.0], 0.01))}["c"]
     assert rising["largest_fall"] == 0.0 and rising["fall_from_epoch"] is None and rising["fall_error"] is None

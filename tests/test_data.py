@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from mi_estimators.checks import InputError
 from utils import data
 from utils.data import IDX_FILES, DatasetUnavailableError, load_dataset
 
@@ -188,7 +189,7 @@ def test_failed_download_raises_dataset_unavailable(monkeypatch):
     with pytest.raises(DatasetUnavailableError) as err:
         load_dataset("mnist")
     assert "download failed" in str(err.value) and "--data-dir" in str(err.value)
-    assert isinstance(err.value, RuntimeError)
+    assert isinstance(err.value, InputError)  # the user provides the data: one error line, exit 2
 
 
 def test_train_subset_is_stratified_seeded_and_a_subset():

@@ -14,17 +14,19 @@ import numpy as np
 import pytest
 
 import mi_mnist_dropout
-from utils.analysis import information_plane as ip
-from utils.analysis.registry import ESTIMATORS
-from utils.analysis.comparison import read_csv
 from utils import run_folder as rf
+from utils.analysis import information_plane as ip
+from utils.analysis import registry
+from utils.analysis.comparison import read_csv
 from utils.analysis.figures import draw_run_figures, layer_panels, plot_convergence, plot_trajectories
 from utils.analysis.plotting import Panel, PlaneSeries, plot_plane_grid
+from utils.analysis.registry import ESTIMATORS
+from utils.cli import REPORT
 from utils.train_command import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--epochs", "3", "--save-every", "1", "--train-subset", "300", "--repr-subset", "200",
-        "--metrics-subset", "100", "--batch-size", "16", "--lr", "0.01"]
+        "--metrics-subset", "100", "--batch-size", "16", "--lr", "0.01", "--no-analyze"]
 LOG10 = math.log(10)
 QUIET = ip.Request(progress=False)
 
@@ -80,7 +82,7 @@ def test_estimation_fills_cache_and_second_run_computes_nothing(gaussian_run, mo
     assert _check_ranges(data, "mixture", _n(gaussian_run)) == 8
     assert _check_ranges(data, "binning_f", _n(gaussian_run)) == 8
     entry = data["estimates"]["mixture"]["dropout"]["test"]["3"]
-    assert entry["settings"]["noise_samples"] == ip.DEFAULT_NOISE_SAMPLES["test"]
+    assert entry["settings"]["noise_samples"] == ip.DEFAULT_DRAWS["test"]
     assert entry["n_samples"] == _n(gaussian_run)["test"] and entry["log_n"] == pytest.approx(math.log(entry["n_samples"]))
     for key in ("mi_xz_stderr", "mi_zy_stderr"):
         assert entry[key] > 0, key
@@ -108,16 +110,16 @@ def test_estimation_fills_cache_and_second_run_computes_nothing(gaussian_run, mo
 
 def test_noise_draws_are_set_per_split(gaussian_run):
     before = ip.estimate_run(gaussian_run, QUIET)["estimates"]["mixture"]["dropout"]
-    request = ip.Request(estimators=("mixture",), noise_samples=ip.noise_samples_arg("train=2"), progress=False)
+    request = ip.Request(estimators=("mixture",), draws=ip.draws_arg("train=2"), progress=False)
     after = ip.estimate_run(gaussian_run, request)["estimates"]["mixture"]["dropout"]
     assert after["test"] == before["test"]                              # untouched
     assert all(e["settings"]["noise_samples"] == 2 for e in after["train"].values())
     assert all(e["params"]["pilot_inputs"] == 0 for e in after["train"].values())
-    assert ip.noise_samples_arg("4") == (("train", 4), ("test", 4))
-    assert ip.noise_samples_arg("test=3") == (("train", ip.DEFAULT_NOISE_SAMPLES["train"]), ("test", 3))
+    assert ip.draws_arg("4") == (("train", 4), ("test", 4))
+    assert ip.draws_arg("test=3") == (("train", ip.DEFAULT_DRAWS["train"]), ("test", 3))
     for bad in ("val=2", "train=0", "train=x", "two"):
-        with pytest.raises((ValueError, Exception), match=r"noise-samples|must be an integer"):
-            ip.noise_samples_arg(bad)
+        with pytest.raises((ValueError, Exception), match=r"--draws|must be an integer"):
+            ip.draws_arg(bad)
 
 
 def test_changed_representation_file_is_recomputed_and_reported(tmp_path, capsys):
@@ -252,7 +254,7 @@ def test_convergence_figure(gaussian_run):
 
 def test_mnist_script_analyze_ends_with_a_figure(tmp_path):
     out = tmp_path / "analyzed"
-    argv = TINY + ["--epochs", "2", "--out", str(out)]
+    argv = TINY + ["--epochs", "2", "--out", str(out), "--analyze"]
     proc = subprocess.run([sys.executable, "mi_mnist_dropout.py", *argv], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -322,16 +324,6 @@ def test_epoch_selection_limits_the_figures(tmp_path):
     assert panels and all(list(s.epochs) == [2] for p in panels for s in p.series)
 
 
-def test_old_format_estimates_are_recomputed(tmp_path):
-    run = _fake_run(tmp_path, ["dropout"])
-    old = {"mi_xz": 1.0, "mi_xz_stderr": 0.1, "mi_zy": 0.5, "mi_zy_stderr": 0.1, "n_samples": 40,
-           "settings": {"max_samples": None, "seed": 0, "noise_samples": 6}, "params": {}}
-    rf.save_json(rf.estimates_path(run), {"format": 1, "estimates": {"mixture": {"dropout": {"test": {"1": old}}}}})
-    data = ip.estimate_run(run, ip.Request(estimators=("mixture",), progress=False))
-    entry = data["estimates"]["mixture"]["dropout"]["test"]["1"]
-    assert data["format"] == rf.ESTIMATES_FORMAT and entry["mi_xz"] != 1.0 and "files" in entry["settings"]
-
-
 def _error(capsys, argv):
     code = ip.main(list(map(str, argv)))
     err = capsys.readouterr().err
@@ -347,8 +339,8 @@ def test_bad_run_folders_give_clear_errors(tmp_path, capsys):
     err = _error(capsys, [run, "--epochs", "7-9", "--no-plots"])
     assert "no saved" in err and "[0, 1]" in err
     assert "magic" in _error(capsys, [run, "--estimators", "mixture,magic", "--no-plots"])
-    assert "--noise-samples" in _error(capsys, [run, "--noise-samples", "val=3"])
-    assert "--max-samples" in _error(capsys, [run, "--max-samples", "1"])
+    assert "--draws" in _error(capsys, [run, "--draws", "val=3"])
+    assert "--max-inputs" in _error(capsys, [run, "--max-inputs", "1"])
     assert "--formats" in _error(capsys, [run, "--formats", "gif"])
     assert "bad epoch" in _error(capsys, [run, "--epochs", "a-b"])
     assert "--seed" in _error(capsys, [run, "--seed", "-1"])
@@ -358,14 +350,28 @@ def test_bad_run_folders_give_clear_errors(tmp_path, capsys):
     assert bad.name in _error(capsys, [run, "--no-plots"])
     rf.save_npy(bad, np.zeros((40, 5), np.float32))  # wrong width
     assert "dim 3" in _error(capsys, [run, "--no-plots"])
+    assert "--clip-min" in _error(capsys, [run, "--clip-min", "0"])
     rf.save_npy(bad, np.zeros((40, 3), np.float32))  # exactly-zero codes
     assert "exactly-zero" in _error(capsys, [run, "--no-plots"])
-    assert "--clip-min" in _error(capsys, [run, "--clip-min", "0"])
     assert ip.main([str(run), "--no-plots", "--estimators", "mixture", "--clip-min", "1e-6"]) == 0
     entry = rf.load_estimates(run)["estimates"]["mixture"]["dropout"]["test"]["1"]
     assert entry["params"]["n_clipped"] == 120 and entry["settings"]["clip_min"] == 1e-6
     rf.estimates_path(run).write_text("{not json")
     assert "estimates.json" in _error(capsys, [run, "--no-plots"])
+
+
+@pytest.mark.parametrize("bug", [TypeError("unsupported operand"), ValueError("operands could not be broadcast")])
+def test_a_bug_in_an_estimator_is_reported_as_a_bug(tmp_path, capsys, monkeypatch, bug):
+    """Only InputError is the user's fault: any other exception keeps its traceback and exits 1."""
+    run = _fake_run(tmp_path, ["dropout"])
+
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(registry, "binning_mi", broken)
+    assert ip.main([str(run), "--no-plots", "--estimators", "binning"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and str(bug) in err and err.strip().splitlines()[-1] == f"information_plane: {REPORT}"
 
 
 def test_unwritable_folders_give_clear_errors(tmp_path, capsys, monkeypatch):

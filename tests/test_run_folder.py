@@ -85,8 +85,7 @@ def test_file_names_follow_the_readme(tmp_path):
     assert rf.inputs_path(tmp_path, "train").name == "train_inputs.npy"
     assert rf.labels_path(tmp_path, "test").name == "test_labels.npy"
     assert rf.ip_path(tmp_path, "test", "mi_zy").relative_to(tmp_path).as_posix() == "IP/test_mi_zy.json"
-    assert rf.ip_path(tmp_path, "test", "mi_zy", legacy=True).name == "val_mi_zy.json"
-    assert rf.ip_path(tmp_path, "train", "mi_xz", "d").name == "train_mi_xz_d.json"
+    assert rf.ip_path(tmp_path, "train", "mean_kl", "d").name == "train_mean_kl_d.json"
     assert rf.ip_path(tmp_path, "train", "mi_zy", "d").name == "train_mi_zy.json"
     for bad in (lambda: rf.representation_path(tmp_path, "val", 0), lambda: rf.alpha_path(tmp_path, "train", -1),
                 lambda: rf.representation_path(tmp_path, "train", 1, "a/b"),
@@ -160,10 +159,3 @@ def test_inputs_labels_and_ip_dictionaries(tmp_path):
     rf.save_json(rf.ip_path(run, "train", "mi_zy"), {"x": 1.0})
     with pytest.raises(ValueError, match="train_mi_zy.json"):
         rf.load_ip(run, "train", "mi_zy")
-
-
-def test_legacy_val_files_of_old_run_folders_are_read(tmp_path):
-    rf.save_json(rf.ip_path(tmp_path, "test", "mi_zy", legacy=True), {"0": 0.5, "2": 1.25})
-    assert rf.load_ip(tmp_path, "test", "mi_zy") == {0: 0.5, 2: 1.25}
-    rf.save_json(rf.ip_path(tmp_path, "test", "mi_zy"), {"0": 0.75})
-    assert rf.load_ip(tmp_path, "test", "mi_zy") == {0: 0.75}

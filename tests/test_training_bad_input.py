@@ -18,7 +18,7 @@ from utils.callback import HistoryCSV, RepresentationCallback
 from utils.data import CIFAR_BIN_FILES, CIFAR_PY_FILES, IDX_FILES, load_dataset
 from utils.layers import InformationDropout
 from utils.models import build_model
-from utils.train_command import LOCK_NAME, flags_of, main, parse_args, run_lock
+from utils.train_command import flags_of, main, parse_args, run_lock
 from utils.nets import NETS
 from utils.keras_training import CHECKPOINT_NAME, load_checkpoint
 
@@ -28,7 +28,7 @@ DIGITS = ["--dataset", "digits", "--epochs", "1", "--train-subset", "100", "--ba
 def _snapshot(root):
     """Every path under ``root`` with its bytes and modification time (the lock file left out)."""
     return {str(p.relative_to(root)): (None if p.is_dir() else (p.read_bytes(), p.stat().st_mtime_ns))
-            for p in sorted(root.rglob("*")) if p.name != LOCK_NAME}
+            for p in sorted(root.rglob("*")) if p.name != rf.TRAIN_LOCK_NAME}
 
 
 # -- fixtures written by the cases ---------------------------------------------------------------------

@@ -7,8 +7,9 @@ of training inputs and for the test inputs. The estimators draw the noise again 
 
 Every epoch it also records the paper's cheap information-plane coordinates on both splits:
 
-* I(X;Z) ~ mean over inputs of KL(p(z|x) || prior), summed over units (information dropout;
-  Achille & Soatto 2018); 0 for Gaussian and Bernoulli dropout, which have no such term;
+* the mean over inputs of KL(p(z|x) || prior), summed over units (``IP/<split>_mean_kl.json``): the
+  I(X;Z) surrogate of information dropout's loss (Achille & Soatto 2018), an upper bound, not an
+  estimate; 0 for Gaussian and Bernoulli dropout, which have no such term;
 * I(Y;Z) >= H(Y) - cross-entropy (a variational lower bound), H(Y) from that split's label counts.
 
 Both are evaluated at the end of the epoch on fixed inputs (not averaged over the training batches),
@@ -35,10 +36,10 @@ from typing import Any
 import keras
 import numpy as np
 from scipy.special import log_softmax
-from scipy.stats import entropy
 from tqdm.auto import tqdm
 
-from mi_estimators.checks import check_int
+from mi_estimators.checks import InputError, check_int
+from mi_estimators.discrete import discrete_entropy
 from utils import run_folder as rf
 from utils.layers import CALLBACK_NOISE, InformationDropout, dropout_layers, noise_spec, reseeded
 
@@ -101,23 +102,23 @@ def _f_tensor(inputs: Any) -> Any:
 def analysed_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The dropout layers of ``model`` the callback analyses (``utils.layers.dropout_layers``).
 
-    Raises ValueError when there is none, when one sits inside a nested model or is called more than
+    Raises InputError when there is none, when one sits inside a nested model or is called more than
     once (its input would be ambiguous), or when the model has more than one output.
     """
     layers = dropout_layers(model)
     if not layers:
-        raise ValueError(f"model {model.name!r} has no Gaussian, information or Bernoulli dropout layer")
+        raise InputError(f"model {model.name!r} has no Gaussian, information or Bernoulli dropout layer")
     top = {id(layer) for layer in model.layers}
     for layer in layers:
         if id(layer) not in top:
-            raise ValueError(f"dropout layer {layer.name!r} sits inside a nested model; the callback needs "
+            raise InputError(f"dropout layer {layer.name!r} sits inside a nested model; the callback needs "
                              "dropout layers at the top level of the model")
         try:
             layer.input
         except (AttributeError, ValueError) as err:
-            raise ValueError(f"dropout layer {layer.name!r} must be called exactly once ({err})") from None
+            raise InputError(f"dropout layer {layer.name!r} must be called exactly once ({err})") from None
     if len(model.outputs) != 1:
-        raise ValueError(f"the callback needs a model with one output (class scores), got {len(model.outputs)}")
+        raise InputError(f"the callback needs a model with one output (class scores), got {len(model.outputs)}")
     return layers
 
 
@@ -147,19 +148,14 @@ def _scope(model: keras.Model) -> contextlib.AbstractContextManager:
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
-def label_entropy(y: np.ndarray) -> float:
-    """H(Y) in nats of the labels' empirical distribution (the ceiling of I(Y;Z))."""
-    return float(entropy(np.bincount(y)))
-
-
 def _check_xy(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y).reshape(-1)
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"{split} inputs and labels must be non-empty and of equal length, "
+        raise InputError(f"{split} inputs and labels must be non-empty and of equal length, "
                          f"got {len(x)} and {len(y)}")
     if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{split} labels must be integer class indices, got dtype {y.dtype}")
+        raise InputError(f"{split} labels must be integer class indices, got dtype {y.dtype}")
     return x, y.astype(np.int64)
 
 
@@ -197,7 +193,7 @@ class RepresentationCallback(keras.callbacks.Callback):
     # -- set-up ---------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Build the noisy and the saving model and read the IP files already in ``run_dir`` (resume);
-        ValueError for an unusable model or a damaged file. Done once, by ``on_train_begin`` at the
+        InputError for an unusable model or a damaged file. Done once, by ``on_train_begin`` at the
         latest; a caller may run it earlier to check a run folder before training."""
         if self._prepared:
             return
@@ -264,7 +260,7 @@ class RepresentationCallback(keras.callbacks.Callback):
 
     # -- work -----------------------------------------------------------------------------------
     def _ip_keys(self) -> list[tuple[str, str | None]]:
-        return [("mi_xz", tag) for tag in self.tags] + [("mi_zy", None)]
+        return [("mean_kl", tag) for tag in self.tags] + [("mi_zy", None)]
 
     def _epoch_complete(self, epoch: int) -> bool:
         files = [rf.representation_path(self.run_dir, s, epoch, t) for s in rf.SPLITS for t in self.tags]
@@ -296,9 +292,9 @@ class RepresentationCallback(keras.callbacks.Callback):
     def _surrogates(self, split: str, outputs: list[np.ndarray], y: np.ndarray) -> None:
         """Queue mean KL per layer and H(Y) - mean cross-entropy of ``split`` from the noisy outputs."""
         kls = iter(outputs[1:])
-        self._pending[(split, "mi_zy", None)] = label_entropy(y) - float(np.mean(self._cross_entropy(outputs[0], y)))
+        self._pending[(split, "mi_zy", None)] = discrete_entropy(y) - float(np.mean(self._cross_entropy(outputs[0], y)))
         for tag, info in zip(self.tags, self.is_info):
-            self._pending[(split, "mi_xz", tag)] = float(np.mean(next(kls))) if info else 0.0
+            self._pending[(split, "mean_kl", tag)] = float(np.mean(next(kls))) if info else 0.0
 
     def _save_representations(self, split: str, epoch: int, arrays: list[np.ndarray]) -> None:
         it = iter(arrays)
@@ -361,7 +357,7 @@ class HistoryCSV(keras.callbacks.Callback):
         self.rows: dict[int, dict[str, str]] = {}
 
     def load(self) -> None:
-        """Read the rows already in the file (resume); ValueError naming the file when it is damaged."""
+        """Read the rows already in the file (resume); InputError naming the file when it is damaged."""
         if not self.path.exists():
             self.rows = {}
             return
@@ -369,7 +365,7 @@ class HistoryCSV(keras.callbacks.Callback):
             with open(self.path, newline="") as fh:
                 self.rows = {int(row["epoch"]): row for row in csv.DictReader(fh)}
         except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as err:
-            raise ValueError(f"{self.path} is not a history file with an integer 'epoch' column ({err!r})") from None
+            raise InputError(f"{self.path} is not a history file with an integer 'epoch' column ({err!r})") from None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.load()

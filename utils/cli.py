@@ -59,9 +59,11 @@ def float_arg(minimum: float = -math.inf, *, inclusive: bool = True,
 
 
 def is_user_error(err: BaseException) -> bool:
-    """Bad input, or an operating-system error about a file the user named or must fix (it carries the
-    file name: missing, not writable, disk full), which no change to the code would cure."""
-    return isinstance(err, (InputError, CommandError)) or (isinstance(err, OSError) and err.filename is not None)
+    """Bad input, or an operating-system error about a file: missing (the messages of the project's own
+    FileNotFoundErrors name the path), not readable or writable, or a full disk. Those concern the
+    user's files and disk, name the file, and no change to the code would cure them."""
+    return isinstance(err, (InputError, CommandError, FileNotFoundError)) or (
+        isinstance(err, OSError) and err.filename is not None)
 
 
 def user_message(err: BaseException) -> str:
@@ -71,13 +73,14 @@ def user_message(err: BaseException) -> str:
     return str(err)
 
 
-def run_command(prog: str, body: Callable[[], int | None]) -> int:
+def run_command(prog: str, body: Callable[[], int | None], *, interrupted: str = "interrupted") -> int:
     """Run ``body`` and return the exit code: its own (None: 0), 2 with one ``<prog>: error:`` line for a
-    user error (:func:`is_user_error`), 130 on Ctrl-C, and 1 with the traceback for anything else."""
+    user error (:func:`is_user_error`), 130 with ``interrupted`` on Ctrl-C, and 1 with the traceback for
+    anything else."""
     try:
         return body() or 0
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - every exception is either the user's or a bug; both are reported
         if is_user_error(err):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mi_estimators.checks import check_int
+from mi_estimators.checks import InputError, check_int
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
              "t10k-labels-idx1-ubyte")
@@ -37,8 +37,9 @@ DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
 
 
-class DatasetUnavailableError(RuntimeError):
-    """The dataset is neither on disk nor downloadable; the message says which files to provide."""
+class DatasetUnavailableError(InputError):
+    """The dataset is neither on disk nor downloadable, or a file of it is damaged; the message says which
+    files to provide."""
 
 
 @dataclass(frozen=True)
@@ -306,14 +307,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, train_sub
     """Load ``name`` (a key of :data:`DATASETS`) with pixels in [0, 1] as float32 (n, H, W, C).
 
     ``train_subset=N`` keeps a fixed seeded subset of N training samples (the test split stays whole).
-    Raises ValueError for an unknown name, a ``data_dir`` for the bundled digits or a bad subset size,
+    Raises InputError for an unknown name, a ``data_dir`` for the bundled digits or a bad subset size,
     and :class:`DatasetUnavailableError` (message naming --data-dir and the expected files, or the
     damaged file) when the data cannot be had.
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if name == "digits" and data_dir is not None:
-        raise ValueError(f"data_dir does not apply to 'digits' (bundled with scikit-learn), got {str(data_dir)!r}")
+        raise InputError(f"data_dir does not apply to 'digits' (bundled with scikit-learn), got {str(data_dir)!r}")
     if name == "digits":
         ds = _finish(name, *_load_digits())
     elif data_dir is not None:

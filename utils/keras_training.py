@@ -206,9 +206,14 @@ class SeededEpochs(keras.callbacks.Callback):
         reseed(self.model, (self.seed, TRAINING_NOISE, epoch))
 
 
+class NonFiniteLossError(Exception):
+    """The training or test loss became NaN or infinite: training stopped, the run folder keeps the last
+    good epoch. The command line reports it as a user error (a smaller --lr helps)."""
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """InputError at the first NaN or infinite training or test loss, raised before the callbacks after
-    this one see the epoch's end: the run folder keeps the last good epoch."""
+    """:class:`NonFiniteLossError` at the first NaN or infinite training or test loss, raised before the
+    callbacks after this one see the epoch's end: the run folder keeps the last good epoch."""
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
@@ -229,7 +234,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         value = float((logs or {}).get(key, 0.0))
         if not math.isfinite(value):
             name = "test loss" if key.startswith("val_") else "training loss"
-            raise InputError(f"the {name} is {value} at {where}; training stopped, {self.run_dir} keeps "
+            raise NonFiniteLossError(f"the {name} is {value} at {where}; training stopped, {self.run_dir} keeps "
                                f"the last good epoch, {self.epoch} (lower --lr?)")
 
 
@@ -245,7 +250,7 @@ def _assign(path: Path, prefix: str, variables: Sequence[keras.Variable], arrays
     keys = sorted(k for k in arrays if k.startswith(prefix + "_"))
     shapes = [arrays[k].shape for k in keys]
     if shapes != [tuple(v.shape) for v in variables]:
-        raise ValueError(f"{path} holds {len(keys)} {prefix} variables that do not fit this run's "
+        raise InputError(f"{path} holds {len(keys)} {prefix} variables that do not fit this run's "
                          f"{len(variables)}; move it away to train from the start")
     for key, variable in zip(keys, variables):
         variable.assign(arrays[key])
@@ -253,7 +258,7 @@ def _assign(path: Path, prefix: str, variables: Sequence[keras.Variable], arrays
 
 def load_checkpoint(path: Path, model: keras.Model) -> int:
     """Put the variables saved in ``path`` back into ``model`` and its (built) optimiser; returns the
-    completed epochs (0 without a checkpoint). ValueError naming the file when it is damaged or
+    completed epochs (0 without a checkpoint). InputError naming the file when it is damaged or
     belongs to another model."""
     if not path.exists():
         return 0
@@ -262,7 +267,7 @@ def load_checkpoint(path: Path, model: keras.Model) -> int:
             arrays = {key: npz[key] for key in npz.files}
         epochs_done = int(arrays.pop("epochs_done"))
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a readable checkpoint ({err}); move it away to train from the start") from None
+        raise InputError(f"{path} is not a readable checkpoint ({err}); move it away to train from the start") from None
     _assign(path, "model", model.variables, arrays)
     _assign(path, "optimizer", model.optimizer.variables, arrays)
     return epochs_done
@@ -317,10 +322,10 @@ def _callbacks(plan: RunPlan) -> RunCallbacks:
 
 
 def _check_backend(plan: RunPlan) -> None:
-    """A run continues on the backend it started on (runs from before the JAX port: TensorFlow)."""
+    """A run continues on the backend it started on."""
     if not plan.resume:
         return
-    stored = rf.load_json(plan.run_dir / rf.CONFIG_NAME).get("versions", {}).get("backend", "tensorflow")
+    stored = rf.load_json(plan.run_dir / rf.CONFIG_NAME)["versions"]["backend"]
     if stored != keras.backend.backend():
         raise InputError(f"{plan.run_dir} was trained with the {stored} backend, this is {keras.backend.backend()}; "
                            f"resume it with KERAS_BACKEND={stored}")
@@ -329,13 +334,10 @@ def _check_backend(plan: RunPlan) -> None:
 def _restore(plan: RunPlan, model: keras.Model, callbacks: RunCallbacks) -> int:
     """Read what the run folder holds already (checkpoint, history, IP files): the completed epochs.
     InputError naming a damaged file; writes nothing."""
-    try:
-        callbacks.recorder.set_model(model)
-        callbacks.recorder.prepare()
-        callbacks.history.load()
-        return load_checkpoint(plan.run_dir / CHECKPOINT_NAME, model) if plan.resume else 0
-    except ValueError as err:
-        raise InputError(str(err)) from None
+    callbacks.recorder.set_model(model)
+    callbacks.recorder.prepare()
+    callbacks.history.load()
+    return load_checkpoint(plan.run_dir / CHECKPOINT_NAME, model) if plan.resume else 0
 
 
 def _write_config(plan: RunPlan, model: keras.Model, replicas: int, epochs_done: int) -> None:

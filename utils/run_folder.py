@@ -3,7 +3,7 @@
 A run folder holds ``config.json`` (flags, dataset, library versions and the analysed dropout layers:
 the single source of truth for their noise level), ``history.csv``, ``representations/`` (float32
 ``.npy`` files per saved epoch) and ``IP/`` (``{"<epoch>": value}`` JSON dictionaries of the
-callback's surrogates I(X;Z) = mean KL and I(Y;Z) = H(Y) - cross-entropy).
+callback's per-epoch mean KL term and H(Y) - cross-entropy, a lower bound on I(Y;Z)).
 
 Every writer goes through a temporary file in the destination folder and ``os.replace``, so an
 interrupted process never leaves a half-written file. Every ``.npy`` is loaded with
@@ -28,12 +28,21 @@ except ImportError:  # Windows: no advisory locks; single-process use is still s
 
 import numpy as np
 
-from mi_estimators.checks import DROPOUT_KINDS
+from mi_estimators.checks import DROPOUT_KINDS, InputError
 
 SPLITS = ("train", "test")
-IP_QUANTITIES = ("mi_xz", "mi_zy")
-LEGACY_IP_PREFIX = {"test": "val"}
-"""Run folders written before November 2026 name the test split ``val`` in ``IP/``; they are still read."""
+IP_QUANTITIES = ("mean_kl", "mi_zy")
+"""What the callback logs per epoch in ``IP/``: the mean KL term of each dropout layer (the training
+loss's I(X;Z) surrogate of information dropout, 0 for other layers: not an estimate of I(X;Z)) and
+H(Y) - cross-entropy (a lower bound on I(Y;Z))."""
+DEFINING_FLAGS = ("dataset", "net", "dropout", "p", "beta", "alpha_max", "filters", "epochs", "batch_size", "lr",
+                  "weight_decay", "save_every", "train_subset", "repr_subset", "metrics_subset", "seed")
+"""The flags in ``config.json`` that define a run's numbers: a folder whose flags differ in any of them
+holds another run (it is not resumed), and runs that differ only in ``seed`` form a group in a
+comparison. The other flags say where the data and the output live, how to distribute, what to print
+and whether to analyse."""
+TRAIN_LOCK_NAME = ".train.lock"
+"""The lock file of the one process allowed to train in a run folder; it holds that process's PID."""
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.csv"
 REPR_DIR = "representations"
@@ -84,12 +93,12 @@ def save_npy(path: PathLike, array: np.ndarray) -> None:
     """Write ``array`` as ``.npy`` atomically (object arrays are refused: they would need pickle)."""
     arr = np.asarray(array)
     if arr.dtype == object:
-        raise ValueError(f"refusing to save an object array to {path}: it could only be read with pickle")
+        raise InputError(f"refusing to save an object array to {path}: it could only be read with pickle")
     atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=False), "wb")
 
 
 def load_json(path: PathLike) -> Any:
-    """Parsed JSON of ``path``; FileNotFoundError/ValueError naming the file when missing or corrupt."""
+    """Parsed JSON of ``path``; FileNotFoundError/InputError naming the file when missing or corrupt."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -98,18 +107,18 @@ def load_json(path: PathLike) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from None
+        raise InputError(f"{path} is not valid JSON ({err})") from None
 
 
 def load_npy(path: PathLike) -> np.ndarray:
-    """The array in ``path`` (``allow_pickle=False``); FileNotFoundError/ValueError naming the file."""
+    """The array in ``path`` (``allow_pickle=False``); FileNotFoundError/InputError naming the file."""
     path = Path(path)
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist") from None
     except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path} is not a readable .npy file ({err})") from None
+        raise InputError(f"{path} is not a readable .npy file ({err})") from None
 
 
 def seeded_rows(n: int, k: int | None, seed: int) -> np.ndarray:
@@ -123,7 +132,7 @@ def seeded_rows(n: int, k: int | None, seed: int) -> np.ndarray:
 
 def _check_split(split: str) -> str:
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     return split
 
 
@@ -131,13 +140,13 @@ def _file_tag(layer: str | None) -> str:
     if layer is None:
         return ""
     if not _TAG.match(layer):
-        raise ValueError(f"layer name {layer!r} cannot be used in a file name (letters, digits, _ . - only)")
+        raise InputError(f"layer name {layer!r} cannot be used in a file name (letters, digits, _ . - only)")
     return f"_{layer}"
 
 
 def _check_epoch(epoch: int) -> int:
     if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        raise InputError(f"epoch must be an integer >= 0, got {epoch!r}")
     return int(epoch)
 
 
@@ -166,22 +175,20 @@ def labels_path(run_dir: PathLike, split: str) -> Path:
     return Path(run_dir) / REPR_DIR / f"{_check_split(split)}_labels.npy"
 
 
-def ip_path(run_dir: PathLike, split: str, quantity: str, layer: str | None = None, *,
-            legacy: bool = False) -> Path:
-    """``IP/<train|test>_<mi_xz|mi_zy>[_<layer>].json`` (``legacy``: the old ``val_`` name of the test split).
+def ip_path(run_dir: PathLike, split: str, quantity: str, layer: str | None = None) -> Path:
+    """``IP/<train|test>_<mean_kl|mi_zy>[_<layer>].json``.
 
-    I(Y;Z) = H(Y) - cross-entropy is a property of the model output and never takes a layer name;
-    I(X;Z) (mean KL) takes one only for models with several analysed dropout layers.
+    H(Y) - cross-entropy is a property of the model output and never takes a layer name; the mean KL
+    takes one only for models with several analysed dropout layers.
     """
     if quantity not in IP_QUANTITIES:
-        raise ValueError(f"quantity must be one of {IP_QUANTITIES}, got {quantity!r}")
-    tag = _file_tag(layer) if quantity == "mi_xz" else ""
-    prefix = LEGACY_IP_PREFIX.get(_check_split(split), split) if legacy else split
-    return Path(run_dir) / IP_DIR / f"{prefix}_{quantity}{tag}.json"
+        raise InputError(f"quantity must be one of {IP_QUANTITIES}, got {quantity!r}")
+    tag = _file_tag(layer) if quantity == "mean_kl" else ""
+    return Path(run_dir) / IP_DIR / f"{_check_split(split)}_{quantity}{tag}.json"
 
 
-def _config_error(path: Path, what: str) -> ValueError:
-    return ValueError(f"{path}: {what}")
+def _config_error(path: Path, what: str) -> InputError:
+    return InputError(f"{path}: {what}")
 
 
 def _check_layer_entry(path: Path, i: int, entry: Any) -> None:
@@ -215,7 +222,7 @@ def load_config(run_dir: PathLike) -> dict:
     """The run's ``config.json``, checked: ``layers`` is a non-empty list of entries with ``name``,
     ``dim``, ``dropout``, ``p`` and ``noise_std`` (= sqrt(p/(1-p)) for Gaussian dropout).
 
-    Raises FileNotFoundError (not a run folder) or ValueError naming the file and the defect.
+    Raises FileNotFoundError (not a run folder) or InputError naming the file and the defect.
     """
     path = Path(run_dir) / CONFIG_NAME
     try:
@@ -244,10 +251,10 @@ def file_layer(config: dict, layer: str | None) -> str | None:
     names = [entry["name"] for entry in config["layers"]]
     if len(names) == 1:
         if layer not in (None, names[0]):
-            raise ValueError(f"the run has one analysed dropout layer, {names[0]!r}, not {layer!r}")
+            raise InputError(f"the run has one analysed dropout layer, {names[0]!r}, not {layer!r}")
         return None
     if layer not in names:
-        raise ValueError(f"the run has several analysed dropout layers; pass layer= one of {names}")
+        raise InputError(f"the run has several analysed dropout layers; pass layer= one of {names}")
     return layer
 
 
@@ -282,7 +289,7 @@ def load_alphas(run_dir: PathLike, split: str, epoch: int, layer: str | None = N
     tag = file_layer(config, layer)
     entry = next(e for e in config["layers"] if tag in (None, e["name"]))
     if entry["dropout"] != "information":
-        raise ValueError(f"layer {entry['name']!r} is {entry['dropout']} dropout; alphas exist only for "
+        raise InputError(f"layer {entry['name']!r} is {entry['dropout']} dropout; alphas exist only for "
                          "information dropout")
     return load_npy(alpha_path(run_dir, split, epoch, tag))
 
@@ -291,36 +298,30 @@ def load_inputs_labels(run_dir: PathLike, split: str) -> tuple[np.ndarray, np.nd
     """The inputs whose representations were saved and their integer labels (rows aligned)."""
     x, y = load_npy(inputs_path(run_dir, split)), load_npy(labels_path(run_dir, split))
     if len(x) != len(y):
-        raise ValueError(f"{inputs_path(run_dir, split)} has {len(x)} rows but "
+        raise InputError(f"{inputs_path(run_dir, split)} has {len(x)} rows but "
                          f"{labels_path(run_dir, split)} has {len(y)}")
     return x, y
 
 
 def load_ip(run_dir: PathLike, split: str, quantity: str, layer: str | None = None) -> dict[int, float]:
-    """The callback's ``{epoch: value}`` dictionary (missing file: empty), epochs as ints, sorted.
-
-    Falls back to the legacy ``val_`` name of the test split in older run folders."""
+    """The callback's ``{epoch: value}`` dictionary (missing file: empty), epochs as ints, sorted."""
     path = ip_path(run_dir, split, quantity, layer)
-    if not path.exists():
-        path = ip_path(run_dir, split, quantity, layer, legacy=True)
     if not path.exists():
         return {}
     raw = load_json(path)
     if not isinstance(raw, dict):
-        raise ValueError(f"{path} must hold a JSON object {{epoch: value}}")
+        raise InputError(f"{path} must hold a JSON object {{epoch: value}}")
     try:
         return {int(k): (None if v is None else float(v)) for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
     except (TypeError, ValueError):
-        raise ValueError(f"{path} must map integer epochs to numbers") from None
+        raise InputError(f"{path} must map integer epochs to numbers") from None
 
 
 # -- locks, fingerprints and the estimates file ---------------------------------------------------------
 
 ESTIMATES_NAME = "estimates.json"
 ESTIMATES_FORMAT = 2
-"""Format 2 adds the input fingerprints, both errors and the convergence-in-N entries; format-1 files are
-read and their entries recomputed (their settings lack the fingerprints)."""
-LOCK_NAME = ".lock"
+"""The layout of ``IP/estimates.json`` (README, "Run folder format"); a file of another format is refused."""
 
 
 @contextlib.contextmanager
@@ -352,8 +353,9 @@ def exclusive_lock(path: PathLike, *, wait: bool = True, owner: str = "") -> Ite
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-class LockedError(RuntimeError):
-    """Another process holds a lock of a run folder; ``holder`` is what it wrote into the lock file."""
+class LockedError(InputError):
+    """Another process holds a lock of the run folder the user chose; ``holder`` is what it wrote into
+    the lock file."""
 
     def __init__(self, path: Path, holder: str) -> None:
         self.path, self.holder = path, holder or "a process that has not written its name yet"
@@ -377,15 +379,14 @@ def estimates_path(run_dir: PathLike) -> Path:
 
 def load_estimates(run_dir: PathLike) -> dict[str, Any]:
     """``IP/estimates.json``: ``{"format": 2, "estimates": {estimator: {layer: {split: {"<epoch>": entry}}}}}``
-    (an empty structure when absent; ValueError naming the file when it is not an estimates file)."""
+    (an empty structure when absent; InputError naming the file when it is not an estimates file)."""
     path = estimates_path(run_dir)
     if not path.exists():
         return {"format": ESTIMATES_FORMAT, "estimates": {}}
     data = load_json(path)
-    if not isinstance(data, dict) or data.get("format") not in (1, ESTIMATES_FORMAT) \
+    if not isinstance(data, dict) or data.get("format") != ESTIMATES_FORMAT \
             or not isinstance(data.get("estimates"), dict):
-        raise ValueError(f"{path} is not an estimates file of format {ESTIMATES_FORMAT}; move it away to recompute")
-    data["format"] = ESTIMATES_FORMAT
+        raise InputError(f"{path} is not an estimates file of format {ESTIMATES_FORMAT}; move it away to recompute")
     return data
 
 

@@ -27,21 +27,14 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from mi_estimators.checks import DROPOUT_KINDS, InputError
-from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
 from utils import run_folder as rf
+from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
 from utils.data import Dataset, DatasetUnavailableError, load_dataset
 from utils.nets import NETS, family_choices
 
 METRICS_SUBSET = 5000
 """Default number of training inputs behind the per-epoch KL / cross-entropy means (standard error of
 a mean cross-entropy of spread ~0.5 nats: ~0.005 nats)."""
-
-RESUME_FLAGS = ("dataset", "net", "dropout", "p", "beta", "alpha_max", "filters", "epochs", "batch_size", "lr",
-                "weight_decay", "save_every", "train_subset", "repr_subset", "metrics_subset", "seed")
-"""Flags that define a run: a run folder whose config.json differs in any of them is not resumed."""
-
-LOCK_NAME = ".train.lock"
-"""The lock file of the one process allowed to train in a run folder; it holds that process's PID."""
 
 _OWN_TEMPS = {".": ("",), rf.REPR_DIR: ("",), rf.IP_DIR: tuple(f"{split}_" for split in rf.SPLITS)}
 """Where training's atomic writes leave ``.<name>.<random>.tmp`` files when killed, and the names they
@@ -151,14 +144,14 @@ def flags_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def _is_leftover(name: str) -> bool:
     """The lock file and the temporary files of interrupted atomic writes, which do not make a folder a run."""
-    return name == LOCK_NAME or (name.startswith(".") and name.endswith(".tmp"))
+    return name == rf.TRAIN_LOCK_NAME or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def check_run_dir(run_dir: Path, flags: Mapping[str, Any]) -> bool:
     """True when ``run_dir`` holds this configuration already (resume), False when it is new or empty.
 
     CommandError when it is not a folder, is not empty without a config.json, or holds a config.json
-    whose run-defining flags (:data:`RESUME_FLAGS`) differ. Writes nothing.
+    whose run-defining flags (:data:`utils.run_folder.DEFINING_FLAGS`) differ. Writes nothing.
     """
     config_path = run_dir / rf.CONFIG_NAME
     if run_dir.exists() and not run_dir.is_dir():
@@ -168,7 +161,7 @@ def check_run_dir(run_dir: Path, flags: Mapping[str, Any]) -> bool:
             stored = rf.load_json(config_path).get("flags", {})
         except (ValueError, OSError, AttributeError) as err:
             raise CommandError(f"cannot read {config_path} ({err}); choose another --out") from None
-        diff = [f"{k}: {stored.get(k)!r} there, {flags.get(k)!r} now" for k in RESUME_FLAGS
+        diff = [f"{k}: {stored.get(k)!r} there, {flags.get(k)!r} now" for k in rf.DEFINING_FLAGS
                 if stored.get(k) != flags.get(k)]
         if diff:
             raise CommandError(f"{run_dir} holds a run with a different configuration ({'; '.join(diff)}); "
@@ -188,7 +181,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     created = not run_dir.exists()
     lock = contextlib.ExitStack()
     try:
-        lock.enter_context(rf.exclusive_lock(run_dir / LOCK_NAME, wait=False, owner=f"PID {os.getpid()}"))
+        lock.enter_context(rf.exclusive_lock(run_dir / rf.TRAIN_LOCK_NAME, wait=False, owner=f"PID {os.getpid()}"))
     except rf.LockedError as err:
         raise CommandError(f"{run_dir} is being written by another training process ({err.holder}); "
                            "wait for it to finish or choose another --out") from None
@@ -199,13 +192,13 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             _check_writable(run_dir)
             yield
         finally:
-            if created and os.listdir(run_dir) == [LOCK_NAME]:
+            if created and os.listdir(run_dir) == [rf.TRAIN_LOCK_NAME]:
                 _remove_empty(run_dir)
 
 
 def _remove_empty(run_dir: Path) -> None:
     with contextlib.suppress(OSError):  # another process may have put its lock file there meanwhile
-        (run_dir / LOCK_NAME).unlink()
+        (run_dir / rf.TRAIN_LOCK_NAME).unlink()
         run_dir.rmdir()
 
 
@@ -231,7 +224,9 @@ def load_run_data(args: argparse.Namespace) -> tuple[Dataset, np.ndarray]:
     """The dataset of the run and the rows of its training inputs whose representations are saved."""
     try:
         ds = load_dataset(args.dataset, args.data_dir, args.train_subset, seed=args.seed)
-    except ValueError as err:
+    except DatasetUnavailableError:
+        raise  # its message names the files and --data-dir already
+    except InputError as err:  # the flags name the dataset: only the subset size can be wrong here
         raise CommandError(f"--train-subset: {err}") from None
     n_train = len(ds.y_train)
     if args.repr_subset is not None and args.repr_subset > n_train:
@@ -297,7 +292,10 @@ def train(args: argparse.Namespace, *, prog: str | None = None, extra_callbacks:
         keras_training = _start_keras(args.verbose)
         plan = keras_training.RunPlan(args=args, run_dir=run_dir, flags=flags, resume=resume, data=ds,
                                      repr_rows=repr_rows, prog=prog)
-        keras_training.train_run(plan, extra_callbacks=extra_callbacks, verbose=verbose)
+        try:
+            keras_training.train_run(plan, extra_callbacks=extra_callbacks, verbose=verbose)
+        except keras_training.NonFiniteLossError as err:  # raised inside a Keras callback
+            raise CommandError(str(err)) from None
     return run_dir
 
 
@@ -308,39 +306,31 @@ def _summary(run_dir: Path) -> str:
             f"test loss {float(last['test_loss']):.4f}")
 
 
-def _analyze(run_dir: Path, prog: str) -> int:
+def _analyze(run_dir: Path) -> None:
     """Estimate and draw the information plane of a finished run (the first command ends with a figure).
     Imported here: SciPy, scikit-learn and matplotlib would slow down --help and flag errors."""
     from utils.analysis.information_plane import analyze
 
     try:
         analyze(run_dir)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"{prog}: error: analysis of {run_dir} failed: {err}", file=sys.stderr)
-        return 2
-    return 0
+    except InputError as err:
+        raise CommandError(f"analysis of {run_dir} failed: {err}") from None
 
 
 def main(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any], family: str,
          description: str | None = None) -> int:
-    """Entry point of the training scripts; returns the exit code (2 for bad input).
+    """Entry point of the training scripts; returns the exit code: 0, 2 with one ``error:`` line for bad
+    input, 1 with the traceback for a bug (:func:`utils.cli.run_command`).
 
     With ``--analyze`` the information plane is estimated and drawn after training.
     """
     prog = Path(sys.argv[0]).name if argv is None else "train"
-    try:
+
+    def body() -> None:
         args = parse_args(argv, defaults, family=family, prog=prog, description=description)
         run_dir = train(args, prog=prog)
-    except (CommandError, InputError, DatasetUnavailableError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # e.g. the disk filled up: the message names the file
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    print(_summary(run_dir), flush=True)
-    if args.analyze:
-        return _analyze(run_dir, prog)
-    return 0
+        print(_summary(run_dir), flush=True)
+        if args.analyze:
+            _analyze(run_dir)
+
+    return run_command(prog, body, interrupted="interrupted; run the same command again to resume")

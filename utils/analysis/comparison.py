@@ -26,8 +26,6 @@ from utils import run_folder as rf
 from utils.analysis.entries import SATURATION_LIMIT, total_error
 from utils.analysis.figures import draw_comparison_figures
 
-NOT_DEFINING = frozenset({"seed", "out", "data_dir", "analyze", "distribute", "eval_batch_size", "verbose"})
-"""Flags that do not change the experiment: runs differing only in these (and the seed) form a group."""
 CONFIG_COLUMNS = ("run", "group", "dataset", "net", "dropout", "p", "beta", "seed", "epochs")
 ESTIMATE_COLUMNS = ("layer", "split", "epoch", "estimator", "sees", "mi_xz", "mi_xz_stderr",
                     "mi_xz_sampling_stderr", "mi_zy", "mi_zy_stderr", "mi_zy_sampling_stderr", "saturation",
@@ -61,7 +59,7 @@ class RunInfo:
 def run_info(path: Path) -> RunInfo:
     config = rf.load_config(path)
     flags = config.get("flags", {})
-    defining = tuple(sorted((k, v) for k, v in flags.items() if k not in NOT_DEFINING
+    defining = tuple(sorted((k, v) for k, v in flags.items() if k in rf.DEFINING_FLAGS and k != "seed"
                             and not (k in ("p",) and config["layers"][0]["dropout"] == "information")
                             and not (k in ("beta", "alpha_max") and config["layers"][0]["dropout"] != "information")))
     return RunInfo(Path(path), config, defining)
@@ -182,8 +180,9 @@ def write_comparison(run_dirs: Sequence[Path], out: Path, *, plots: bool = True,
     written = [out / "estimates.csv", out / "aggregate.csv", out / "compression.csv", out / "summary.md"]
     rf.save_text(written[0], csv_text(rows, CONFIG_COLUMNS + ESTIMATE_COLUMNS))
     rf.save_text(written[1], csv_text(aggregates, AGGREGATE_COLUMNS))
-    rf.save_text(written[2], csv_text(compression_rows(rows), COMPRESSION_COLUMNS))
-    rf.save_text(written[3], summary_markdown(rows))
+    compression = compression_rows(rows)
+    rf.save_text(written[2], csv_text(compression, COMPRESSION_COLUMNS))
+    rf.save_text(written[3], summary_markdown(rows, compression))
     if plots:
         written += draw_comparison_figures(aggregates, families(runs), out / "figures", formats=formats)
     return written
@@ -279,15 +278,14 @@ def _errors(points: Sequence[dict], q: str) -> str:
     return "-" if parts == ["-", "-"] else " / ".join(parts)
 
 
-def summary_markdown(rows: Sequence[dict[str, Any]],
+def summary_markdown(rows: Sequence[dict[str, Any]], compression: Sequence[dict[str, Any]],
                      estimators: Sequence[str] = ("mixture", "callback", "binning_f", "binning")) -> str:
     """Markdown tables per group: I(X;Z) and I(Y;Z) at the first trained epoch, at each run's I(X;Z) peak and
     at the last epoch (mean ± standard deviation between seeds, mean Monte Carlo / sampling error; "-"
     where an estimator does not report one), the saturation there, how many seeds compress and the
-    largest fall of I(X;Z) (:func:`compression_rows`)."""
+    largest fall of I(X;Z) (``compression``: :func:`compression_rows` of ``rows``)."""
     index = {(r["group"], r["layer"], r["split"], r["estimator"], r["run"], r["epoch"]): r for r in rows}
     lines = []
-    compression = compression_rows(rows)
     for group in sorted({c["group"] for c in compression}):
         lines += [f"### {group}", "", "| estimator | split | point | epoch | I(X;Z) | errors X | I(Y;Z) | errors Y "
                   "| saturation | compressed seeds | largest fall |", "|" + " --- |" * 11]

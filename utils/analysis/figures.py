@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.ticker import MaxNLocator
 
+from mi_estimators.checks import InputError
 from utils import run_folder as rf
 from utils.analysis.entries import SATURATION_LIMIT, total_error
 from utils.analysis.plotting import (Panel, PlaneSeries, plot_plane_grid, plot_training_curves,
@@ -97,7 +98,7 @@ def plot_convergence(estimates: dict[str, Any], layer: str, split: str,
     entries = estimates.get("mixture", {}).get(layer, {}).get(split, {})
     chosen = sorted(int(e) for e, v in entries.items() if v.get("convergence") and (epochs is None or epochs(int(e))))
     if not chosen:
-        raise ValueError(f"no convergence-in-N points for layer {layer!r}, {split} split: estimate with the "
+        raise InputError(f"no convergence-in-N points for layer {layer!r}, {split} split: estimate with the "
                          "mixture estimator first")
     fig, ax = plt.subplots(figsize=(5.2, 4.2), constrained_layout=True)
     norm = Normalize(vmin=min(chosen), vmax=max(max(chosen), min(chosen) + 1))
@@ -151,7 +152,7 @@ def draw_run_figures(run_dir: str | Path, *, formats: Sequence[str] = ("png",),
         written += save_figure(plot_training_curves(read_history(history), title=run_dir.name),
                                figures / "training_curves", formats)
     if not written:
-        raise ValueError(f"nothing to draw in {run_dir}: run `python -m utils.analysis.information_plane "
+        raise InputError(f"nothing to draw in {run_dir}: run `python -m utils.analysis.information_plane "
                          f"{run_dir}` first")
     return written
 

@@ -1,7 +1,7 @@
 """Estimate the information planes of run folders and draw them.
 
     python -m utils.analysis.information_plane RUN [RUN ...] [--estimators mixture,binning] [--epochs 0-20]
-        [--noise-samples train=1,test=6] [--out DIR]
+        [--draws train=1,test=6] [--max-inputs N] [--out DIR]
 
 For every analysed dropout layer, split and saved epoch of each run, the selected estimators
 (:mod:`utils.analysis.registry`) turn the saved noise-free representations f(x) into I(X;Z) and
@@ -16,7 +16,6 @@ layer, split, epoch and estimator) with seed-aggregated planes (:mod:`utils.anal
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import warnings
@@ -28,29 +27,30 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mi_estimators.checks import InputError, check_float, check_int
-from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
 from mi_estimators.discrete import discrete_entropy
-from utils.analysis.registry import ESTIMATORS, INFINITE_MI, LayerData, plane_entry
-from utils.analysis.comparison import write_comparison
 from utils import run_folder as rf
+from utils.analysis.comparison import write_comparison
 from utils.analysis.figures import draw_run_figures
+from utils.analysis.registry import ESTIMATORS, INFINITE_MI, LayerData, plane_entry
+from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
 
 CALLBACK = "callback"
 DEFAULT_ESTIMATORS = ("mixture", "binning", "binning_f")
-DEFAULT_NOISE_SAMPLES = {"train": 1, "test": 6}
-"""One draw for the (large) training split: its Monte Carlo error is measured on pilot draws
-(mi_estimators.dropout_MI); six for the test split."""
+DEFAULT_DRAWS = {"train": 1, "test": 6}
+"""Noise draws per input: one for the (large) training split, whose Monte Carlo error is measured on
+pilot draws (mi_estimators.dropout_MI); six for the test split."""
 
 
 @dataclass(frozen=True)
 class Request:
-    """What to estimate: estimators, splits, an epoch selection, noise draws per split, an input subset."""
+    """What to estimate: estimators, splits, an epoch selection, noise draws per input of each split, and
+    a seeded subset of at most ``max_inputs`` inputs of each split."""
 
     estimators: tuple[str, ...] = DEFAULT_ESTIMATORS
     splits: tuple[str, ...] = rf.SPLITS
     epochs: str | None = None
-    noise_samples: tuple[tuple[str, int], ...] = tuple(DEFAULT_NOISE_SAMPLES.items())
-    max_samples: int | None = None
+    draws: tuple[tuple[str, int], ...] = tuple(DEFAULT_DRAWS.items())
+    max_inputs: int | None = None
     seed: int = 0
     clip_min: float | None = None
     progress: bool = field(default_factory=sys.stderr.isatty)
@@ -59,46 +59,48 @@ class Request:
     def __post_init__(self) -> None:
         unknown = [e for e in self.estimators if e not in ESTIMATORS]
         if unknown:
-            raise ValueError(f"unknown estimator(s) {unknown}; available: {sorted(ESTIMATORS)}")
+            raise InputError(f"unknown estimator(s) {unknown}; available: {sorted(ESTIMATORS)}")
         bad = [s for s in self.splits if s not in rf.SPLITS]
         if bad or not self.splits:
-            raise ValueError(f"unknown split(s) {bad}; use train and/or test")
-        for split, count in self.noise_samples:
-            check_int(count, f"noise samples of the {split} split")
-        if self.max_samples is not None:
-            check_int(self.max_samples, "max_samples", minimum=2)
+            raise InputError(f"unknown split(s) {bad}; use train and/or test")
+        for split, count in self.draws:
+            check_int(count, f"noise draws per input of the {split} split")
+        if self.max_inputs is not None:
+            check_int(self.max_inputs, "max_inputs", minimum=2)
         check_int(self.seed, "seed", minimum=0)
         if self.clip_min is not None:
             check_float(self.clip_min, "clip_min")
         if self.epochs is not None:
             parse_epochs(self.epochs)
 
-    def draws(self, split: str) -> int:
-        return dict(self.noise_samples)[split]
+    def draws_of(self, split: str) -> int:
+        """Noise draws per input of ``split``."""
+        return dict(self.draws)[split]
 
     def settings(self, name: str, split: str) -> dict[str, Any]:
-        """The request's part of an entry's cache key."""
+        """The request's part of an entry's cache key (its keys are the estimators' parameter names:
+        ``max_samples`` inputs, ``noise_samples`` draws per input)."""
         spec = ESTIMATORS[name]
-        settings = {"max_samples": self.max_samples, **spec.settings}
+        settings = {"max_samples": self.max_inputs, **spec.settings}
         if spec.version > 1:
             settings["version"] = spec.version
         if spec.uses_noise:
-            settings.update(seed=self.seed, noise_samples=self.draws(split))
+            settings.update(seed=self.seed, noise_samples=self.draws_of(split))
         if spec.clips:
             settings["clip_min"] = self.clip_min
         return settings
 
 
-def noise_samples_arg(text: str) -> tuple[tuple[str, int], ...]:
-    """``--noise-samples``: ``6`` (both splits) or ``train=2,test=6``; a split left out keeps its default."""
-    draws = dict(DEFAULT_NOISE_SAMPLES)
+def draws_arg(text: str) -> tuple[tuple[str, int], ...]:
+    """``--draws``: ``6`` (both splits) or ``train=2,test=6``; a split left out keeps its default."""
+    draws = dict(DEFAULT_DRAWS)
     parse = int_arg(1)
     if "=" not in text:
         return tuple((split, parse(text)) for split in draws)
     for part in filter(None, text.split(",")):
         split, sep, count = part.partition("=")
         if not sep or split.strip() not in draws:
-            raise ValueError(f"bad --noise-samples part {part!r}: use e.g. 6 or train=2,test=6")
+            raise argparse.ArgumentTypeError(f"bad --draws part {part!r}: use e.g. 6 or train=2,test=6")
         draws[split.strip()] = parse(count)
     return tuple(draws.items())
 
@@ -111,9 +113,9 @@ def parse_epochs(text: str) -> Callable[[int], bool]:
         try:
             parts.append((int(lo) if lo else 0, (int(hi) if hi else None) if sep else int(lo)))
         except ValueError:
-            raise ValueError(f"bad epoch selection {token!r}: use e.g. 10, 0-20 or 40-") from None
+            raise InputError(f"bad epoch selection {token!r}: use e.g. 10, 0-20 or 40-") from None
     if not parts:
-        raise ValueError(f"empty epoch selection {text!r}")
+        raise InputError(f"empty epoch selection {text!r}")
     return lambda e: any(lo <= e and (hi is None or e <= hi) for lo, hi in parts)
 
 
@@ -144,7 +146,7 @@ class Job:
 
 def _split_inputs(run_dir: Path, split: str, request: Request) -> SplitInputs:
     _, labels = rf.load_inputs_labels(run_dir, split)
-    rows = rf.seeded_rows(len(labels), request.max_samples, request.seed)
+    rows = rf.seeded_rows(len(labels), request.max_inputs, request.seed)
     return SplitInputs(split, rows, labels[rows], discrete_entropy(labels[rows]), len(labels),
                        rf.file_fingerprint(rf.labels_path(run_dir, split)))
 
@@ -168,7 +170,7 @@ def plan(run_dir: Path, config: dict, data: dict, request: Request) -> tuple[lis
         available = rf.saved_epochs(run_dir, split)
         chosen = [e for e in available if request.epochs is None or parse_epochs(request.epochs)(e)]
         if not chosen:
-            raise ValueError(f"no saved {split} epochs match {request.epochs!r} in {run_dir} (saved: {available})")
+            raise InputError(f"no saved {split} epochs match {request.epochs!r} in {run_dir} (saved: {available})")
         inputs = _split_inputs(run_dir, split, request)
         for layer in config["layers"]:
             for epoch in chosen:
@@ -195,7 +197,7 @@ def _load_flat(path: Path, job: Job) -> np.ndarray:
     array = rf.load_npy(path)
     layer, n_rows = job.layer, job.inputs.n_rows
     if array.ndim < 2 or len(array) != n_rows or int(np.prod(array.shape[1:])) != layer["dim"]:
-        raise ValueError(f"{path} has shape {array.shape}; expected {n_rows} rows (as the labels file) of "
+        raise InputError(f"{path} has shape {array.shape}; expected {n_rows} rows (as the labels file) of "
                          f"dim {layer['dim']} (layer {layer['name']!r} in config.json)")
     return array[job.inputs.rows].reshape(len(job.inputs.rows), -1)
 
@@ -205,7 +207,7 @@ def run_job(job: Job, request: Request) -> dict[tuple[str, str, str, int], dict]
     f = _load_flat(job.files["f"], job)
     alphas = _load_flat(job.files["alphas"], job) if "alphas" in job.files else None
     split = job.inputs.split
-    data = LayerData(job.layer, f, alphas, job.inputs.labels, request.draws(split), request.seed,
+    data = LayerData(job.layer, f, alphas, job.inputs.labels, request.draws_of(split), request.seed,
                      progress=request.progress, clip_min=request.clip_min)
     out = {}
     for name, settings in job.wanted.items():
@@ -219,10 +221,9 @@ def run_job(job: Job, request: Request) -> dict[tuple[str, str, str, int], dict]
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 result = spec.run(data, spec.settings)
-        except ValueError as err:
-            raise ValueError(f"{name} on {split} epoch {job.epoch} (layer {job.layer['name']}): {err}") from None
-        out[key] = {**plane_entry(spec, result), "n_samples": len(f), "log_n": math.log(len(f)),
-                    "h_y": job.inputs.h_y, "settings": settings,
+        except InputError as err:  # anything else is a bug and keeps its traceback
+            raise InputError(f"{name} on {split} epoch {job.epoch} (layer {job.layer['name']}): {err}") from None
+        out[key] = {**plane_entry(spec, result, n_inputs=len(f), h_y=job.inputs.h_y), "settings": settings,
                     "warnings": sorted({str(w.message) for w in caught})}
     return out
 
@@ -235,10 +236,10 @@ def _callback_entries(run_dir: Path, config: dict, split: str) -> dict:
     mi_zy = rf.load_ip(run_dir, split, "mi_zy")
     out = {}
     for layer in config["layers"]:
-        mi_xz = rf.load_ip(run_dir, split, "mi_xz", layer["name"] if several else None)
-        for epoch in sorted(set(mi_xz) | set(mi_zy)):
+        mean_kl = rf.load_ip(run_dir, split, "mean_kl", layer["name"] if several else None)
+        for epoch in sorted(set(mean_kl) | set(mi_zy)):
             out[(CALLBACK, layer["name"], split, epoch)] = {
-                "mi_xz": mi_xz.get(epoch) if layer["dropout"] == "information" else None,
+                "mi_xz": mean_kl.get(epoch) if layer["dropout"] == "information" else None,
                 "mi_zy": mi_zy.get(epoch), "h_y": h_y, "settings": {},
                 "sees": "noisy Z (training loss terms)",
                 "params": {"source": "callback: mean KL and H(Y) - cross-entropy",
@@ -269,9 +270,9 @@ def estimate_run(run_dir: str | Path, request: Request | None = None) -> dict[st
 def _run_folder(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.exists():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+        raise InputError(f"run folder {run_dir} does not exist")
     if not run_dir.is_dir():
-        raise ValueError(f"{run_dir} is a file, not a run folder")
+        raise InputError(f"{run_dir} is a file, not a run folder")
     return run_dir
 
 
@@ -356,10 +357,10 @@ def _parser() -> OneLineParser:
     p.add_argument("--epochs", default=None,
                    help="epoch selection, e.g. 0-20,30 or 40- (default: all saved); the figures then show these "
                         "epochs only and are named information_plane_epochs<selection>.png")
-    p.add_argument("--noise-samples", type=noise_samples_arg, default=tuple(DEFAULT_NOISE_SAMPLES.items()),
+    p.add_argument("--draws", type=draws_arg, default=tuple(DEFAULT_DRAWS.items()),
                    help="noise draws per input, for both splits (6) or per split (train=2,test=6); default "
-                        + ",".join(f"{k}={v}" for k, v in DEFAULT_NOISE_SAMPLES.items()))
-    p.add_argument("--max-samples", type=int_arg(2), default=None,
+                        + ",".join(f"{k}={v}" for k, v in DEFAULT_DRAWS.items()))
+    p.add_argument("--max-inputs", type=int_arg(2), default=None,
                    help="analyse a seeded subset of this many inputs of each split (the same for every epoch)")
     p.add_argument("--seed", type=int_arg(0), default=0, help="seed of the noise draws and the subset (default 0)")
     p.add_argument("--clip-min", type=float_arg(0.0, inclusive=False), default=None,
@@ -381,28 +382,23 @@ def _request(args: Any) -> Request:
     def items(text: str) -> tuple[str, ...]:
         return tuple(t for t in text.split(",") if t)
     return Request(estimators=items(args.estimators), splits=items(args.splits), epochs=args.epochs,
-                   noise_samples=args.noise_samples, max_samples=args.max_samples, seed=args.seed,
+                   draws=args.draws, max_inputs=args.max_inputs, seed=args.seed,
                    clip_min=args.clip_min, progress=args.progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 with one ``error:`` line for bad input)."""
-    prog = "information_plane"
-    try:
+    """Entry point; returns the exit code: 0, 2 with one ``error:`` line for bad input, 1 with the
+    traceback for a bug (:func:`utils.cli.run_command`)."""
+    def body() -> None:
         args = _parser().parse_args(argv)
         request = _request(args)
         formats = tuple(f for f in args.formats.split(",") if f)
         bad = [f for f in formats if f not in ("png", "pdf", "svg")]
         if bad:
-            raise ValueError(f"--formats: unknown figure format(s) {bad}; use png, pdf or svg")
+            raise CommandError(f"--formats: unknown figure format(s) {bad}; use png, pdf or svg")
         analyze_runs(args.runs, out=args.out, request=request, plots=not args.no_plots, formats=formats)
-    except (CommandError, ValueError, FileNotFoundError, rf.LockedError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    except PermissionError as err:
-        print(f"{prog}: error: cannot write {err.filename}: permission denied", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command("information_plane", body)
 
 
 if __name__ == "__main__":

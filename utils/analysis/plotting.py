@@ -23,6 +23,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from mi_estimators.checks import InputError  # noqa: E402
 from utils.analysis.entries import SATURATION_LIMIT  # noqa: E402
 from utils.run_folder import atomic_write  # noqa: E402
 
@@ -132,7 +133,7 @@ def plot_plane_grid(panels: list[Panel], *, ncols: int = 2, cmap: str = "viridis
                     suptitle: str | None = None, caption: str | None = None) -> plt.Figure:
     """Panels side by side (e.g. estimators x splits) sharing one epoch colour bar with integer ticks."""
     if not panels:
-        raise ValueError("no information-plane panels to draw")
+        raise InputError("no information-plane panels to draw")
     ncols = max(1, min(ncols, len(panels)))
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols + 0.8, 4.3 * nrows), squeeze=False,
@@ -161,7 +162,7 @@ def read_history(path: str | Path) -> dict[str, np.ndarray]:
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
-        raise ValueError(f"training history is empty: {path}")
+        raise InputError(f"training history is empty: {path}")
     return {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
             for k in rows[0]}
 
@@ -194,7 +195,7 @@ def save_figure(fig: plt.Figure, path_stem: str | Path, formats: Sequence[str] =
     written = []
     for fmt in formats:
         if fmt not in ("png", "pdf", "svg"):
-            raise ValueError(f"unknown figure format {fmt!r}; use png, pdf or svg")
+            raise InputError(f"unknown figure format {fmt!r}; use png, pdf or svg")
         target = stem.with_name(f"{stem.name}.{fmt}")
         atomic_write(target, lambda fh: fig.savefig(fh, format=fmt, **options), "wb")
         written.append(target)
