@@ -18,7 +18,7 @@ from typing import Any, Callable, NoReturn
 from mi_estimators.checks import InputError, check_float, check_int
 
 BUG_EXIT = 1
-"""Exit code of a bug (1); bad input exits with 2, as argparse does."""
+"""Exit code of a bug; bad input exits with 2, as argparse does."""
 REPORT = "this is a bug, not a problem with your input: please report it with the traceback above"
 
 
