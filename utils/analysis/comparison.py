@@ -2,14 +2,16 @@
 
 ``estimates.csv`` has one row per (run, layer, split, epoch, estimator) with the run's configuration
 (dataset, net, dropout, p or beta, seed, epochs) and every field of the estimate (both errors of each
-coordinate, saturation, N, log N, H(Y)), and for the mixture I(X;Z) on the nested N/4 and N/16 subsets
-behind the saturation (``mi_xz_quarter``, ``mi_xz_sixteenth``). Runs whose flags differ only in ``seed``
+coordinate, saturation, N, log N, H(Y)); for the mixture also the upper (leave-one-out) estimate
+``mi_xz_upper`` with both errors, and both estimates on the nested N/4 and N/16 subsets behind the
+saturation (``mi_xz_quarter``, ``mi_xz_sixteenth``, ``mi_xz_upper_quarter``, ...). Runs whose flags differ only in ``seed``
 (and in flags that do not change the experiment: where the data or the output live, distribution,
 verbosity) form a group.
 ``aggregate.csv`` has per group, layer, split, epoch and estimator the mean over seeds, the standard
 deviation between seeds and the mean per-seed total error (Monte Carlo and input sampling in
-quadrature) of I(X;Z) and I(Y;Z), and the mean and largest saturation. ``compression.csv`` says per run
-whether I(X;Z) falls after its peak by more than 3 errors, and its largest fall (:func:`compression_rows`).
+quadrature) of I(X;Z), its upper estimate and I(Y;Z), and the mean and largest saturation.
+``compression.csv`` says per run whether I(X;Z) falls after its peak by more than 3 errors, its largest
+fall, and whether the bracket shows a fall or a rise of the population value (:func:`compression_rows`).
 """
 from __future__ import annotations
 
@@ -23,16 +25,24 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from utils import run_folder as rf
+from utils.analysis.bracket import BRACKET_COLUMNS, bracket_verdict, summarise_verdicts
 from utils.analysis.entries import SATURATION_LIMIT, total_error
 from utils.analysis.figures import draw_comparison_figures
 
 CONFIG_COLUMNS = ("run", "group", "dataset", "net", "dropout", "p", "beta", "seed", "epochs")
 ESTIMATE_COLUMNS = ("layer", "split", "epoch", "estimator", "sees", "mi_xz", "mi_xz_stderr",
-                    "mi_xz_sampling_stderr", "mi_zy", "mi_zy_stderr", "mi_zy_sampling_stderr", "saturation",
-                    "mi_xz_quarter", "mi_xz_sixteenth", "n_samples", "log_n", "h_y", "noise_samples", "skipped")
+                    "mi_xz_sampling_stderr", "mi_xz_upper", "mi_xz_upper_stderr", "mi_xz_upper_sampling_stderr",
+                    "mi_zy", "mi_zy_stderr", "mi_zy_sampling_stderr", "saturation", "mi_xz_quarter",
+                    "mi_xz_sixteenth", "mi_xz_upper_quarter", "mi_xz_upper_sixteenth", "n_samples", "log_n", "h_y",
+                    "noise_samples", "skipped")
+_SUBSET_COLUMNS = {"mi_xz_quarter": ("mi_xz", -2), "mi_xz_sixteenth": ("mi_xz", -3),
+                   "mi_xz_upper_quarter": ("mi_xz_upper", -2), "mi_xz_upper_sixteenth": ("mi_xz_upper", -3)}
+"""Columns taken from the nested N/4 and N/16 subsets behind the saturation (entry ``convergence``)."""
+AGGREGATED = ("xz", "xz_upper", "zy")
 AGGREGATE_COLUMNS = ("group", "dataset", "net", "dropout", "p", "beta", "epochs", "n_seeds", "layer", "split",
-                     "epoch", "estimator", "mi_xz_mean", "mi_xz_seed_sd", "mi_xz_seed_error", "mi_zy_mean",
-                     "mi_zy_seed_sd", "mi_zy_seed_error", "saturation_mean", "saturation_max", "log_n", "h_y")
+                     "epoch", "estimator", *(f"mi_{q}_{stat}" for q in AGGREGATED
+                                             for stat in ("mean", "seed_sd", "seed_error")),
+                     "saturation_mean", "saturation_max", "log_n", "h_y")
 
 
 @dataclass(frozen=True)
@@ -113,11 +123,11 @@ def estimate_rows(runs: Sequence[RunInfo]) -> list[dict[str, Any]]:
 
 
 def _estimate_fields(entry: dict) -> dict[str, Any]:
-    derived = ("mi_xz_quarter", "mi_xz_sixteenth", "noise_samples", "skipped")
+    derived = (*_SUBSET_COLUMNS, "noise_samples", "skipped")
     fields = {k: entry.get(k) for k in ESTIMATE_COLUMNS[4:] if k not in derived}
     subsets = sorted(entry.get("convergence") or [], key=lambda point: point["n"])
-    fields["mi_xz_quarter"] = subsets[-2]["mi_xz"] if len(subsets) >= 3 else None
-    fields["mi_xz_sixteenth"] = subsets[-3]["mi_xz"] if len(subsets) >= 3 else None
+    for column, (key, index) in _SUBSET_COLUMNS.items():
+        fields[column] = subsets[index].get(key) if len(subsets) >= 3 else None
     fields["noise_samples"] = entry.get("settings", {}).get("noise_samples")
     fields["skipped"] = entry.get("skipped")
     return fields
@@ -134,7 +144,7 @@ def aggregate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         first = members[0]
         agg = {k: first.get(k) for k in ("dataset", "net", "dropout", "p", "beta", "epochs", "log_n", "h_y")}
         agg.update(group=group, layer=layer, split=split, epoch=epoch, estimator=name, n_seeds=len(members))
-        for q in ("xz", "zy"):
+        for q in AGGREGATED:
             values = [m[f"mi_{q}"] for m in members if m.get(f"mi_{q}") is not None]
             errors = [e for e in (total_error(m, q) for m in members) if e is not None]
             agg[f"mi_{q}_mean"] = float(np.mean(values)) if values else None
@@ -201,7 +211,7 @@ epochs exceeds 2 errors in 99.6% of runs and 4 in 2.8% (16 epochs: 0.4%)."""
 COMPRESSION_COLUMNS = ("group", "layer", "split", "estimator", "run", "seed", "first_epoch", "first", "peak_epoch",
                        "peak", "last_epoch", "last", "drop", "drop_error", "compressed", "saturation_peak",
                        "saturation_last", "limited_by_n", "largest_fall", "fall_from_epoch", "fall_to_epoch",
-                       "fall_error")
+                       "fall_error", *BRACKET_COLUMNS)
 
 
 def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -213,7 +223,8 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     curve says nothing about compression either way (McAllester & Stratos 2020). ``largest_fall``: the
     largest decrease from any epoch to a later one (``fall_from_epoch`` -> ``fall_to_epoch``, with the
     error of that difference), which also catches a dip that training later undoes; it counts beyond
-    ``FALL_ERRORS`` errors."""
+    ``FALL_ERRORS`` errors. The ``bracket_*`` columns say whether the lower and upper estimates show a
+    fall or a rise of the population I(X;Z) between any two epochs (:func:`bracket_verdict`)."""
     series: dict[tuple, list[dict]] = {}
     for row in rows:
         if row.get("skipped") is None and row.get("mi_xz") is not None and row["epoch"] > 0:
@@ -233,7 +244,7 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     "compressed": bool(peak["epoch"] < last["epoch"] and drop > DROP_ERRORS * (error or 0.0)),
                     "saturation_peak": peak.get("saturation"), "saturation_last": last.get("saturation"),
                     "limited_by_n": any((p.get("saturation") or 0.0) > SATURATION_LIMIT for p in (peak, last)),
-                    **_largest_fall(points)})
+                    **_largest_fall(points), **bracket_verdict(points)})
     return sorted(out, key=lambda r: (r["group"], r["layer"], r["estimator"], r["split"], r["seed"] or 0))
 
 
@@ -282,13 +293,15 @@ def summary_markdown(rows: Sequence[dict[str, Any]], compression: Sequence[dict[
                      estimators: Sequence[str] = ("mixture", "callback", "binning_f", "binning")) -> str:
     """Markdown tables per group: I(X;Z) and I(Y;Z) at the first trained epoch, at each run's I(X;Z) peak and
     at the last epoch (mean ± standard deviation between seeds, mean Monte Carlo / sampling error; "-"
-    where an estimator does not report one), the saturation there, how many seeds compress and the
-    largest fall of I(X;Z) (``compression``: :func:`compression_rows` of ``rows``)."""
+    where an estimator does not report one), the upper estimate of I(X;Z) where there is one, the
+    saturation there, how many seeds compress, the largest fall of I(X;Z) and the bracket's verdict
+    (``compression``: :func:`compression_rows` of ``rows``)."""
     index = {(r["group"], r["layer"], r["split"], r["estimator"], r["run"], r["epoch"]): r for r in rows}
     lines = []
     for group in sorted({c["group"] for c in compression}):
-        lines += [f"### {group}", "", "| estimator | split | point | epoch | I(X;Z) | errors X | I(Y;Z) | errors Y "
-                  "| saturation | compressed seeds | largest fall |", "|" + " --- |" * 11]
+        lines += [f"### {group}", "", "| estimator | split | point | epoch | I(X;Z) | errors X | upper I(X;Z) "
+                  "| errors upper | I(Y;Z) | errors Y | saturation | compressed seeds | largest fall | bracket |",
+                  "|" + " --- |" * 14]
         for name in estimators:
             for split in rf.SPLITS:
                 runs = [c for c in compression if c["group"] == group and c["estimator"] == name and c["split"] == split]
@@ -296,9 +309,11 @@ def summary_markdown(rows: Sequence[dict[str, Any]], compression: Sequence[dict[
                     picked = [index[(group, c["layer"], split, name, c["run"], c[f"{point}_epoch"])] for c in runs]
                     epochs = sorted({p["epoch"] for p in picked})
                     epoch = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
-                    verdicts = f"{_verdict(runs)} | {_falls(runs)}" if point == "last" else " |"
+                    verdicts = (f"{_verdict(runs)} | {_falls(runs)} | {summarise_verdicts(runs)}" if point == "last"
+                                else " | |")
                     lines.append(f"| {name} | {split} | {point} | {epoch} | {_fmt([p['mi_xz'] for p in picked])} | "
-                                 f"{_errors(picked, 'xz')} | {_fmt([p.get('mi_zy') for p in picked])} | "
+                                 f"{_errors(picked, 'xz')} | {_fmt([p.get('mi_xz_upper') for p in picked])} | "
+                                 f"{_errors(picked, 'xz_upper')} | {_fmt([p.get('mi_zy') for p in picked])} | "
                                  f"{_errors(picked, 'zy')} | {_fmt([p.get('saturation') for p in picked], 2)} | "
                                  f"{verdicts} |")
         lines.append("")

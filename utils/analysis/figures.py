@@ -23,8 +23,9 @@ from matplotlib.ticker import MaxNLocator
 
 from mi_estimators.checks import InputError
 from utils import run_folder as rf
-from utils.analysis.entries import SATURATION_LIMIT, total_error
-from utils.analysis.plotting import (Panel, PlaneSeries, plot_plane_grid, plot_training_curves,
+from utils.analysis.entries import SATURATION_LIMIT, UPPER, total_error
+from utils.analysis.plotting import (BRACKET_CAPTION, LOG_AXIS_RATIO, Panel, PlaneSeries, plot_plane_grid,
+                                     plot_training_curves,
                             read_history, save_figure)
 
 # (estimator giving I(X;Z), estimator giving I(Y;Z), panel title) in drawing order.
@@ -46,7 +47,7 @@ PLANES = {
                   ("binning", "callback", "binning I(X;Z) of f(x), H(Y) - cross-entropy")],
 }
 OWN_SCALE = {"upper_bound"}
-ERROR_CAPTION = "error bars: Monte Carlo and input-sampling errors in quadrature"
+ERROR_CAPTION = f"error bars: Monte Carlo and input-sampling errors in quadrature\n{BRACKET_CAPTION}"
 
 
 def _series(x_entries: dict, y_entries: dict, keep: Callable[[int], bool]) -> PlaneSeries | None:
@@ -56,9 +57,11 @@ def _series(x_entries: dict, y_entries: dict, keep: Callable[[int], bool]) -> Pl
         return None
     xs = [x_entries[str(e)] for e in epochs]
     ys = [y_entries[str(e)] for e in epochs]
+    uppers = [x.get(UPPER) for x in xs]
     return PlaneSeries(epochs, [x["mi_xz"] for x in xs], [y["mi_zy"] for y in ys],
                        [total_error(x, "xz") for x in xs], [total_error(y, "zy") for y in ys],
-                       saturated=[(x.get("saturation") or 0.0) > SATURATION_LIMIT for x in xs])
+                       saturated=[(x.get("saturation") or 0.0) > SATURATION_LIMIT for x in xs],
+                       mi_xz_upper=uppers if any(u is not None for u in uppers) else None)
 
 
 def _log_n(estimates: dict, layer: str, split: str) -> float | None:
@@ -166,10 +169,12 @@ def _aggregate_series(rows: list[dict], x_name: str, y_name: str, color: str | N
     epochs = sorted(set(xs) & set(ys))
     if not epochs:
         return None
+    uppers = [xs[e].get("mi_xz_upper_mean") for e in epochs]
     return PlaneSeries(epochs, [xs[e]["mi_xz_mean"] for e in epochs], [ys[e]["mi_zy_mean"] for e in epochs],
                        [xs[e].get("mi_xz_seed_sd") for e in epochs], [ys[e].get("mi_zy_seed_sd") for e in epochs],
                        saturated=[(xs[e].get("saturation_mean") or 0.0) > SATURATION_LIMIT for e in epochs],
-                       label=label, color=color)
+                       label=label, color=color,
+                       mi_xz_upper=uppers if any(u is not None for u in uppers) else None)
 
 
 def _group_panels(rows: list[dict]) -> tuple[list[Panel], str]:
@@ -188,7 +193,8 @@ def _group_panels(rows: list[dict]) -> tuple[list[Panel], str]:
                                 h_y=first.get("h_y"), own_scale=x_name in OWN_SCALE))
     seeds = max(r['n_seeds'] for r in rows)
     caption = (f"mean over {seeds} seed{'s' if seeds > 1 else ''}; error bars: standard deviation between seeds "
-               f"(mean per-seed total error of I(X;Z): {np.mean(errors) if errors else float('nan'):.3g} nats)")
+               f"(mean per-seed total error of I(X;Z): {np.mean(errors) if errors else float('nan'):.3g} nats)\n"
+               f"{BRACKET_CAPTION}")
     return panels, caption
 
 
@@ -219,6 +225,8 @@ def plot_trajectories(rows: list[dict], title: str) -> plt.Figure:
                        for r in cell if r["estimator"] == name and r.get(f"mi_{key}_mean") is not None]
                 label = "H(Y) - cross-entropy" if name == "callback" and q == "zy" else TRAJECTORY_ESTIMATORS[name]
                 _band(ax, pts, colors[name], label)
+                if name == "mixture" and q == "xz":
+                    _bracket(ax, [r for r in cell if r["estimator"] == name], pts, colors[name])
             ref = next((r.get("log_n") if q == "xz" else r.get("h_y") for r in cell
                         if (r.get("log_n") if q == "xz" else r.get("h_y")) is not None), None)
             if ref is not None and q != "kl":
@@ -315,6 +323,20 @@ def _band(ax: plt.Axes, pts: list[tuple[float, float, float]], color, label: str
     e, m, sd = (np.array(v, dtype=float) for v in zip(*sorted(pts)))
     ax.plot(e, m, "-o", ms=2.5, lw=1, color=color, label=label)
     ax.fill_between(e, m - sd, m + sd, color=color, alpha=0.25, lw=0)
+
+
+def _bracket(ax: plt.Axes, rows: list[dict], lower: list[tuple[float, float, float]], color) -> None:
+    """The upper estimate of I(X;Z) as a dashed line, the bracket lower..upper shaded; a log axis where the
+    upper estimate is far above the lower one."""
+    upper = sorted((r["epoch"], r["mi_xz_upper_mean"]) for r in rows if r.get("mi_xz_upper_mean") is not None)
+    if not upper or not lower:
+        return
+    e, u = (np.array(v, dtype=float) for v in zip(*upper))
+    low = dict((p[0], p[1]) for p in lower)
+    ax.plot(e, u, "--", lw=1, color=color, label="mixture: upper (leave-one-out)")
+    ax.fill_between(e, [low.get(x, np.nan) for x in e], u, color=color, alpha=0.08, lw=0)
+    if u.max() > LOG_AXIS_RATIO * max(p[1] for p in lower):
+        ax.set_yscale("log")
 
 
 def _legend_below(ax: plt.Axes) -> None:

@@ -29,6 +29,12 @@ from utils.run_folder import atomic_write  # noqa: E402
 
 
 SATURATED_LABEL = f"hollow: limited by N (dI/dlog N > {SATURATION_LIMIT})"
+BRACKET_LABEL = "whisker: lower (point) to upper (|) estimate of I(X;Z)"
+BRACKET_CAPTION = ("bracket: in expectation the population I(X;Z) lies between the lower (mixture) and the upper "
+                   "(leave-one-out) estimate")
+BRACKET_COLOR = "tab:red"
+LOG_AXIS_RATIO = 4.0
+"""The I(X;Z) axis turns logarithmic where an upper estimate exceeds the largest lower one this many times."""
 
 
 @dataclass
@@ -45,6 +51,8 @@ class PlaneSeries:
     saturated: Sequence[bool] | None = None
     label: str | None = None
     color: str | None = None
+    mi_xz_upper: Sequence[float | None] | None = None
+    """The upper estimate of I(X;Z) per epoch: drawn as a whisker from the point to it (the bracket)."""
 
 
 @dataclass
@@ -74,7 +82,13 @@ def plot_information_plane(ax: plt.Axes, panel: Panel, *, cmap: str = "viridis",
         if len(s.epochs):
             mappable = _draw_series(ax, s, cmap, norm) or mappable
             any_saturated |= bool(s.saturated is not None and any(s.saturated))
+    uppers = [u for s in panel.series for u in (s.mi_xz_upper or ()) if u is not None]
+    lowers = [x for s in panel.series for x in s.mi_xz if x is not None and x > 0]
+    log_axis = bool(uppers and lowers and max(uppers) > LOG_AXIS_RATIO * max(lowers + [panel.log_n or 0.0]))
     handles, labels = ax.get_legend_handles_labels()
+    if uppers:
+        handles.append(Line2D([], [], color=BRACKET_COLOR, lw=1, marker="|"))
+        labels.append(BRACKET_LABEL)
     if panel.log_n is not None:
         if panel.own_scale:
             handles.append(Line2D([], [], ls="none"))
@@ -88,7 +102,10 @@ def plot_information_plane(ax: plt.Axes, panel: Panel, *, cmap: str = "viridis",
     if any_saturated:
         handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec="k"))
         labels.append(SATURATED_LABEL)
-    if not panel.own_scale:
+    if log_axis:
+        ax.set_xscale("log")
+        ax.set_xlim(left=0.5 * min(lowers))
+    elif not panel.own_scale:
         ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("I(X;Z) [nats]")
@@ -106,6 +123,10 @@ def _draw_series(ax: plt.Axes, s: PlaneSeries, cmap: str, norm: Normalize | None
     line_color = s.color or "0.6"
     if len(x) > 1:
         ax.plot(x, y, "-", color=line_color, lw=0.8, zorder=1, label=s.label if s.color else None)
+    if s.mi_xz_upper is not None:
+        upper = np.asarray([np.nan if u is None else u for u in s.mi_xz_upper], float)
+        ax.hlines(y, x, upper, color=s.color or BRACKET_COLOR, lw=0.8, alpha=0.6, zorder=1)
+        ax.scatter(upper, y, marker="|", color=s.color or BRACKET_COLOR, s=30, zorder=2)
     if s.mi_xz_err is not None or s.mi_zy_err is not None:
         ax.errorbar(x, y, xerr=_err(s.mi_xz_err), yerr=_err(s.mi_zy_err), fmt="none", ecolor=s.color or "0.4",
                     elinewidth=0.8, capsize=1.5, zorder=2)
