@@ -20,6 +20,9 @@ exactly the M x N pairs of the bare cost.
 
     python benchmarks/bench_estimators.py [--quick] [--repeats 3] [--threads 1]
 
+The expected time is said before a long run and a run of more than a day is refused (one ``error:``
+line, exit status 2, like any bad flag).
+
 The last line printed is JSON: {"d32_pairs_per_s", "d32_ratio", "d32_fused_ratio", "d128_...",
 "real_early_ratio", "real_early_float64_fraction", "real_early_labels_ratio",
 "real_early_labels_float64_fraction", "real_late_..." (the same four), "clock"}.
@@ -30,6 +33,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +41,16 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from estimator_validation.common import available_memory  # noqa: E402
+from estimator_validation.workload import announce, check_time, mixture_seconds  # noqa: E402
 from mi_estimators import mixture  # noqa: E402
 from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
-from utils.cli import int_arg  # noqa: E402
+from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command  # noqa: E402
 
 NOISE_STD = 0.5  # Gaussian dropout rate p = 0.2, the paper's setting
 DATA = Path(__file__).resolve().parent / "data"
 REAL = {"real_early": "fmnist_fc_train_epoch2.npy", "real_late": "fmnist_fc_train_epoch100.npy"}
+PROG = "bench_estimators.py"
 
 
 def representations(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -107,16 +114,46 @@ def compare(f: np.ndarray, draws: int, labels: np.ndarray | None, args: argparse
             "fused_ratio": round(best["estimator"] / best["fused"], 3), "float64_fraction": round(f64, 4)}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (:class:`CommandError` for a bad flag)."""
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="2,000 inputs x 2 draws instead of 10,000 x 6 (synthetic) and x 2 (real)")
     parser.add_argument("--repeats", type=int_arg(), default=3, help="timed runs of each (the fastest is kept)")
-    parser.add_argument("--max-memory-mb", type=float, default=256)
+    parser.add_argument("--max-memory-mb", type=float_arg(1.0), default=256,
+                        help="working memory of the estimator and of the bare cost, MiB (default 256)")
     parser.add_argument("--threads", type=int_arg(), default=None,
                         help="BLAS threads (default: all); 1 also switches to CPU time")
-    args = parser.parse_args(argv)
-    n, r, r_real = (2000, 2, 2) if args.quick else (10_000, 6, 2)
+    return parser.parse_args(argv)
+
+
+def sizes(args: argparse.Namespace) -> tuple[int, int, int]:
+    """Inputs, draws per input of the synthetic problems and draws per input of the real ones."""
+    return (2000, 2, 2) if args.quick else (10_000, 6, 2)
+
+
+def expected_seconds(args: argparse.Namespace) -> float:
+    """Rough seconds: every problem timed ``--repeats`` times as the estimator, the bare and the fused cost
+    (each about one unnested mixture estimate)."""
+    n, r, r_real = sizes(args)
+    problems = [(32, r), (128, r)] + [(32, r_real)] * (2 * len(REAL))
+    return args.repeats * 3 * sum(mixture_seconds(n, d, draws, nested=False) for d, draws in problems)
+
+
+def check_work(args: argparse.Namespace) -> float:
+    """Refuse a run longer than a day or buffers beyond the available memory; the expected seconds."""
+    free = available_memory()
+    if free is not None and 2 * args.max_memory_mb * 2 ** 20 > free:
+        raise CommandError(f"--max-memory-mb {args.max_memory_mb:g}: the estimator and the bare cost use up to twice "
+                           f"that, more than the {free / 2 ** 20:,.0f} MiB available")
+    seconds = expected_seconds(args)
+    check_time(seconds, "--repeats or use --quick")
+    return seconds
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    """Time every problem, print a line each and the JSON summary last; return the summary."""
+    n, r, r_real = sizes(args)
     summary = {}
     with threadpool_limits(args.threads):
         for d in (32, 128):
@@ -136,5 +173,19 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; exit status 0, or 2 with one ``error:`` line for a bad flag."""
+    def body() -> int:
+        args = parse_args(argv)
+        announce(PROG, check_work(args))
+        benchmark(args)
+        return 0
+
+    try:
+        return run_command(PROG, body)
+    except SystemExit as done:  # argparse's --help
+        return int(done.code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

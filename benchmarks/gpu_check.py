@@ -1,6 +1,7 @@
 """Device check: JAX training, and the mixture kernel's keras backend on 60,000 x 60,000 pairs.
 
-Steps, each reported in one JSON line at the end (a failing step is reported and the rest go on):
+Steps, each reported in one JSON line at the end (a failing step is reported and the rest go on; the
+exit status is 1 when any step failed, with ``"ok": false`` and the failed steps in the JSON):
 
 1. ``training`` (with ``--data-dir``): ``KERAS_BACKEND=jax python mi_mnist_dropout.py`` trains the
    ``fc`` net on Fashion-MNIST for ``--epochs`` epochs (exit code, seconds, test accuracy, the last
@@ -108,7 +109,14 @@ def environment() -> dict:
     return env
 
 
-def main(argv: list[str] | None = None) -> dict:
+def failed_steps(report: dict) -> list[str]:
+    """The steps of ``report`` that failed: an ``ok`` or ``spot_ok`` that is false."""
+    return [name for name, step in report.items()
+            if isinstance(step, dict) and (step.get("ok") is False or step.get("spot_ok") is False)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the check, print its JSON line; exit status 0, or 1 when a step failed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3,000 codes, one epoch on 2,000 inputs (CPU check)")
     parser.add_argument("--data-dir", help="Fashion-MNIST idx files; the training step is skipped without it")
@@ -129,9 +137,11 @@ def main(argv: list[str] | None = None) -> dict:
         except Exception as err:   # report and go on to the next size
             report[f"d{d}"] = {"ok": False, "error": f"{type(err).__name__}: {err}"}
         print(f"d={d}: {json.dumps(report[f'd{d}'])}", file=sys.stderr, flush=True)
+    failed = failed_steps(report)
+    report.update(ok=not failed, failed=failed)
     print(json.dumps(report))
-    return report
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

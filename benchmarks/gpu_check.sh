@@ -14,12 +14,15 @@
 #   bash benchmarks/gpu_check.sh [DATA_DIR [gpu_check.py options]]   (default .gpu_data/fashion-mnist)
 # Nothing is downloaded there: a missing keras is installed from .whl/ only (--no-index). The JSON
 # line is also written to $OUT/gpu_check.json when $OUT is set (the device tool's result folder).
-set -u
+# The exit status is gpu_check.py's: non-zero when a step failed. The training run's temporary folder is
+# removed on exit.
+set -u -o pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DATA=${1:-.gpu_data/fashion-mnist}
 [ $# -gt 0 ] && shift
 RUNS=$(mktemp -d)
+trap 'rm -rf "$RUNS"' EXIT
 JSON=/dev/null
 [ -n "${OUT:-}" ] && JSON="$OUT/gpu_check.json"
 if ! "$PY" -c "import keras" 2>/dev/null; then

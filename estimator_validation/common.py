@@ -1,10 +1,10 @@
 """Command line, checks, result JSON, table and figure code shared by the three validation scripts.
 
-Every script takes the same options (:func:`make_parser`), checks every flag, the output folder and
-the memory it will need before computing anything (:func:`resolve`, :func:`check_memory`,
-:func:`check_out_dir`), writes ``<out>/<script>.json`` and ``<out>/<script>.png`` and prints a
-short table. Bad input ends with one ``<script>.py: error: ...`` line and exit status 2
-(:func:`run_main`). The JSON layout::
+Every script takes the same options (:func:`make_parser`), checks every flag, the output folder, the
+memory it will need and its rough time before computing anything (:func:`resolve`, :func:`check_memory`,
+:mod:`estimator_validation.workload`, :func:`check_out_dir`), writes ``<out>/<script>.json`` and
+``<out>/<script>.png`` and prints a short table. Bad input ends with one ``<script>.py: error: ...``
+line and exit status 2 (:func:`run_main`). The JSON layout::
 
     {"script", "args" (noise_std and, for reference, noise_var), "truth": {"mi", "h_z", "h_z_given_x"}
      (nats, null where unknown), "truth_note", "log_n", "estimates": {name: {"value", "stderr",
@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 
 from estimator_validation.ground_truth import toy_truth  # noqa: E402
 from estimator_validation.toy_problem import ToyData, child_seeds, make_toy  # noqa: E402
+from estimator_validation.workload import announce, check_time  # noqa: E402
 from utils.analysis.plotting import save_figure  # noqa: E402
 from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command  # noqa: E402
 from utils.run_folder import save_json  # noqa: E402
@@ -209,15 +210,17 @@ def mixture_bytes(n: int, d: int, noise_samples: int) -> float:
 
 def gaussian_bound_bytes(rows: int, d: int) -> float:
     """Bytes of the Ledoit-Wolf Gaussian bound on ``rows`` noisy samples of dimension d, the noise drawn
-    inside (measured: 56 bytes per row at d = 1, 330 at d = 10)."""
-    return 8.0 * rows * (4 * d + 4)
+    inside (measured: 56 bytes per row at d = 1, 330 at d = 10), and of its d x d covariance, shrunk copy
+    and log-determinant factorisation (80 GB at d = 100,000)."""
+    return 8.0 * rows * (4 * d + 4) + 8.0 * 3 * d * d
 
 
 def run_main(script: str, argv: Sequence[str] | None, *, parse: Callable[[Sequence[str] | None], argparse.Namespace],
-             memory: Callable[[argparse.Namespace], dict[str, float]], lower: str,
-             compute: Callable[[argparse.Namespace], int]) -> int:
-    """Run a script: ``parse(argv)``, then every check that needs no computation (the memory,
-    ``lower`` naming the flags that reduce it, and the output folder), then ``compute(args)``.
+             memory: Callable[[argparse.Namespace], dict[str, float]], seconds: Callable[[argparse.Namespace], float],
+             lower: str, compute: Callable[[argparse.Namespace], int]) -> int:
+    """Run a script: ``parse(argv)``, then every check that needs no computation (the memory and the
+    rough time, ``lower`` naming the flags that reduce them, and the output folder), then, having said
+    the expected time of a long run, ``compute(args)``.
 
     Bad input (:class:`~mi_estimators.checks.InputError`, :class:`CommandError`) or a ``MemoryError``
     becomes one ``<script>.py: error: ...`` line on stderr and exit status 2, never a traceback; any
@@ -226,7 +229,10 @@ def run_main(script: str, argv: Sequence[str] | None, *, parse: Callable[[Sequen
     def body() -> int:
         args = parse(argv)
         check_memory(memory(args), lower)
+        expected = seconds(args)
+        check_time(expected, f"{lower} or --repeats")
         check_out_dir(args.out, script)
+        announce(f"{script}.py", expected)
         try:
             return compute(args)
         except MemoryError:
@@ -293,11 +299,12 @@ def write_outputs(out_dir: Path, script: str, document: dict[str, Any], figure: 
 
 
 def script_main(script: str, *, parse: Callable[[Sequence[str] | None], argparse.Namespace],
-                memory: Callable[[argparse.Namespace], dict[str, float]], lower: str,
+                memory: Callable[[argparse.Namespace], dict[str, float]],
+                seconds: Callable[[argparse.Namespace], float], lower: str,
                 compute: Callable[[argparse.Namespace], int]) -> Callable[[Sequence[str] | None], int]:
     """A script's ``main(argv=None)``: :func:`run_main` with the script's parts."""
     def main(argv: Sequence[str] | None = None) -> int:
-        return run_main(script, argv, parse=parse, memory=memory, lower=lower, compute=compute)
+        return run_main(script, argv, parse=parse, memory=memory, seconds=seconds, lower=lower, compute=compute)
     main.__doc__ = f"Run {script}.py; exit status 0, or 2 with one ``{script}.py: error: ...`` line for bad input."
     return main
 

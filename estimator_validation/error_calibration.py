@@ -29,9 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
-from estimator_validation import common  # noqa: E402
+from estimator_validation import common, workload  # noqa: E402
 from estimator_validation.ground_truth import toy_truth  # noqa: E402
 from estimator_validation.toy_problem import make_toy  # noqa: E402
 from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
@@ -57,6 +56,13 @@ def _memory(args: argparse.Namespace) -> dict[str, float]:
     return {"toy data": common.toy_bytes(args.n, args.dim, args.fdim, args.noise_samples),
             "mixture": common.mixture_bytes(args.n, args.fdim, args.noise_samples),
             "brute force": 8.0 * BRUTE_FORCE_DRAWS * fixed * (args.fdim + 4)}
+
+
+def _seconds(args: argparse.Namespace) -> float:
+    """Rough seconds of the run: the float64 reference I_N, then per seed two mixture estimates."""
+    fixed = min(args.n, FIXED_MAX_N)
+    brute = 4e-9 * BRUTE_FORCE_DRAWS * fixed * fixed * (args.fdim + 4)
+    return brute + args.repeats * 2 * workload.mixture_seconds(args.n, args.fdim, args.noise_samples, nested=False)
 
 
 def _brute_force_i_n(f: np.ndarray, stds: np.ndarray, seed: int) -> tuple[float, float]:
@@ -87,12 +93,14 @@ def _compute(args: argparse.Namespace) -> int:
     redrawn, fixed = [], []
     first = make_toy(args.dim, args.fdim, min(args.n, FIXED_MAX_N), args.noise_std, seed=args.seed)
     i_n, i_n_se = _brute_force_i_n(first.f, args.noise_std * np.abs(first.f), args.seed)
-    for r in tqdm(range(args.repeats), desc=SCRIPT, unit="seed", leave=False):
-        toy = make_toy(args.dim, args.fdim, args.n, args.noise_std, seed=args.seed + 1 + r)
-        res = gaussian_dropout_mi(toy.f, args.noise_std, noise_samples=args.noise_samples, seed=r, nested=False)
-        redrawn.append((res.mi_xz, math.hypot(res.mi_xz_stderr, res.mi_xz_sampling_stderr)))
-        res = gaussian_dropout_mi(first.f, args.noise_std, noise_samples=args.noise_samples, seed=r, nested=False)
-        fixed.append((res.mi_xz, math.hypot(res.mi_xz_stderr, i_n_se)))
+    with workload.progress(args.repeats, SCRIPT, "seeds") as bar:
+        for r in range(args.repeats):
+            toy = make_toy(args.dim, args.fdim, args.n, args.noise_std, seed=args.seed + 1 + r)
+            res = gaussian_dropout_mi(toy.f, args.noise_std, noise_samples=args.noise_samples, seed=r, nested=False)
+            redrawn.append((res.mi_xz, math.hypot(res.mi_xz_stderr, res.mi_xz_sampling_stderr)))
+            res = gaussian_dropout_mi(first.f, args.noise_std, noise_samples=args.noise_samples, seed=r, nested=False)
+            fixed.append((res.mi_xz, math.hypot(res.mi_xz_stderr, i_n_se)))
+            bar.update()
     estimates = {name: common.summarise(*zip(*pairs)) for name, pairs in
                  (("mixture_inputs_redrawn", redrawn), ("mixture_inputs_fixed", fixed))}
     doc = common.payload(SCRIPT, args, math.log(args.n), estimates,
@@ -123,7 +131,7 @@ def _figure(doc: dict) -> plt.Figure:
     return fig
 
 
-main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, seconds=_seconds, lower=LOWER, compute=_compute)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
-from estimator_validation import common  # noqa: E402
+from estimator_validation import common, workload  # noqa: E402
 from estimator_validation.doe import doe_mi  # noqa: E402
 from estimator_validation.ground_truth import finite_sample_truth_1d  # noqa: E402
 from estimator_validation.toy_problem import ToyData  # noqa: E402
@@ -51,7 +50,11 @@ DOE_FAMILIES = ("gaussian", "logistic")
 DEFAULTS = {"n": 1000, "noise_samples": 10, "repeats": 1}
 QUICK = {"n": 300, "noise_samples": 5, "repeats": 1}
 LOWER = "--n, --noise-samples, --dim or --fdim"
-"""The flags that reduce the memory a run needs."""
+"""The flags that reduce the memory and time a run needs."""
+KERAS_START_SECONDS = 8.0
+"""Importing Keras and compiling the first DoE model."""
+DOE_EPOCHS = {"quick": 60, "default": 300}
+"""Most training epochs of a DoE model (early stopping usually ends it sooner)."""
 # DoE splits the inputs 70/10/20: at least 2 validation and 4 test inputs
 MIN_N = 20
 # the exact finite-sample target costs O(N^2) quadrature work: about 10 s at N = 5000
@@ -64,7 +67,7 @@ def _estimators(data: ToyData, seed: int, quick: bool) -> dict:
     """name -> function returning (value, stderr or None, notes), for every estimator of ``NAMES``."""
     draws = len(data.z) // data.n
     pairs_z = data.z[::draws]  # first noisy draw of each input
-    doe_kwargs = {"epochs": 60, "patience": 8} if quick else {}
+    doe_kwargs = {"epochs": DOE_EPOCHS["quick"], "patience": 8} if quick else {}
 
     def mixture():
         r = gaussian_dropout_mi(data.f, noise_std=data.noise_std, noise_samples=draws, seed=seed,
@@ -171,11 +174,28 @@ def _memory(args) -> dict[str, float]:
             "toy data": common.toy_bytes(n, dim, fdim, ns), f"estimator {largest}": estimators[largest]}
 
 
+def _seconds(args) -> float:
+    """Rough seconds of the run: Keras' start-up, then per repeat every estimator of ``NAMES`` in turn
+    (constants fitted to the --quick and default runs at dim 1)."""
+    n, ns, dim, fdim = args.n, args.noise_samples, args.dim, args.fdim
+    rows, joint = n * ns, dim + fdim
+    # early stopping typically ends DoE after about 50 epochs (known_MI.json: epochs_run)
+    doe_steps = math.ceil(0.7 * rows / 512) * min(60, DOE_EPOCHS["quick" if args.quick else "default"])
+    per_repeat = (workload.mixture_seconds(n, fdim, ns)
+                  + 1e-8 * rows * fdim * (fdim + 10)                        # Gaussian bound
+                  + len(BIN_COUNTS + BIN_SIZES) * 1e-6 * rows * fdim        # binning: sorting the binned rows
+                  + 2e-6 * n * math.log2(n) * joint                         # KSG
+                  + 12 * 1e-6 * n * joint                                   # EDGE
+                  + len(DOE_FAMILIES) * doe_steps * (0.02 + 2e-7 * joint)   # DoE training steps
+                  + (4e-7 * n * n if fdim == 1 and n <= FINITE_TRUTH_MAX_N else 0.0))
+    return KERAS_START_SECONDS + args.repeats * per_repeat
+
+
 def _run(args) -> tuple[dict, list]:
     """Every estimator on every repeat: (name -> [(value, stderr, notes)] , exact I_N of each repeat)."""
     values: dict[str, list] = {}
     finite_truth = []
-    with tqdm(total=args.repeats * len(NAMES), desc=SCRIPT, unit="est") as bar:
+    with workload.progress(args.repeats * len(NAMES), SCRIPT, "estimates") as bar:
         for _, data, est_seed in common.toy_repeats(args):
             if args.fdim == 1 and args.n <= FINITE_TRUTH_MAX_N:
                 finite_truth.append(finite_sample_truth_1d(data.f, args.noise_std))
@@ -231,7 +251,7 @@ def _compute(args: argparse.Namespace) -> int:
     return common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
 
 
-main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, seconds=_seconds, lower=LOWER, compute=_compute)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
-from estimator_validation import common  # noqa: E402
+from estimator_validation import common, workload  # noqa: E402
 from estimator_validation.toy_problem import sample_conditional_entropy  # noqa: E402
 from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
 from utils.cli import int_arg  # noqa: E402
@@ -41,7 +40,7 @@ SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 10000
 DEFAULTS = {"n": 150000, "noise_samples": 10, "repeats": 5, "mi_max_n": 10000}
 QUICK = {"n": 2000, "noise_samples": 2, "repeats": 3, "mi_max_n": 500}
 LOWER = "--n, --mi-max-n, --noise-samples or --fdim"
-"""The flags that reduce the memory a run needs."""
+"""The flags that reduce the memory and time a run needs."""
 MIN_N = 10
 SERIES_NOTE = ("h_z_given_x: closed form averaged over the n inputs; mixture_h_z_given_x: the same quantity as "
                "returned by gaussian_dropout_mi (a cross-check of the noise convention); mixture_mi.stderr: rms "
@@ -77,11 +76,19 @@ def _memory(args) -> dict[str, float]:
             "estimator mixture": common.mixture_bytes(min(n, args.mi_max_n), fdim, args.noise_samples)}
 
 
+def _seconds(args) -> float:
+    """Rough seconds of the run: per repeat, the toy data, the closed form at every size and the mixture
+    estimate at every size up to --mi-max-n."""
+    mi_sizes = common.size_grid(SIZES, min(args.n, args.mi_max_n))
+    mixture = sum(workload.mixture_seconds(m, args.fdim, args.noise_samples) for m in mi_sizes)
+    return args.repeats * (mixture + 1e-7 * args.n * (args.dim + args.fdim) * len(SIZES))
+
+
 def _run(args, sizes: list[int], mi_sizes: list[int]) -> dict[str, np.ndarray]:
     """(repeats, sizes) arrays: the Monte Carlo h(Z|X) and the mixture's I(X;Z), its stderr and h(Z|X)."""
     out = {"hzx": np.empty((args.repeats, len(sizes)))}
     out.update({key: np.empty((args.repeats, len(mi_sizes))) for key in ("mi", "mi_se", "up", "up_se", "hzx_est")})
-    with tqdm(total=args.repeats * len(mi_sizes), desc=SCRIPT, unit="fit") as bar:
+    with workload.progress(args.repeats * len(mi_sizes), SCRIPT, "mixture estimates") as bar:
         for rep, data, est_seed in common.toy_repeats(args, noise_samples=1):
             out["hzx"][rep] = [sample_conditional_entropy(data.f[:m], args.noise_std) for m in sizes]
             for j, m in enumerate(mi_sizes):
@@ -124,7 +131,7 @@ def _compute(args: argparse.Namespace) -> int:
     return common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
 
 
-main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, seconds=_seconds, lower=LOWER, compute=_compute)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
-from estimator_validation import common  # noqa: E402
+from estimator_validation import common, workload  # noqa: E402
 from estimator_validation.toy_problem import gaussian_bound_limit  # noqa: E402
 from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
 from mi_estimators.upper_bound import gaussian_entropy_upper_bound  # noqa: E402
@@ -43,7 +42,7 @@ SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 DEFAULTS = {"n": 10000, "noise_samples": 10, "repeats": 5}
 QUICK = {"n": 1000, "noise_samples": 5, "repeats": 3}
 LOWER = "--n, --noise-samples or --fdim"
-"""The flags that reduce the memory a run needs."""
+"""The flags that reduce the memory and time a run needs."""
 MIN_N = 10
 
 
@@ -72,10 +71,18 @@ def _memory(args) -> dict[str, float]:
             f"estimator {largest}": estimators[largest], "Cov(Z) and its log-determinant": 8.0 * 4 * fdim ** 2}
 
 
+def _seconds(args) -> float:
+    """Rough seconds of the run: per repeat and size, the Gaussian bound and the mixture estimate."""
+    ns, fdim = args.noise_samples, args.fdim
+    per_repeat = sum(workload.mixture_seconds(m, fdim, ns) + 1e-8 * m * ns * fdim * (fdim + 10)
+                     for m in common.size_grid(SIZES, args.n))
+    return args.repeats * per_repeat
+
+
 def _run(args, sizes: list[int]) -> dict[str, np.ndarray]:
     """(repeats, sizes) arrays: the Gaussian bound on h(Z), the mixture's h(Z) and its stderr."""
     out = {key: np.empty((args.repeats, len(sizes))) for key in ("bound", "mix", "mix_se")}
-    with tqdm(total=args.repeats * len(sizes), desc=SCRIPT, unit="fit") as bar:
+    with workload.progress(args.repeats * len(sizes), SCRIPT, "sizes") as bar:
         for rep, data, est_seed in common.toy_repeats(args):
             for j, m in enumerate(sizes):
                 bar.set_postfix_str(f"n={m}")
@@ -129,7 +136,7 @@ def _compute(args: argparse.Namespace) -> int:
     return common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
 
 
-main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, lower=LOWER, compute=_compute)
+main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, seconds=_seconds, lower=LOWER, compute=_compute)
 
 
 if __name__ == "__main__":
