@@ -45,6 +45,8 @@ from mi_estimators.results import MIResult
 MIN_SAMPLES = 20
 # Below ~2 samples per joint bucket most points sit alone and the plug-in saturates towards log N.
 MIN_OCCUPANCY = 2.0
+MAX_BANDWIDTHS = 1000
+"""Each bandwidth is one hashing of all the data; the default ensemble uses 12."""
 
 
 def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, discrete_y: bool = False,
@@ -78,7 +80,8 @@ def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, dis
     dim = u.shape[1] + (0 if discrete_y else v.shape[1])
     powers = (2.0, -float(dim)) if bias_powers is None else _check_powers(bias_powers)
     # One more bandwidth than the number of cancelled bias terms.
-    t = np.linspace(1.0, t_max, check_int(n_bandwidths, "n_bandwidths", minimum=len(powers) + 1))
+    t = np.linspace(1.0, t_max, check_int(n_bandwidths, "n_bandwidths", minimum=len(powers) + 1,
+                                          maximum=MAX_BANDWIDTHS))
     weights = ensemble_weights(t, powers)
     eps = t * bandwidth * n ** (-1.0 / (2 * dim))
 

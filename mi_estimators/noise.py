@@ -58,7 +58,8 @@ def noisy_representations(f: np.ndarray, *, noise_std: float | None = None, alph
     if (noise_std is None) == (alphas is None):
         raise InputError("give exactly one of noise_std (Gaussian dropout) and alphas (information dropout)")
     check_int(seed, "seed", minimum=0)
-    check_int(draw, "draw", minimum=0)
+    # draws index the noise streams as int64 keys (standard_normal_draws)
+    check_int(draw, "draw", minimum=0, maximum=2 ** 31 - 1)
     rows = np.arange(len(f))
     eps = standard_normal_draws(seed, rows, np.full(len(f), draw), f.shape[1])
     if noise_std is not None:

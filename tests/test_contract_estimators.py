@@ -284,6 +284,8 @@ def test_kde_mi_bounds(f):
     (lambda: binning_mi(np.arange(30.0), n_bins=4, value_range="12"), "value_range must be a pair"),
     (lambda: ksg_mi(np.arange(30.0) * 1e300, np.arange(30.0)), "x has values up to 2.9e+301"),
     (lambda: edge_mi(np.arange(30.0), np.arange(30.0), seed="a"), "seed must be an integer"),
+    (lambda: edge_mi(np.arange(30.0), np.arange(30.0), n_bandwidths=10 ** 9), "n_bandwidths must be an integer between"),
+    (lambda: noisy_representations(np.ones((3, 2)), noise_std=0.5, draw=2 ** 70), "draw must be an integer between"),
     (lambda: ksg_mi_labels(np.arange(30.0), np.arange(30) % 2, workers=0), "workers must be -1"),
     (lambda: noisy_representations(np.ones((3, 2)) * 1e150, alphas=np.full((3, 2), 1e3)), "overflows"),
     (lambda: gaussian_dropout_mi(np.ones((30, 2)) * 1e300, 0.5), "f has values up to 1e+300"),
