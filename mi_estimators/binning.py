@@ -38,7 +38,7 @@ def bin_values(values: np.ndarray, *, n_bins: int | None = None, bin_size: float
     explicit range go to the first or last bin; their number is reported as ``n_outside_range``.
     """
     # Binning only subtracts and divides, so any finite magnitude works.
-    arr = as_samples(values, name, min_samples=1, max_abs=None)
+    arr = as_samples(values, name, min_rows=1, max_abs=None)
     if (n_bins is None) == (bin_size is None):
         raise InputError("give exactly one of n_bins and bin_size")
     if value_range is None:
@@ -82,7 +82,7 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
     """
     if not isinstance(form, str) or form not in FORMS:
         raise InputError(f"unknown form {form!r}; expected one of {FORMS}")
-    t = as_samples(z, "z", min_samples=1, max_abs=None)
+    t = as_samples(z, "z", min_rows=1, max_abs=None)
     n = t.shape[0]
     t_ids, t_info = bin_values(t, n_bins=n_bins, bin_size=bin_size, value_range=value_range, name="z")
     t_sym = symbol_ids(t_ids)
@@ -106,7 +106,7 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
         mi_zy, mi_zy_stderr = mi_with_stderr(t_sym, y)
         params["h_t_given_y_binned"] = h_t - mi_zy
     return MIResult(method=f"binning_{form}", mi_xz=mi_xz, mi_xz_sampling_stderr=mi_xz_stderr, mi_zy=mi_zy,
-                    mi_zy_sampling_stderr=mi_zy_stderr, h_y=h_y, log_n=log_n, n_samples=n, params=params)
+                    mi_zy_sampling_stderr=mi_zy_stderr, h_y=h_y, log_n=log_n, n_inputs=n, params=params)
 
 
 def _binned_x_mi(t: np.ndarray, t_sym: np.ndarray, inputs: np.ndarray | None, params: dict, *,
@@ -118,7 +118,7 @@ def _binned_x_mi(t: np.ndarray, t_sym: np.ndarray, inputs: np.ndarray | None, pa
         raise InputError("form 'binned_x' needs the inputs X (samples in rows, aligned with the representations)")
     x = as_array(inputs, "inputs")
     # Image-shaped inputs are binned pixel by pixel, like any other feature vector.
-    x = as_samples(x.reshape(len(x), -1) if x.ndim > 2 else x, "inputs", min_samples=1, max_abs=None)
+    x = as_samples(x.reshape(len(x), -1) if x.ndim > 2 else x, "inputs", min_rows=1, max_abs=None)
     check_same_length(z=t, inputs=x)
     x_ids, x_info = bin_values(x, n_bins=n_bins, bin_size=bin_size, value_range=input_range, name="inputs")
     x_sym = symbol_ids(x_ids)

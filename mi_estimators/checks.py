@@ -48,13 +48,13 @@ def as_array(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def as_samples(x: Any, name: str = "x", *, min_samples: int = 2, dtype: Any = np.float64,
+def as_samples(x: Any, name: str = "x", *, min_rows: int = 2, dtype: Any = np.float64,
                max_abs: float | None = MAX_ABS) -> np.ndarray:
-    """Return ``x`` as a finite 2-D real array of shape (n_samples, n_features).
+    """Return ``x`` as a finite 2-D real array of shape (n_rows, n_features).
 
-    A 1-D array is read as n samples of one feature. Raises :class:`InputError` for other ranks,
+    A 1-D array is read as n rows of one feature. Raises :class:`InputError` for other ranks,
     non-numeric or complex data, NaN/inf, magnitudes above ``max_abs`` (None: no limit) or fewer than
-    ``min_samples`` rows. ``dtype`` None keeps the array's own dtype.
+    ``min_rows`` rows. ``dtype`` None keeps the array's own dtype.
     """
     arr = as_array(x, name)
     if arr.ndim == 1:
@@ -63,8 +63,8 @@ def as_samples(x: Any, name: str = "x", *, min_samples: int = 2, dtype: Any = np
         raise InputError(f"{name} must be 2-D (samples in rows, features in columns), got shape {arr.shape}")
     if arr.shape[1] == 0:
         raise InputError(f"{name} has no features (shape {arr.shape})")
-    if arr.shape[0] < min_samples:
-        raise InputError(f"{name} has {arr.shape[0]} samples; this estimator needs at least {min_samples}")
+    if arr.shape[0] < min_rows:
+        raise InputError(f"{name} has {arr.shape[0]} rows; this estimator needs at least {min_rows}")
     if dtype is not None:
         arr = _cast(arr, dtype, name)
     bad = ~np.isfinite(arr)
@@ -88,8 +88,8 @@ def _cast(arr: np.ndarray, dtype: Any, name: str) -> np.ndarray:
     return out
 
 
-def as_labels(y: Any, n_samples: int, name: str = "labels") -> np.ndarray:
-    """Return discrete labels as a 1-D integer array of length ``n_samples``.
+def as_labels(y: Any, n_rows: int, name: str = "labels") -> np.ndarray:
+    """Return discrete labels as a 1-D integer array of length ``n_rows``.
 
     2-D labels of shape (n, k > 1) must be one-hot rows (0/1, one 1 per row) and are converted with
     argmax; (n, 1) is one column of indices. Raises :class:`InputError` for anything else, a length
@@ -102,8 +102,8 @@ def as_labels(y: Any, n_samples: int, name: str = "labels") -> np.ndarray:
         arr = arr[:, 0]
     if arr.ndim != 1:
         raise InputError(f"{name} must be 1-D class indices or 2-D one-hot, got shape {arr.shape}")
-    if arr.shape[0] != n_samples:
-        raise InputError(f"{name} has {arr.shape[0]} entries but there are {n_samples} samples")
+    if arr.shape[0] != n_rows:
+        raise InputError(f"{name} has {arr.shape[0]} entries but there are {n_rows} rows")
     if arr.dtype == bool:
         return arr.astype(np.int64)
     if not np.issubdtype(arr.dtype, np.integer):

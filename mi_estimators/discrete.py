@@ -33,7 +33,7 @@ def symbol_ids(a: np.ndarray) -> np.ndarray:
 def as_symbols(a: Any, name: str) -> np.ndarray:
     """``a`` as a non-empty 2-D array of finite real symbols in its own dtype (rows are symbols; 1-D:
     entries), so that large integer ids stay distinct; :class:`InputError` naming ``name`` otherwise."""
-    return as_samples(a, name, min_samples=1, dtype=None, max_abs=None)
+    return as_samples(a, name, min_rows=1, dtype=None, max_abs=None)
 
 
 def discrete_entropy(a: np.ndarray) -> float:
@@ -77,5 +77,5 @@ def discrete_mi(a: np.ndarray, b: np.ndarray) -> MIResult:
     ia, ib = symbol_ids(a), symbol_ids(b)
     joint = _joint_ids(ia, ib)
     h_a, h_b, h_ab = discrete_entropy(ia), discrete_entropy(ib), discrete_entropy(joint)
-    return MIResult(method="discrete_plugin", mi=max(h_a + h_b - h_ab, 0.0), n_samples=len(ia),
+    return MIResult(method="discrete_plugin", mi=max(h_a + h_b - h_ab, 0.0), n_inputs=len(ia),
                     params={"h_a": h_a, "h_b": h_b, "h_ab": h_ab})

@@ -10,7 +10,7 @@ With X uniform over the N analysed inputs and f(x) the noise-free input of the d
   N(log f(x), diag alpha(x)^2) and log is invertible, so I(X;Z) = I(X; log Z) is the same estimate
   in log space (entropies reported for log Z).
 
-Monte Carlo: ``noise_samples`` draws per input (:mod:`mi_estimators.noise`: the same draws whatever the
+Monte Carlo: ``draws`` per input (:mod:`mi_estimators.noise`: the same draws whatever the
 subset or memory budget), every input used (X is enumerated, not sampled). The per-draw term of
 I(X;Z) is t = -log p(z) - h_k, h_k the entropy of component k, whose mean over the draws of input k is
 a_k = KL(p(z|x_k) || p(z)) <= log N; the control variate c = (d - |eps|^2)/2 = log p(z|x_k) + h_k
@@ -28,7 +28,7 @@ random ``1/16`` of the inputs (at least 100) gets one, reported as ``params["pil
 The bracket (``mi_xz_upper``; Poole, Ozair, van den Oord, Alemi & Tucker, ICML 2019, "On Variational
 Bounds of Mutual Information"). With L_kj = log p(z_k | x_j), the estimate above is the InfoNCE form
 with the true conditional density, mean_k [L_kk - log((1/N) sum_j e^{L_kj})]: in expectation at most
-the population I(X;Z), and never above log N. Leaving the sample's own input out of its mixture,
+the population I(X;Z), and never above log N. Leaving the point's own input out of its mixture,
 mean_k [L_kk - log((1/(N-1)) sum_{j != k} e^{L_kj})] (L1Out; nested Monte Carlo in experimental
 design), is in expectation at least I(X;Z), and is not capped by log N. What the pair promises:
 
@@ -48,7 +48,7 @@ design), is in expectation at least I(X;Z), and is not capped by log N. What the
 Convergence in N: the estimate is repeated on nested random subsets of N/16 and N/4 inputs (the same
 subsets for the same N and seed, so every epoch of a run uses the same ones; about 7% of the cost) and
 ``saturation`` = (I_N - I_{N/4}) / log 4, the slope dI/dlog N. No distribution-free estimate from N
-samples can exceed O(log N) (McAllester & Stratos, AISTATS 2020); a slope near 1 means the value is
+inputs can exceed O(log N) (McAllester & Stratos, AISTATS 2020); a slope near 1 means the value is
 set by N, not by the network.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ _BERNOULLI = ("Bernoulli dropout leaves I(X;Z) infinite: the all-ones mask has p
 class MixtureOptions:
     """How a mixture estimate is computed (validated on construction)."""
 
-    noise_samples: int = 1
+    draws: int = 1
     seed: int = 0
     max_components: int | None = None
     nested: bool = True
@@ -93,7 +93,7 @@ class MixtureOptions:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        check_int(self.noise_samples, "noise_samples")
+        check_int(self.draws, "draws")
         check_int(self.seed, "seed", minimum=0)
         if self.max_components is not None:
             check_int(self.max_components, "max_components")
@@ -101,7 +101,7 @@ class MixtureOptions:
 
 
 def gaussian_dropout_mi(f: np.ndarray, noise_std: float, labels: np.ndarray | None = None,
-                        noise_samples: int = 1, seed: int = 0, *, clip_min: float | None = None,
+                        draws: int = 1, seed: int = 0, *, clip_min: float | None = None,
                         **options: Any) -> MIResult:
     """Mixture estimate of I(X;Z) (and I(Y;Z) with ``labels``) for Gaussian dropout, nats.
 
@@ -116,11 +116,11 @@ def gaussian_dropout_mi(f: np.ndarray, noise_std: float, labels: np.ndarray | No
     params = {"noise_std": sigma, "clip_min": clip_min, "n_clipped": n_clipped,
               "tiny_code_fraction": float(np.mean(np.abs(f) < TINY_CODE))}
     return _mixture_mi("gaussian_dropout_mixture", f, sigma * np.abs(f), labels,
-                       MixtureOptions(noise_samples, seed, **options), params)
+                       MixtureOptions(draws, seed, **options), params)
 
 
 def information_dropout_mi(f: np.ndarray, alphas: np.ndarray, labels: np.ndarray | None = None,
-                           noise_samples: int = 1, seed: int = 0, *, clip_min: float | None = None,
+                           draws: int = 1, seed: int = 0, *, clip_min: float | None = None,
                            **options: Any) -> MIResult:
     """Mixture estimate of I(X;Z) (and I(Y;Z)) for information dropout, in log space, nats.
 
@@ -129,7 +129,7 @@ def information_dropout_mi(f: np.ndarray, alphas: np.ndarray, labels: np.ndarray
     arguments as for :func:`gaussian_dropout_mi`.
     """
     f, n_clipped = activations(f, clip_min, allow_negative=False)
-    alpha = as_samples(alphas, "alphas", min_samples=1)
+    alpha = as_samples(alphas, "alphas", min_rows=1)
     if alpha.shape != f.shape:
         raise InputError(f"alphas must have the shape of f {f.shape}, got {alpha.shape}")
     if (alpha <= 0).any():
@@ -138,7 +138,7 @@ def information_dropout_mi(f: np.ndarray, alphas: np.ndarray, labels: np.ndarray
     params = {"space": "log", "clip_min": clip_min, "n_clipped": n_clipped,
               "tiny_code_fraction": float(np.mean(f < TINY_CODE))}
     return _mixture_mi("information_dropout_mixture", np.log(f), alpha, labels,
-                       MixtureOptions(noise_samples, seed, **options), params)
+                       MixtureOptions(draws, seed, **options), params)
 
 
 def estimate_layer_mi(layer: dict, f: np.ndarray, *, alphas: np.ndarray | None = None,
@@ -177,7 +177,7 @@ def conditional_entropy(stds: np.ndarray) -> float:
 def activations(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) -> tuple[np.ndarray, int]:
     """Validated f (N, d) with |f| >= clip_min, and how many entries were raised (ValueError for
     exactly-zero entries without ``clip_min``, and for negative ones unless ``allow_negative``)."""
-    f = as_samples(f, "f", min_samples=2)
+    f = as_samples(f, "f", min_rows=2)
     if not allow_negative and (f < 0).any():
         raise InputError(f"f must be positive for information dropout (log-normal noise); "
                          f"{int((f < 0).sum())} entries are negative")
@@ -186,7 +186,7 @@ def activations(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) 
         if zero.any():
             rows = np.unique(np.nonzero(zero)[0])
             raise InputError(
-                f"f contains {int(zero.sum())} exactly-zero entries in {rows.size} samples (first at "
+                f"f contains {int(zero.sum())} exactly-zero entries in {rows.size} inputs (first at "
                 f"row {rows[0]}); the conditional density of Z is degenerate there (I(X;Z) is infinite). Use "
                 "softplus instead of ReLU before the dropout layer, or pass clip_min (e.g. 1e-6) to raise "
                 "|f| below it to clip_min")
@@ -203,7 +203,8 @@ def activations(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) 
 
 @dataclass(frozen=True)
 class _Estimate:
-    """I_n for X uniform over n inputs, with the diagnostics of its Monte Carlo."""
+    """I_n for X uniform over n inputs, with the diagnostics of its Monte Carlo (``points``: noisy points
+    evaluated, the draws of all n inputs)."""
 
     n: int
     xz: MCMean
@@ -214,14 +215,14 @@ class _Estimate:
     h_zx: float
     h_y: float | None
     n_components: int
-    draws: int
+    points: int
     float64_rows: int
     max_error_bound: float
 
 
 @dataclass
-class _Draws:
-    """Per-draw Monte Carlo terms: input (local index), t = -log p(z) - h_k, its leave-one-out form
+class _Terms:
+    """Monte Carlo terms per noisy point: input (local index), t = -log p(z) - h_k, its leave-one-out form
     -log p_{-k}(z) - h_k, control variate c, and log p(z|y_k) - log p(z)."""
 
     inputs: np.ndarray
@@ -241,16 +242,16 @@ def _estimate(means: np.ndarray, stds: np.ndarray, y: np.ndarray | None, rows: n
     comp = _component_rows(len(rows), opts)
     if yy is not None and np.unique(yy[comp]).size < yy.max() + 1:
         raise InputError("the component subsample misses a class; raise max_components")
-    draws = _evaluate(mu, s, yy, rows, comp, _draw_counts(rows, opts), opts)
+    terms = _evaluate(mu, s, yy, rows, comp, _draw_counts(rows, opts), opts)
     n = len(rows)
-    xz = control_variate_mean(draws.xz, draws.cv, draws.inputs, n)
-    zy = None if draws.zy is None else control_variate_mean(draws.zy, draws.cv, draws.inputs, n)
-    upper = control_variate_mean(draws.xz_upper, draws.cv, draws.inputs, n)
-    return _Estimate(n=n, xz=xz, xz_upper=upper, zy=zy, unpaired=control_variate_mean(draws.xz, draws.cv, draws.inputs, n, 0.0),
-                     paired=control_variate_mean(draws.xz, draws.cv, draws.inputs, n, 1.0),
+    xz = control_variate_mean(terms.xz, terms.cv, terms.inputs, n)
+    zy = None if terms.zy is None else control_variate_mean(terms.zy, terms.cv, terms.inputs, n)
+    upper = control_variate_mean(terms.xz_upper, terms.cv, terms.inputs, n)
+    return _Estimate(n=n, xz=xz, xz_upper=upper, zy=zy, unpaired=control_variate_mean(terms.xz, terms.cv, terms.inputs, n, 0.0),
+                     paired=control_variate_mean(terms.xz, terms.cv, terms.inputs, n, 1.0),
                      h_zx=conditional_entropy(s), h_y=None if yy is None else discrete_entropy(yy),
-                     n_components=len(comp), draws=len(draws.inputs), float64_rows=draws.float64_rows,
-                     max_error_bound=draws.max_error_bound)
+                     n_components=len(comp), points=len(terms.inputs), float64_rows=terms.float64_rows,
+                     max_error_bound=terms.max_error_bound)
 
 
 def _component_rows(n: int, opts: MixtureOptions) -> np.ndarray:
@@ -260,22 +261,22 @@ def _component_rows(n: int, opts: MixtureOptions) -> np.ndarray:
 
 
 def _draw_counts(rows: np.ndarray, opts: MixtureOptions) -> np.ndarray:
-    """Draws per input: ``noise_samples``, plus one for the pilot inputs when that is 1 (module docstring).
+    """Draws per input: ``draws``, plus one for the pilot inputs when that is 1 (module docstring).
 
     Pilot inputs are those whose fixed uniform number lies below max(1/16, 100/n): a subset's pilot
     inputs include the full set's that it contains, so nested estimates share their draws."""
-    counts = np.full(len(rows), opts.noise_samples)
-    if opts.noise_samples == 1:
+    counts = np.full(len(rows), opts.draws)
+    if opts.draws == 1:
         threshold = max(PILOT_FRACTION, PILOT_MIN / len(rows))
         counts[pilot_uniforms(opts.seed, rows) < threshold] = 2
     return counts
 
 
 def _evaluate(mu: np.ndarray, s: np.ndarray, y: np.ndarray | None, rows: np.ndarray, comp: np.ndarray,
-              counts: np.ndarray, opts: MixtureOptions) -> _Draws:
-    """Draw the noisy samples in blocks of inputs and evaluate the mixture at them (bounded memory).
+              counts: np.ndarray, opts: MixtureOptions) -> _Terms:
+    """Draw the noisy points in blocks of inputs and evaluate the mixture at them (bounded memory).
 
-    The kernel sums every component but the sample's own (``leave_out``), which gives the
+    The kernel sums every component but the point's own (``leave_out``), which gives the
     leave-one-out density of the upper estimate; the own component's exact log-density is then added
     in float64 for the mixture (lower) estimate, and, with labels, for log p(z | own class)
     (``Mixture.log_density_own_group``). Adding a positive exact term never loses accuracy, where
@@ -287,9 +288,9 @@ def _evaluate(mu: np.ndarray, s: np.ndarray, y: np.ndarray | None, rows: np.ndar
     component_of = np.full(n, -1)
     component_of[comp] = np.arange(len(comp))
     class_size = None if y is None else np.bincount(y[comp])
-    kernel = {"backend": opts.backend, "dtype": opts.dtype, "max_memory_mb": 0.75 * opts.max_memory_mb,
-              "progress": opts.progress}
-    # A quarter of the memory budget holds the noise and samples of a block of inputs, the rest the kernel.
+    kernel_options = {"backend": opts.backend, "dtype": opts.dtype, "max_memory_mb": 0.75 * opts.max_memory_mb,
+                      "progress": opts.progress}
+    # A quarter of the memory budget holds the noise and points of a block of inputs, the rest the kernel.
     per_draw = 8 * (3 * d + 8)
     budget = max(1, int(opts.max_memory_mb * 2 ** 20 / 4 // (per_draw * counts.max())))
     parts = []
@@ -303,11 +304,11 @@ def _evaluate(mu: np.ndarray, s: np.ndarray, y: np.ndarray | None, rows: np.ndar
         log_own = log_norm[inputs] - 0.5 * noise_sq                      # exact log p(z | x_k)
         z = mu[inputs] + s[inputs] * eps
         if y is None:
-            loo, info = mix.log_density(z, leave_out=own, **kernel)
+            loo, info = mix.log_density(z, leave_out=own, **kernel_options)
             log_loo, zy = loo[:, 0], None
             log_p = _with_own(log_loo, log_own, own >= 0, len(comp))
         else:
-            both, info = mix.log_density_own_group(z, y[inputs], leave_out=own, **kernel)
+            both, info = mix.log_density_own_group(z, y[inputs], leave_out=own, **kernel_options)
             log_loo = both[:, 0]
             log_p = _with_own(log_loo, log_own, own >= 0, len(comp))
             zy = _with_own(both[:, 1], log_own, own >= 0, class_size[y[inputs]]) - log_p
@@ -317,7 +318,7 @@ def _evaluate(mu: np.ndarray, s: np.ndarray, y: np.ndarray | None, rows: np.ndar
         parts.append((inputs, -log_p - entropy, -log_loo - entropy, 0.5 * (d - noise_sq), zy))
     inputs, xz, xz_upper, cv, zy = (None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
                                     for i in range(5))
-    return _Draws(inputs, xz, xz_upper, cv, zy, **stats)
+    return _Terms(inputs, xz, xz_upper, cv, zy, **stats)
 
 
 def _with_own(log_loo: np.ndarray, log_own: np.ndarray, left_out: np.ndarray, n: int | np.ndarray) -> np.ndarray:
@@ -327,7 +328,7 @@ def _with_own(log_loo: np.ndarray, log_own: np.ndarray, left_out: np.ndarray, n:
     return np.where(left_out, np.logaddexp(others, log_own) - np.log(n), log_loo)
 
 
-# -- the full estimate with its convergence-in-N points ---------------------------------------------
+# -- the full estimate with its convergence-in-N subsets --------------------------------------------
 
 def _mixture_mi(method: str, means: np.ndarray, stds: np.ndarray, labels: np.ndarray | None,
                 opts: MixtureOptions, params: dict[str, Any]) -> MIResult:
@@ -342,18 +343,18 @@ def _mixture_mi(method: str, means: np.ndarray, stds: np.ndarray, labels: np.nda
 
 def _result(method: str, est: _Estimate, params: dict[str, Any], opts: MixtureOptions) -> MIResult:
     h_z = est.xz.value + est.h_zx
-    params.update({"noise_samples": opts.noise_samples, "seed": opts.seed, "draws": est.draws,
-                   "pilot_inputs": est.draws - est.n * opts.noise_samples, "n_components": est.n_components,
+    params.update({"draws": opts.draws, "seed": opts.seed, "points": est.points,
+                   "pilot_inputs": est.points - est.n * opts.draws, "n_components": est.n_components,
                    "component_subsample": est.n_components < est.n, "backend": opts.backend, "dtype": opts.dtype,
                    "control_variate_beta": est.xz.beta,
                    "mi_xz_unpaired": est.unpaired.value, "mi_xz_unpaired_stderr": est.unpaired.stderr,
                    "mi_xz_paired": est.paired.value, "mi_xz_paired_stderr": est.paired.stderr,
-                   "kernel_float64_samples": est.float64_rows, "kernel_max_error_bound": est.max_error_bound})
+                   "kernel_float64_points": est.float64_rows, "kernel_max_error_bound": est.max_error_bound})
     result = MIResult(method=method, mi_xz=est.xz.value, mi_xz_stderr=est.xz.stderr,
                       mi_xz_sampling_stderr=est.xz.sampling_stderr, mi_xz_upper=est.xz_upper.value,
                       mi_xz_upper_stderr=est.xz_upper.stderr,
                       mi_xz_upper_sampling_stderr=est.xz_upper.sampling_stderr, h_z=h_z, h_z_stderr=est.xz.stderr,
-                      h_z_given_x=est.h_zx, log_n=math.log(est.n), n_samples=est.n, params=params)
+                      h_z_given_x=est.h_zx, log_n=math.log(est.n), n_inputs=est.n, params=params)
     if est.zy is not None:
         result.mi_zy, result.mi_zy_stderr = est.zy.value, est.zy.stderr
         result.mi_zy_sampling_stderr = est.zy.sampling_stderr
@@ -368,15 +369,15 @@ def _add_convergence(result: MIResult, full: _Estimate, means: np.ndarray, stds:
     n = len(means)
     order = np.random.default_rng([opts.seed, _NESTED_STREAM]).permutation(n)
     quiet = replace(opts, progress=False)
-    points = [_estimate(means, stds, y, np.sort(order[:n // k]), quiet) for k in NESTED_DIVISORS
-              if n // k >= MIN_NESTED] + [full]
+    subsets = [_estimate(means, stds, y, np.sort(order[:n // k]), quiet) for k in NESTED_DIVISORS
+               if n // k >= MIN_NESTED] + [full]
     result.params["convergence"] = [
         {"n": p.n, "log_n": math.log(p.n), "mi_xz": p.xz.value, "mi_xz_stderr": p.xz.stderr,
          "mi_xz_upper": p.xz_upper.value, "mi_xz_upper_stderr": p.xz_upper.stderr,
          "mi_xz_upper_sampling_stderr": p.xz_upper.sampling_stderr,
          "mi_zy": None if p.zy is None else p.zy.value, "mi_zy_stderr": None if p.zy is None else p.zy.stderr}
-        for p in points]
-    if len(points) >= 2:
-        low, step = points[-2], math.log(n / points[-2].n)
+        for p in subsets]
+    if len(subsets) >= 2:
+        low, step = subsets[-2], math.log(n / subsets[-2].n)
         result.saturation = (full.xz.value - low.xz.value) / step
         result.params["saturation_stderr"] = math.hypot(full.xz.stderr, low.xz.stderr) / step

@@ -42,7 +42,7 @@ from mi_estimators.checks import (MAX_ABS, InputError, as_samples, check_float, 
 from mi_estimators.discrete import symbol_ids
 from mi_estimators.results import MIResult
 
-MIN_SAMPLES = 20
+MIN_ROWS = 20
 # Below ~2 samples per joint bucket most points sit alone and the plug-in saturates towards log N.
 MIN_OCCUPANCY = 2.0
 MAX_BANDWIDTHS = 1000
@@ -68,9 +68,9 @@ def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, dis
     check_int(seed, "seed", minimum=0)
     if not isinstance(discrete_y, (bool, np.bool_)):
         raise InputError(f"discrete_y must be True or False, got {discrete_y!r}")
-    x = as_samples(x, "x", min_samples=MIN_SAMPLES)
+    x = as_samples(x, "x", min_rows=MIN_ROWS)
     # Discrete labels are only compared, so any magnitude works.
-    y = as_samples(y, "y", min_samples=MIN_SAMPLES, max_abs=None if discrete_y else MAX_ABS)
+    y = as_samples(y, "y", min_rows=MIN_ROWS, max_abs=None if discrete_y else MAX_ABS)
     check_same_length(x=x, y=y)
     n = x.shape[0]
     rng = np.random.default_rng(seed)
@@ -99,7 +99,7 @@ def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, dis
                       f"samples per occupied joint bucket (< {MIN_OCCUPANCY}); the sparse-bucket bias dominates "
                       f"and the estimate is unreliable (more samples, a larger bandwidth or fewer dimensions help)",
                       UserWarning, stacklevel=2)
-    return MIResult(method="edge", mi=float(weights @ base), n_samples=n, log_n=math.log(n),
+    return MIResult(method="edge", mi=float(weights @ base), n_inputs=n, log_n=math.log(n),
                     params={"U": U, "seed": seed, "discrete_y": discrete_y, "hashed_dims": dim,
                             "x_hashed_dims": u.shape[1], "bandwidth": bandwidth, "t": t, "epsilons": eps,
                             "bias_powers": list(powers), "weights": weights, "base_estimates": base,

@@ -47,32 +47,32 @@ def kde_mi_bounds(f: np.ndarray, noise_std: float, labels: np.ndarray | None = N
     except InputError as err:
         raise InputError(f"{err}; with no noise T = f(X) is deterministic and I(X;T) is H(X) (log N for "
                          "distinct samples), not a KDE quantity") from None
-    h = as_samples(f, "f", min_samples=1)
+    h = as_samples(f, "f", min_rows=1)
     n, d = h.shape
     y = None if labels is None else symbol_ids(as_labels(labels, n))
-    kernel = dict(backend=backend, dtype=dtype, max_memory_mb=max_memory_mb, progress=progress)
+    kernel_options = dict(backend=backend, dtype=dtype, max_memory_mb=max_memory_mb, progress=progress)
 
     # Widths s (KL bound) and 2 s (Bhattacharyya bound).
-    bounds = [_pairwise_terms(h, width, y, kernel) for width in (std, 2.0 * std)]
+    bounds = [_pairwise_terms(h, width, y, kernel_options) for width in (std, 2.0 * std)]
     (upper_xz, upper_zy, log_p_mean), (lower_xz, lower_zy, _) = bounds
     h_z_given_x = d * (LOG_SQRT_2PI_E + math.log(std))
     params = {"noise_std": std, "mi_xz_lower": lower_xz, "mi_zy_lower": lower_zy,
               "upper": "Kolchinsky-Tracey KL bound", "lower": "Kolchinsky-Tracey Bhattacharyya bound",
               "dtype": dtype, "backend": backend}
     return MIResult(method="kde_pairwise", mi_xz=upper_xz, mi_zy=upper_zy, h_z=0.5 * d - log_p_mean,
-                    h_z_given_x=h_z_given_x, log_n=math.log(n), n_samples=n,
+                    h_z_given_x=h_z_given_x, log_n=math.log(n), n_inputs=n,
                     h_y=None if y is None else discrete_entropy(y), params=params)
 
 
-def _pairwise_terms(h: np.ndarray, std: float, y: np.ndarray | None, kernel: dict):
+def _pairwise_terms(h: np.ndarray, std: float, y: np.ndarray | None, kernel_options: dict):
     """(-1/N sum_i log 1/N sum_j K_ij, the label estimate or None, mean log p(h_i)) for kernel width std."""
     n, d = h.shape
     # log N(h_i; h_j, std^2 I) = -||h_i-h_j||^2/(2 std^2) - d/2 log(2 pi std^2): remove the constant.
     norm = 0.5 * d * math.log(2 * math.pi * std ** 2)
     if y is None:
-        log_p = np.asarray(mixture_log_density(h, h, std, **kernel), dtype=np.float64)
+        log_p = np.asarray(mixture_log_density(h, h, std, **kernel_options), dtype=np.float64)
         return float(-(log_p.mean() + norm)), None, float(log_p.mean())
-    log_p_class = np.asarray(mixture_log_density(h, h, std, groups=y, **kernel), dtype=np.float64)
+    log_p_class = np.asarray(mixture_log_density(h, h, std, groups=y, **kernel_options), dtype=np.float64)
     counts = np.bincount(y)
     # The whole mixture is the class sub-mixtures weighted by their sizes.
     log_p = logsumexp(log_p_class + np.log(counts / n), axis=1)

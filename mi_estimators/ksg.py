@@ -57,8 +57,8 @@ def ksg_mi(x: np.ndarray, y: np.ndarray, k: int = 3, *, seed: int = 0, workers: 
     """
     k = check_int(k, "k")
     _check_options(seed, workers, progress)
-    x = _unit_std(as_samples(x, "x", min_samples=k + 1))
-    y = _unit_std(as_samples(y, "y", min_samples=k + 1))
+    x = _unit_std(as_samples(x, "x", min_rows=k + 1))
+    y = _unit_std(as_samples(y, "y", min_rows=k + 1))
     check_same_length(x=x, y=y)
     rng = np.random.default_rng(seed)
     x, y = _jitter(x, rng), _jitter(y, rng)
@@ -70,7 +70,7 @@ def ksg_mi(x: np.ndarray, y: np.ndarray, k: int = 3, *, seed: int = 0, workers: 
         n_x = _count_within(x, inner, workers, bar)
         n_y = _count_within(y, inner, workers, bar)
     mi = digamma(k) + digamma(n) - np.mean(digamma(n_x + 1) + digamma(n_y + 1))
-    return MIResult(method="ksg", mi=float(mi), n_samples=n,
+    return MIResult(method="ksg", mi=float(mi), n_inputs=n,
                     params={"k": k, "seed": seed, "norm": "max", "algorithm": 1, "jitter": _JITTER})
 
 
@@ -89,7 +89,7 @@ def ksg_mi_labels(z: np.ndarray, labels: np.ndarray, k: int = 3, *, seed: int = 
     _check_options(seed, workers, progress)
     if not isinstance(form, str) or form not in LABEL_FORMS:
         raise InputError(f"unknown form {form!r}; expected one of {LABEL_FORMS}")
-    z = as_samples(z, "z", min_samples=k + 1)
+    z = as_samples(z, "z", min_rows=k + 1)
     y = as_labels(labels, z.shape[0])
     classes, y, counts = np.unique(y, return_inverse=True, return_counts=True)
     if counts.min() <= k:
@@ -115,12 +115,12 @@ def ksg_mi_labels(z: np.ndarray, labels: np.ndarray, k: int = 3, *, seed: int = 
             # All points within r_i, the k same-class neighbours included.
             m = _count_within(z, radius, workers, bar)
             mi = digamma(n) - np.mean(digamma(counts[y])) + digamma(k) - np.mean(digamma(m))
-            return MIResult(method="ksg_labels_ross", mi=float(mi), h_y=h_y, n_samples=n, params=params)
+            return MIResult(method="ksg_labels_ross", mi=float(mi), h_y=h_y, n_inputs=n, params=params)
         h_z = _kl_entropy(z, k, workers, bar)
         h_given = [_kl_entropy(z[y == c], k, workers, bar) for c in range(classes.size)]
     h_z_given_y = float(p @ np.array(h_given))
     return MIResult(method="ksg_labels_micd", mi=h_z - h_z_given_y, h_z=h_z, h_z_given_y=h_z_given_y, h_y=h_y,
-                    n_samples=n, params=params)
+                    n_inputs=n, params=params)
 
 
 def _check_options(seed: Any, workers: Any, progress: Any) -> None:

@@ -54,7 +54,7 @@ def noisy_representations(f: np.ndarray, *, noise_std: float | None = None, alph
     """One draw of the noisy Z for every row of f (N, d): Gaussian dropout with ``noise_std`` or
     information dropout with ``alphas`` (exactly one of them). Draw 0 is the first draw of the mixture
     estimate with the same seed."""
-    f = as_samples(f, "f", min_samples=1)
+    f = as_samples(f, "f", min_rows=1)
     if (noise_std is None) == (alphas is None):
         raise InputError("give exactly one of noise_std (Gaussian dropout) and alphas (information dropout)")
     check_int(seed, "seed", minimum=0)
@@ -65,7 +65,7 @@ def noisy_representations(f: np.ndarray, *, noise_std: float | None = None, alph
     if noise_std is not None:
         z = f * (1.0 + check_float(noise_std, "noise_std") * eps)
     else:
-        alpha = as_samples(alphas, "alphas", min_samples=1)
+        alpha = as_samples(alphas, "alphas", min_rows=1)
         if alpha.shape != f.shape or (alpha <= 0).any():
             raise InputError(f"alphas must be positive with the shape of f {f.shape}; got shape {alpha.shape}")
         with np.errstate(over="ignore"):

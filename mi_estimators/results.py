@@ -38,7 +38,7 @@ class MIResult:
     ``h_z_given_y``, ``h_z_stderr``
     ``h_y``                       plug-in entropy of the labels, the ceiling of I(Y;Z)
     ``log_n``                     log N, the ceiling of I(X;Z) for X uniform over N inputs
-    ``n_samples``                 N, the number of analysed inputs
+    ``n_inputs``                  N, the number of analysed inputs
     ``saturation``                dI(X;Z)/dlog N between nested random subsets of N/4 and N inputs: near
                                   1 the estimate is limited by N, not by the network (McAllester &
                                   Stratos 2020); the subset estimates are in ``params["convergence"]``
@@ -64,7 +64,7 @@ class MIResult:
     h_z_given_y: float | None = None
     h_y: float | None = None
     log_n: float | None = None
-    n_samples: int | None = None
+    n_inputs: int | None = None
     saturation: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
 

@@ -20,13 +20,13 @@ from mi_estimators.noise import standard_normal_draws
 from mi_estimators.results import MIResult
 
 
-def gaussian_entropy_upper_bound(samples: np.ndarray) -> MIResult:
-    """h_z = 1/2 log det(2 pi e Sigma) with the Ledoit-Wolf covariance of ``samples`` (n, d), nats.
+def gaussian_entropy_upper_bound(points: np.ndarray) -> MIResult:
+    """h_z = 1/2 log det(2 pi e Sigma) with the Ledoit-Wolf covariance of the ``points`` (n, d) of Z, nats.
 
-    Fewer than 2 samples, or samples that do not vary (the Ledoit-Wolf covariance is then singular
-    and the bound -inf): :class:`~mi_estimators.checks.InputError`.
+    Fewer than 2 points, or points that do not vary (the Ledoit-Wolf covariance is then singular
+    and the bound -inf): :class:`~mi_estimators.checks.InputError`. ``params["points"]`` is n.
     """
-    z = as_samples(samples, "samples", min_samples=2)
+    z = as_samples(points, "points", min_rows=2)
     n, d = z.shape
     # Fit on z / c, c an exact power of two: Ledoit-Wolf's fourth powers overflow from |z| ~ 1e77 on,
     # and h(z) = h(z / c) + d log c.
@@ -34,29 +34,29 @@ def gaussian_entropy_upper_bound(samples: np.ndarray) -> MIResult:
     lw = LedoitWolf().fit(z / scale)
     sign, logdet = np.linalg.slogdet(lw.covariance_)
     if sign <= 0 or not math.isfinite(logdet):
-        raise InputError("samples do not vary (every row is the same), so the Ledoit-Wolf covariance is singular "
+        raise InputError("points do not vary (every row is the same), so the Ledoit-Wolf covariance is singular "
                          "and the Gaussian bound is -inf")
     h_z = 0.5 * (logdet + d * (LOG_2PI + 1.0)) + d * math.log(scale)
-    params = {"covariance": "ledoit_wolf", "shrinkage": float(lw.shrinkage_), "dim": d}
-    return MIResult(method="gaussian_upper_bound", h_z=h_z, n_samples=n, params=params)
+    params = {"covariance": "ledoit_wolf", "shrinkage": float(lw.shrinkage_), "dim": d, "points": n}
+    return MIResult(method="gaussian_upper_bound", h_z=h_z, params=params)
 
 
-def gaussian_dropout_upper_bound(f: np.ndarray, noise_std: float, noise_samples: int = 1,
+def gaussian_dropout_upper_bound(f: np.ndarray, noise_std: float, draws: int = 1,
                                  seed: int = 0, *, clip_min: float | None = None) -> MIResult:
     """Upper bound on I(X;Z) for Gaussian dropout: the Gaussian bound on h(Z) minus h(Z|X), nats.
 
-    Z = f(x) (1 + sigma eps) is drawn ``noise_samples`` times per input, the same draws as the mixture
+    Z = f(x) (1 + sigma eps) is drawn ``draws`` times per input, the same draws as the mixture
     estimate with this seed (:mod:`mi_estimators.noise`); ``clip_min`` as in
     :func:`mi_estimators.dropout_MI.gaussian_dropout_mi`. Not capped at log N: the bound holds for the
     mixture but ignores that X takes only N values.
     """
     sigma = check_float(noise_std, "noise_std")
     f, n_clipped = activations(f, clip_min, allow_negative=True)
-    check_int(noise_samples, "noise_samples")
+    check_int(draws, "draws")
     check_int(seed, "seed", minimum=0)
     n, d = f.shape
-    inputs = np.repeat(np.arange(n), noise_samples)
-    eps = standard_normal_draws(seed, inputs, np.tile(np.arange(noise_samples), n), d)
+    inputs = np.repeat(np.arange(n), draws)
+    eps = standard_normal_draws(seed, inputs, np.tile(np.arange(draws), n), d)
     z = f[inputs] * (1.0 + sigma * eps)
     bound = gaussian_entropy_upper_bound(z)
     h_zx = conditional_entropy(sigma * np.abs(f))
@@ -64,7 +64,7 @@ def gaussian_dropout_upper_bound(f: np.ndarray, noise_std: float, noise_samples:
     bound.mi_xz = bound.h_z - h_zx
     bound.h_z_given_x = h_zx
     bound.log_n = math.log(n)
-    bound.n_samples = n
-    bound.params.update({"noise_std": sigma, "noise_samples": int(noise_samples), "seed": int(seed),
+    bound.n_inputs = n
+    bound.params.update({"noise_std": sigma, "draws": int(draws), "seed": int(seed),
                          "clip_min": clip_min, "n_clipped": n_clipped})
     return bound

@@ -93,7 +93,7 @@ def test_bad_arguments(kwargs, match):
     (np.array([[0.0, np.nan], [1.0, 2.0]]), "NaN"),
     (np.array([[0.0, np.inf], [1.0, 2.0]]), "NaN/inf"),
     (np.zeros((2, 2, 2, 2)), "2-D"),
-    (np.zeros((0, 3)), "samples"),
+    (np.zeros((0, 3)), "rows"),
     (np.array(["a", "b"]), "numeric"),
 ])
 def test_bad_representations(bad, match):

@@ -20,7 +20,7 @@ K_ERR = 3.0
 
 def bracket(dim: int, n: int, seed: int) -> tuple[float, float, float, float]:
     data = make_toy(dim, dim, n, NOISE_STD, 1, seed=seed)
-    res = gaussian_dropout_mi(data.f, NOISE_STD, noise_samples=4, seed=seed, nested=False)
+    res = gaussian_dropout_mi(data.f, NOISE_STD, draws=4, seed=seed, nested=False)
     return (res.mi_xz, math.hypot(res.mi_xz_stderr, res.mi_xz_sampling_stderr),
             res.mi_xz_upper, math.hypot(res.mi_xz_upper_stderr, res.mi_xz_upper_sampling_stderr))
 
@@ -51,8 +51,8 @@ def test_information_dropout_carries_the_bracket():
     rng = np.random.default_rng(0)
     f = np.log1p(np.exp(rng.standard_normal((400, 3))))
     alphas = np.full(f.shape, 0.5)
-    res = gaussian_dropout_mi(f, 0.5, noise_samples=2)
-    info = information_dropout_mi(f, alphas, noise_samples=2)
+    res = gaussian_dropout_mi(f, 0.5, draws=2)
+    info = information_dropout_mi(f, alphas, draws=2)
     for r in (res, info):
         assert r.mi_xz <= r.mi_xz_upper
         assert r.mi_xz_upper_stderr > 0 and r.mi_xz_upper_sampling_stderr >= 0

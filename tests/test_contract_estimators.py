@@ -171,7 +171,7 @@ def test_binning_mi(data):
                                       {"n_bins": "10"}, {}, {"n_bins": 3, "bin_size": 1.0}]))
     res = honour_contract(lambda: binning_mi(z, labels, **bins), ("z", "labels", "n_bins", "bin_size"))
     if res is not None:
-        assert 0.0 <= res.mi_xz <= math.log(res.n_samples) + 1e-9
+        assert 0.0 <= res.mi_xz <= math.log(res.n_inputs) + 1e-9
 
 
 @FUZZ
@@ -209,7 +209,7 @@ def test_edge_mi(data):
 @FUZZ
 @given(z=codes())
 def test_gaussian_entropy_upper_bound(z):
-    honour_contract(lambda: gaussian_entropy_upper_bound(z), ("samples",))
+    honour_contract(lambda: gaussian_entropy_upper_bound(z), ("points",))
 
 
 @FUZZ
@@ -252,10 +252,10 @@ def test_information_dropout_mi(f, alphas):
 @pytest.mark.xfail(reason="+inf log densities for components far narrower than their distances (issue 18 report)",
                    strict=False)
 @KNOWN
-@given(means=codes(), samples=codes(), stds=st.sampled_from([0.5, 1e-3, -1.0, "x"]))
-@example(means=NARROW * 1e100, samples=NARROW * 1e100, stds=0.5)
-def test_mixture_log_density(means, samples, stds):
-    honour_contract(lambda: mixture_log_density(samples, means, stds), ("samples", "means", "stds"), np.ndarray,
+@given(means=codes(), points=codes(), stds=st.sampled_from([0.5, 1e-3, -1.0, "x"]))
+@example(means=NARROW * 1e100, points=NARROW * 1e100, stds=0.5)
+def test_mixture_log_density(means, points, stds):
+    honour_contract(lambda: mixture_log_density(points, means, stds), ("points", "means", "stds"), np.ndarray,
                     quiet=False)
 
 
@@ -274,8 +274,8 @@ def test_kde_mi_bounds(f):
     (lambda: binning_mi(np.arange(30.0) + 1j, n_bins=4), "z must be real, got complex"),
     (lambda: ksg_mi(np.arange(30.0), np.arange(30.0).astype(np.complex64)), "y must be real, got complex"),
     (lambda: discrete_entropy(np.array([1.0, np.nan, np.nan])), "a contains 2 NaN/inf"),
-    (lambda: discrete_entropy(np.array([])), "a has 0 samples"),
-    (lambda: discrete_mi(np.zeros(0), np.zeros(0)), "a has 0 samples"),
+    (lambda: discrete_entropy(np.array([])), "a has 0 rows"),
+    (lambda: discrete_mi(np.zeros(0), np.zeros(0)), "a has 0 rows"),
     (lambda: discrete_mi(None, np.arange(3)), "a must be a numeric array, got NoneType"),
     (lambda: discrete_entropy(["x", "y"]), "a must be a numeric array, got dtype <U1"),
     (lambda: binning_mi(np.arange(30.0), np.full((30, 3), 0.3), n_bins=4), "labels of shape (30, 3) must be one-hot"),

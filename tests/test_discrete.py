@@ -24,7 +24,7 @@ def test_mutual_information_of_a_known_joint_table():
     res = discrete_mi(a, b)
     h_b = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
     assert res.mi == pytest.approx(math.log(2) - h_b)
-    assert res.params["h_a"] == pytest.approx(math.log(2)) and res.n_samples == 8
+    assert res.params["h_a"] == pytest.approx(math.log(2)) and res.n_inputs == 8
     assert discrete_mi(a, a).mi == pytest.approx(math.log(2))              # I(A;A) = H(A)
     assert discrete_mi(np.repeat([0, 1], 4), np.tile([0, 1], 4)).mi == pytest.approx(0.0, abs=1e-12)
 

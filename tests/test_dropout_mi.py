@@ -32,16 +32,16 @@ def test_toy_problem_1d_against_the_population_truth_with_the_total_error():
     """Issue criterion: input seeds 1-10, v = 0.1, N = 5000, 2 draws: within 3 total errors of 1.7908."""
     hits = []
     for seed in range(1, 11):
-        res = gaussian_dropout_mi(_toy(5000, seed), math.sqrt(0.1), noise_samples=2, seed=seed, nested=False)
+        res = gaussian_dropout_mi(_toy(5000, seed), math.sqrt(0.1), draws=2, seed=seed, nested=False)
         assert res.mi_xz_sampling_stderr > res.mi_xz_stderr      # the input draw dominates here
         hits.append(abs(res.mi_xz - TOY_TRUTH[0.1]) < 3 * _total(res))
     assert sum(hits) >= 9, hits
 
 
-@pytest.mark.parametrize("noise_samples", [1, 2])
-def test_sampling_error_matches_the_spread_over_input_draws(noise_samples):
+@pytest.mark.parametrize("draws", [1, 2])
+def test_sampling_error_matches_the_spread_over_input_draws(draws):
     """30 independent input draws (N = 1000): the reported total error matches the real spread."""
-    results = [gaussian_dropout_mi(_toy(1000, 100 + s), math.sqrt(0.1), noise_samples=noise_samples, seed=s,
+    results = [gaussian_dropout_mi(_toy(1000, 100 + s), math.sqrt(0.1), draws=draws, seed=s,
                                    nested=False) for s in SEEDS]
     values = np.array([r.mi_xz for r in results])
     total = np.array([_total(r) for r in results])
@@ -57,21 +57,21 @@ def test_sampling_error_of_label_information_matches_the_spread():
     results = []
     for s in SEEDS:
         f, labels = draw(200 + s)
-        results.append(gaussian_dropout_mi(f, 0.5, labels, noise_samples=2, seed=s, nested=False))
+        results.append(gaussian_dropout_mi(f, 0.5, labels, draws=2, seed=s, nested=False))
     values = np.array([r.mi_zy for r in results])
     total = np.array([_total(r, "zy") for r in results])
     assert 0.6 < values.std(ddof=1) / total.mean() < 1.6
 
 
-@pytest.mark.parametrize("noise_samples", [1, 3])
-def test_monte_carlo_error_covers_brute_force_i_n(noise_samples):
+@pytest.mark.parametrize("draws", [1, 3])
+def test_monte_carlo_error_covers_brute_force_i_n(draws):
     """Inputs fixed, 30 noise seeds: the Monte Carlo error is the error of I_N (brute force, float64).
 
     The per-draw terms of the 1-D toy problem are heavy-tailed in both directions (components of
     |f| near 0 are arbitrarily narrow spikes), so the spread is measured robustly (1.4826 MAD)."""
     f = _toy(1000, 7)
     i_n, i_n_se = mi_n_brute_force(f, math.sqrt(0.1) * np.abs(f), draws=100, seed=1)
-    results = [gaussian_dropout_mi(f, math.sqrt(0.1), noise_samples=noise_samples, seed=s, nested=False)
+    results = [gaussian_dropout_mi(f, math.sqrt(0.1), draws=draws, seed=s, nested=False)
                for s in SEEDS]
     values, errors = np.array([r.mi_xz for r in results]), np.array([r.mi_xz_stderr for r in results])
     spread = 1.4826 * np.median(np.abs(values - np.median(values)))
@@ -82,7 +82,7 @@ def test_monte_carlo_error_covers_brute_force_i_n(noise_samples):
 def test_one_draw_per_input_is_calibrated_on_separated_heavy_tailed_codes():
     """Issue criterion: f = exp(3 e), N = 500, 16 units, noise std 0.5, one draw, 30 seeds."""
     f = np.exp(3 * np.random.default_rng(0).standard_normal((500, 16)))
-    results = [gaussian_dropout_mi(f, 0.5, noise_samples=1, seed=s, nested=False) for s in SEEDS]
+    results = [gaussian_dropout_mi(f, 0.5, draws=1, seed=s, nested=False) for s in SEEDS]
     values, errors = np.array([r.mi_xz for r in results]), np.array([r.mi_xz_stderr for r in results])
     spread = values.std(ddof=1)
     # Here every draw sits in its own component (terms log N - O(1e-9)); below ROUNDING the spread between
@@ -97,13 +97,13 @@ def test_one_draw_per_input_is_calibrated_on_separated_heavy_tailed_codes():
 
 
 def test_saturation_flags_estimates_limited_by_the_number_of_inputs():
-    limited = gaussian_dropout_mi(_toy(2000, 4, dim=50), math.sqrt(0.1), noise_samples=2, seed=5)
+    limited = gaussian_dropout_mi(_toy(2000, 4, dim=50), math.sqrt(0.1), draws=2, seed=5)
     assert 50 * TOY_TRUTH[0.1] > limited.log_n + 10            # the true value is far above the ceiling
     assert limited.log_n - 0.01 < limited.mi_xz <= limited.log_n + 1e-9
     assert limited.saturation == pytest.approx(1.0, abs=0.01)
     ns = [p["n"] for p in limited.params["convergence"]]
     assert ns == [125, 500, 2000]
-    free = gaussian_dropout_mi(_toy(8000, 3), math.sqrt(0.1), noise_samples=2, seed=6)
+    free = gaussian_dropout_mi(_toy(8000, 3), math.sqrt(0.1), draws=2, seed=6)
     assert abs(free.saturation) < 4 * free.params["saturation_stderr"] + 0.05
     assert free.params["convergence"][-1]["mi_xz"] == free.mi_xz
 
@@ -111,8 +111,8 @@ def test_saturation_flags_estimates_limited_by_the_number_of_inputs():
 def test_convergence_subsets_are_nested_and_fixed():
     """The same subsets (and noise) every call: consecutive epochs of a run are comparable."""
     f = np.log1p(np.exp(np.random.default_rng(9).standard_normal((640, 4))))
-    a = gaussian_dropout_mi(f, 0.5, noise_samples=2, seed=3)
-    b = gaussian_dropout_mi(f, 0.5, noise_samples=2, seed=3)
+    a = gaussian_dropout_mi(f, 0.5, draws=2, seed=3)
+    b = gaussian_dropout_mi(f, 0.5, draws=2, seed=3)
     assert a.params["convergence"] == b.params["convergence"] and a.saturation == b.saturation
     assert [p["n"] for p in a.params["convergence"]] == [40, 160, 640]
     assert gaussian_dropout_mi(f[:20], 0.5).saturation is None       # too few inputs for N/4 >= 8 ... and N/16
@@ -131,10 +131,20 @@ def test_baselines_see_the_mixture_estimates_first_noise_draw():
         noisy_representations(f, seed=4)
 
 
+def test_params_count_draws_per_input_and_noisy_points():
+    f = _toy(400, 1)
+    res = gaussian_dropout_mi(f, 0.5, draws=3, nested=False)
+    assert res.n_inputs == 400 and res.params["draws"] == 3
+    assert res.params["points"] == 1200 and res.params["pilot_inputs"] == 0
+    one = gaussian_dropout_mi(f, 0.5, nested=False)                     # pilot inputs get a second draw
+    assert one.params["draws"] == 1 and one.params["pilot_inputs"] > 0
+    assert one.params["points"] == 400 + one.params["pilot_inputs"]
+
+
 def test_identical_representations_give_zero():
     f = np.tile(np.array([[0.3, 1.2, 2.0, 0.7]]), (400, 1))
     labels = np.arange(400) % 4
-    res = gaussian_dropout_mi(f, 0.5, labels, noise_samples=3)
+    res = gaussian_dropout_mi(f, 0.5, labels, draws=3)
     assert abs(res.mi_xz) < 1e-6 and abs(res.mi_zy) < 1e-6
     assert res.h_y == pytest.approx(math.log(4))
 
@@ -146,7 +156,7 @@ def test_well_separated_components_give_log_n():
     # The leave-one-out sums of the nested N/16 subset are e^-1e18 (neighbours 10^12 apart in units of
     # their width): no float64 evaluation is within atol of that, and the kernel says so.
     with pytest.warns(RuntimeWarning, match="rounding-error bound above atol"):
-        res = gaussian_dropout_mi(f, 1e-3, labels, noise_samples=2)
+        res = gaussian_dropout_mi(f, 1e-3, labels, draws=2)
     assert res.mi_xz_upper > 1000 * math.log(n)
     assert res.mi_xz == pytest.approx(math.log(n), abs=1e-6)
     assert res.mi_zy == pytest.approx(res.h_y, abs=1e-6)
@@ -156,7 +166,7 @@ def test_label_information_at_most_h_y():
     rng = np.random.default_rng(6)
     labels = rng.integers(0, 3, 3000)
     f = np.log1p(np.exp(labels[:, None] + rng.standard_normal((3000, 4))))
-    res = gaussian_dropout_mi(f, 0.5, labels, noise_samples=2)
+    res = gaussian_dropout_mi(f, 0.5, labels, draws=2)
     assert 10 * res.mi_zy_stderr < res.mi_zy <= res.h_y + K_SE * res.mi_zy_stderr
     assert res.mi_zy < res.h_y - 0.1                         # overlapping classes: strictly below H(Y)
     assert res.h_z_given_y == pytest.approx(res.h_z - res.mi_zy)
@@ -166,8 +176,8 @@ def test_scaling_f_leaves_mi_unchanged():
     rng = np.random.default_rng(8)
     f = np.log1p(np.exp(rng.standard_normal((1500, 6))))
     labels = rng.integers(0, 4, 1500)
-    a = gaussian_dropout_mi(f, 0.6, labels, noise_samples=2, seed=9)
-    b = gaussian_dropout_mi(7.3 * f, 0.6, labels, noise_samples=2, seed=9)
+    a = gaussian_dropout_mi(f, 0.6, labels, draws=2, seed=9)
+    b = gaussian_dropout_mi(7.3 * f, 0.6, labels, draws=2, seed=9)
     assert b.mi_xz == pytest.approx(a.mi_xz, abs=1e-5)
     assert b.mi_zy == pytest.approx(a.mi_zy, abs=1e-5)
     assert b.h_z - a.h_z == pytest.approx(6 * math.log(7.3), abs=1e-5)
@@ -177,9 +187,9 @@ def test_control_variate_is_never_worse_than_either_form():
     """Evidence for the estimator choice: unpaired wins in 1-D, paired in high dimension."""
     rng = np.random.default_rng(10)
     x = rng.standard_normal((3000, 1))
-    low = gaussian_dropout_mi(2 * x + 0.5, math.sqrt(0.1), noise_samples=3)
+    low = gaussian_dropout_mi(2 * x + 0.5, math.sqrt(0.1), draws=3)
     f = np.log1p(np.exp(rng.standard_normal((2000, 32))))
-    high = gaussian_dropout_mi(f, 0.5, noise_samples=3)
+    high = gaussian_dropout_mi(f, 0.5, draws=3)
     assert low.params["mi_xz_unpaired_stderr"] < 0.7 * low.params["mi_xz_paired_stderr"]
     assert high.params["mi_xz_paired_stderr"] < 0.1 * high.params["mi_xz_unpaired_stderr"]
     for res in (low, high):
@@ -194,7 +204,7 @@ def test_information_dropout_against_quadrature():
     f = np.array([[0.5], [1.0], [1.6], [4.0]])
     alpha = np.array([[0.3], [0.5], [0.2], [0.4]])
     labels = np.array([0, 0, 1, 1])
-    res = information_dropout_mi(f, alpha, labels, noise_samples=20_000, seed=1)
+    res = information_dropout_mi(f, alpha, labels, draws=20_000, seed=1)
     mi_xz, mi_zy = discrete_truth(np.log(f[:, 0]), alpha[:, 0], labels)
     assert abs(res.mi_xz - mi_xz) < K_SE * res.mi_xz_stderr
     assert abs(res.mi_zy - mi_zy) < K_SE * res.mi_zy_stderr
@@ -204,12 +214,12 @@ def test_information_dropout_against_quadrature():
 def test_gaussian_dropout_discrete_inputs_against_quadrature():
     f = np.array([[-1.0], [0.5], [0.8], [2.0], [2.3]])
     labels = np.array([0, 1, 1, 0, 1])
-    res = gaussian_dropout_mi(f, 0.3, labels, noise_samples=20_000, seed=2)
+    res = gaussian_dropout_mi(f, 0.3, labels, draws=20_000, seed=2)
     mi_xz, mi_zy = discrete_truth(f[:, 0], 0.3 * np.abs(f[:, 0]), labels)
     assert abs(res.mi_xz - mi_xz) < K_SE * res.mi_xz_stderr
     assert abs(res.mi_zy - mi_zy) < K_SE * res.mi_zy_stderr
     # One draw per input (pilot draws measure the Monte Carlo error): 2000 copies of each input, same mixture.
-    once = gaussian_dropout_mi(np.repeat(f, 2000, axis=0), 0.3, np.repeat(labels, 2000), noise_samples=1, seed=3,
+    once = gaussian_dropout_mi(np.repeat(f, 2000, axis=0), 0.3, np.repeat(labels, 2000), draws=1, seed=3,
                                nested=False)
     assert abs(once.mi_xz - mi_xz) < K_SE * once.mi_xz_stderr < 0.05
     assert abs(once.mi_zy - mi_zy) < K_SE * once.mi_zy_stderr
@@ -221,7 +231,7 @@ def test_information_dropout_equals_direct_log_space_loop():
     n, d, r = 60, 3, 4
     f = np.exp(rng.standard_normal((n, d)))
     alpha = rng.uniform(0.1, 0.7, (n, d))
-    res = information_dropout_mi(f, alpha, noise_samples=r, seed=13, nested=False)
+    res = information_dropout_mi(f, alpha, draws=r, seed=13, nested=False)
     eps = standard_normal_draws(13, np.repeat(np.arange(n), r), np.tile(np.arange(r), n), d).reshape(n, r, d)
     mu = np.log(f)
     y = (mu[:, None] + alpha[:, None] * eps).reshape(-1, d)
@@ -235,9 +245,9 @@ def test_memory_blocks_and_seed():
     rng = np.random.default_rng(14)
     f = np.log1p(np.exp(rng.standard_normal((800, 8))))
     labels = rng.integers(0, 2, 800)
-    a = gaussian_dropout_mi(f, 0.4, labels, noise_samples=3, seed=1)
-    b = gaussian_dropout_mi(f, 0.4, labels, noise_samples=3, seed=1, max_memory_mb=0.05, progress=True)
-    c = gaussian_dropout_mi(f, 0.4, labels, noise_samples=3, seed=2)
+    a = gaussian_dropout_mi(f, 0.4, labels, draws=3, seed=1)
+    b = gaussian_dropout_mi(f, 0.4, labels, draws=3, seed=1, max_memory_mb=0.05, progress=True)
+    c = gaussian_dropout_mi(f, 0.4, labels, draws=3, seed=2)
     assert b.mi_xz == pytest.approx(a.mi_xz, abs=1e-6) and b.mi_zy == pytest.approx(a.mi_zy, abs=1e-6)
     assert c.mi_xz != a.mi_xz
     assert a.to_dict()["params"]["noise_std"] == 0.4
@@ -284,7 +294,7 @@ GOOD = np.array([[0.5, 1.0], [1.5, 2.0], [0.3, 0.9]])
 
 
 @pytest.mark.parametrize("args,kwargs,match", [
-    ((np.array([[0.0, 1.0], [0.0, 2.0], [1.0, 1.0]]), 0.5), {}, r"2 exactly-zero entries in 2 samples.*softplus.*clip_min"),
+    ((np.array([[0.0, 1.0], [0.0, 2.0], [1.0, 1.0]]), 0.5), {}, r"2 exactly-zero entries in 2 inputs.*softplus.*clip_min"),
     ((GOOD, 0.0), {}, "noise_std"),
     ((GOOD, -0.1), {}, "noise_std"),
     ((GOOD, np.nan), {}, "noise_std"),
@@ -294,8 +304,8 @@ GOOD = np.array([[0.5, 1.0], [1.5, 2.0], [0.3, 0.9]])
     ((np.array([[np.nan, 1.0], [1.0, 1.0]]), 0.5), {}, "NaN"),
     ((np.ones((2, 2, 2)), 0.5), {}, "2-D"),
     ((GOOD, 0.5, np.array([0, 1])), {}, "entries"),
-    ((GOOD, 0.5), {"noise_samples": 0}, "noise_samples"),
-    ((GOOD, 0.5), {"noise_samples": 1.5}, "noise_samples"),
+    ((GOOD, 0.5), {"draws": 0}, "draws"),
+    ((GOOD, 0.5), {"draws": 1.5}, "draws"),
     ((GOOD, 0.5), {"max_components": 0}, "max_components"),
     ((GOOD, 0.5), {"clip_min": -1.0}, "clip_min"),
     ((GOOD, 0.5), {"seed": "a"}, "seed"),

@@ -83,13 +83,13 @@ def test_estimation_fills_cache_and_second_run_computes_nothing(gaussian_run, mo
     assert _check_ranges(data, "mixture", _n(gaussian_run)) == 8
     assert _check_ranges(data, "binning_f", _n(gaussian_run)) == 8
     entry = data["estimates"]["mixture"]["dropout"]["test"]["3"]
-    assert entry["settings"]["noise_samples"] == ip.DEFAULT_DRAWS["test"]
-    assert entry["n_samples"] == _n(gaussian_run)["test"] and entry["log_n"] == pytest.approx(math.log(entry["n_samples"]))
+    assert entry["settings"]["draws"] == ip.DEFAULT_DRAWS["test"]
+    assert entry["n_inputs"] == _n(gaussian_run)["test"] and entry["log_n"] == pytest.approx(math.log(entry["n_inputs"]))
     for key in ("mi_xz_stderr", "mi_zy_stderr"):
         assert entry[key] > 0, key
     for key in ("mi_xz_sampling_stderr", "mi_zy_sampling_stderr"):   # 0 where the input spread is all Monte Carlo
         assert entry[key] >= 0 and any(e[key] > 0 for _, _, _, e in _entries(data, "mixture")), key
-    assert entry["saturation"] is not None and [p["n"] for p in entry["convergence"]][-1] == entry["n_samples"]
+    assert entry["saturation"] is not None and [p["n"] for p in entry["convergence"]][-1] == entry["n_inputs"]
     assert entry["settings"]["files"]["f"]["size"] > 0 and "blake2b" in entry["settings"]["labels"]
     # the noise level is the one config.json records, not a default
     assert entry["params"]["noise_std"] == pytest.approx(math.sqrt(0.2 / 0.8))
@@ -114,8 +114,9 @@ def test_noise_draws_are_set_per_split(gaussian_run):
     request = ip.Request(estimators=("mixture",), draws=ip.draws_arg("train=2"), progress=False)
     after = ip.estimate_run(gaussian_run, request)["estimates"]["mixture"]["dropout"]
     assert after["test"] == before["test"]                              # untouched
-    assert all(e["settings"]["noise_samples"] == 2 for e in after["train"].values())
+    assert all(e["settings"]["draws"] == 2 for e in after["train"].values())
     assert all(e["params"]["pilot_inputs"] == 0 for e in after["train"].values())
+    assert all(e["params"]["draws"] == 2 and e["params"]["points"] == 2 * e["n_inputs"] for e in after["train"].values())
     assert ip.draws_arg("4") == (("train", 4), ("test", 4))
     assert ip.draws_arg("test=3") == (("train", ip.DEFAULT_DRAWS["train"]), ("test", 3))
     for bad in ("val=2", "train=0", "train=x", "two"):
@@ -361,6 +362,11 @@ def test_bad_run_folders_give_clear_errors(tmp_path, capsys):
     assert entry["params"]["n_clipped"] == 120 and entry["settings"]["clip_min"] == 1e-6
     rf.estimates_path(run).write_text("{not json")
     assert "estimates.json" in _error(capsys, [run, "--no-plots"])
+    old = {"format": rf.ESTIMATES_FORMAT - 1, "estimates": {"mixture": {"dropout": {"test": {"1": {"n_samples": 40}}}}}}
+    rf.save_json(rf.estimates_path(run), old)  # an older layout is refused, never read
+    message = _error(capsys, [run, "--no-plots"])
+    assert f"format {rf.ESTIMATES_FORMAT} (format {rf.ESTIMATES_FORMAT - 1})" in message
+    assert "re-run the estimation" in message
 
 
 @pytest.mark.parametrize("bug", [TypeError("unsupported operand"), ValueError("operands could not be broadcast")])

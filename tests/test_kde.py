@@ -92,7 +92,7 @@ def test_json_ready():
     ((np.eye(3), "loud"), "noise_std must be a number"),
     ((np.array([[0.0, np.nan], [1.0, 1.0]]), 0.1), "NaN"),
     ((np.zeros((3, 2, 2)), 0.1), "2-D"),
-    ((np.zeros((0, 2)), 0.1), "samples"),
+    ((np.zeros((0, 2)), 0.1), "rows"),
     ((np.eye(3), 0.1, [0, 1]), "entries"),
     ((np.eye(3), 0.1, [0.5, 1, 1]), "integer"),
 ])

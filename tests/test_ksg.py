@@ -55,7 +55,7 @@ def test_seed_only_moves_the_jitter():
     x, y = correlated_gaussians(0.5, 1, 500, 0)
     a, b = ksg_mi(x, y, seed=0), ksg_mi(x, y, seed=1)
     assert a.mi == pytest.approx(b.mi, abs=1e-12)
-    assert a.params["k"] == 3 and a.n_samples == 500
+    assert a.params["k"] == 3 and a.n_inputs == 500
 
 
 def test_ties_are_broken_by_jitter():

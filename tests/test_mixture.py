@@ -3,7 +3,7 @@
 The raw float32 expansion is wrong by up to whole nats on these problems (narrow components, see the
 module docstring of mi_estimators.mixture; ``test_raw_float32_would_fail`` shows it), so agreement to
 ``atol`` shows that the exact hits, the error bound and the float64 fallback do their job; the bound
-itself is checked sample by sample against the true error of the working-precision pass.
+itself is checked point by point against the true error of the working-precision pass.
 """
 import json
 import os
@@ -43,14 +43,14 @@ def dropout_problem(rng, n, d, sigma, *, clusters=None, spread=0.02, m=200):
 
 
 def working_precision(mix, z, hint=None, memory=64):
-    """The float32 pass alone (an atol no bound reaches): per-sample values and error bounds."""
+    """The float32 pass alone (an atol no bound reaches): per-point values and error bounds."""
     out, info = mix.log_density(z, shift_hint=hint, max_memory_mb=memory, atol=1e300)
     assert info["float64_rows"] == 0
     return out, info["error_bound"]
 
 
 def test_direct_reference():
-    """direct_log_density against scipy.stats, sample by sample, with and without groups."""
+    """direct_log_density against scipy.stats, point by point, with and without groups."""
     rng = np.random.default_rng(41)
     mu, s = rng.standard_normal((30, 3)), rng.uniform(0.05, 2.0, (30, 3))
     z = rng.standard_normal((7, 3))
@@ -68,7 +68,7 @@ CASES = [(32, 0.01, None), (32, 0.05, 4), (128, 0.01, None), (128, 0.02, None), 
 
 @pytest.mark.parametrize("d,sigma,clusters", CASES)
 def test_narrow_components_match_float64(d, sigma, clusters):
-    """The final answer is within atol; the working-precision bound holds sample by sample."""
+    """The final answer is within atol; the working-precision bound holds point by point."""
     rng = np.random.default_rng(d + int(1000 * sigma))
     z, f, s, _ = dropout_problem(rng, 500, d, sigma, clusters=clusters)
     exact = direct(z, f, s)
@@ -145,7 +145,7 @@ def test_real_early_codes_with_label_groups(real_early):
 
 def test_own_group_pass_matches_the_grouped_one(real_early):
     """log p(z) of the whole mixture and log p(z | own group), without the per-group passes, each
-    leaving out the component the sample was drawn from (as the estimator calls it)."""
+    leaving out the component the point was drawn from (as the estimator calls it)."""
     z, f, s, labels, k, own = real_early
     mix = prepare_mixture(f, s, groups=labels)
     got, info = mix.log_density_own_group(z, labels[k], leave_out=k, max_memory_mb=1)
@@ -153,7 +153,7 @@ def test_own_group_pass_matches_the_grouped_one(real_early):
     assert np.abs(got[:, 0] - direct_log_density(z, f, s, leave_out=k)).max() < ATOL
     grouped = direct_log_density(z, f, s, groups=labels, leave_out=k)
     assert np.abs(got[:, 1] - grouped[np.arange(len(z)), labels[k]]).max() < ATOL
-    with pytest.raises(ValueError, match="sample_groups"):
+    with pytest.raises(ValueError, match="point_groups"):
         mix.log_density_own_group(z, np.full(len(z), 10))
     with pytest.raises(ValueError, match="leave_out"):
         mix.log_density_own_group(z, labels[k], leave_out=k[:5])
@@ -210,7 +210,7 @@ def test_stds_too_small_for_float32_products_are_exact():
 
 def test_huge_but_representable_precisions_stay_in_float32_and_exact():
     """Real softplus codes reach 2e-17 (1/s^2 ~ 1e35): float32 still holds the terms; products with far
-    samples overflow to -inf, i.e. a zero weight, which is right."""
+    points overflow to -inf, i.e. a zero weight, which is right."""
     rng = np.random.default_rng(3)
     f = np.exp(rng.normal(0.0, 1.0, (300, 3)))
     f[:5, 0] = 3e-18
@@ -223,7 +223,7 @@ def test_huge_but_representable_precisions_stay_in_float32_and_exact():
 
 
 def test_chunk_boundaries():
-    """Ragged sample and component chunks, several chunks in each direction."""
+    """Ragged point and component chunks, several chunks in each direction."""
     rng = np.random.default_rng(11)
     z, f, s, _ = dropout_problem(rng, 700, 32, 0.05, m=301)
     rows, cols = mixture.chunk_plan(len(z), len(f), 2 * 32 + 2, 4, 32, 1, 0.05)
@@ -248,7 +248,7 @@ def test_groups_from_one_pass():
 
 
 def test_far_groups_stay_finite_and_accurate():
-    """A group far from the sample has density e^-1000s: still computed, not underflowed to -inf."""
+    """A group far from the point has density e^-1000s: still computed, not underflowed to -inf."""
     rng = np.random.default_rng(17)
     f = np.concatenate([1 + 0.01 * rng.standard_normal((50, 4)), 3 + 0.01 * rng.standard_normal((50, 4))])
     groups = np.repeat([0, 1], 50)
@@ -285,7 +285,7 @@ def test_memory_plan_respects_budget():
         assert rows >= 1 and cols >= 1 and used <= budget * 2 ** 20
 
 
-def test_progress_bar_moves_within_a_block_of_samples(monkeypatch):
+def test_progress_bar_moves_within_a_block_of_points(monkeypatch):
     """The bar advances after every chunk of pairs (rows done, fractions included), not per row block."""
     updates = []
 
@@ -327,7 +327,7 @@ def test_keras_backend_matches_numpy():
     assert info["float64_rows"] == 0
     assert np.abs(got - exact).max() <= info["max_error_bound"]
     assert np.abs(got - ref).max() <= 2 * info["max_error_bound"]
-    # Leaving out each sample's nearest component (the one that dominates its sum).
+    # Leaving out each point's nearest component (the one that dominates its sum).
     near = np.argmin(((z[:, None, :] - f[None]) ** 2 / s[None] ** 2).sum(axis=2), axis=1)
     for memory in (256, 0.1):
         got, info = mix.log_density(z, backend="keras", leave_out=near, max_memory_mb=memory)
@@ -378,9 +378,9 @@ def test_keras_backend_under_jax_matches_numpy():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"samples": np.full((3, 2), np.nan)}, "NaN"),
+    ({"points": np.full((3, 2), np.nan)}, "NaN"),
     ({"means": np.array([[0.0, np.inf]])}, "NaN"),
-    ({"samples": np.zeros((3, 3))}, "features"),
+    ({"points": np.zeros((3, 3))}, "features"),
     ({"stds": np.zeros((4, 2))}, "positive"),
     ({"stds": -1.0}, "positive"),
     ({"stds": np.ones((4, 3))}, "stds must be"),
@@ -394,14 +394,14 @@ def test_keras_backend_under_jax_matches_numpy():
     ({"dtype": "float16"}, "dtype"),
     ({"max_memory_mb": 0}, "max_memory_mb"),
     ({"atol": -1.0}, "atol"),
-    ({"samples": np.zeros((3, 2, 1))}, "2-D"),
+    ({"points": np.zeros((3, 2, 1))}, "2-D"),
     ({"stds": 1e-200}, "rescale"),
     ({"means": np.full((4, 2), 1e200)}, "rescale"),
     ({"stds": "0.5"}, "stds"),
     ({"leave_out": np.array([0, 1, 4])}, "leave_out"),
 ])
 def test_bad_input(kwargs, match):
-    args = {"samples": np.zeros((3, 2)), "means": np.zeros((4, 2)), "stds": np.ones((4, 2))}
+    args = {"points": np.zeros((3, 2)), "means": np.zeros((4, 2)), "stds": np.ones((4, 2))}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        mixture_log_density(args.pop("samples"), args.pop("means"), args.pop("stds"), **args)
+        mixture_log_density(args.pop("points"), args.pop("means"), args.pop("stds"), **args)

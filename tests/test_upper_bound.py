@@ -18,7 +18,7 @@ def _log_var_sd(z):
     return 0.5 * np.sqrt(((c ** 2).var(axis=0) / len(z))) / (c ** 2).mean(axis=0)
 
 
-def test_gaussian_samples_give_their_entropy():
+def test_gaussian_points_give_their_entropy():
     rng = np.random.default_rng(0)
     cov = np.array([[2.0, 0.6, 0.0], [0.6, 1.0, 0.3], [0.0, 0.3, 0.5]])
     z = rng.multivariate_normal(np.zeros(3), cov, size=20_000)
@@ -32,7 +32,7 @@ def test_gaussian_samples_give_their_entropy():
 def test_bound_is_above_the_truth_on_the_toy_problem(v):
     n = 20_000
     x = np.random.default_rng(1).standard_normal((n, 1))
-    res = gaussian_dropout_upper_bound(2 * x + 0.5, math.sqrt(v), noise_samples=2, seed=3)
+    res = gaussian_dropout_upper_bound(2 * x + 0.5, math.sqrt(v), draws=2, seed=3)
     z = (2 * x + 0.5) * (1 + math.sqrt(v) * np.random.default_rng(3).standard_normal((n, 2, 1))[:, :, 0])
     sd = _log_var_sd(z.reshape(-1, 1))[0]
     assert res.mi_xz >= toy_truth(v) - K_SE * sd
@@ -43,15 +43,15 @@ def test_bound_is_above_the_truth_on_the_toy_problem(v):
 def test_bound_is_above_the_mixture_entropy():
     rng = np.random.default_rng(2)
     f = np.log1p(np.exp(rng.standard_normal((2000, 4)) + 1))
-    bound = gaussian_dropout_upper_bound(f, 0.5, noise_samples=3, seed=4)
-    mixture = gaussian_dropout_mi(f, 0.5, noise_samples=3, seed=4)
+    bound = gaussian_dropout_upper_bound(f, 0.5, draws=3, seed=4)
+    mixture = gaussian_dropout_mi(f, 0.5, draws=3, seed=4)
     assert bound.h_z_given_x == pytest.approx(mixture.h_z_given_x)
     assert bound.h_z >= mixture.h_z - K_SE * mixture.h_z_stderr
     assert bound.mi_xz >= mixture.mi_xz - K_SE * mixture.mi_xz_stderr
 
 
-def test_singular_sample_is_refused():
-    with pytest.raises(InputError, match="samples do not vary"):
+def test_points_that_do_not_vary_are_refused():
+    with pytest.raises(InputError, match="points do not vary"):
         gaussian_entropy_upper_bound(np.ones((10, 3)))
 
 
@@ -68,7 +68,7 @@ def test_huge_values_give_the_scaled_bound():
     (lambda: gaussian_entropy_upper_bound(np.full((5, 2), np.nan)), "NaN"),
     (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), 0.0), "noise_std"),
     (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), -1.0), "noise_std"),
-    (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), 0.5, noise_samples=0), "noise_samples"),
+    (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), 0.5, draws=0), "draws"),
     (lambda: gaussian_dropout_upper_bound(np.ones((1, 2)), 0.5), "at least 2"),
 ])
 def test_bad_input(call, match):

@@ -282,7 +282,7 @@ def _finish(name: str, arrays: tuple[np.ndarray, ...], source: str) -> Dataset:
 
 
 def _subset(ds: Dataset, n: int, seed: int) -> Dataset:
-    """A fixed subset of n training samples: stratified by class when every class can be represented
+    """A fixed subset of n training examples: stratified by class when every class can be represented
     (scikit-learn StratifiedShuffleSplit), uniformly random otherwise; original order kept."""
     n_train = len(ds.y_train)
     n = check_int(n, "train_subset", minimum=1, maximum=n_train)
@@ -306,7 +306,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, train_sub
                  seed: int = 0) -> Dataset:
     """Load ``name`` (a key of :data:`DATASETS`) with pixels in [0, 1] as float32 (n, H, W, C).
 
-    ``train_subset=N`` keeps a fixed seeded subset of N training samples (the test split stays whole).
+    ``train_subset=N`` keeps a fixed seeded subset of N training examples (the test split stays whole).
     Raises InputError for an unknown name, a ``data_dir`` for the bundled digits or a bad subset size,
     and :class:`DatasetUnavailableError` (message naming --data-dir and the expected files, or the
     damaged file) when the data cannot be had.

@@ -320,7 +320,7 @@ def load_ip(run_dir: PathLike, split: str, quantity: str, layer: str | None = No
 # -- locks, fingerprints and the estimates file ---------------------------------------------------------
 
 ESTIMATES_NAME = "estimates.json"
-ESTIMATES_FORMAT = 2
+ESTIMATES_FORMAT = 3
 """The layout of ``IP/estimates.json`` (README, "Run folder format"); a file of another format is refused."""
 
 
@@ -378,7 +378,7 @@ def estimates_path(run_dir: PathLike) -> Path:
 
 
 def load_estimates(run_dir: PathLike) -> dict[str, Any]:
-    """``IP/estimates.json``: ``{"format": 2, "estimates": {estimator: {layer: {split: {"<epoch>": entry}}}}}``
+    """``IP/estimates.json``: ``{"format": 3, "estimates": {estimator: {layer: {split: {"<epoch>": entry}}}}}``
     (an empty structure when absent; InputError naming the file when it is not an estimates file)."""
     path = estimates_path(run_dir)
     if not path.exists():
@@ -386,7 +386,9 @@ def load_estimates(run_dir: PathLike) -> dict[str, Any]:
     data = load_json(path)
     if not isinstance(data, dict) or data.get("format") != ESTIMATES_FORMAT \
             or not isinstance(data.get("estimates"), dict):
-        raise InputError(f"{path} is not an estimates file of format {ESTIMATES_FORMAT}; move it away to recompute")
+        found = f"format {data.get('format')!r}" if isinstance(data, dict) else "no estimates file"
+        raise InputError(f"{path} is not an estimates file of format {ESTIMATES_FORMAT} ({found}); move it away and "
+                         f"re-run the estimation (python -m utils.analysis.information_plane {Path(run_dir)})")
     return data
 
 

@@ -20,32 +20,32 @@ BACKENDS = ("numpy", "keras")
 _MAX_SCALE = 1e150
 
 
-def mixture_log_density(samples: np.ndarray, means: np.ndarray, stds: np.ndarray | float, *,
+def mixture_log_density(points: np.ndarray, means: np.ndarray, stds: np.ndarray | float, *,
                         groups: np.ndarray | None = None, leave_out: np.ndarray | None = None,
                         backend: str = "numpy", dtype: str = "float32", max_memory_mb: float = 256,
                         progress: bool = False, atol: float = 1e-3) -> np.ndarray:
-    """log p(z) of each sample under the equal-weight mixture of N diagonal Gaussians (nats).
+    """log p(z) of each point z under the equal-weight mixture of N diagonal Gaussians (nats).
 
-    ``samples`` (M, d), ``means`` (N, d), ``stds`` (N, d), (N, 1) or a scalar. With ``groups`` (N
+    ``points`` (M, d), ``means`` (N, d), ``stds`` (N, d), (N, 1) or a scalar. With ``groups`` (N
     integers 0..G-1, every group non-empty) the result is (M, G): column g is the log-density of
     group g's own equal-weight sub-mixture, log (1/N_g) sum_{j in g} N(z; mu_j, s_j^2), all from one
-    pass over the pairs. ``leave_out`` (M,) names one component per sample (-1: none) that is left
-    out of that sample's sums, which are then normalised by one component fewer: the leave-one-out
+    pass over the pairs. ``leave_out`` (M,) names one component per point (-1: none) that is left
+    out of that point's sums, which are then normalised by one component fewer: the leave-one-out
     density of Poole et al. (ICML 2019). ``backend="keras"`` runs the products with ``keras.ops`` on
     Keras' backend and accelerator. ``dtype`` is the precision of the products; ``atol`` (nats) is the
-    rounding-error bound above which a sample is recomputed in float64. ``max_memory_mb`` bounds the
+    rounding-error bound above which a point is recomputed in float64. ``max_memory_mb`` bounds the
     working buffers (arrays proportional to the inputs, such as a copy of the component terms, come in
     addition).
     """
     mix = prepare_mixture(means, stds, groups=groups)
-    out, _ = mix.log_density(samples, leave_out=leave_out, backend=backend, dtype=dtype,
+    out, _ = mix.log_density(points, leave_out=leave_out, backend=backend, dtype=dtype,
                              max_memory_mb=max_memory_mb, progress=progress, atol=atol)
     return out if groups is not None else out[:, 0]
 
 
 def prepare_mixture(means: np.ndarray, stds: np.ndarray | float, *, groups: np.ndarray | None = None) -> "Mixture":
-    """Validate the components once, for evaluating many batches of samples (see ``mixture_log_density``)."""
-    mu = as_samples(means, "means", min_samples=1)
+    """Validate the components once, for evaluating many batches of points (see ``mixture_log_density``)."""
+    mu = as_samples(means, "means", min_rows=1)
     n, d = mu.shape
     if isinstance(stds, (str, bytes)) or stds is None:
         raise InputError(f"stds must be a number or an array, got {stds!r}")
@@ -80,14 +80,14 @@ def _build(mu: np.ndarray, prec: np.ndarray, log_norm: np.ndarray, ids: np.ndarr
                    float(np.median(log_norm - 0.5 * offset_sq)))
 
 
-def direct_log_density(samples: np.ndarray, means: np.ndarray, stds: np.ndarray | float, *,
+def direct_log_density(points: np.ndarray, means: np.ndarray, stds: np.ndarray | float, *,
                        groups: np.ndarray | None = None, leave_out: np.ndarray | None = None) -> np.ndarray:
-    """The reference for checks: ``mixture_log_density`` from float64 differences z - mu_j, one sample
+    """The reference for checks: ``mixture_log_density`` from float64 differences z - mu_j, one point
     at a time (M N d operations, no expansion, no bound)."""
-    mu = as_samples(means, "means", min_samples=1)
+    mu = as_samples(means, "means", min_rows=1)
     s = np.broadcast_to(np.asarray(stds, dtype=np.float64), mu.shape) if np.ndim(stds) else np.full(mu.shape, stds)
     ids = _group_ids(groups, len(mu))
-    z = as_samples(samples, "samples", min_samples=1)
+    z = as_samples(points, "points", min_rows=1)
     skip = _leave_out_ids(leave_out, len(z), len(mu))
     w = 1.0 / s ** 2
     log_norm = -np.log(s).sum(axis=1) - 0.5 * mu.shape[1] * LOG_2PI
@@ -170,22 +170,22 @@ class Mixture:
                                         np.zeros(size, dtype=np.int64), np.arange(size))
         return self._parts[group]
 
-    def log_density_own_group(self, samples: np.ndarray, sample_groups: np.ndarray, *,
+    def log_density_own_group(self, points: np.ndarray, point_groups: np.ndarray, *,
                               leave_out: np.ndarray | None = None,
                               **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        """(M, 2): log p(z) under the whole mixture and log p(z | g_m) under each sample's own group g_m.
+        """(M, 2): log p(z) under the whole mixture and log p(z | g_m) under each point's own group g_m.
 
         What the I(Y;Z) estimate needs (the whole mixture weighs group g by N_g / N), from one
-        ungrouped pass plus one pass of each group's samples against that group: about 1 + 1/G times
+        ungrouped pass plus one pass of each group's points against that group: about 1 + 1/G times
         the pairs of the ungrouped pass. ``log_density`` with groups instead restarts the running
-        shift in every group and, for groups far from a sample, needs float64 products (float32
+        shift in every group and, for groups far from a point, needs float64 products (float32
         cannot give a log-density of -10^4 nats to 1e-3). ``leave_out`` as in ``log_density``, applied
         to both columns. ``options`` are those of ``log_density``; the diagnostics add up over the passes.
         """
-        z = as_samples(samples, "samples", min_samples=1)
-        own = as_labels(sample_groups, len(z), "sample_groups")
+        z = as_samples(points, "points", min_rows=1)
+        own = as_labels(point_groups, len(z), "point_groups")
         if own.min() < 0 or own.max() >= self.n_groups:
-            raise InputError(f"sample_groups must be group indices 0..{self.n_groups - 1}")
+            raise InputError(f"point_groups must be group indices 0..{self.n_groups - 1}")
         sorted_out = self._sorted_leave_out(leave_out, len(z))
         out = np.empty((len(z), 2))
         whole, info = self.part(None)._evaluate(z, None, sorted_out, **options)
@@ -228,21 +228,21 @@ class Mixture:
             self._terms[dtype] = (np.ascontiguousarray(b, dtype=dtype), np.ascontiguousarray(v, dtype=dtype))
         return self._terms[dtype]
 
-    def log_density(self, samples: np.ndarray, *, shift_hint: np.ndarray | None = None,
+    def log_density(self, points: np.ndarray, *, shift_hint: np.ndarray | None = None,
                     leave_out: np.ndarray | None = None, **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """(M, G) log-densities of every group's sub-mixture, and diagnostics.
 
-        ``shift_hint`` (M, G), optional: the exact log-density of one component of group g at sample
-        m (NaN where none is known), e.g. the component a sample was drawn from; it starts the
-        running shift there. ``leave_out`` (M,), optional: one component per sample (the caller's
+        ``shift_hint`` (M, G), optional: the exact log-density of one component of group g at point
+        m (NaN where none is known), e.g. the component a point was drawn from; it starts the
+        running shift there. ``leave_out`` (M,), optional: one component per point (the caller's
         index, -1: none) left out of its group's sum, which is then normalised by N_g - 1 (-inf where
         nothing is left). ``options``: ``backend`` ("numpy" or "keras"), ``dtype``, ``max_memory_mb``,
-        ``progress`` (a bar of samples done, updated after every chunk of pairs) and ``atol`` as in
-        ``mixture_log_density``. The diagnostics are ``float64_rows`` (samples computed with float64
+        ``progress`` (a bar of points done, updated after every chunk of pairs) and ``atol`` as in
+        ``mixture_log_density``. The diagnostics are ``float64_rows`` (points computed with float64
         products), ``max_error_bound`` (largest rounding-error bound, nats) and ``exact_pairs``
-        (sample-component pairs evaluated exactly); ``error_bound`` (M,) is each sample's bound.
+        (point-component pairs evaluated exactly); ``error_bound`` (M,) is each point's bound.
         """
-        z = as_samples(samples, "samples", min_samples=1)
+        z = as_samples(points, "points", min_rows=1)
         if shift_hint is not None and np.shape(shift_hint) != (len(z), self.n_groups):
             raise InputError(f"shift_hint must have shape {(len(z), self.n_groups)}, got {np.shape(shift_hint)}")
         return self._evaluate(z, shift_hint, self._sorted_leave_out(leave_out, len(z)), **options)
@@ -254,18 +254,18 @@ class Mixture:
     def _evaluate(self, z: np.ndarray, shift_hint: np.ndarray | None, left_out: np.ndarray, *,
                   backend: str = "numpy", dtype: str = "float32", max_memory_mb: float = 256,
                   progress: bool = False, atol: float = 1e-3) -> tuple[np.ndarray, dict[str, Any]]:
-        """``log_density`` for validated samples and ``left_out`` in the sorted order."""
+        """``log_density`` for validated points and ``left_out`` in the sorted order."""
         if z.shape[1] != self.means.shape[1]:
-            raise InputError(f"samples have {z.shape[1]} features but the components have {self.means.shape[1]}")
+            raise InputError(f"points have {z.shape[1]} features but the components have {self.means.shape[1]}")
         check_options(backend, dtype, max_memory_mb, atol)
         hint = np.full((len(z), self.n_groups), np.nan) if shift_hint is None else np.asarray(shift_hint, np.float64)
-        with tqdm(total=len(z), unit="sample", disable=not progress, leave=False, desc="mixture log-density",
-                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} samples "
+        with tqdm(total=len(z), unit="point", disable=not progress, leave=False, desc="mixture log-density",
+                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} points "
                              "[{elapsed}<{remaining}]") as bar:
             run = Run(self, z, hint, left_out, backend, np.dtype(str(dtype)), max_memory_mb, atol, bar)
             out, bound = run.all_rows()
         if bound.size and bound.max() > atol:
-            warnings.warn(f"{int((bound > atol).sum())} samples have a rounding-error bound above atol={atol} "
+            warnings.warn(f"{int((bound > atol).sum())} points have a rounding-error bound above atol={atol} "
                           f"even with float64 products (largest {bound.max():.2g} nats): the components are "
                           "extremely narrow compared with their distance from each other", RuntimeWarning,
                           stacklevel=3)

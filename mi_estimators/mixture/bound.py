@@ -31,19 +31,19 @@ exact value:
 4. The exponentials (assumed accurate to 4 ulp; numpy's SIMD exp is within 2.6) and the sums of
    <= n_cols positive float32 terms add eta = 8u + gamma_{n_cols} relative to X and V; the float64
    hits add gamma^{64}_{d+n+8} (1 + |kappa| + |s_0| + Q/2). With S = S_hits + X and D the total of
-   these, |log S^ - log S| <= log(S^ / (S^ - D)), the reported bound. Samples whose bound exceeds
+   these, |log S^ - log S| <= log(S^ / (S^ - D)), the reported bound. Points whose bound exceeds
    ``atol`` are recomputed with float64 products (the same code with u = 2^-53, always on NumPy).
 
 Why this design (measured on the Fashion-MNIST ``fc`` codes of benchmarks/data, d = 32, noise std
-0.5). The float32 expansion is far better than its worst-case bound: on 1,000 samples of epoch 2 the
+0.5). The float32 expansion is far better than its worst-case bound: on 1,000 points of epoch 2 the
 largest actual error of the raw expansion was 3.5e-5 nats, but the previous bound (only the largest
 component exact, the rest bounded by gamma_K times magnitudes of about 470 nats per term) exceeded
-1e-3 for 51% of them (5,946 of 10,000 samples in a full estimate, 5x the bare cost). That error
+1e-3 for 51% of them (5,946 of 10,000 points in a full estimate, 5x the bare cost). That error
 scales with the share rho of the mixture left in float32: at epoch 2 one exact component leaves
-rho = 0.21 (median), 0.84 (99%); all components within 4 nats of the largest (5 per sample on
+rho = 0.21 (median), 0.84 (99%); all components within 4 nats of the largest (5 per point on
 average, 0.05% of the pairs) leave rho < 0.02 (median), < 0.15 (max), and every bound < 1e-3, for
-one comparison pass per chunk and 5 exact differences per sample. Re-centring per block of samples
-cannot help (different samples' relevant components are far apart at relative precision 0.5 in
+one comparison pass per chunk and 5 exact differences per point. Re-centring per block of points
+cannot help (different points' relevant components are far apart at relative precision 0.5 in
 every unit); a compensated or split (2 x float32) product would double the product cost.
 """
 from __future__ import annotations
@@ -84,13 +84,13 @@ class Segment:
     frame: np.ndarray       # (m,) shift the sums refer to
     sums: np.ndarray        # (m, 2) sum over the rest of e^P^ [1, v_j]
     row_max: np.ndarray     # (m,) largest P^ of the chunk before re-shifting (-inf where unknown)
-    rows: np.ndarray        # hits: sample rows
+    rows: np.ndarray        # hits: point rows
     cols: np.ndarray        # hits: component indices
 
 
 @dataclass
 class Accumulator:
-    """Running state of one group for a block of samples (shift r relative to s_0, step 1)."""
+    """Running state of one group for a block of points (shift r relative to s_0, step 1)."""
 
     shift: np.ndarray       # (m,) r, float32-representable
     top: np.ndarray         # (m,) running largest term (reduced frame), -inf where unknown

@@ -1,6 +1,6 @@
 """The mixture kernel's chunk of pairs in ``keras.ops``, compiled, on Keras' backend and accelerator.
 
-Components are padded per group to whole chunks and kept on the device; the samples of a row chunk
+Components are padded per group to whole chunks and kept on the device; the points of a row chunk
 are sent once and the shift is subtracted after the product (step 2 of
 :mod:`mi_estimators.mixture.bound` covers that rounding). Hits are the largest ``DEVICE_TOP_K`` terms
 of a row that pass the threshold. Reduced-precision matrix products (TF32) are switched off during

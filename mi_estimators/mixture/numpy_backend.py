@@ -18,7 +18,7 @@ BLOCK_SIZE = 2 ** 19
 
 
 class NumpySegments:
-    """One chunk of components against one chunk of samples: product, hits, exp, the rest's sums."""
+    """One chunk of components against one chunk of points: product, hits, exp, the rest's sums."""
 
     cap, buffers = MAX_COLS, 1
 

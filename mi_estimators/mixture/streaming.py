@@ -1,5 +1,5 @@
-"""The streaming log-sum-exp over chunks of (sample, component) pairs: memory plan, working-precision
-pass with the rounding-error bound, float64 redo of the samples above ``atol``, progress.
+"""The streaming log-sum-exp over chunks of (point, component) pairs: memory plan, working-precision
+pass with the rounding-error bound, float64 redo of the points above ``atol``, progress.
 
 Per chunk of pairs: one product, then, on blocks of rows that stay in cache, a comparison (hits), one
 exp and a two-column product for the sums; rows with no shift yet (the first chunk of a group without
@@ -23,7 +23,7 @@ MAX_ROWS = 2048
 
 def chunk_plan(m: int, n_max: int, k: int, itemsize: int, d: int, n_groups: int, max_memory_mb: float,
                cap: int = MAX_COLS, buffers: int = 1) -> tuple[int, int]:
-    """Chunk sizes (rows, columns) whose working buffers fit ``max_memory_mb``, for ``m`` samples against
+    """Chunk sizes (rows, columns) whose working buffers fit ``max_memory_mb``, for ``m`` points against
     groups of at most ``n_max`` components, ``k`` product columns of ``itemsize`` bytes and ``d`` features.
 
     ``buffers`` (rows, columns) arrays are held at once. Columns shrink (not below 256, where products
@@ -50,10 +50,10 @@ def _make_kernel(mix: "Mixture", backend: str, dt: np.dtype, m: int, max_memory_
 
 
 class Run:
-    """One evaluation of a mixture at a set of samples: working-precision pass, float64 redo, progress.
+    """One evaluation of a mixture at a set of points: working-precision pass, float64 redo, progress.
 
     ``hint`` (M, G): exact log-density of one component of each group (NaN: none known);
-    ``left_out`` (M,): the component (in the mixture's sorted order) each sample leaves out (-1: none).
+    ``left_out`` (M,): the component (in the mixture's sorted order) each point leaves out (-1: none).
     """
 
     def __init__(self, mix: "Mixture", z: np.ndarray, hint: np.ndarray, left_out: np.ndarray, backend: str,
@@ -62,7 +62,7 @@ class Run:
         self.memory = max_memory_mb / 2
         # Beyond STAT_CAP the magnitude sums could overflow float32 and the bound could not be trusted;
         # beyond TERM_CAP the product terms themselves (1/s^2 of stds below 1e-18) would overflow float32.
-        # Rows whose products overflow all the same (far samples) get a NaN bound and go to float64 below.
+        # Rows whose products overflow all the same (far points) get a NaN bound and go to float64 below.
         self.use64 = dt == np.float64 or float(mix.magnitudes().max()) > STAT_CAP or mix.term_max() > TERM_CAP
         dt = np.dtype(np.float64) if self.use64 else dt
         # Float64 work always runs on NumPy (JAX, for one, would silently compute it in float32).
@@ -70,7 +70,7 @@ class Run:
         self.dt, self.n64, self.exact_pairs, self.progress = dt, 0, 0, [0, 0]
 
     def all_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """(M, G) log-densities and the (M,) largest rounding-error bound of each sample."""
+        """(M, G) log-densities and the (M,) largest rounding-error bound of each point."""
         m = len(self.z)
         out, bound = np.empty((m, self.mix.n_groups)), np.zeros(m)
         kernel = self.kernels[self.dt]
@@ -87,12 +87,12 @@ class Run:
                 redo = r0 + np.flatnonzero(~(bound[rows] <= self.atol) | ~value_ok.all(axis=1))
                 if redo.size:
                     self._exact(redo, out, bound, counted=True)
-                # Once most samples need float64, the working-precision pass is wasted work.
+                # Once most points need float64, the working-precision pass is wasted work.
                 self.use64 = self.n64 > 0.5 * rows.stop
         return out, bound
 
     def _exact(self, idx: np.ndarray, out: np.ndarray, bound: np.ndarray, *, counted: bool) -> None:
-        """Float64 products (always NumPy: every backend supports them there) for the samples ``idx``."""
+        """Float64 products (always NumPy: every backend supports them there) for the points ``idx``."""
         f64 = np.dtype(np.float64)
         if f64 not in self.kernels:
             self.kernels[f64] = _make_kernel(self.mix, "numpy", f64, len(self.z), self.memory)
@@ -105,12 +105,12 @@ class Run:
         self.n64 += len(idx)
 
     def rows(self, kernel, rows: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """All groups for the samples ``z[rows]`` (at most ``kernel.n_rows``)."""
+        """All groups for the points ``z[rows]`` (at most ``kernel.n_rows``)."""
         mix, z = self.mix, self.z[rows]
         q = mix.prec.shape[1]
         zc = z - mix.centre
         a = np.zeros((len(zc), kernel.k), dtype=kernel.dtype)
-        # Samples beyond float32's range give inf/NaN products, whose rows are redone in float64.
+        # Points beyond float32's range give inf/NaN products, whose rows are redone in float64.
         with np.errstate(over="ignore"):
             a[:, :q] = zc ** 2 if q > 1 else (zc ** 2).sum(axis=1, keepdims=True)
             a[:, q:-2] = zc
@@ -118,7 +118,7 @@ class Run:
         kernel.load(a)
         out = np.empty((len(z), mix.n_groups))
         bound = np.zeros(len(z))
-        self.progress = [0, 0]      # components done, samples shown as done
+        self.progress = [0, 0]      # components done, points shown as done
         left_out = self.left_out[rows]
         for group in range(mix.n_groups):
             out[:, group], err = self._group(kernel, z, group, self.hint[rows, group], left_out)
@@ -139,7 +139,7 @@ class Run:
                                  skip)
             acc.absorb(seg, self._hit_values(z, seg))
             self.exact_pairs += len(seg.rows)
-            # The bar moves after every chunk of pairs, in whole samples (a fraction of this row block).
+            # The bar moves after every chunk of pairs, in whole points (a fraction of this row block).
             self.progress[0] += c1 - c0
             shown = len(z) * self.progress[0] // len(mix.means)
             self.bar.update(shown - self.progress[1])

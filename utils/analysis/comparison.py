@@ -33,8 +33,8 @@ CONFIG_COLUMNS = ("run", "group", "dataset", "net", "dropout", "p", "beta", "see
 ESTIMATE_COLUMNS = ("layer", "split", "epoch", "estimator", "sees", "mi_xz", "mi_xz_stderr",
                     "mi_xz_sampling_stderr", "mi_xz_upper", "mi_xz_upper_stderr", "mi_xz_upper_sampling_stderr",
                     "mi_zy", "mi_zy_stderr", "mi_zy_sampling_stderr", "saturation", "mi_xz_quarter",
-                    "mi_xz_sixteenth", "mi_xz_upper_quarter", "mi_xz_upper_sixteenth", "n_samples", "log_n", "h_y",
-                    "noise_samples", "skipped")
+                    "mi_xz_sixteenth", "mi_xz_upper_quarter", "mi_xz_upper_sixteenth", "n_inputs", "log_n", "h_y",
+                    "draws", "skipped")
 _SUBSET_COLUMNS = {"mi_xz_quarter": ("mi_xz", -2), "mi_xz_sixteenth": ("mi_xz", -3),
                    "mi_xz_upper_quarter": ("mi_xz_upper", -2), "mi_xz_upper_sixteenth": ("mi_xz_upper", -3)}
 """Columns taken from the nested N/4 and N/16 subsets behind the saturation (entry ``convergence``)."""
@@ -123,12 +123,12 @@ def estimate_rows(runs: Sequence[RunInfo]) -> list[dict[str, Any]]:
 
 
 def _estimate_fields(entry: dict) -> dict[str, Any]:
-    derived = (*_SUBSET_COLUMNS, "noise_samples", "skipped")
+    derived = (*_SUBSET_COLUMNS, "draws", "skipped")
     fields = {k: entry.get(k) for k in ESTIMATE_COLUMNS[4:] if k not in derived}
     subsets = sorted(entry.get("convergence") or [], key=lambda point: point["n"])
     for column, (key, index) in _SUBSET_COLUMNS.items():
         fields[column] = subsets[index].get(key) if len(subsets) >= 3 else None
-    fields["noise_samples"] = entry.get("settings", {}).get("noise_samples")
+    fields["draws"] = entry.get("settings", {}).get("draws")
     fields["skipped"] = entry.get("skipped")
     return fields
 

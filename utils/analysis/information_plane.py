@@ -54,7 +54,7 @@ class Request:
     seed: int = 0
     clip_min: float | None = None
     progress: bool = field(default_factory=sys.stderr.isatty)
-    """Progress bars: epochs done, and samples done with the time left inside each estimate."""
+    """Progress bars: epochs done, and noisy points done with the time left inside each estimate."""
 
     def __post_init__(self) -> None:
         unknown = [e for e in self.estimators if e not in ESTIMATORS]
@@ -78,14 +78,14 @@ class Request:
         return dict(self.draws)[split]
 
     def settings(self, name: str, split: str) -> dict[str, Any]:
-        """The request's part of an entry's cache key (its keys are the estimators' parameter names:
-        ``max_samples`` inputs, ``noise_samples`` draws per input)."""
+        """The request's part of an entry's cache key: ``max_inputs``, the estimator's own settings and,
+        for estimators that draw noise, ``seed`` and ``draws`` (noise draws per input)."""
         spec = ESTIMATORS[name]
-        settings = {"max_samples": self.max_inputs, **spec.settings}
+        settings = {"max_inputs": self.max_inputs, **spec.settings}
         if spec.version > 1:
             settings["version"] = spec.version
         if spec.uses_noise:
-            settings.update(seed=self.seed, noise_samples=self.draws_of(split))
+            settings.update(seed=self.seed, draws=self.draws_of(split))
         if spec.clips:
             settings["clip_min"] = self.clip_min
         return settings
@@ -372,7 +372,7 @@ def _parser() -> OneLineParser:
                         "several runs: <their common parent>/comparison)")
     p.add_argument("--no-plots", action="store_true", help="estimate only, draw no figures")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
-                   help="progress bars: epochs done, and samples done with the time left inside each estimate "
+                   help="progress bars: epochs done, and noisy points done with the time left inside each estimate "
                         "(default: on in a terminal)")
     p.add_argument("--formats", default="png", help="figure formats, comma-separated from png,pdf,svg")
     return p

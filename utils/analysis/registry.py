@@ -84,11 +84,11 @@ class EstimatorSpec:
 
 def _mixture(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
     return estimate_layer_mi(data.layer, data.f, alphas=data.alphas, labels=data.labels, clip_min=data.clip_min,
-                             noise_samples=data.draws, seed=data.seed, progress=data.progress, **settings)
+                             draws=data.draws, seed=data.seed, progress=data.progress, **settings)
 
 
 def _upper_bound(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
-    return gaussian_dropout_upper_bound(data.f, data.layer["noise_std"], noise_samples=data.draws,
+    return gaussian_dropout_upper_bound(data.f, data.layer["noise_std"], draws=data.draws,
                                         seed=data.seed, clip_min=data.clip_min, **settings)
 
 
@@ -138,7 +138,7 @@ def plane_entry(spec: EstimatorSpec, result: MIResult, *, n_inputs: int, h_y: fl
         for suffix in ("", "_stderr", "_sampling_stderr"):
             entry[coordinate + suffix] = None if source is None else values.get(source + suffix)
     params = values["params"]
-    entry.update({"n_samples": n_inputs, "log_n": math.log(n_inputs), "h_y": h_y,
+    entry.update({"n_inputs": n_inputs, "log_n": math.log(n_inputs), "h_y": h_y,
                   "saturation": values["saturation"], "convergence": params.pop("convergence", None),
                   "sees": spec.sees, "params": params})
     return entry
