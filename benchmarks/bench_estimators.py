@@ -1,7 +1,7 @@
 """Speed of the Gaussian dropout mixture estimator against the bare BLAS cost of the same work.
 
-For N inputs x R noise draws (M = N R samples) against N components in d dimensions, the work per
-(sample, component) pair is two matrix products, z^2 . (1/s^2) and z . (mu/s^2), and one exp. The
+For N inputs x R noise draws (M = N R noisy points) against N components in d dimensions, the work per
+(point, component) pair is two matrix products, z^2 . (1/s^2) and z . (mu/s^2), and one exp. The
 *bare* cost does exactly that with the estimator's chunk sizes, on benign values: the two products
 into two buffers and one exp pass. The estimator computes the two products as one stacked product
 (inner dimension 2d + 2, which also folds in the constants and the running shift) and adds its
@@ -92,7 +92,7 @@ def compare(f: np.ndarray, draws: int, labels: np.ndarray | None, args: argparse
     clock = time.process_time if args.threads == 1 else time.perf_counter
     n, d = f.shape
     times = {"estimator": [], "bare": [], "fused": []}
-    jobs = {"estimator": lambda: gaussian_dropout_mi(f, NOISE_STD, labels, noise_samples=draws, seed=0,
+    jobs = {"estimator": lambda: gaussian_dropout_mi(f, NOISE_STD, labels, draws=draws, seed=0,
                                                      nested=False, max_memory_mb=args.max_memory_mb),
             "bare": lambda: bare_cost(n * draws, n, d, args.max_memory_mb, fused=False),
             "fused": lambda: bare_cost(n * draws, n, d, args.max_memory_mb, fused=True)}
@@ -106,13 +106,13 @@ def compare(f: np.ndarray, draws: int, labels: np.ndarray | None, args: argparse
     best = {key: min(val) for key, val in times.items()}
     pairs = n * draws * n
     runs = "; ".join(f"{key} " + ", ".join(f"{t:.2f}" for t in val) for key, val in times.items())
-    f64 = result.params["kernel_float64_samples"] / (n * draws)
+    f64 = result.params["kernel_float64_points"] / (n * draws)
     print(f"{n} inputs x {draws} draws = {pairs:.3g} pairs{'' if labels is None else ', label groups'}: "
           f"estimator {best['estimator']:.2f} s ({pairs / best['estimator']:.3g} pairs/s), bare two products "
           f"+ exp {best['bare']:.2f} s, fused product + exp {best['fused']:.2f} s; ratio "
           f"{best['estimator'] / best['bare']:.2f}, fused ratio {best['estimator'] / best['fused']:.2f} (runs, s: "
           f"{runs}); I(X;Z) = {result.mi_xz:.3f} +- {result.mi_xz_stderr:.3f} nats (log N = {result.log_n:.3f}), "
-          f"float64 samples {f64:.2%}", flush=True)
+          f"float64 points {f64:.2%}", flush=True)
     return {"pairs_per_s": round(pairs / best["estimator"], 1), "ratio": round(best["estimator"] / best["bare"], 3),
             "fused_ratio": round(best["estimator"] / best["fused"], 3), "float64_fraction": round(f64, 4)}
 

@@ -7,9 +7,9 @@ exit status is 1 when any step failed, with ``"ok": false`` and the failed steps
    ``fc`` net on Fashion-MNIST for ``--epochs`` epochs (exit code, seconds, test accuracy, the last
    lines of its output when it fails).
 2. ``d32``, ``d128``: N softplus codes (``bench_estimators.representations``), one draw each of
-   Gaussian dropout noise (std 0.5), every sample against every component with the keras backend
+   Gaussian dropout noise (std 0.5), every point against every component with the keras backend
    (on whatever accelerator Keras' backend sees), timed twice (the first call compiles), and a
-   float64 spot check: ``--spot`` samples evaluated directly in float64 differences, whose largest
+   float64 spot check: ``--spot`` points evaluated directly in float64 differences, whose largest
    error must stay within the kernel's atol (1e-3 nats) and its reported bound.
 
     KERAS_BACKEND=jax python benchmarks/gpu_check.py [--quick] [--data-dir DIR] [--out DIR]
@@ -87,7 +87,7 @@ def kernel_check(n: int, d: int, spot: int, max_memory_mb: float) -> dict:
     return {"pairs": n * n, "seconds_first": round(seconds[0], 3), "seconds": round(min(seconds), 3),
             "pairs_per_s": round(n * n / min(seconds), 1), "float64_rows": info["float64_rows"],
             "exact_pairs": info["exact_pairs"], "max_error_bound": info["max_error_bound"],
-            "spot_samples": len(rows), "spot_max_error": err, "spot_seconds": round(time.perf_counter() - start, 1),
+            "spot_points": len(rows), "spot_max_error": err, "spot_seconds": round(time.perf_counter() - start, 1),
             "spot_ok": bool(err <= min(ATOL, info["max_error_bound"] + 1e-9))}
 
 
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3,000 codes, one epoch on 2,000 inputs (CPU check)")
     parser.add_argument("--data-dir", help="Fashion-MNIST idx files; the training step is skipped without it")
     parser.add_argument("--out", default="gpu_check_runs", help="folder for the training run (default: %(default)s)")
-    parser.add_argument("--n", type=int_arg(), help="codes = components = samples (default 60,000; quick 3,000)")
-    parser.add_argument("--spot", type=int_arg(), default=300, help="samples checked in float64 (default 300)")
+    parser.add_argument("--n", type=int_arg(), help="codes = components = points (default 60,000; quick 3,000)")
+    parser.add_argument("--spot", type=int_arg(), default=300, help="points checked in float64 (default 300)")
     parser.add_argument("--epochs", type=int_arg(), help="training epochs (default 3; quick 1)")
     parser.add_argument("--max-memory-mb", type=float, default=16384, help="kernel working memory (default 16384)")
     args = parser.parse_args(argv)

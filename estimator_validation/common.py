@@ -49,7 +49,7 @@ NOISE_STD_DEFAULT = math.sqrt(0.1)
 NOISE_STD_RANGE = (1e-3, 1e2)
 """Noise standard deviations the scripts accept. Below 1e-3 the ground-truth quadrature nears its grid
 limit (``ground_truth.min_noise_std``, 1.7e-4) and the mixture kernel leaves float32 (at 1e-6, 1000
-toy inputs: all 5000 samples exceed its rounding-error bound; an earlier kernel overflowed there);
+toy inputs: all 5000 points exceed its rounding-error bound; an earlier kernel overflowed there);
 above 1e2 nothing changes: the noise term dominates f(x), Z is nearly sigma f(X) eps and I(X;Z) has
 reached its limit (0.42 nats per dimension at sigma = 10 or 1e3)."""
 NOISE_FLAGS = {"noise_std": ("--noise-std", 1), "noise_var": ("--noise-var", 2), "noise": ("--noise", 2)}
@@ -86,8 +86,8 @@ def make_parser(script: str, description: str, *, defaults: dict[str, int], quic
     noise.add_argument("--noise", type=float_arg(0.0, inclusive=False), default=None,
                        help="alias of --noise-var: the reference scripts' flag, a variance")
     p.add_argument("--n", type=int_arg(min_n), default=None, help=size_help(n_help, "n", defaults, quick))
-    p.add_argument("--noise-samples", type=int_arg(1), default=None,
-                   help=size_help("noisy draws of Z per input", "noise_samples", defaults, quick))
+    p.add_argument("--draws", type=int_arg(1), default=None,
+                   help=size_help("noisy draws of Z per input", "draws", defaults, quick))
     p.add_argument("--seed", type=int_arg(0), default=0, help="seed of the first repeat (default 0)")
     p.add_argument("--repeats", type=int_arg(1), default=None,
                    help=size_help("independent draws of the data, for the spread of the estimates", "repeats",
@@ -194,22 +194,22 @@ def check_memory(parts: dict[str, float], flags: str) -> None:
                            f"{free / GIB:.1f} GiB are available; lower {flags}")
 
 
-def toy_bytes(n: int, dim: int, fdim: int, noise_samples: int) -> float:
+def toy_bytes(n: int, dim: int, fdim: int, draws: int) -> float:
     """Bytes of one draw of the toy data (x, f, z, index), of the temporaries that draw it and, when
     fdim != dim, of the projection matrix and its QR factorisation."""
-    rows = n * noise_samples
+    rows = n * draws
     return 8.0 * (n * (dim + fdim) + rows * (3 * fdim + 1) + (3 * dim * fdim if dim != fdim else 0))
 
 
-def mixture_bytes(n: int, d: int, noise_samples: int) -> float:
+def mixture_bytes(n: int, d: int, draws: int) -> float:
     """Bytes of ``gaussian_dropout_mi`` on n inputs: its working buffers plus copies of the (n, d)
     components and the per-draw terms (measured growth of the resident memory beyond the buffers: 4.9 kB
     per input at d = 64 with one draw, 0.9 kB at d = 8 with 16 draws)."""
-    return MIXTURE_MEMORY_MB * 2 ** 20 + 8.0 * n * (12 * d + 4 * noise_samples + 8)
+    return MIXTURE_MEMORY_MB * 2 ** 20 + 8.0 * n * (12 * d + 4 * draws + 8)
 
 
 def gaussian_bound_bytes(rows: int, d: int) -> float:
-    """Bytes of the Ledoit-Wolf Gaussian bound on ``rows`` noisy samples of dimension d, the noise drawn
+    """Bytes of the Ledoit-Wolf Gaussian bound on ``rows`` noisy points of dimension d, the noise drawn
     inside (measured: 56 bytes per row at d = 1, 330 at d = 10), and of its d x d covariance, shrunk copy
     and log-determinant factorisation (80 GB at d = 100,000)."""
     return 8.0 * rows * (4 * d + 4) + 8.0 * 3 * d * d
@@ -348,11 +348,11 @@ def band(ax: plt.Axes, x: Sequence[float], entry: dict[str, Any], label: str, **
 def title(args: argparse.Namespace) -> str:
     """Figure title naming the setting."""
     return (f"dim {args.dim}, fdim {args.fdim}, noise std {args.noise_std:.4g} (variance {args.noise_var:.4g}), "
-            f"N {args.n}, {args.noise_samples} noise draws, {args.repeats} repeat(s)")
+            f"N {args.n}, {args.draws} noise draws, {args.repeats} repeat(s)")
 
 
 def print_series(n: Sequence[int], columns: dict[str, dict[str, Any]]) -> None:
-    """Print ``series`` entries side by side: one row per sample size, mean +- std over repeats."""
+    """Print ``series`` entries side by side: one row per number of inputs, mean +- std over repeats."""
     header = f"{'n':>8}" + "".join(f"{name:>24}" for name in columns)
     print(header)
     for i, k in enumerate(n):
@@ -367,15 +367,15 @@ def print_series(n: Sequence[int], columns: dict[str, dict[str, Any]]) -> None:
         print(f"{k:>8}" + "".join(cells))
 
 
-def toy_repeats(args: argparse.Namespace, noise_samples: int | None = None) -> Iterator[tuple[int, ToyData, int]]:
+def toy_repeats(args: argparse.Namespace, draws: int | None = None) -> Iterator[tuple[int, ToyData, int]]:
     """``(repeat, toy data, estimator seed)`` for each of ``args.repeats`` repeats, seeded from ``args.seed``;
-    ``noise_samples`` overrides ``args.noise_samples`` for the drawn Z."""
+    ``draws`` overrides ``args.draws`` for the drawn Z."""
+    count = args.draws if draws is None else draws
     for rep in range(args.repeats):
         data_seed, est_seed = child_seeds(args.seed + rep, 2)
-        draws = args.noise_samples if noise_samples is None else noise_samples
-        yield rep, make_toy(args.dim, args.fdim, args.n, args.noise_std, draws, seed=data_seed), est_seed
+        yield rep, make_toy(args.dim, args.fdim, args.n, args.noise_std, count, seed=data_seed), est_seed
 
 
 def size_grid(grid: Sequence[int], n: int) -> list[int]:
-    """The sample sizes of ``grid`` below ``n``, then ``n`` itself (the largest size of a run)."""
+    """The numbers of inputs in ``grid`` below ``n``, then ``n`` itself (the largest size of a run)."""
     return [int(s) for s in grid if s < n] + [int(n)]

@@ -10,7 +10,7 @@ and evaluated on a held-out part:
 * conditional q(z|x): a small Keras MLP of x giving a location and a log-scale per dimension.
 
 ``family`` picks Gaussian or logistic densities for both. The estimate is the held-out difference
-of the two cross-entropies; its standard error is that of the mean of the paired per-sample
+of the two cross-entropies; its standard error is that of the mean of the paired per-row
 differences, clustered by group (input) when one input has several noise draws. DoE is not a
 guaranteed bound (a difference of two upper bounds): a loose marginal model pushes it up, a loose
 conditional model pushes it down.
@@ -47,7 +47,7 @@ def _nll(family: str, z, loc, log_scale):
 
 
 def _build_model(family: str, dim: int, fdim: int, hidden: int, layers: int, seed: int):
-    """Keras model [x, z] -> (batch, 2): the two per-sample cross-entropy terms, marginal first.
+    """Keras model [x, z] -> (batch, 2): the two per-row cross-entropy terms, marginal first.
 
     The hidden layers' Glorot-uniform weights are seeded one by one from ``seed`` (not through
     ``keras.utils.set_random_seed``, which would import TensorFlow on every backend)."""
@@ -83,7 +83,7 @@ def _cluster_stderr(values: np.ndarray, groups: np.ndarray) -> float:
 
     var = G / (G - 1) * sum_g (S_g - n_g * mean)^2 / n^2 with S_g, n_g the sum and size of group g; for
     one row per group this is the usual s^2 / n. Several noise draws of one input are not independent
-    evidence about the population of inputs, so they must not count as separate samples.
+    evidence about the population of inputs, so they must not count as separate inputs.
     """
     _, inverse = np.unique(groups, return_inverse=True)
     sums, counts = np.bincount(inverse, weights=values), np.bincount(inverse)
@@ -186,12 +186,12 @@ def doe_mi(x: np.ndarray, z: np.ndarray, *, family: str = "gaussian", groups: np
 
     if family not in FAMILIES:
         raise ValueError(f"unknown DoE family {family!r}; choose one of {FAMILIES}")
-    x = as_samples(x, "x", min_samples=10)
-    z = as_samples(z, "z", min_samples=10)
+    x = as_samples(x, "x", min_rows=10)
+    z = as_samples(z, "z", min_rows=10)
     check_same_length(x=x, z=z)
     groups = np.arange(len(x)) if groups is None else np.asarray(groups)
     if groups.shape != (len(x),):
-        raise ValueError(f"groups must have one entry per sample ({len(x)}), got shape {groups.shape}")
+        raise ValueError(f"groups must have one entry per row ({len(x)}), got shape {groups.shape}")
     part, n_test = _split(groups, test_fraction, val_fraction, seed)
     train, val, test = part == 0, part == 1, part == 2
     xs, _ = _standardise(x, train)
@@ -206,7 +206,7 @@ def doe_mi(x: np.ndarray, z: np.ndarray, *, family: str = "gaussian", groups: np
     return MIResult(
         method=f"doe_{family}", mi=float(diff.mean()), mi_stderr=_cluster_stderr(diff, groups[test]),
         h_z=float(terms[:, 0].mean()) + log_jacobian, h_z_stderr=_cluster_stderr(terms[:, 0], groups[test]),
-        h_z_given_x=float(terms[:, 1].mean()) + log_jacobian, n_samples=int(test.sum()),
+        h_z_given_x=float(terms[:, 1].mean()) + log_jacobian, n_inputs=int(test.sum()),
         params={"family": family, "n_train": int(train.sum()), "n_validation": int(val.sum()),
                 "n_test": int(test.sum()), "n_test_groups": int(n_test), "epochs_run": epochs_run, "hidden": hidden,
                 "layers": layers, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,

@@ -3,7 +3,7 @@
 Toy problem of Adilova, Geiger & Fischer (ICLR 2023): X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D,
 D ~ N(1, s^2 I). Two targets (``mi_estimators.dropout_MI``), two experiments over --repeats seeds:
 
-* inputs redrawn every seed (N = --n, --noise-samples draws): the estimate against the population
+* inputs redrawn every seed (N = --n inputs, --draws noise draws each): the estimate against the population
   truth, with the total error (Monte Carlo and input-sampling errors in quadrature);
 * inputs fixed (the first min(N, 1000) inputs of seed 0), noise redrawn every seed: the estimate
   against I_N, the MI for X uniform over those inputs, computed independently with float64 differences
@@ -37,9 +37,9 @@ from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
 from mi_estimators.mixture import direct_log_density  # noqa: E402
 
 SCRIPT = "error_calibration"
-DEFAULTS = {"n": 5000, "noise_samples": 2, "repeats": 30}
-QUICK = {"n": 300, "noise_samples": 2, "repeats": 4}
-LOWER = "--n or --noise-samples"
+DEFAULTS = {"n": 5000, "draws": 2, "repeats": 30}
+QUICK = {"n": 300, "draws": 2, "repeats": 4}
+LOWER = "--n or --draws"
 FIXED_MAX_N = 1000
 BRUTE_FORCE_DRAWS = 200
 
@@ -53,8 +53,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _memory(args: argparse.Namespace) -> dict[str, float]:
     fixed = min(args.n, FIXED_MAX_N)
-    return {"toy data": common.toy_bytes(args.n, args.dim, args.fdim, args.noise_samples),
-            "mixture": common.mixture_bytes(args.n, args.fdim, args.noise_samples),
+    return {"toy data": common.toy_bytes(args.n, args.dim, args.fdim, args.draws),
+            "mixture": common.mixture_bytes(args.n, args.fdim, args.draws),
             "brute force": 8.0 * BRUTE_FORCE_DRAWS * fixed * (args.fdim + 4)}
 
 
@@ -62,7 +62,7 @@ def _seconds(args: argparse.Namespace) -> float:
     """Rough seconds of the run: the float64 reference I_N, then per seed two mixture estimates."""
     fixed = min(args.n, FIXED_MAX_N)
     brute = 4e-9 * BRUTE_FORCE_DRAWS * fixed * fixed * (args.fdim + 4)
-    return brute + args.repeats * 2 * workload.mixture_seconds(args.n, args.fdim, args.noise_samples, nested=False)
+    return brute + args.repeats * 2 * workload.mixture_seconds(args.n, args.fdim, args.draws, nested=False)
 
 
 def _brute_force_i_n(f: np.ndarray, stds: np.ndarray, seed: int) -> tuple[float, float]:
@@ -96,9 +96,9 @@ def _compute(args: argparse.Namespace) -> int:
     with workload.progress(args.repeats, SCRIPT, "seeds") as bar:
         for r in range(args.repeats):
             toy = make_toy(args.dim, args.fdim, args.n, args.noise_std, seed=args.seed + 1 + r)
-            res = gaussian_dropout_mi(toy.f, args.noise_std, noise_samples=args.noise_samples, seed=r, nested=False)
+            res = gaussian_dropout_mi(toy.f, args.noise_std, draws=args.draws, seed=r, nested=False)
             redrawn.append((res.mi_xz, math.hypot(res.mi_xz_stderr, res.mi_xz_sampling_stderr)))
-            res = gaussian_dropout_mi(first.f, args.noise_std, noise_samples=args.noise_samples, seed=r, nested=False)
+            res = gaussian_dropout_mi(first.f, args.noise_std, draws=args.draws, seed=r, nested=False)
             fixed.append((res.mi_xz, math.hypot(res.mi_xz_stderr, i_n_se)))
             bar.update()
     estimates = {name: common.summarise(*zip(*pairs)) for name, pairs in

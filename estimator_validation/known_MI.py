@@ -1,12 +1,12 @@
 """Compare the MI estimators with the true I(X;Z) on the toy problem (Adilova, Geiger & Fischer, ICLR 2023).
 
 X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D, D ~ N(1, s^2 I) with s = --noise-std (or
---noise-var s^2); N = --n inputs with --noise-samples noisy draws each. Estimators:
+--noise-var s^2); N = --n inputs with --draws noisy draws each. Estimators:
 
 * ``mixture``: the dropout mixture estimator (``gaussian_dropout_mi``), with its Monte Carlo stderr;
 * ``gaussian_upper_bound``: the Ledoit-Wolf Gaussian bound on h(Z) minus the closed-form h(Z|X);
-* ``binning_bins_<k>`` / ``binning_size_<s>``: H of the binned noisy samples Z (Shwartz-Ziv & Tishby
-  form, X uniform over the samples), by bin count and bin size; never above log of the sample count;
+* ``binning_bins_<k>`` / ``binning_size_<s>``: H of the binned noisy points Z (Shwartz-Ziv & Tishby
+  form, X uniform over the points), by bin count and bin size; never above log of the number of points;
 * ``ksg`` and ``edge``: between X and Z, on one noisy draw per input (N i.i.d. pairs of the joint);
 * ``doe_gaussian`` / ``doe_logistic``: Difference of Entropies (McAllester & Stratos 2020), trained on
   80% of the inputs (with all their draws), 10% of them for early stopping, evaluated on the other 20%.
@@ -47,9 +47,9 @@ SCRIPT = "known_MI"
 BIN_COUNTS = (2, 5, 10, 15, 20, 50, 100)
 BIN_SIZES = (0.9, 0.5, 0.2, 0.1, 0.001)
 DOE_FAMILIES = ("gaussian", "logistic")
-DEFAULTS = {"n": 1000, "noise_samples": 10, "repeats": 1}
-QUICK = {"n": 300, "noise_samples": 5, "repeats": 1}
-LOWER = "--n, --noise-samples, --dim or --fdim"
+DEFAULTS = {"n": 1000, "draws": 10, "repeats": 1}
+QUICK = {"n": 300, "draws": 5, "repeats": 1}
+LOWER = "--n, --draws, --dim or --fdim"
 """The flags that reduce the memory and time a run needs."""
 KERAS_START_SECONDS = 8.0
 """Importing Keras and compiling the first DoE model."""
@@ -70,12 +70,12 @@ def _estimators(data: ToyData, seed: int, quick: bool) -> dict:
     doe_kwargs = {"epochs": DOE_EPOCHS["quick"], "patience": 8} if quick else {}
 
     def mixture():
-        r = gaussian_dropout_mi(data.f, noise_std=data.noise_std, noise_samples=draws, seed=seed,
+        r = gaussian_dropout_mi(data.f, noise_std=data.noise_std, draws=draws, seed=seed,
                                 max_memory_mb=common.MIXTURE_MEMORY_MB)
         return r.mi_xz, r.mi_xz_stderr, {}
 
     def upper_bound():
-        r = gaussian_dropout_upper_bound(data.f, noise_std=data.noise_std, noise_samples=draws, seed=seed)
+        r = gaussian_dropout_upper_bound(data.f, noise_std=data.noise_std, draws=draws, seed=seed)
         return r.mi_xz, None, {}
 
     def binning(**kw):
@@ -119,7 +119,7 @@ def _figure(doc: dict, args) -> plt.Figure:
         for (name, label), colour in zip(lines, colours):
             ax.axhline(est[name]["value"], color=colour, lw=1.5, label=label)
         common.reference_lines(ax, doc["truth"]["mi"], doc["log_n"])
-        ax.axhline(doc["log_n_samples"], color="tab:olive", lw=1, ls=":", label="log(N x noise draws)")
+        ax.axhline(doc["log_n_points"], color="tab:olive", lw=1, ls=":", label="log(N x noise draws)")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("I(X;Z) [nats]")
@@ -158,7 +158,7 @@ def _figure(doc: dict, args) -> plt.Figure:
 def _memory(args) -> dict[str, float]:
     """Estimated peak memory (bytes) by part: the toy data plus the largest estimator (they run in turn).
     Bytes per row or input measured with tracemalloc at d = 1 and 10, rounded up."""
-    n, ns, dim, fdim = args.n, args.noise_samples, args.dim, args.fdim
+    n, ns, dim, fdim = args.n, args.draws, args.dim, args.fdim
     rows = n * ns
     estimators = {
         "mixture": common.mixture_bytes(n, fdim, ns),
@@ -177,7 +177,7 @@ def _memory(args) -> dict[str, float]:
 def _seconds(args) -> float:
     """Rough seconds of the run: Keras' start-up, then per repeat every estimator of ``NAMES`` in turn
     (constants fitted to the --quick and default runs at dim 1)."""
-    n, ns, dim, fdim = args.n, args.noise_samples, args.dim, args.fdim
+    n, ns, dim, fdim = args.n, args.draws, args.dim, args.fdim
     rows, joint = n * ns, dim + fdim
     # early stopping typically ends DoE after about 50 epochs (known_MI.json: epochs_run)
     doe_steps = math.ceil(0.7 * rows / 512) * min(60, DOE_EPOCHS["quick" if args.quick else "default"])
@@ -237,7 +237,7 @@ def _compute(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     values, finite_truth = _run(args)
     estimates = _summaries(values)
-    extra = {"log_n_samples": math.log(args.n * args.noise_samples)}
+    extra = {"log_n_points": math.log(args.n * args.draws)}
     if finite_truth:
         extra["truth_finite_sample"] = _finite_truth_entry(finite_truth)
     doc = common.payload(SCRIPT, args, math.log(args.n), estimates, **extra)

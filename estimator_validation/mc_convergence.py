@@ -1,12 +1,12 @@
 """Monte Carlo convergence of h(Z|X) and of the mixture estimate of I(X;Z) with the number of inputs.
 
 Toy problem of Adilova, Geiger & Fischer (ICLR 2023): X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D,
-D ~ N(1, s^2 I), s = --noise-std (or --noise-var s^2). For each sample size n (10 ... 150,000, the
+D ~ N(1, s^2 I), s = --noise-std (or --noise-var s^2). For each number of inputs n (10 ... 150,000, the
 paper's range, up to --n) and each of --repeats independent draws:
 
 * h(Z|X) by Monte Carlo over the n inputs, mean_k sum_i log(sqrt(2 pi e) s |f(x_k)_i|) (the closed form
-  given x, averaged over the sample), against the true h(Z|X);
-* I(X;Z) by the dropout mixture estimator (``gaussian_dropout_mi``, --noise-samples draws per input),
+  given x, averaged over the inputs), against the true h(Z|X);
+* I(X;Z) by the dropout mixture estimator (``gaussian_dropout_mi``, --draws noise draws per input),
   for n up to --mi-max-n (the pairwise cost grows as n^2), against the true value and log n: the
   lower (mixture) and upper (leave-one-out) estimates, which bracket the truth in expectation and
   close on it as n grows.
@@ -37,9 +37,9 @@ from utils.cli import int_arg  # noqa: E402
 
 SCRIPT = "mc_convergence"
 SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 150000)
-DEFAULTS = {"n": 150000, "noise_samples": 10, "repeats": 5, "mi_max_n": 10000}
-QUICK = {"n": 2000, "noise_samples": 2, "repeats": 3, "mi_max_n": 500}
-LOWER = "--n, --mi-max-n, --noise-samples or --fdim"
+DEFAULTS = {"n": 150000, "draws": 10, "repeats": 5, "mi_max_n": 10000}
+QUICK = {"n": 2000, "draws": 2, "repeats": 3, "mi_max_n": 500}
+LOWER = "--n, --mi-max-n, --draws or --fdim"
 """The flags that reduce the memory and time a run needs."""
 MIN_N = 10
 SERIES_NOTE = ("h_z_given_x: closed form averaged over the n inputs; mixture_h_z_given_x: the same quantity as "
@@ -73,14 +73,14 @@ def _memory(args) -> dict[str, float]:
     n, fdim = args.n, args.fdim
     return {"interpreter": common.BASE_BYTES, "toy data": common.toy_bytes(n, args.dim, fdim, 1),
             "h(Z|X) temporaries": 3 * 8 * n * fdim,
-            "estimator mixture": common.mixture_bytes(min(n, args.mi_max_n), fdim, args.noise_samples)}
+            "estimator mixture": common.mixture_bytes(min(n, args.mi_max_n), fdim, args.draws)}
 
 
 def _seconds(args) -> float:
     """Rough seconds of the run: per repeat, the toy data, the closed form at every size and the mixture
     estimate at every size up to --mi-max-n."""
     mi_sizes = common.size_grid(SIZES, min(args.n, args.mi_max_n))
-    mixture = sum(workload.mixture_seconds(m, args.fdim, args.noise_samples) for m in mi_sizes)
+    mixture = sum(workload.mixture_seconds(m, args.fdim, args.draws) for m in mi_sizes)
     return args.repeats * (mixture + 1e-7 * args.n * (args.dim + args.fdim) * len(SIZES))
 
 
@@ -89,11 +89,11 @@ def _run(args, sizes: list[int], mi_sizes: list[int]) -> dict[str, np.ndarray]:
     out = {"hzx": np.empty((args.repeats, len(sizes)))}
     out.update({key: np.empty((args.repeats, len(mi_sizes))) for key in ("mi", "mi_se", "up", "up_se", "hzx_est")})
     with workload.progress(args.repeats * len(mi_sizes), SCRIPT, "mixture estimates") as bar:
-        for rep, data, est_seed in common.toy_repeats(args, noise_samples=1):
+        for rep, data, est_seed in common.toy_repeats(args, draws=1):
             out["hzx"][rep] = [sample_conditional_entropy(data.f[:m], args.noise_std) for m in sizes]
             for j, m in enumerate(mi_sizes):
                 bar.set_postfix_str(f"n={m}")
-                r = gaussian_dropout_mi(data.f[:m], noise_std=args.noise_std, noise_samples=args.noise_samples,
+                r = gaussian_dropout_mi(data.f[:m], noise_std=args.noise_std, draws=args.draws,
                                         seed=est_seed, max_memory_mb=common.MIXTURE_MEMORY_MB)
                 out["mi"][rep, j], out["mi_se"][rep, j], out["hzx_est"][rep, j] = r.mi_xz, r.mi_xz_stderr, r.h_z_given_x
                 out["up"][rep, j], out["up_se"][rep, j] = r.mi_xz_upper, r.mi_xz_upper_stderr

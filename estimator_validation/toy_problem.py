@@ -38,9 +38,9 @@ def child_seeds(seed: int, count: int) -> list[int]:
 
 @dataclass
 class ToyData:
-    """One draw of the toy problem: inputs, noise-free representation and noisy samples.
+    """One draw of the toy problem: inputs, noise-free representation and noisy points.
 
-    ``z`` holds ``noise_samples`` noisy draws per input, input-major: row ``k`` belongs to input
+    ``z`` holds ``draws`` noisy draws per input, input-major: row ``k`` belongs to input
     ``index[k]``.
     """
 
@@ -55,9 +55,9 @@ class ToyData:
         return self.x.shape[0]
 
 
-def make_toy(dim: int, fdim: int, n: int, noise_std: float, noise_samples: int = 1, seed: int = 0) -> ToyData:
-    """Draw ``n`` inputs and ``noise_samples`` noisy representations of each (float64)."""
-    for value, name in ((dim, "dim"), (fdim, "fdim"), (n, "n"), (noise_samples, "noise_samples")):
+def make_toy(dim: int, fdim: int, n: int, noise_std: float, draws: int = 1, seed: int = 0) -> ToyData:
+    """Draw ``n`` inputs and ``draws`` noisy representations of each (float64)."""
+    for value, name in ((dim, "dim"), (fdim, "fdim"), (n, "n"), (draws, "draws")):
         check_int(value, name)
     noise_std = check_float(noise_std, "noise_std")
     rng = np.random.default_rng(seed)
@@ -65,15 +65,15 @@ def make_toy(dim: int, fdim: int, n: int, noise_std: float, noise_samples: int =
     scaled = TOY_SCALE * x
     # A = I when fdim == dim: no (dim, dim) matrix and product (x @ I is x exactly)
     f = (scaled if dim == fdim else scaled @ projection_matrix(dim, fdim).T) + TOY_SHIFT
-    index = np.repeat(np.arange(n), noise_samples)
-    z = f[index] * (1.0 + noise_std * rng.standard_normal((n * noise_samples, fdim)))
+    index = np.repeat(np.arange(n), draws)
+    z = f[index] * (1.0 + noise_std * rng.standard_normal((n * draws, fdim)))
     return ToyData(x=x, f=f, z=z, index=index, noise_std=noise_std)
 
 
 def sample_conditional_entropy(f: np.ndarray, noise_std: float) -> float:
     """Monte Carlo estimate of h(Z|X) over the drawn inputs: mean_k sum_i log(sqrt(2 pi e) sigma |f(x_k)_i|).
 
-    The closed form of the paper, averaged over the sample (not over noise draws).
+    The closed form of the paper, averaged over the inputs (not over noise draws).
     """
     f = np.asarray(f, dtype=np.float64)
     return float(np.mean(np.sum(LOG_SQRT_2PI_E + math.log(noise_std) + np.log(np.abs(f)), axis=1)))

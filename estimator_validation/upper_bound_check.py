@@ -2,10 +2,10 @@
 
 Toy problem of Adilova, Geiger & Fischer (ICLR 2023): X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D,
 D ~ N(1, s^2 I), s = --noise-std (or --noise-var s^2). For each n (10 ... 10,000, up to --n) and each
-of --repeats draws, with --noise-samples noisy draws per input:
+of --repeats draws, with --draws noisy draws per input:
 
 * ``gaussian_upper_bound``: h(Z) <= 1/2 log det(2 pi e Sigma_Z), Sigma_Z the Ledoit-Wolf covariance
-  of the n x noise-samples noisy samples (``gaussian_entropy_upper_bound``); in the population it is
+  of the n x draws noisy points (``gaussian_entropy_upper_bound``); in the population it is
   above the true h(Z) (the Gaussian has the largest entropy for a given covariance) and tends to
   1/2 log det(2 pi e Cov Z), Cov Z in closed form (``gaussian_bound_limit`` in the JSON);
 * ``mixture``: the entropy of the mixture of the n conditionals, by the dropout mixture estimator
@@ -39,9 +39,9 @@ from mi_estimators.upper_bound import gaussian_entropy_upper_bound  # noqa: E402
 
 SCRIPT = "upper_bound_check"
 SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-DEFAULTS = {"n": 10000, "noise_samples": 10, "repeats": 5}
-QUICK = {"n": 1000, "noise_samples": 5, "repeats": 3}
-LOWER = "--n, --noise-samples or --fdim"
+DEFAULTS = {"n": 10000, "draws": 10, "repeats": 5}
+QUICK = {"n": 1000, "draws": 5, "repeats": 3}
+LOWER = "--n, --draws or --fdim"
 """The flags that reduce the memory and time a run needs."""
 MIN_N = 10
 
@@ -63,7 +63,7 @@ def _figure(doc: dict, args) -> plt.Figure:
 
 def _memory(args) -> dict[str, float]:
     """Estimated peak memory (bytes) by part: the toy data and the larger of the two estimators."""
-    n, ns, fdim = args.n, args.noise_samples, args.fdim
+    n, ns, fdim = args.n, args.draws, args.fdim
     estimators = {"Gaussian bound": common.gaussian_bound_bytes(n * ns, fdim),
                   "mixture": common.mixture_bytes(n, fdim, ns)}
     largest = max(estimators, key=estimators.get)
@@ -73,7 +73,7 @@ def _memory(args) -> dict[str, float]:
 
 def _seconds(args) -> float:
     """Rough seconds of the run: per repeat and size, the Gaussian bound and the mixture estimate."""
-    ns, fdim = args.noise_samples, args.fdim
+    ns, fdim = args.draws, args.fdim
     per_repeat = sum(workload.mixture_seconds(m, fdim, ns) + 1e-8 * m * ns * fdim * (fdim + 10)
                      for m in common.size_grid(SIZES, args.n))
     return args.repeats * per_repeat
@@ -86,8 +86,8 @@ def _run(args, sizes: list[int]) -> dict[str, np.ndarray]:
         for rep, data, est_seed in common.toy_repeats(args):
             for j, m in enumerate(sizes):
                 bar.set_postfix_str(f"n={m}")
-                out["bound"][rep, j] = gaussian_entropy_upper_bound(data.z[: m * args.noise_samples]).h_z
-                r = gaussian_dropout_mi(data.f[:m], noise_std=data.noise_std, noise_samples=args.noise_samples,
+                out["bound"][rep, j] = gaussian_entropy_upper_bound(data.z[: m * args.draws]).h_z
+                r = gaussian_dropout_mi(data.f[:m], noise_std=data.noise_std, draws=args.draws,
                                         seed=est_seed, max_memory_mb=common.MIXTURE_MEMORY_MB)
                 out["mix"][rep, j], out["mix_se"][rep, j] = r.h_z, r.h_z_stderr
                 bar.update()

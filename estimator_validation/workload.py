@@ -23,7 +23,7 @@ LONG_SECONDS = 30.0
 """Runs expected to take longer say so before they start."""
 PAIR_SECONDS = 1e-8
 PAIR_DIM_SECONDS = 5e-11
-"""Mixture estimate cost per (sample, component) pair, the convergence subsets and pilot draws included:
+"""Mixture estimate cost per (point, component) pair, the convergence subsets and pilot draws included:
 fixed part and per dimension. Fitted to the toy problem's default runs (6.5e9 pairs at d = 1 in 40 to
 116 s) and the README's speed table (4e-9 s per pair at d = 32, 8e-9 at d = 128 on large problems)."""
 UNNESTED_FACTOR = 0.7

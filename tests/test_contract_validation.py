@@ -22,7 +22,7 @@ from estimator_validation import known_MI, mc_convergence, upper_bound_check, wo
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"known_MI": known_MI, "mc_convergence": mc_convergence, "upper_bound_check": upper_bound_check}
-SIZE_FLAGS = ["--dim", "--fdim", "--n", "--noise-samples", "--repeats", "--seed", "--noise-std", "--noise-var",
+SIZE_FLAGS = ["--dim", "--fdim", "--n", "--draws", "--repeats", "--seed", "--noise-std", "--noise-var",
               "--noise", "--mi-max-n"]
 PLAIN = st.sampled_from(["1", "2", "3", "20", "50", "0.3", "0.1"])
 ODD = st.one_of(st.integers(-3, 40).map(str), st.sampled_from(["1e3", "10000000000", "2147483648", "nan", "inf",
@@ -103,7 +103,7 @@ def test_a_year_of_repeats_is_refused_with_its_hours(tmp_path):
     code, out, err = _run(upper_bound_check.main, ["--repeats", "100000000", "--out", str(tmp_path)])
     assert code == 2 and out == ""
     hours = float(err.split("about ")[1].split(" h")[0].replace(",", ""))
-    assert hours > 1e5 and "lower --n, --noise-samples or --fdim or --repeats" in err
+    assert hours > 1e5 and "lower --n, --draws or --fdim or --repeats" in err
 
 
 def test_progress_is_one_line_per_unit_when_piped_and_a_long_run_says_its_time(tmp_path, monkeypatch):

@@ -37,7 +37,7 @@ def _run_json(tmp_path_factory, script: str, *args: str) -> dict:
 def known_mi(tmp_path_factory):
     # noise variance 0.4 (the reference scripts' --noise): the Gaussian bound is 0.1 nats above h(Z),
     # well clear of its sampling error
-    return _run_json(tmp_path_factory, "known_MI", "--dim", "1", "--noise", "0.4", "--noise-samples", "10")
+    return _run_json(tmp_path_factory, "known_MI", "--dim", "1", "--noise", "0.4", "--draws", "10")
 
 
 def test_known_mi_json(known_mi):
@@ -55,12 +55,12 @@ def test_known_mi_json(known_mi):
     assert abs(mix["value"] - truth["mi"]) < 0.25  # and I_N is within sampling error of the population value
     # the Gaussian bound holds for the mixture of the drawn inputs (same h(Z|X) subtracted)
     assert est["gaussian_upper_bound"]["value"] >= exact["mi"]
-    # binning counts distinct bins of the N x noise-samples noisy samples
-    log_samples = math.log(doc["args"]["n"] * doc["args"]["noise_samples"])
-    assert doc["log_n_samples"] == pytest.approx(log_samples)
+    # binning counts distinct bins of the N x draws noisy points
+    log_points = math.log(doc["args"]["n"] * doc["args"]["draws"])
+    assert doc["log_n_points"] == pytest.approx(log_points)
     binning = {k: v for k, v in est.items() if k.startswith("binning_")}
     assert len(binning) == 12
-    assert all(0 <= v["value"] <= log_samples + 1e-9 for v in binning.values())
+    assert all(0 <= v["value"] <= log_points + 1e-9 for v in binning.values())
     assert all(len(v["value_range"]) == 2 for v in binning.values())
     # a grid that refines another (same start, width divided by an integer) cannot lower H(T_b)
     for chain in (["bins_2", "bins_10", "bins_20", "bins_100"], ["bins_5", "bins_50", "bins_100"],
@@ -168,23 +168,23 @@ BAD = [
     ("known_MI", ["--dim", "0"], "argument --dim: must be an integer >= 1"),
     ("known_MI", ["--dim", "x"], "argument --dim: must be an integer"),
     ("known_MI", ["--fdim", "-3"], "argument --fdim: must be an integer >= 1"),
-    ("known_MI", ["--noise-samples", "0"], "argument --noise-samples: must be an integer >= 1"),
+    ("known_MI", ["--draws", "0"], "argument --draws: must be an integer >= 1"),
     ("known_MI", ["--repeats", "0"], "argument --repeats: must be an integer >= 1"),
     ("known_MI", ["--bogus"], "unrecognized arguments: --bogus"),
     ("known_MI", ["--out", ""], "argument --out: must name a folder"),
     ("known_MI", ["--n", "100000000"], "GiB of memory"),        # the OOM-killed run of issue 10
-    ("known_MI", ["--n", str(10 ** 12)], "lower --n, --noise-samples, --dim or --fdim"),
+    ("known_MI", ["--n", str(10 ** 12)], "lower --n, --draws, --dim or --fdim"),
     ("mc_convergence", ["--mi-max-n", "3"], "argument --mi-max-n: must be an integer >= 10"),
     ("mc_convergence", ["--fdim", "2"], "--fdim 2 > --dim 1"),
     ("mc_convergence", ["--noise-var", "0"], "argument --noise-var: must be a finite number > 0"),
     ("mc_convergence", ["--n", "5"], "argument --n: must be an integer >= 10"),
     ("mc_convergence", ["--repeats", "-1"], "argument --repeats"),
     ("mc_convergence", ["--n", str(10 ** 11)], "GiB of memory"),
-    ("upper_bound_check", ["--noise-samples", "0"], "argument --noise-samples"),
+    ("upper_bound_check", ["--draws", "0"], "argument --draws"),
     ("upper_bound_check", ["--dim", "2", "--fdim", "3"], "--fdim 3 > --dim 2"),
     ("upper_bound_check", ["--noise-var", "1e5"], "--noise-var 100000 is outside"),
     ("upper_bound_check", ["--seed", "-1"], "argument --seed"),
-    ("upper_bound_check", ["--n", "200000000", "--noise-samples", "20"], "GiB of memory"),
+    ("upper_bound_check", ["--n", "200000000", "--draws", "20"], "GiB of memory"),
     ("error_calibration", ["--fdim", "2"], "--fdim 2 > --dim 1"),
     ("error_calibration", ["--n", "10"], "argument --n: must be an integer >= 20"),
     ("error_calibration", ["--n", str(10 ** 11)], "GiB of memory"),
