@@ -2,10 +2,10 @@
 
 Every entry of T (and, for ``form="binned_x"``, of X) is put on a uniform grid; the plug-in
 entropies of the resulting discrete rows give the mutual informations (``mi_estimators.discrete``),
-with their delta-method standard errors over the draw of the samples as ``*_sampling_stderr``.
+with their delta-method standard errors over the draw of the inputs as ``*_sampling_stderr``.
 
 - ``form="szt"``: Shwartz-Ziv & Tishby, "Opening the black box of deep neural networks via
-  information" (2017). X is uniform over the N samples and T = h(X) is deterministic, so
+  information" (2017). X is uniform over the N inputs and T = h(X) is deterministic, so
   I(X;T) = H(T_b) and I(Y;T) = H(T_b) - H(T_b|Y) = H(T_b) - sum_y p(y) H(T_b|Y=y).
 - ``form="binned_x"``: the form of the reference implementation of Adilova, Geiger & Fischer (ICLR
   2023, ``estimator_validation``), which also bins the inputs (over their own range, with the same
@@ -50,7 +50,7 @@ def bin_values(values: np.ndarray, *, n_bins: int | None = None, bin_size: float
         raise InputError(f"{name} spans {lo:g} to {hi:g}, wider than the largest float: rescale it")
     if n_bins is not None:
         count = check_int(n_bins, "n_bins", maximum=MAX_BINS)
-        # A constant sample (span 0, only possible with a data-derived range) falls into one bin.
+        # Constant values (span 0, only possible with a data-derived range) falls into one bin.
         width = span / count if span > 0 else 1.0
     else:
         width = check_float(bin_size, "bin_size")
@@ -70,14 +70,14 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
                value_range: tuple[float, float] | None = None, input_range: tuple[float, float] | None = None,
                form: str = "szt") -> MIResult:
     """Binning estimate of I(X;T) (``mi_xz``) and, with labels, I(Y;T) (``mi_zy``), in nats; T is the
-    representation ``z`` (N, d), samples in rows.
+    representation ``z`` (N, d), one row per input.
 
-    ``form="szt"`` (Shwartz-Ziv & Tishby 2017): I(X;T) = H(T_b), X uniform over the samples.
+    ``form="szt"`` (Shwartz-Ziv & Tishby 2017): I(X;T) = H(T_b), X uniform over the inputs.
     ``form="binned_x"`` (reference repo of Adilova et al. 2023): I(X;T) = H(X_b) + H(T_b) - H(X_b,T_b),
     with ``inputs`` binned by the same ``n_bins``/``bin_size`` over ``input_range`` (default: their
     min/max). Either way I(Y;T) = H(T_b) - sum_y p(y) H(T_b|Y=y). Give exactly one of ``n_bins`` and
     ``bin_size``; ``value_range`` (default: min/max of T) is reported in ``params``. Both coordinates carry
-    their delta-method error over the draw of the samples (``mi_estimators.discrete``); a noise draw in
+    their delta-method error over the draw of the inputs (``mi_estimators.discrete``); a noise draw in
     ``z`` is part of that draw.
     """
     if not isinstance(form, str) or form not in FORMS:
@@ -91,7 +91,7 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
 
     if form == "szt":
         if inputs is not None:
-            raise InputError("form 'szt' takes X uniform over the samples and ignores inputs; "
+            raise InputError("form 'szt' takes X uniform over the rows of z and ignores inputs; "
                              "use form='binned_x' to bin the inputs too")
         (mi_xz, mi_xz_stderr), log_n = (h_t, h_t_stderr), math.log(n)
     else:
@@ -115,7 +115,7 @@ def _binned_x_mi(t: np.ndarray, t_sym: np.ndarray, inputs: np.ndarray | None, pa
     """(I(X_b;T_b) = H(X_b) + H(T_b) - H(X_b,T_b) with X binned like T (the reference repo's form), its
     delta-method error) and log of the number of distinct inputs; the input grid goes into ``params``."""
     if inputs is None:
-        raise InputError("form 'binned_x' needs the inputs X (samples in rows, aligned with the representations)")
+        raise InputError("form 'binned_x' needs the inputs X (one row per input, aligned with the representations)")
     x = as_array(inputs, "inputs")
     # Image-shaped inputs are binned pixel by pixel, like any other feature vector.
     x = as_samples(x.reshape(len(x), -1) if x.ndim > 2 else x, "inputs", min_rows=1, max_abs=None)

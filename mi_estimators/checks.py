@@ -60,7 +60,7 @@ def as_samples(x: Any, name: str = "x", *, min_rows: int = 2, dtype: Any = np.fl
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
-        raise InputError(f"{name} must be 2-D (samples in rows, features in columns), got shape {arr.shape}")
+        raise InputError(f"{name} must be 2-D (rows x features), got shape {arr.shape}")
     if arr.shape[1] == 0:
         raise InputError(f"{name} has no features (shape {arr.shape})")
     if arr.shape[0] < min_rows:
@@ -71,7 +71,7 @@ def as_samples(x: Any, name: str = "x", *, min_rows: int = 2, dtype: Any = np.fl
     if bad.any():
         rows = np.unique(np.nonzero(bad)[0])
         raise InputError(
-            f"{name} contains {int(bad.sum())} NaN/inf values in {rows.size} samples (first at row {rows[0]})"
+            f"{name} contains {int(bad.sum())} NaN/inf values in {rows.size} rows (first at row {rows[0]})"
         )
     if max_abs is not None and arr.dtype != bool and arr.size and np.abs(arr).max() > max_abs:
         raise InputError(f"{name} has values up to {float(np.abs(arr).max()):.3g} in magnitude; the estimators "
@@ -132,11 +132,11 @@ def check_same_length(**arrays: Any) -> None:
     for key, value in arrays.items():
         arr = as_array(value, key)
         if arr.ndim == 0:
-            raise InputError(f"{key} must be an array of samples, got the scalar {value!r}")
+            raise InputError(f"{key} must be an array with one row per input, got the scalar {value!r}")
         lengths[key] = len(arr)
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{k}: {n}" for k, n in lengths.items())
-        raise InputError(f"inputs must have the same number of samples ({listed})")
+        raise InputError(f"the arrays must have the same number of rows ({listed})")
 
 
 def power_of_two_scale(a: np.ndarray, axis: int | None = None) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Kolchinsky & Tracey, "Estimating mixture entropy with pairwise distances", Entropy 19(7), 361 (2017),
 as used by Saxe et al., "On the information bottleneck theory of deep learning", ICLR 2018. With X
-uniform over the N samples, T is an equal-weight mixture of N Gaussians N(f_i, s^2 I) (s = noise_std,
+uniform over the N inputs, T is an equal-weight mixture of N Gaussians N(f_i, s^2 I) (s = noise_std,
 additive noise) and h(T|X) = d/2 log(2 pi e s^2), so that
 
     upper (KL distance):           I(X;T) <= -1/N sum_i log 1/N sum_j exp(-||f_i - f_j||^2 / (2 s^2))
@@ -46,7 +46,7 @@ def kde_mi_bounds(f: np.ndarray, noise_std: float, labels: np.ndarray | None = N
         std = check_float(noise_std, "noise_std")
     except InputError as err:
         raise InputError(f"{err}; with no noise T = f(X) is deterministic and I(X;T) is H(X) (log N for "
-                         "distinct samples), not a KDE quantity") from None
+                         "distinct inputs), not a KDE quantity") from None
     h = as_samples(f, "f", min_rows=1)
     n, d = h.shape
     y = None if labels is None else symbol_ids(as_labels(labels, n))

@@ -80,7 +80,7 @@ def test_to_dict_is_json_ready():
     (dict(n_bins=2, form="tishby"), "unknown form"),
     (dict(n_bins=2, form="binned_x"), "needs the inputs"),
     (dict(n_bins=2, inputs=np.zeros(4)), "ignores inputs"),
-    (dict(n_bins=2, form="binned_x", inputs=np.zeros(3)), "same number of samples"),
+    (dict(n_bins=2, form="binned_x", inputs=np.zeros(3)), "same number of rows"),
     (dict(n_bins=2, labels=[0, 1, 0]), "entries"),
     (dict(n_bins=2, labels=[0.5, 1, 0, 1]), "integer"),
 ])

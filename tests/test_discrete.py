@@ -62,7 +62,7 @@ def test_delta_method_stderr_matches_the_spread_over_sample_draws():
 
 
 def test_bad_input():
-    with pytest.raises(InputError, match="same number of samples"):
+    with pytest.raises(InputError, match="same number of rows"):
         discrete_mi(np.zeros(3), np.zeros(4))
     with pytest.raises(InputError, match="NaN"):
         discrete_mi(np.array([0.0, np.nan]), np.zeros(2))

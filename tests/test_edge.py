@@ -116,7 +116,7 @@ def test_bad_options(kwargs, match):
 
 
 @pytest.mark.parametrize("x, y, match", [
-    (np.zeros(100), np.zeros(99), "same number of samples"),
+    (np.zeros(100), np.zeros(99), "same number of rows"),
     (np.arange(10.0), np.arange(10.0), "at least 20"),
     (np.r_[np.nan, np.arange(99.0)], np.arange(100.0), "NaN"),
     (np.arange(100.0), np.r_[np.inf, np.arange(99.0)], "NaN/inf"),

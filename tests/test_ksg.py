@@ -126,7 +126,7 @@ def test_labels_independent_of_z(form, d):
 
 
 @pytest.mark.parametrize("args, kwargs, match", [
-    ((np.zeros((5, 1)), np.zeros((4, 1))), {}, "same number of samples"),
+    ((np.zeros((5, 1)), np.zeros((4, 1))), {}, "same number of rows"),
     ((np.arange(3.0), np.arange(3.0)), {}, "at least 4"),
     ((np.arange(10.0), np.arange(10.0)), {"k": 0}, "k must be an integer >= 1"),
     ((np.arange(10.0), np.arange(10.0)), {"k": 2.0}, "k must be an integer >= 1"),
