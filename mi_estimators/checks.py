@@ -7,6 +7,7 @@ training, analysis, validation scripts) can use it and a command line's ``--help
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -158,6 +159,18 @@ LOG_SQRT_2PI_E = 0.5 * (LOG_2PI + 1.0)
 
 DROPOUT_KINDS = ("gaussian", "information", "bernoulli")
 """Dropout kinds a run can use; Bernoulli dropout leaves I(X;Z) infinite (Adilova et al. 2023)."""
+
+
+def check_fits_in_memory(nbytes: float, what: str) -> None:
+    """Raise :class:`InputError` when ``what`` needs more than 80% of this machine's physical memory
+    (nothing is checked where the operating system does not say how much there is)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    if nbytes > 0.8 * total:
+        raise InputError(f"{what} needs {nbytes / 2 ** 30:.3g} GiB, more than this machine's "
+                         f"{total / 2 ** 30:.0f} GiB of memory allows; ask for less")
 
 
 # -- scalar validators: InputError naming the argument ------------------------------------------------

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -146,9 +146,12 @@ def estimate_layer_mi(layer: dict, f: np.ndarray, *, alphas: np.ndarray | None =
     """Dispatch on a ``config.json`` layer entry: ``layer["dropout"]`` and ``layer["noise_std"]``.
 
     Gaussian dropout uses ``layer["noise_std"]`` (the run folder's single source of the noise
-    level), information dropout needs ``alphas``; Bernoulli dropout raises ``ValueError`` (its
+    level), information dropout needs ``alphas``; Bernoulli dropout raises ``InputError`` (its
     I(X;Z) is infinite). ``kwargs`` go to the estimator.
     """
+    if not isinstance(layer, Mapping):
+        raise InputError(f"layer must be a config.json layer entry (a dict with 'dropout' and 'noise_std'), "
+                         f"got {type(layer).__name__}")
     kind, name = layer.get("dropout"), layer.get("name")
     if kind == "gaussian":
         if alphas is not None:

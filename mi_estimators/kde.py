@@ -53,7 +53,10 @@ def kde_mi_bounds(f: np.ndarray, noise_std: float, labels: np.ndarray | None = N
     kernel_options = dict(backend=backend, dtype=dtype, max_memory_mb=max_memory_mb, progress=progress)
 
     # Widths s (KL bound) and 2 s (Bhattacharyya bound).
-    bounds = [_pairwise_terms(h, width, y, kernel_options) for width in (std, 2.0 * std)]
+    try:
+        bounds = [_pairwise_terms(h, width, y, kernel_options) for width in (std, 2.0 * std)]
+    except InputError as err:   # the mixture names its own arguments: say which of ours they are
+        raise InputError(f"f (the means) and noise_std (the stds): {err}") from None
     (upper_xz, upper_zy, log_p_mean), (lower_xz, lower_zy, _) = bounds
     h_z_given_x = d * (LOG_SQRT_2PI_E + math.log(std))
     params = {"noise_std": std, "mi_xz_lower": lower_xz, "mi_zy_lower": lower_zy,

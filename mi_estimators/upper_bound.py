@@ -14,7 +14,8 @@ import math
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from mi_estimators.checks import LOG_2PI, InputError, as_samples, check_float, check_int, power_of_two_scale
+from mi_estimators.checks import (LOG_2PI, InputError, as_samples, check_fits_in_memory, check_float, check_int,
+                                  power_of_two_scale)
 from mi_estimators.dropout_MI import activations, conditional_entropy
 from mi_estimators.noise import standard_normal_draws
 from mi_estimators.results import MIResult
@@ -55,6 +56,8 @@ def gaussian_dropout_upper_bound(f: np.ndarray, noise_std: float, draws: int = 1
     check_int(draws, "draws")
     check_int(seed, "seed", minimum=0)
     n, d = f.shape
+    # the input index, the noise and the noisy points of every draw at once
+    check_fits_in_memory(8.0 * n * draws * (2 * d + 1), f"the Gaussian bound with draws={draws}")
     inputs = np.repeat(np.arange(n), draws)
     eps = standard_normal_draws(seed, inputs, np.tile(np.arange(draws), n), d)
     z = f[inputs] * (1.0 + sigma * eps)

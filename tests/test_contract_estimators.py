@@ -249,8 +249,6 @@ def test_information_dropout_mi(f, alphas):
     honour_contract(lambda: information_dropout_mi(f, alphas), ("f", "alphas"), quiet=False)
 
 
-@pytest.mark.xfail(reason="+inf log densities for components far narrower than their distances (issue 18 report)",
-                   strict=False)
 @KNOWN
 @given(means=codes(), points=codes(), stds=st.sampled_from([0.5, 1e-3, -1.0, "x"]))
 @example(means=NARROW * 1e100, points=NARROW * 1e100, stds=0.5)
@@ -259,8 +257,6 @@ def test_mixture_log_density(means, points, stds):
                     quiet=False)
 
 
-@pytest.mark.xfail(reason="kde_mi_bounds gives NaN for codes of magnitude 1e10 and above (issue 18 report)",
-                   strict=False)
 @KNOWN
 @given(f=codes())
 @example(f=NARROW * 1e10)

@@ -119,7 +119,7 @@ def test_noise_draws_are_set_per_split(gaussian_run):
     assert all(e["params"]["draws"] == 2 and e["params"]["points"] == 2 * e["n_inputs"] for e in after["train"].values())
     assert ip.draws_arg("4") == (("train", 4), ("test", 4))
     assert ip.draws_arg("test=3") == (("train", ip.DEFAULT_DRAWS["train"]), ("test", 3))
-    for bad in ("val=2", "train=0", "train=x", "two"):
+    for bad in ("val=2", "train=0", "train=x", "two", "100000", f"test={ip.MAX_DRAWS + 1}"):
         with pytest.raises((ValueError, Exception), match=r"--draws|must be an integer"):
             ip.draws_arg(bad)
 

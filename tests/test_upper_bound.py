@@ -77,5 +77,5 @@ def test_bad_input(call, match):
 
 
 def test_zero_codes_are_refused():
-    with pytest.raises(ValueError, match="exactly-zero"):
+    with pytest.raises(InputError, match="exactly-zero"):
         gaussian_dropout_upper_bound(np.zeros((5, 2)), 0.5)

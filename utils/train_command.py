@@ -33,6 +33,10 @@ from utils.data import Dataset, DatasetUnavailableError, load_dataset
 from utils.nets import NETS, family_choices
 
 METRICS_SUBSET = 5000
+MAX_EPOCHS = 100_000
+"""Sanity limit: a larger --epochs is a typo (the paper trains 200), not a run that could finish."""
+MAX_COUNT = 10 ** 9
+"""Sanity limit of the size flags (batch, subsets, save interval): beyond any dataset this toolkit reads."""
 """Default number of training inputs behind the per-epoch KL / cross-entropy means (standard error of
 a mean cross-entropy of spread ~0.5 nats: ~0.005 nats)."""
 
@@ -56,19 +60,19 @@ def _add_net_flags(add: Callable[..., Any], datasets: list[str], nets: list[str]
 
 
 def _add_schedule_flags(add: Callable[..., Any]) -> None:
-    add("--epochs", type=int_arg(1), help="training epochs (default: %(default)s)")
-    add("--batch-size", type=int_arg(1), help="batch size, global over all replicas (default: %(default)s)")
+    add("--epochs", type=int_arg(1, MAX_EPOCHS), help=f"training epochs, at most {MAX_EPOCHS:,} (default: %(default)s)")
+    add("--batch-size", type=int_arg(1, MAX_COUNT), help="batch size, global over all replicas (default: %(default)s)")
     add("--lr", type=float_arg(0.0, inclusive=False),
         help="initial learning rate, cosine decay to 0 over the run (default: %(default)s)")
     add("--weight-decay", type=float_arg(0.0), help="SGD weight decay, decoupled (default: %(default)s)")
-    add("--save-every", type=int_arg(1),
+    add("--save-every", type=int_arg(1, MAX_COUNT),
         help="save representations every N epochs, and at 0 and the last (default: %(default)s)")
-    add("--train-subset", type=int_arg(1), help="train on a fixed seeded subset of N training inputs")
-    add("--repr-subset", type=int_arg(1),
+    add("--train-subset", type=int_arg(1, MAX_COUNT), help="train on a fixed seeded subset of N training inputs")
+    add("--repr-subset", type=int_arg(1, MAX_COUNT),
         help="save the representations of a fixed seeded subset of N training inputs (default: all)")
-    add("--metrics-subset", type=int_arg(1), default=METRICS_SUBSET,
+    add("--metrics-subset", type=int_arg(1, MAX_COUNT), default=METRICS_SUBSET,
         help="saved training inputs behind the per-epoch KL and cross-entropy means (default: %(default)s)")
-    add("--eval-batch-size", type=int_arg(1),
+    add("--eval-batch-size", type=int_arg(1, MAX_COUNT),
         help="batch size of the callback's passes and the test loss (default: 16 x batch)")
 
 

@@ -264,6 +264,12 @@ class Mixture:
                              "[{elapsed}<{remaining}]") as bar:
             run = Run(self, z, hint, left_out, backend, np.dtype(str(dtype)), max_memory_mb, atol, bar)
             out, bound = run.all_rows()
+        # A density is finite and positive, so +inf or NaN means the float64 products lost every digit.
+        broken = np.isnan(out) | (out == np.inf)
+        if broken.any():
+            raise InputError(f"{int(broken.any(axis=1).sum())} points got no finite log-density: the means are "
+                             "too far apart for stds this small to be resolved in float64 (rounding errors of "
+                             "many nats); rescale the problem or use wider components")
         if bound.size and bound.max() > atol:
             warnings.warn(f"{int((bound > atol).sum())} points have a rounding-error bound above atol={atol} "
                           f"even with float64 products (largest {bound.max():.2g} nats): the components are "

@@ -91,10 +91,15 @@ class Request:
         return settings
 
 
+MAX_DRAWS = 1000
+"""Noise draws per input beyond this cost 1,000 times the default estimate for an error already far
+below the input-sampling error: a typo, refused before any work."""
+
+
 def draws_arg(text: str) -> tuple[tuple[str, int], ...]:
     """``--draws``: ``6`` (both splits) or ``train=2,test=6``; a split left out keeps its default."""
     draws = dict(DEFAULT_DRAWS)
-    parse = int_arg(1)
+    parse = int_arg(1, MAX_DRAWS)
     if "=" not in text:
         return tuple((split, parse(text)) for split in draws)
     for part in filter(None, text.split(",")):
@@ -316,8 +321,8 @@ def comparison_dir(runs: Sequence[Path], out: Path | None) -> Path | None:
     """Where a comparison of runs goes: ``out``, or with several runs ``<their common parent>/comparison``."""
     if out is not None or len(runs) == 1:
         return out
-    parents = {Path(run).resolve().parent for run in runs}
-    return (Path(runs[0]).parent if len(parents) == 1 else Path("runs")) / "comparison"
+    # The deepest folder holding every run (not the current folder, which may be anywhere).
+    return Path(os.path.commonpath([Path(run).absolute().parent for run in runs])) / "comparison"
 
 
 def analyze_runs(runs: Sequence[str | Path], *, out: str | Path | None = None, request: Request | None = None,
