@@ -348,6 +348,11 @@ def test_bad_run_folders_give_clear_errors(tmp_path, capsys):
     assert "--formats" in _error(capsys, [run, "--formats", "gif"])
     assert "bad epoch" in _error(capsys, [run, "--epochs", "a-b"])
     assert "--seed" in _error(capsys, [run, "--seed", "-1"])
+    assert "no estimator" in _error(capsys, [run, "--estimators", ""])
+    assert "--out" in _error(capsys, [run, "--out", ""])
+    assert "given twice" in _error(capsys, [run, str(run) + "/", "--no-plots"])
+    with pytest.raises(ValueError, match="no run folders"):
+        ip.analyze_runs([])
 
     bad = rf.representation_path(run, "test", 1)
     bad.write_bytes(bad.read_bytes()[:60])  # truncated .npy

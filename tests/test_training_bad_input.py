@@ -87,6 +87,8 @@ CLI_CASES = {
     "epochs beyond any run": (["--epochs", "2147483648"], "argument --epochs: must be an integer between 1 and", None),
     "epochs as 20 digits": (["--epochs", "1" + "0" * 20], "argument --epochs: must be an integer between", None),
     "absurd batch size": (["--batch-size", "1" + "0" * 12], "argument --batch-size", None),
+    "train subset of one input": (["--train-subset", "1"], "argument --train-subset", None),
+    "repr subset of one input": (["--repr-subset", "1"], "argument --repr-subset", None),
     "negative batch size": (["--batch-size", "-3"], "argument --batch-size", None),
     "negative lr": (["--lr", "-1"], "argument --lr", None),
     "infinite lr": (["--lr", "inf"], "argument --lr", None),

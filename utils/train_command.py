@@ -67,8 +67,9 @@ def _add_schedule_flags(add: Callable[..., Any]) -> None:
     add("--weight-decay", type=float_arg(0.0), help="SGD weight decay, decoupled (default: %(default)s)")
     add("--save-every", type=int_arg(1, MAX_COUNT),
         help="save representations every N epochs, and at 0 and the last (default: %(default)s)")
-    add("--train-subset", type=int_arg(1, MAX_COUNT), help="train on a fixed seeded subset of N training inputs")
-    add("--repr-subset", type=int_arg(1, MAX_COUNT),
+    # (at least 2: an information plane needs two inputs to tell apart)
+    add("--train-subset", type=int_arg(2, MAX_COUNT), help="train on a fixed seeded subset of N training inputs")
+    add("--repr-subset", type=int_arg(2, MAX_COUNT),
         help="save the representations of a fixed seeded subset of N training inputs (default: all)")
     add("--metrics-subset", type=int_arg(1, MAX_COUNT), default=METRICS_SUBSET,
         help="saved training inputs behind the per-epoch KL and cross-entropy means (default: %(default)s)")

@@ -57,6 +57,8 @@ class Request:
     """Progress bars: epochs done, and noisy points done with the time left inside each estimate."""
 
     def __post_init__(self) -> None:
+        if not self.estimators:
+            raise InputError(f"no estimator given; choose from {sorted(ESTIMATORS)}")
         unknown = [e for e in self.estimators if e not in ESTIMATORS]
         if unknown:
             raise InputError(f"unknown estimator(s) {unknown}; available: {sorted(ESTIMATORS)}")
@@ -329,7 +331,9 @@ def analyze_runs(runs: Sequence[str | Path], *, out: str | Path | None = None, r
                  plots: bool = True, formats: Sequence[str] = ("png",)) -> list[Path]:
     """:func:`analyze` every run, then (several runs, or ``out``) write the comparison table and the
     seed-aggregated planes (:func:`utils.analysis.comparison.write_comparison`); returns the written paths."""
-    runs = [Path(r) for r in runs]
+    runs = _distinct_runs(runs)
+    if out is not None and not str(out).strip():
+        raise InputError("out must name a folder, got an empty string")
     written = []
     for run in runs:
         written += analyze(run, plots=plots, formats=formats, request=request)
@@ -339,6 +343,28 @@ def analyze_runs(runs: Sequence[str | Path], *, out: str | Path | None = None, r
             print(f"comparison: {path}", flush=True)
             written.append(path)
     return written
+
+
+def _folder_arg(text: str) -> Path:
+    """argparse ``type=`` for ``--out``: a non-empty folder name."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
+    return Path(text)
+
+
+def _distinct_runs(runs: Sequence[str | Path]) -> list[Path]:
+    """The run folders as paths: at least one, none given twice (a run counted twice would be two seeds
+    with no spread between them)."""
+    if isinstance(runs, (str, Path)) or not runs:
+        raise InputError("no run folders given: name at least one (a comparison of nothing would only "
+                         "overwrite an earlier one)")
+    paths, seen = [Path(r) for r in runs], {}
+    for path in paths:
+        key = path.resolve()
+        if key in seen:
+            raise InputError(f"run folder {path} is given twice (also as {seen[key]}): each run counts once")
+        seen[key] = path
+    return paths
 
 
 def notebook_runs(root: str | Path, default: Sequence[str]) -> list[Path]:
@@ -372,9 +398,9 @@ def _parser() -> OneLineParser:
                    help="raise |f| below this to it before the mixture estimate and the upper bound (softplus codes "
                         "that underflowed to exactly 0 in float32 make the density degenerate; the count clipped is "
                         "stored with each entry). Default: refuse exactly-zero codes")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=_folder_arg, default=None,
                    help="write estimates.csv and the seed-aggregated planes of all runs here (default with "
-                        "several runs: <their common parent>/comparison)")
+                        "several runs: <the deepest folder holding them>/comparison)")
     p.add_argument("--no-plots", action="store_true", help="estimate only, draw no figures")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
                    help="progress bars: epochs done, and noisy points done with the time left inside each estimate "
