@@ -69,5 +69,6 @@ def summarise_verdicts(verdicts: Sequence[dict[str, Any]]) -> str:
     counts = {name: sum(v["bracket_verdict"] == name for v in shown)
               for name in ("fall shown", "rise shown", "fall and rise shown", "not identified")}
     text = ", ".join(f"{name} {count}" for name, count in counts.items() if count)
-    widths = [v["bracket_width_last"] for v in shown]
-    return f"{text} of {len(shown)} (last width {min(widths):.3g}-{max(widths):.3g} nats)"
+    low, high = min(v["bracket_width_last"] for v in shown), max(v["bracket_width_last"] for v in shown)
+    width = f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g}-{high:.3g}"
+    return f"{text} of {len(shown)} (last width {width} nats)"
