@@ -422,3 +422,15 @@ def test_estimates_file_is_plain_json(gaussian_run):
     ip.estimate_run(gaussian_run, QUIET)
     raw = json.loads(rf.estimates_path(gaussian_run).read_text())
     assert raw["format"] == rf.ESTIMATES_FORMAT and "mixture" in raw["estimates"]
+
+
+def test_a_bad_file_at_the_last_epoch_changes_nothing(tmp_path, capsys):
+    """Every input is checked before the first estimate is written: a NaN in the last epoch's file fails
+    the command with the file named, and no estimates.json appears (of this run or of another one)."""
+    good, run = _fake_run(tmp_path / "a", ["dropout"]), _fake_run(tmp_path / "b", ["dropout"])
+    bad = rf.representation_path(run, "train", 1)
+    values = np.load(bad)
+    values[2, 0] = np.nan
+    rf.save_npy(bad, values)
+    assert bad.name in _error(capsys, [good, run, "--no-plots", "--estimators", "mixture"])
+    assert not rf.estimates_path(good).exists() and not rf.estimates_path(run).exists()

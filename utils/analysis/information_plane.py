@@ -26,8 +26,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mi_estimators.checks import InputError, check_float, check_int
+from mi_estimators.checks import InputError, as_samples, check_float, check_int
 from mi_estimators.discrete import discrete_entropy
+from mi_estimators.dropout_MI import activations
 from utils import run_folder as rf
 from utils.analysis.comparison import write_comparison
 from utils.analysis.figures import draw_run_figures
@@ -254,16 +255,44 @@ def _callback_entries(run_dir: Path, config: dict, split: str) -> dict:
     return out
 
 
-def estimate_run(run_dir: str | Path, request: Request | None = None) -> dict[str, Any]:
-    """Fill the run's ``IP/estimates.json`` with what is missing or stale and return its content."""
+def _check_inputs(jobs: Sequence[Job], request: Request) -> None:
+    """Every array the jobs will read, validated as the estimators will (finite, real, not too large;
+    the mixture's and the bound's codes as ``activations`` takes them), before anything is written: a
+    bad file at the last epoch must not leave the earlier epochs estimated and the command failed."""
+    for job in jobs:
+        uses_codes = any(ESTIMATORS[name].clips and job.layer["dropout"] in ESTIMATORS[name].kinds
+                         for name in job.wanted)
+        for key, path in job.files.items():
+            values = _load_flat(path, job)
+            try:
+                as_samples(values, key, min_rows=2)
+                if key == "f" and uses_codes:
+                    activations(values, request.clip_min, allow_negative=job.layer["dropout"] == "gaussian")
+                if key == "alphas" and not (values > 0).all():
+                    raise InputError(f"alphas must be positive; {int((values <= 0).sum())} entries are not")
+            except InputError as err:
+                raise InputError(f"{path}: {err}") from None
+
+
+def prepare_run(run_dir: str | Path, request: Request) -> tuple[Path, dict, dict, list[Job], list[str]]:
+    """Everything :func:`estimate_run` reads, read and checked, with nothing written: the run folder,
+    its config, the callback's entries, the jobs to do and the stale entries they replace."""
     run_dir = _run_folder(run_dir)
-    request = request or Request()
     config = rf.load_config(run_dir)
     callback = {}
     for split in request.splits:
         callback.update(_callback_entries(run_dir, config, split))
+    jobs, stale = plan(run_dir, config, rf.load_estimates(run_dir)["estimates"], request)
+    _check_inputs(jobs, request)
+    return run_dir, config, callback, jobs, stale
+
+
+def estimate_run(run_dir: str | Path, request: Request | None = None) -> dict[str, Any]:
+    """Fill the run's ``IP/estimates.json`` with what is missing or stale and return its content (every
+    input is checked first, :func:`prepare_run`)."""
+    request = request or Request()
+    run_dir, config, callback, jobs, stale = prepare_run(run_dir, request)
     data = rf.store_estimates(run_dir, callback)
-    jobs, stale = plan(run_dir, config, data["estimates"], request)
     if stale:
         print(f"{run_dir}: recomputing {len(stale)} entries whose representation or label files changed "
               f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})", flush=True)
@@ -334,6 +363,8 @@ def analyze_runs(runs: Sequence[str | Path], *, out: str | Path | None = None, r
     runs = _distinct_runs(runs)
     if out is not None and not str(out).strip():
         raise InputError("out must name a folder, got an empty string")
+    for run in runs:  # every run's inputs, before the first one is estimated
+        prepare_run(run, request or Request())
     written = []
     for run in runs:
         written += analyze(run, plots=plots, formats=formats, request=request)
