@@ -349,7 +349,7 @@ def analyze(run_dir: str | Path, *, plots: bool = True, formats: Sequence[str] =
 
 
 def comparison_dir(runs: Sequence[Path], out: Path | None) -> Path | None:
-    """Where a comparison of runs goes: ``out``, or with several runs ``<their common parent>/comparison``."""
+    """Where a comparison of runs goes: ``out``, or with several runs ``<the deepest folder holding them>/comparison``."""
     if out is not None or len(runs) == 1:
         return out
     # The deepest folder holding every run (not the current folder, which may be anywhere).
