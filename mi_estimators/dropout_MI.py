@@ -129,12 +129,7 @@ def information_dropout_mi(f: np.ndarray, alphas: np.ndarray, labels: np.ndarray
     arguments as for :func:`gaussian_dropout_mi`.
     """
     f, n_clipped = activations(f, clip_min, allow_negative=False)
-    alpha = as_samples(alphas, "alphas", min_rows=1)
-    if alpha.shape != f.shape:
-        raise InputError(f"alphas must have the shape of f {f.shape}, got {alpha.shape}")
-    if (alpha <= 0).any():
-        raise InputError(f"alphas must be positive (the standard deviation of the log-noise); "
-                         f"{int((alpha <= 0).sum())} entries are <= 0")
+    alpha = log_noise_stds(alphas, f.shape)
     params = {"space": "log", "clip_min": clip_min, "n_clipped": n_clipped,
               "tiny_code_fraction": float(np.mean(f < TINY_CODE))}
     return _mixture_mi("information_dropout_mixture", np.log(f), alpha, labels,
@@ -170,6 +165,18 @@ def estimate_layer_mi(layer: dict, f: np.ndarray, *, alphas: np.ndarray | None =
                          "or bernoulli)")
     result.params.update({"layer": name, "dropout": kind, "p": layer.get("p")})
     return result
+
+
+def log_noise_stds(alphas: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Validated information-dropout alphas (the standard deviations of the log-noise): finite, positive
+    and, given ``shape``, of the shape of f."""
+    alpha = as_samples(alphas, "alphas", min_rows=1)
+    if shape is not None and alpha.shape != shape:
+        raise InputError(f"alphas must have the shape of f {shape}, got {alpha.shape}")
+    if (alpha <= 0).any():
+        raise InputError(f"alphas must be positive (the standard deviation of the log-noise); "
+                         f"{int((alpha <= 0).sum())} entries are <= 0")
+    return alpha
 
 
 def conditional_entropy(stds: np.ndarray) -> float:
@@ -250,7 +257,8 @@ def _estimate(means: np.ndarray, stds: np.ndarray, y: np.ndarray | None, rows: n
     xz = control_variate_mean(terms.xz, terms.cv, terms.inputs, n)
     zy = None if terms.zy is None else control_variate_mean(terms.zy, terms.cv, terms.inputs, n)
     upper = control_variate_mean(terms.xz_upper, terms.cv, terms.inputs, n)
-    return _Estimate(n=n, xz=xz, xz_upper=upper, zy=zy, unpaired=control_variate_mean(terms.xz, terms.cv, terms.inputs, n, 0.0),
+    return _Estimate(n=n, xz=xz, xz_upper=upper, zy=zy,
+                     unpaired=control_variate_mean(terms.xz, terms.cv, terms.inputs, n, 0.0),
                      paired=control_variate_mean(terms.xz, terms.cv, terms.inputs, n, 1.0),
                      h_zx=conditional_entropy(s), h_y=None if yy is None else discrete_entropy(yy),
                      n_components=len(comp), points=len(terms.inputs), float64_rows=terms.float64_rows,
@@ -308,13 +316,11 @@ def _evaluate(mu: np.ndarray, s: np.ndarray, y: np.ndarray | None, rows: np.ndar
         z = mu[inputs] + s[inputs] * eps
         if y is None:
             loo, info = mix.log_density(z, leave_out=own, **kernel_options)
-            log_loo, zy = loo[:, 0], None
-            log_p = _with_own(log_loo, log_own, own >= 0, len(comp))
-        else:
-            both, info = mix.log_density_own_group(z, y[inputs], leave_out=own, **kernel_options)
-            log_loo = both[:, 0]
-            log_p = _with_own(log_loo, log_own, own >= 0, len(comp))
-            zy = _with_own(both[:, 1], log_own, own >= 0, class_size[y[inputs]]) - log_p
+        else:   # columns: the whole mixture, the point's own class
+            loo, info = mix.log_density_own_group(z, y[inputs], leave_out=own, **kernel_options)
+        log_loo = loo[:, 0]
+        log_p = _with_own(log_loo, log_own, own >= 0, len(comp))
+        zy = None if y is None else _with_own(loo[:, 1], log_own, own >= 0, class_size[y[inputs]]) - log_p
         stats["float64_rows"] += info["float64_rows"]
         stats["max_error_bound"] = max(stats["max_error_bound"], info["max_error_bound"])
         entropy = 0.5 * d - log_norm[inputs]                                # h_k

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from mi_estimators.checks import InputError, as_samples, check_float, check_int
 from mi_estimators.discrete import discrete_entropy
-from mi_estimators.dropout_MI import activations
+from mi_estimators.dropout_MI import activations, log_noise_stds
 from utils import run_folder as rf
 from utils.analysis.comparison import write_comparison
 from utils.analysis.figures import draw_run_figures
@@ -265,18 +265,28 @@ def _check_inputs(jobs: Sequence[Job], request: Request) -> None:
         for key, path in job.files.items():
             values = _load_flat(path, job)
             try:
-                as_samples(values, key, min_rows=2)
-                if key == "f" and uses_codes:
+                if key == "alphas":
+                    log_noise_stds(values)
+                elif uses_codes:
                     activations(values, request.clip_min, allow_negative=job.layer["dropout"] == "gaussian")
-                if key == "alphas" and not (values > 0).all():
-                    raise InputError(f"alphas must be positive; {int((values <= 0).sum())} entries are not")
+                else:
+                    as_samples(values, key, min_rows=2)
             except InputError as err:
                 raise InputError(f"{path}: {err}") from None
 
 
-def prepare_run(run_dir: str | Path, request: Request) -> tuple[Path, dict, dict, list[Job], list[str]]:
-    """Everything :func:`estimate_run` reads, read and checked, with nothing written: the run folder,
-    its config, the callback's entries, the jobs to do and the stale entries they replace."""
+@dataclass(frozen=True)
+class PreparedRun:
+    """What :func:`estimate_run` reads, read and checked, with nothing written yet."""
+
+    run_dir: Path
+    callback: dict          # the callback's entries
+    jobs: list[Job]         # the estimates to compute
+    stale: list[str]        # the entries they replace because a file changed
+
+
+def prepare_run(run_dir: str | Path, request: Request) -> PreparedRun:
+    """Read the run's config, the callback's files and every array its jobs need, and check them."""
     run_dir = _run_folder(run_dir)
     config = rf.load_config(run_dir)
     callback = {}
@@ -284,15 +294,17 @@ def prepare_run(run_dir: str | Path, request: Request) -> tuple[Path, dict, dict
         callback.update(_callback_entries(run_dir, config, split))
     jobs, stale = plan(run_dir, config, rf.load_estimates(run_dir)["estimates"], request)
     _check_inputs(jobs, request)
-    return run_dir, config, callback, jobs, stale
+    return PreparedRun(run_dir, callback, jobs, stale)
 
 
-def estimate_run(run_dir: str | Path, request: Request | None = None) -> dict[str, Any]:
-    """Fill the run's ``IP/estimates.json`` with what is missing or stale and return its content (every
-    input is checked first, :func:`prepare_run`)."""
+def estimate_run(run_dir: str | Path, request: Request | None = None, *,
+                 prepared: PreparedRun | None = None) -> dict[str, Any]:
+    """Fill the run's ``IP/estimates.json`` with what is missing or stale and return its content. Every
+    input is checked first (:func:`prepare_run`, unless ``prepared`` says it was)."""
     request = request or Request()
-    run_dir, config, callback, jobs, stale = prepare_run(run_dir, request)
-    data = rf.store_estimates(run_dir, callback)
+    prepared = prepared or prepare_run(run_dir, request)
+    run_dir, jobs, stale = prepared.run_dir, prepared.jobs, prepared.stale
+    data = rf.store_estimates(run_dir, prepared.callback)
     if stale:
         print(f"{run_dir}: recomputing {len(stale)} entries whose representation or label files changed "
               f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})", flush=True)
@@ -333,10 +345,10 @@ def summary_table(data: dict[str, Any]) -> str:
 
 
 def analyze(run_dir: str | Path, *, plots: bool = True, formats: Sequence[str] = ("png",),
-            request: Request | None = None) -> list[Path]:
+            request: Request | None = None, prepared: PreparedRun | None = None) -> list[Path]:
     """:func:`estimate_run`, print the summary table, draw the run's figures and print their paths."""
     request = request or Request()
-    data = estimate_run(run_dir, request)
+    data = estimate_run(run_dir, request, prepared=prepared)
     print(summary_table(data), flush=True)
     if not plots:
         return []
@@ -363,11 +375,11 @@ def analyze_runs(runs: Sequence[str | Path], *, out: str | Path | None = None, r
     runs = _distinct_runs(runs)
     if out is not None and not str(out).strip():
         raise InputError("out must name a folder, got an empty string")
-    for run in runs:  # every run's inputs, before the first one is estimated
-        prepare_run(run, request or Request())
+    request = request or Request()
+    prepared = [prepare_run(run, request) for run in runs]  # every run's inputs, before the first estimate
     written = []
-    for run in runs:
-        written += analyze(run, plots=plots, formats=formats, request=request)
+    for run, ready in zip(runs, prepared):
+        written += analyze(run, plots=plots, formats=formats, request=request, prepared=ready)
     folder = comparison_dir(runs, None if out is None else Path(out))
     if folder is not None:
         for path in write_comparison(runs, folder, plots=plots, formats=formats):
