@@ -403,5 +403,15 @@ def store_estimates(run_dir: PathLike, entries: dict[tuple[str, str, str, int], 
             changed |= by_epoch.get(str(epoch)) != entry
             by_epoch[str(epoch)] = entry
         if changed:
+            data["estimates"] = _canonical_order(data["estimates"])
             save_json(estimates_path(run_dir), data)
     return data
+
+
+def _canonical_order(estimates: dict) -> dict:
+    """Estimators, layers and splits by name, epochs by number: the file does not depend on the order in
+    which entries were computed (processes sharing the epochs, a cluster's tasks finishing in any order)."""
+    return {name: {layer: {split: dict(sorted(by_epoch.items(), key=lambda kv: int(kv[0])))
+                           for split, by_epoch in sorted(splits.items())}
+                   for layer, splits in sorted(layers.items())}
+            for name, layers in sorted(estimates.items())}

@@ -1,7 +1,7 @@
 """Estimate the information planes of run folders and draw them.
 
     python -m utils.analysis.information_plane RUN [RUN ...] [--estimators mixture,binning] [--epochs 0-20]
-        [--draws train=1,test=6] [--max-inputs N] [--out DIR]
+        [--draws train=1,test=6] [--max-inputs N] [--out DIR] [--workers N | --scheduler ADDRESS]
 
 For every analysed dropout layer, split and saved epoch of each run, the selected estimators
 (:mod:`utils.analysis.registry`) turn the saved noise-free representations f(x) into I(X;Z) and
@@ -12,6 +12,8 @@ out between processes) analysis computes only what is missing. An entry is recom
 settings change or when a file it was computed from changed (size and content hash). With several
 runs, or with ``--out``, the estimates of all runs also go to ``DIR/estimates.csv`` (one row per run,
 layer, split, epoch and estimator) with seed-aggregated planes (:mod:`utils.analysis.comparison`).
+With ``--workers`` or ``--scheduler`` the estimates are computed on a Dask cluster, one task per entry,
+and stored by this process as they arrive (:mod:`utils.analysis.cluster`); the entries are the same.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from mi_estimators.checks import InputError, as_samples, check_float, check_int
 from mi_estimators.discrete import discrete_entropy
 from mi_estimators.dropout_MI import activations, log_noise_stds
 from utils import run_folder as rf
+from utils.analysis.cluster import dask_client, estimate_on_cluster
 from utils.analysis.comparison import write_comparison
 from utils.analysis.figures import draw_run_figures
 from utils.analysis.registry import ESTIMATORS, INFINITE_MI, LayerData, plane_entry
@@ -94,6 +97,8 @@ class Request:
         return settings
 
 
+MAX_WORKERS = 1024
+"""Local worker processes beyond this are a typo: a machine with more cores runs a cluster (--scheduler)."""
 MAX_DRAWS = 1000
 """Noise draws per input beyond this cost 1,000 times the default estimate for an error already far
 below the input-sampling error: a typo, refused before any work."""
@@ -210,30 +215,48 @@ def _load_flat(path: Path, job: Job) -> np.ndarray:
     return array[job.inputs.rows].reshape(len(job.inputs.rows), -1)
 
 
-def run_job(job: Job, request: Request) -> dict[tuple[str, str, str, int], dict]:
-    """Compute the wanted entries of one job."""
-    f = _load_flat(job.files["f"], job)
+def job_arrays(job: Job) -> tuple[np.ndarray, np.ndarray | None]:
+    """The job's f (inputs, dim) and, for information dropout, its alpha(x): the analysed rows only."""
     alphas = _load_flat(job.files["alphas"], job) if "alphas" in job.files else None
-    split = job.inputs.split
-    data = LayerData(job.layer, f, alphas, job.inputs.labels, request.draws_of(split), request.seed,
+    return _load_flat(job.files["f"], job), alphas
+
+
+EntryKey = tuple[str, str, str, int]
+"""(estimator, layer, split, epoch): where an entry lives in ``estimates.json``."""
+
+
+def estimate_entry(name: str, settings: dict, layer: dict, inputs: SplitInputs, epoch: int, f: np.ndarray,
+                   alphas: np.ndarray | None, request: Request) -> dict:
+    """One entry of ``estimates.json``: estimator ``name`` on one layer, split and epoch. The unit of work
+    of a cluster (:mod:`utils.analysis.cluster`); it reads no file, so a worker needs only its arguments."""
+    split = inputs.split
+    if layer["dropout"] not in ESTIMATORS[name].kinds:
+        reason = INFINITE_MI if layer["dropout"] == "bernoulli" else \
+            f"{name} does not apply to {layer['dropout']} dropout"
+        return {"skipped": reason, "settings": settings}
+    spec = ESTIMATORS[name]
+    data = LayerData(layer, f, alphas, inputs.labels, request.draws_of(split), request.seed,
                      progress=request.progress, clip_min=request.clip_min)
-    out = {}
-    for name, settings in job.wanted.items():
-        spec, key = ESTIMATORS[name], (name, job.layer["name"], split, job.epoch)
-        if job.layer["dropout"] not in spec.kinds:
-            reason = INFINITE_MI if job.layer["dropout"] == "bernoulli" else \
-                f"{name} does not apply to {job.layer['dropout']} dropout"
-            out[key] = {"skipped": reason, "settings": settings}
-            continue
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                result = spec.run(data, spec.settings)
-        except InputError as err:  # anything else is a bug and keeps its traceback
-            raise InputError(f"{name} on {split} epoch {job.epoch} (layer {job.layer['name']}): {err}") from None
-        out[key] = {**plane_entry(spec, result, n_inputs=len(f), h_y=job.inputs.h_y), "settings": settings,
-                    "warnings": sorted({str(w.message) for w in caught})}
-    return out
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = spec.run(data, spec.settings)
+    except InputError as err:  # anything else is a bug and keeps its traceback
+        raise InputError(f"{name} on {split} epoch {epoch} (layer {layer['name']}): {err}") from None
+    return {**plane_entry(spec, result, n_inputs=len(f), h_y=inputs.h_y), "settings": settings,
+            "warnings": sorted({str(w.message) for w in caught})}
+
+
+def entry_key(name: str, job: Job) -> EntryKey:
+    return name, job.layer["name"], job.inputs.split, job.epoch
+
+
+def run_job(job: Job, request: Request) -> dict[EntryKey, dict]:
+    """Compute the wanted entries of one job, in this process."""
+    f, alphas = job_arrays(job)
+    return {entry_key(name, job): estimate_entry(name, settings, job.layer, job.inputs, job.epoch, f, alphas,
+                                                 request)
+            for name, settings in job.wanted.items()}
 
 
 def _callback_entries(run_dir: Path, config: dict, split: str) -> dict:
@@ -303,16 +326,22 @@ def estimate_run(run_dir: str | Path, request: Request | None = None, *,
     input is checked first (:func:`prepare_run`, unless ``prepared`` says it was)."""
     request = request or Request()
     prepared = prepared or prepare_run(run_dir, request)
-    run_dir, jobs, stale = prepared.run_dir, prepared.jobs, prepared.stale
-    data = rf.store_estimates(run_dir, prepared.callback)
-    if stale:
-        print(f"{run_dir}: recomputing {len(stale)} entries whose representation or label files changed "
-              f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})", flush=True)
-    bar = tqdm(jobs, desc=f"estimating {run_dir.name}", unit="epoch", disable=not request.progress or not jobs)
+    data = begin_estimates(prepared)
+    bar = tqdm(prepared.jobs, desc=f"estimating {prepared.run_dir.name}", unit="epoch",
+               disable=not request.progress or not prepared.jobs)
     for job in bar:
         bar.set_postfix_str(f"{job.inputs.split} epoch {job.epoch}")
-        data = rf.store_estimates(run_dir, run_job(job, request))
+        data = rf.store_estimates(prepared.run_dir, run_job(job, request))
     return data
+
+
+def begin_estimates(prepared: PreparedRun) -> dict[str, Any]:
+    """Store the callback's entries, say which entries will be recomputed, and return the file's content."""
+    if prepared.stale:
+        stale = prepared.stale
+        print(f"{prepared.run_dir}: recomputing {len(stale)} entries whose representation or label files changed "
+              f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})", flush=True)
+    return rf.store_estimates(prepared.run_dir, prepared.callback)
 
 
 def _run_folder(run_dir: str | Path) -> Path:
@@ -345,10 +374,15 @@ def summary_table(data: dict[str, Any]) -> str:
 
 
 def analyze(run_dir: str | Path, *, plots: bool = True, formats: Sequence[str] = ("png",),
-            request: Request | None = None, prepared: PreparedRun | None = None) -> list[Path]:
+            request: Request | None = None) -> list[Path]:
     """:func:`estimate_run`, print the summary table, draw the run's figures and print their paths."""
     request = request or Request()
-    data = estimate_run(run_dir, request, prepared=prepared)
+    return report_run(run_dir, estimate_run(run_dir, request), request, plots=plots, formats=formats)
+
+
+def report_run(run_dir: str | Path, data: dict[str, Any], request: Request, *, plots: bool = True,
+               formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Print the summary table of a run's estimates, draw its figures and print their paths."""
     print(summary_table(data), flush=True)
     if not plots:
         return []
@@ -369,17 +403,23 @@ def comparison_dir(runs: Sequence[Path], out: Path | None) -> Path | None:
 
 
 def analyze_runs(runs: Sequence[str | Path], *, out: str | Path | None = None, request: Request | None = None,
-                 plots: bool = True, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """:func:`analyze` every run, then (several runs, or ``out``) write the comparison table and the
-    seed-aggregated planes (:func:`utils.analysis.comparison.write_comparison`); returns the written paths."""
+                 plots: bool = True, formats: Sequence[str] = ("png",), client: Any = None) -> list[Path]:
+    """Estimate every run (in this process, or with a ``dask.distributed.Client`` on its cluster:
+    :mod:`utils.analysis.cluster`), print and draw each, then (several runs, or ``out``) write the
+    comparison table and the seed-aggregated planes (:func:`utils.analysis.comparison.write_comparison`);
+    returns the written paths."""
     runs = _distinct_runs(runs)
     if out is not None and not str(out).strip():
         raise InputError("out must name a folder, got an empty string")
     request = request or Request()
     prepared = [prepare_run(run, request) for run in runs]  # every run's inputs, before the first estimate
+    if client is None:
+        estimated = [estimate_run(run, request, prepared=ready) for run, ready in zip(runs, prepared)]
+    else:
+        estimated = estimate_on_cluster(client, prepared, request)
     written = []
-    for run, ready in zip(runs, prepared):
-        written += analyze(run, plots=plots, formats=formats, request=request, prepared=ready)
+    for run, data in zip(runs, estimated):
+        written += report_run(run, data, request, plots=plots, formats=formats)
     folder = comparison_dir(runs, None if out is None else Path(out))
     if folder is not None:
         for path in write_comparison(runs, folder, plots=plots, formats=formats):
@@ -448,6 +488,13 @@ def _parser() -> OneLineParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
                    help="progress bars: epochs done, and noisy points done with the time left inside each estimate "
                         "(default: on in a terminal)")
+    cluster = p.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=int_arg(1, MAX_WORKERS), default=None, metavar="N",
+                         help="estimate on a local Dask cluster of N worker processes, one thread each (one task "
+                              "per run, layer, split, epoch and estimator; the results are identical)")
+    cluster.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                         help="estimate on the Dask cluster whose scheduler is at ADDRESS, e.g. tcp://host:8786 "
+                              "(workers need the toolkit installed, not the run folders)")
     p.add_argument("--formats", default="png", help="figure formats, comma-separated from png,pdf,svg")
     return p
 
@@ -470,7 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = [f for f in formats if f not in ("png", "pdf", "svg")]
         if bad:
             raise CommandError(f"--formats: unknown figure format(s) {bad}; use png, pdf or svg")
-        analyze_runs(args.runs, out=args.out, request=request, plots=not args.no_plots, formats=formats)
+        with dask_client(args.scheduler, args.workers) as client:
+            analyze_runs(args.runs, out=args.out, request=request, plots=not args.no_plots, formats=formats,
+                         client=client)
 
     return run_command("information_plane", body)
 

@@ -1,0 +1,128 @@
+"""Estimation on a Dask cluster: one task per (run, layer, split, epoch, estimator) estimate.
+
+    python -m utils.analysis.information_plane RUN [RUN ...] --workers 2          # a local cluster
+    python -m utils.analysis.information_plane RUN [RUN ...] --scheduler tcp://HOST:8786
+
+A task is :func:`utils.analysis.information_plane.estimate_entry`: it receives the arrays it needs (f,
+alpha(x), the labels) with its arguments and reads no file, so workers need the toolkit installed but no
+shared filesystem. The arrays travel inside the task, not as separately scattered data, so the scheduler
+can rerun the task elsewhere when its worker dies. The client is the only writer: it stores every
+finished entry in the run's ``IP/estimates.json`` as it arrives (:func:`utils.run_folder.store_estimates`),
+so a client that is stopped and started again computes only what is missing. The noise of every estimate
+is seeded from (seed, input, draw) (:mod:`mi_estimators.noise`), never from where or when a task runs, so
+the entries are bit-identical to the in-process path's.
+
+Each worker runs one task at a time with one BLAS/OpenMP thread (``threads_per_worker=1`` and Dask's
+nanny environment), so ``--workers`` equal to the cores does not oversubscribe them. Tasks are submitted
+in a window of a few per worker thread: the client never holds more than that many epochs' arrays.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from tqdm.auto import tqdm
+
+from mi_estimators.checks import InputError
+from utils import run_folder as rf
+
+if TYPE_CHECKING:  # Dask is imported only where a cluster is asked for
+    from distributed import Client
+
+    from utils.analysis.information_plane import PreparedRun, Request
+
+PINNED_THREADS = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                         "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+"""Set in every worker process before it starts: one thread per task, whatever the machine."""
+TASKS_PER_THREAD = 3
+"""Tasks in flight per worker thread: enough to keep every worker busy while the client stores results."""
+CONNECT_TIMEOUT_S = 30
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise InputError("--scheduler and --workers need Dask: pip install 'dask[distributed]'") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def pinned_threads() -> Iterator[None]:
+    """Dask's configuration for the worker processes started in the block: one thread per task."""
+    import dask
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": PINNED_THREADS}):
+        yield
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[Client | None]:
+    """A client of the cluster at ``scheduler``, of a local cluster of ``workers`` processes (one thread
+    each) started and stopped here, or ``None`` (in-process estimation) when neither is given."""
+    if scheduler is not None and workers is not None:
+        raise InputError("give --scheduler (an existing cluster) or --workers (a local one), not both")
+    if scheduler is None and workers is None:
+        yield None
+        return
+    distributed = _distributed()
+    if workers is not None:
+        with pinned_threads(), distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=None) as local, distributed.Client(local) as client:
+            yield client
+        return
+    try:
+        client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {err}") from None
+    with client:
+        yield client
+
+
+def _threads(client: Client) -> int:
+    return max(1, sum(client.nthreads().values()))
+
+
+def estimate_on_cluster(client: Client, prepared: Sequence[PreparedRun], request: Request) -> list[dict[str, Any]]:
+    """Compute the jobs of every prepared run on the cluster, store each entry as it arrives and return
+    each run's ``estimates.json`` content (in the order of ``prepared``)."""
+    from utils.analysis.information_plane import begin_estimates, entry_key, estimate_entry, job_arrays
+
+    distributed = _distributed()
+    data = [begin_estimates(run) for run in prepared]
+    on_worker = replace(request, progress=False)  # a worker's bars would go to its log only
+    total = sum(len(job.wanted) for run in prepared for job in run.jobs)
+    window = TASKS_PER_THREAD * _threads(client)
+    pending = distributed.as_completed()
+    where: dict[str, tuple[int, tuple]] = {}
+    bar = tqdm(total=total, desc="estimates on the cluster", unit="estimate", disable=not request.progress)
+
+    def store(futures: Sequence[Any]) -> None:
+        finished: dict[int, dict] = {}
+        for future in futures:
+            index, key = where.pop(future.key)
+            finished.setdefault(index, {})[key] = future.result()  # re-raises the task's error here
+        for index, entries in finished.items():
+            data[index] = rf.store_estimates(prepared[index].run_dir, entries)
+        bar.update(len(futures))
+
+    try:
+        for index, run in enumerate(prepared):
+            for job in run.jobs:
+                f, alphas = job_arrays(job)
+                for name, settings in job.wanted.items():
+                    future = client.submit(estimate_entry, name, settings, job.layer, job.inputs, job.epoch,
+                                           f, alphas, on_worker, pure=False)
+                    where[future.key] = (index, entry_key(name, job))
+                    pending.add(future)
+                    while pending.count() >= window:
+                        store([next(pending)])
+        for batch in pending.batches():
+            store(batch)
+    finally:
+        bar.close()
+        for future in list(pending.futures):  # after an error: nothing left running for this client
+            future.cancel()
+    return data
