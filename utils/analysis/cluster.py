@@ -91,6 +91,8 @@ def estimate_on_cluster(client: Client, prepared: Sequence[PreparedRun], request
     from utils.analysis.information_plane import begin_estimates, entry_key, estimate_entry, job_arrays
 
     distributed = _distributed()
+    import dask
+
     data = [begin_estimates(run) for run in prepared]
     on_worker = replace(request, progress=False)  # a worker's bars would go to its log only
     total = sum(len(job.wanted) for run in prepared for job in run.jobs)
@@ -108,21 +110,22 @@ def estimate_on_cluster(client: Client, prepared: Sequence[PreparedRun], request
             data[index] = rf.store_estimates(prepared[index].run_dir, entries)
         bar.update(len(futures))
 
-    try:
-        for index, run in enumerate(prepared):
-            for job in run.jobs:
-                f, alphas = job_arrays(job)
-                for name, settings in job.wanted.items():
-                    future = client.submit(estimate_entry, name, settings, job.layer, job.inputs, job.epoch,
-                                           f, alphas, on_worker, pure=False)
-                    where[future.key] = (index, entry_key(name, job))
-                    pending.add(future)
-                    while pending.count() >= window:
-                        store([next(pending)])
-        for batch in pending.batches():
-            store(batch)
-    finally:
-        bar.close()
-        for future in list(pending.futures):  # after an error: nothing left running for this client
-            future.cancel()
+    # The arrays travel inside the tasks by design (see the module's docstring): no warning about it.
+    with bar, dask.config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"}):
+        try:
+            for index, run in enumerate(prepared):
+                for job in run.jobs:
+                    f, alphas = job_arrays(job)
+                    for name, settings in job.wanted.items():
+                        future = client.submit(estimate_entry, name, settings, job.layer, job.inputs, job.epoch,
+                                               f, alphas, on_worker, pure=False)
+                        where[future.key] = (index, entry_key(name, job))
+                        pending.add(future)
+                        while pending.count() >= window:
+                            store([next(pending)])
+            for batch in pending.batches():
+                store(batch)
+        finally:
+            for future in list(pending.futures):  # after an error: nothing left running for this client
+                future.cancel()
     return data
