@@ -41,6 +41,17 @@ def test_aggregates_over_seeds():
     assert cell["mi_xz_seed_error"] == pytest.approx((0.1 * 2 ** 0.5 + 0.3 * 2 ** 0.5) / 2)
 
 
+def test_seeds_estimated_with_different_n_are_not_averaged():
+    rows = _rows("a", 0, [0.0, 1.0, 2.0, 3.0, 4.0], 0.1) + _rows("b", 1, [0.0, 3.0, 2.0, 3.0, 6.0], 0.3) \
+        + _rows("c", 2, [0.0, 3.0, 2.0, 3.0, 9.0], 0.3)
+    for row in rows:
+        row["n_inputs"] = 60000 if row["run"] == "c" else 10000
+    cells = {r["group"]: r for r in aggregate_rows(rows) if r["epoch"] == 8}
+    assert set(cells) == {"g N=10000", "g N=60000"}
+    assert cells["g N=10000"]["n_seeds"] == 2 and cells["g N=10000"]["mi_xz_mean"] == 5.0
+    assert cells["g N=60000"]["n_seeds"] == 1 and cells["g N=60000"]["mi_xz_mean"] == 9.0
+
+
 def _info(name, **flags):
     base = {"net": "fc", "dropout": "gaussian", "p": 0.2, "epochs": 10, "lr": 0.1}
     defining = tuple(sorted({**base, **flags}.items()))

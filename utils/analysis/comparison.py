@@ -7,7 +7,8 @@ coordinate, saturation, N, log N, H(Y)); for the mixture also the upper (leave-o
 saturation (``mi_xz_quarter``, ``mi_xz_sixteenth``, ``mi_xz_upper_quarter``, ...). Runs whose flags differ only in ``seed``
 (and in flags that do not change the experiment: where the data or the output live, distribution,
 verbosity) form a group.
-``aggregate.csv`` has per group, layer, split, epoch and estimator the mean over seeds, the standard
+``aggregate.csv`` has per group, layer, split, epoch and estimator (and N, where the runs of a group were
+estimated with different numbers of inputs: the group's name then ends in ``N=...``) the mean over seeds, the standard
 deviation between seeds and the mean per-seed total error (Monte Carlo and input sampling in
 quadrature) of I(X;Z), its upper estimate and I(Y;Z), and the mean and largest saturation.
 ``compression.csv`` says per run whether I(X;Z) falls after its peak by more than 3 errors, its largest
@@ -135,10 +136,18 @@ def _estimate_fields(entry: dict) -> dict[str, Any]:
 
 def aggregate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Seed aggregates: mean, standard deviation between seeds and mean per-seed total error."""
+    rows = [row for row in rows if row.get("skipped") is None]
+    # Seeds are averaged at equal N only (the mixture estimate is capped at log N): a group whose runs
+    # were estimated with different numbers of inputs gets one aggregate per N, named with it.
+    sizes: dict[tuple, set] = {}
+    for row in rows:
+        sizes.setdefault((row["group"], row["layer"], row["split"], row["estimator"]), set()).add(row.get("n_inputs"))
     cells: dict[tuple, list[dict]] = {}
     for row in rows:
-        if row.get("skipped") is None:
-            cells.setdefault((row["group"], row["layer"], row["split"], row["epoch"], row["estimator"]), []).append(row)
+        group = row["group"]
+        if len(sizes[(group, row["layer"], row["split"], row["estimator"])]) > 1:
+            group = f"{group} N={row.get('n_inputs')}"
+        cells.setdefault((group, row["layer"], row["split"], row["epoch"], row["estimator"]), []).append(row)
     out = []
     for (group, layer, split, epoch, name), members in cells.items():
         first = members[0]
