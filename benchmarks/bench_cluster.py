@@ -16,7 +16,6 @@ The last line printed is JSON: {"cpu", "cores", "tasks", "tasks_per_s_1", "tasks
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -31,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils import run_folder as rf  # noqa: E402
-from utils.analysis import information_plane as ip  # noqa: E402
+from utils.analysis import estimation as est  # noqa: E402
 from utils.analysis.cluster import dask_client, estimate_on_cluster  # noqa: E402
 from utils.cli import OneLineParser, int_arg, run_command  # noqa: E402
 
@@ -67,10 +66,10 @@ def shadow(run: Path, into: Path) -> Path:
     return copy
 
 
-def measure(runs: Sequence[Path], workers: int, request: ip.Request, scratch: Path) -> tuple[int, float]:
+def measure(runs: Sequence[Path], workers: int, request: est.Request, scratch: Path) -> tuple[int, float]:
     """(tasks, seconds) of estimating ``runs`` from scratch on a local cluster of ``workers``."""
     copies = [shadow(run, scratch / f"workers{workers}") for run in runs]
-    prepared = [ip.prepare_run(copy, request) for copy in copies]
+    prepared = [est.prepare_run(copy, request) for copy in copies]
     tasks = sum(len(job.wanted) for run in prepared for job in run.jobs)
     with dask_client(workers=workers) as client:
         client.wait_for_workers(workers)
@@ -93,14 +92,14 @@ def _parser() -> OneLineParser:
     parser.add_argument("runs", nargs="*", type=Path, metavar="RUN", help="run folders (default: a digits run)")
     parser.add_argument("--max-inputs", type=int_arg(2), default=None, help="seeded subset of each split")
     parser.add_argument("--epochs", default=None, help="epoch selection, e.g. 0-20 (default: all saved)")
-    parser.add_argument("--estimators", default=",".join(ip.DEFAULT_ESTIMATORS), help="comma-separated")
+    parser.add_argument("--estimators", default=",".join(est.DEFAULT_ESTIMATORS), help="comma-separated")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         args = _parser().parse_args(argv)
-        request = ip.Request(estimators=tuple(e for e in args.estimators.split(",") if e), epochs=args.epochs,
+        request = est.Request(estimators=tuple(e for e in args.estimators.split(",") if e), epochs=args.epochs,
                              max_inputs=args.max_inputs, progress=False)
         with tempfile.TemporaryDirectory(prefix="bench_cluster_") as tmp:
             scratch = Path(tmp)

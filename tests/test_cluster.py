@@ -14,6 +14,7 @@ import mi_mnist_dropout
 from utils import run_folder as rf
 from utils.analysis import cluster
 from utils.analysis import information_plane as ip
+from utils.analysis.estimation import CALLBACK
 from utils.train_command import main as train
 
 distributed = pytest.importorskip("distributed")
@@ -78,7 +79,7 @@ def test_a_killed_worker_changes_nothing(trained, reference, tmp_path, monkeypat
     store = rf.store_estimates
 
     def store_and_kill(run_dir, entries):
-        if not killed and any(name != ip.CALLBACK for name, *_ in entries):
+        if not killed and any(name != CALLBACK for name, *_ in entries):
             address, pid = sorted(pids.items())[0]
             os.kill(pid, signal.SIGKILL)
             killed.append(address)

@@ -3,7 +3,7 @@
     python -m utils.analysis.information_plane RUN [RUN ...] --workers 2          # a local cluster
     python -m utils.analysis.information_plane RUN [RUN ...] --scheduler tcp://HOST:8786
 
-A task is :func:`utils.analysis.information_plane.estimate_entry`: it receives the arrays it needs (f,
+A task is :func:`utils.analysis.estimation.estimate_entry`: it receives the arrays it needs (f,
 alpha(x), the labels) with its arguments and reads no file, so workers need the toolkit installed but no
 shared filesystem. The arrays travel inside the task, not as separately scattered data, so the scheduler
 can rerun the task elsewhere when its worker dies. The client is the only writer: it stores every
@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 
 from mi_estimators.checks import InputError
 from utils import run_folder as rf
+from utils.analysis.estimation import PreparedRun, Request, begin_estimates, entry_key, estimate_entry, job_arrays
 
 if TYPE_CHECKING:  # Dask is imported only where a cluster is asked for
     from distributed import Client
 
-    from utils.analysis.information_plane import PreparedRun, Request
 
 PINNED_THREADS = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                          "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
@@ -88,8 +88,6 @@ def _threads(client: Client) -> int:
 def estimate_on_cluster(client: Client, prepared: Sequence[PreparedRun], request: Request) -> list[dict[str, Any]]:
     """Compute the jobs of every prepared run on the cluster, store each entry as it arrives and return
     each run's ``estimates.json`` content (in the order of ``prepared``)."""
-    from utils.analysis.information_plane import begin_estimates, entry_key, estimate_entry, job_arrays
-
     distributed = _distributed()
     import dask
 

@@ -1,0 +1,318 @@
+"""What to estimate in a run folder, and estimating it in this process.
+
+:class:`Request` says what (estimators, splits, epochs, draws, a seeded subset of inputs); :func:`plan`
+compares it with the run's ``IP/estimates.json`` and gives one :class:`Job` per layer, split and epoch
+with the entries that are missing or stale; :func:`prepare_run` reads and checks every array the jobs
+will read before anything is written; :func:`estimate_entry` computes one entry from arrays alone (the
+unit of work of a cluster, :mod:`utils.analysis.cluster`); :func:`estimate_run` runs the jobs here,
+storing the entries after every epoch (:func:`utils.run_folder.store_estimates`).
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mi_estimators.checks import InputError, as_samples, check_float, check_int
+from mi_estimators.discrete import discrete_entropy
+from mi_estimators.dropout_MI import activations, log_noise_stds
+from utils import run_folder as rf
+from utils.analysis.registry import ESTIMATORS, INFINITE_MI, LayerData, plane_entry
+
+CALLBACK = "callback"
+DEFAULT_ESTIMATORS = ("mixture", "binning", "binning_f")
+DEFAULT_DRAWS = {"train": 1, "test": 6}
+"""Noise draws per input: one for the (large) training split, whose Monte Carlo error is measured on
+pilot draws (mi_estimators.dropout_MI); six for the test split."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to estimate: estimators, splits, an epoch selection, noise draws per input of each split, and
+    a seeded subset of at most ``max_inputs`` inputs of each split."""
+
+    estimators: tuple[str, ...] = DEFAULT_ESTIMATORS
+    splits: tuple[str, ...] = rf.SPLITS
+    epochs: str | None = None
+    draws: tuple[tuple[str, int], ...] = tuple(DEFAULT_DRAWS.items())
+    max_inputs: int | None = None
+    seed: int = 0
+    clip_min: float | None = None
+    progress: bool = field(default_factory=sys.stderr.isatty)
+    """Progress bars: epochs done, and noisy points done with the time left inside each estimate."""
+
+    def __post_init__(self) -> None:
+        if not self.estimators:
+            raise InputError(f"no estimator given; choose from {sorted(ESTIMATORS)}")
+        unknown = [e for e in self.estimators if e not in ESTIMATORS]
+        if unknown:
+            raise InputError(f"unknown estimator(s) {unknown}; available: {sorted(ESTIMATORS)}")
+        bad = [s for s in self.splits if s not in rf.SPLITS]
+        if bad or not self.splits:
+            raise InputError(f"unknown split(s) {bad}; use train and/or test")
+        for split, count in self.draws:
+            check_int(count, f"noise draws per input of the {split} split")
+        if self.max_inputs is not None:
+            check_int(self.max_inputs, "max_inputs", minimum=2)
+        check_int(self.seed, "seed", minimum=0)
+        if self.clip_min is not None:
+            check_float(self.clip_min, "clip_min")
+        if self.epochs is not None:
+            parse_epochs(self.epochs)
+
+    def draws_of(self, split: str) -> int:
+        """Noise draws per input of ``split``."""
+        return dict(self.draws)[split]
+
+    def settings(self, name: str, split: str) -> dict[str, Any]:
+        """The request's part of an entry's cache key: ``max_inputs``, the estimator's own settings and,
+        for estimators that draw noise, ``seed`` and ``draws`` (noise draws per input)."""
+        spec = ESTIMATORS[name]
+        settings = {"max_inputs": self.max_inputs, **spec.settings}
+        if spec.version > 1:
+            settings["version"] = spec.version
+        if spec.uses_noise:
+            settings.update(seed=self.seed, draws=self.draws_of(split))
+        if spec.clips:
+            settings["clip_min"] = self.clip_min
+        return settings
+
+
+def parse_epochs(text: str) -> Callable[[int], bool]:
+    """Predicate for an epoch selection such as ``"0-20,30,40-"`` (ranges inclusive, open ends allowed)."""
+    parts = []
+    for token in filter(None, (t.strip() for t in text.split(","))):
+        lo, sep, hi = token.partition("-")
+        try:
+            parts.append((int(lo) if lo else 0, (int(hi) if hi else None) if sep else int(lo)))
+        except ValueError:
+            raise InputError(f"bad epoch selection {token!r}: use e.g. 10, 0-20 or 40-") from None
+    if not parts:
+        raise InputError(f"empty epoch selection {text!r}")
+    return lambda e: any(lo <= e and (hi is None or e <= hi) for lo, hi in parts)
+
+
+# -- planning: which (estimator, layer, split, epoch) entries are missing or stale ---------------------
+
+@dataclass(frozen=True)
+class SplitInputs:
+    """The analysed inputs of a split: rows of the saved arrays, their labels and H(Y)."""
+
+    split: str
+    rows: np.ndarray
+    labels: np.ndarray
+    h_y: float
+    n_rows: int
+    labels_fingerprint: dict
+
+
+@dataclass(frozen=True)
+class Job:
+    """One layer, split and epoch, with the entries to (re)compute: ``{estimator: settings}``."""
+
+    layer: dict
+    inputs: SplitInputs
+    epoch: int
+    files: dict[str, Path]
+    wanted: dict[str, dict]
+
+
+def _split_inputs(run_dir: Path, split: str, request: Request) -> SplitInputs:
+    _, labels = rf.load_inputs_labels(run_dir, split)
+    rows = rf.seeded_rows(len(labels), request.max_inputs, request.seed)
+    return SplitInputs(split, rows, labels[rows], discrete_entropy(labels[rows]), len(labels),
+                       rf.file_fingerprint(rf.labels_path(run_dir, split)))
+
+
+def _layer_files(run_dir: Path, config: dict, layer: dict, split: str, epoch: int) -> dict[str, Path]:
+    tag = layer["name"] if len(config["layers"]) > 1 else None
+    files = {"f": rf.representation_path(run_dir, split, epoch, tag)}
+    if layer["dropout"] == "information":
+        files["alphas"] = rf.alpha_path(run_dir, split, epoch, tag)
+    return files
+
+
+def _noise_key(layer: dict) -> dict[str, Any]:
+    return {k: layer.get(k) for k in ("dropout", "p", "noise_std", "alpha_max", "beta")}
+
+
+def plan(run_dir: Path, config: dict, data: dict, request: Request) -> tuple[list[Job], list[str]]:
+    """Jobs for what is missing or stale in ``data`` (the run's estimates), and the stale entries' names."""
+    jobs, stale = [], []
+    for split in request.splits:
+        available = rf.saved_epochs(run_dir, split)
+        chosen = [e for e in available if request.epochs is None or parse_epochs(request.epochs)(e)]
+        if not chosen:
+            raise InputError(f"no saved {split} epochs match {request.epochs!r} in {run_dir} (saved: {available})")
+        inputs = _split_inputs(run_dir, split, request)
+        for layer in config["layers"]:
+            for epoch in chosen:
+                files = _layer_files(run_dir, config, layer, split, epoch)
+                key = {"files": {k: rf.file_fingerprint(p) for k, p in files.items()},
+                       "labels": inputs.labels_fingerprint, "layer": _noise_key(layer)}
+                wanted = {}
+                for name in request.estimators:
+                    settings = {**request.settings(name, split), **key}
+                    have = data.get(name, {}).get(layer["name"], {}).get(split, {}).get(str(epoch))
+                    if have is None or have.get("settings") != settings:
+                        wanted[name] = settings
+                    if have is not None and have.get("settings", {}).get("files") not in (None, key["files"]):
+                        stale.append(f"{name}/{layer['name']}/{split}/{epoch}")
+                if wanted:
+                    jobs.append(Job(layer, inputs, epoch, files, wanted))
+    return jobs, stale
+
+
+# -- running --------------------------------------------------------------------------------------
+
+def _load_flat(path: Path, job: Job) -> np.ndarray:
+    """Rows of a saved array as (n, dim), checked against the labels and config.json."""
+    array = rf.load_npy(path)
+    layer, n_rows = job.layer, job.inputs.n_rows
+    if array.ndim < 2 or len(array) != n_rows or int(np.prod(array.shape[1:])) != layer["dim"]:
+        raise InputError(f"{path} has shape {array.shape}; expected {n_rows} rows (as the labels file) of "
+                         f"dim {layer['dim']} (layer {layer['name']!r} in config.json)")
+    return array[job.inputs.rows].reshape(len(job.inputs.rows), -1)
+
+
+def job_arrays(job: Job) -> tuple[np.ndarray, np.ndarray | None]:
+    """The job's f (inputs, dim) and, for information dropout, its alpha(x): the analysed rows only."""
+    alphas = _load_flat(job.files["alphas"], job) if "alphas" in job.files else None
+    return _load_flat(job.files["f"], job), alphas
+
+
+EntryKey = tuple[str, str, str, int]
+"""(estimator, layer, split, epoch): where an entry lives in ``estimates.json``."""
+
+
+def estimate_entry(name: str, settings: dict, layer: dict, inputs: SplitInputs, epoch: int, f: np.ndarray,
+                   alphas: np.ndarray | None, request: Request) -> dict:
+    """One entry of ``estimates.json``: estimator ``name`` on one layer, split and epoch. The unit of work
+    of a cluster (:mod:`utils.analysis.cluster`); it reads no file, so a worker needs only its arguments."""
+    split = inputs.split
+    if layer["dropout"] not in ESTIMATORS[name].kinds:
+        reason = INFINITE_MI if layer["dropout"] == "bernoulli" else \
+            f"{name} does not apply to {layer['dropout']} dropout"
+        return {"skipped": reason, "settings": settings}
+    spec = ESTIMATORS[name]
+    data = LayerData(layer, f, alphas, inputs.labels, request.draws_of(split), request.seed,
+                     progress=request.progress, clip_min=request.clip_min)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = spec.run(data, spec.settings)
+    except InputError as err:  # anything else is a bug and keeps its traceback
+        raise InputError(f"{name} on {split} epoch {epoch} (layer {layer['name']}): {err}") from None
+    return {**plane_entry(spec, result, n_inputs=len(f), h_y=inputs.h_y), "settings": settings,
+            "warnings": sorted({str(w.message) for w in caught})}
+
+
+def entry_key(name: str, job: Job) -> EntryKey:
+    return name, job.layer["name"], job.inputs.split, job.epoch
+
+
+def run_job(job: Job, request: Request) -> dict[EntryKey, dict]:
+    """Compute the wanted entries of one job, in this process."""
+    f, alphas = job_arrays(job)
+    return {entry_key(name, job): estimate_entry(name, settings, job.layer, job.inputs, job.epoch, f, alphas,
+                                                 request)
+            for name, settings in job.wanted.items()}
+
+
+def _callback_entries(run_dir: Path, config: dict, split: str) -> dict:
+    """The callback's logged surrogates: mean KL for I(X;Z) (information dropout only: the callback logs 0
+    for other layers, which is no estimate), H(Y) - cross-entropy for I(Y;Z)."""
+    several = len(config["layers"]) > 1
+    h_y = discrete_entropy(rf.load_inputs_labels(run_dir, split)[1])
+    mi_zy = rf.load_ip(run_dir, split, "mi_zy")
+    out = {}
+    for layer in config["layers"]:
+        mean_kl = rf.load_ip(run_dir, split, "mean_kl", layer["name"] if several else None)
+        for epoch in sorted(set(mean_kl) | set(mi_zy)):
+            out[(CALLBACK, layer["name"], split, epoch)] = {
+                "mi_xz": mean_kl.get(epoch) if layer["dropout"] == "information" else None,
+                "mi_zy": mi_zy.get(epoch), "h_y": h_y, "settings": {},
+                "sees": "noisy Z (training loss terms)",
+                "params": {"source": "callback: mean KL and H(Y) - cross-entropy",
+                           "beta": layer.get("beta")}}
+    return out
+
+
+def _check_inputs(jobs: Sequence[Job], request: Request) -> None:
+    """Every array the jobs will read, validated as the estimators will (finite, real, not too large;
+    the mixture's and the bound's codes as ``activations`` takes them), before anything is written: a
+    bad file at the last epoch must not leave the earlier epochs estimated and the command failed."""
+    for job in jobs:
+        uses_codes = any(ESTIMATORS[name].clips and job.layer["dropout"] in ESTIMATORS[name].kinds
+                         for name in job.wanted)
+        for key, path in job.files.items():
+            values = _load_flat(path, job)
+            try:
+                if key == "alphas":
+                    log_noise_stds(values)
+                elif uses_codes:
+                    activations(values, request.clip_min, allow_negative=job.layer["dropout"] == "gaussian")
+                else:
+                    as_samples(values, key, min_rows=2)
+            except InputError as err:
+                raise InputError(f"{path}: {err}") from None
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """What :func:`estimate_run` reads, read and checked, with nothing written yet."""
+
+    run_dir: Path
+    callback: dict          # the callback's entries
+    jobs: list[Job]         # the estimates to compute
+    stale: list[str]        # the entries they replace because a file changed
+
+
+def prepare_run(run_dir: str | Path, request: Request) -> PreparedRun:
+    """Read the run's config, the callback's files and every array its jobs need, and check them."""
+    run_dir = _run_folder(run_dir)
+    config = rf.load_config(run_dir)
+    callback = {}
+    for split in request.splits:
+        callback.update(_callback_entries(run_dir, config, split))
+    jobs, stale = plan(run_dir, config, rf.load_estimates(run_dir)["estimates"], request)
+    _check_inputs(jobs, request)
+    return PreparedRun(run_dir, callback, jobs, stale)
+
+
+def estimate_run(run_dir: str | Path, request: Request | None = None, *,
+                 prepared: PreparedRun | None = None) -> dict[str, Any]:
+    """Fill the run's ``IP/estimates.json`` with what is missing or stale and return its content. Every
+    input is checked first (:func:`prepare_run`, unless ``prepared`` says it was)."""
+    request = request or Request()
+    prepared = prepared or prepare_run(run_dir, request)
+    data = begin_estimates(prepared)
+    bar = tqdm(prepared.jobs, desc=f"estimating {prepared.run_dir.name}", unit="epoch",
+               disable=not request.progress or not prepared.jobs)
+    for job in bar:
+        bar.set_postfix_str(f"{job.inputs.split} epoch {job.epoch}")
+        data = rf.store_estimates(prepared.run_dir, run_job(job, request))
+    return data
+
+
+def begin_estimates(prepared: PreparedRun) -> dict[str, Any]:
+    """Store the callback's entries, say which entries will be recomputed, and return the file's content."""
+    if prepared.stale:
+        stale = prepared.stale
+        print(f"{prepared.run_dir}: recomputing {len(stale)} entries whose representation or label files changed "
+              f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})", flush=True)
+    return rf.store_estimates(prepared.run_dir, prepared.callback)
+
+
+def _run_folder(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise InputError(f"run folder {run_dir} does not exist")
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir} is a file, not a run folder")
+    return run_dir
