@@ -123,8 +123,11 @@ def test_error_calibration_json(tmp_path_factory):
     assert redrawn["target"] == pytest.approx(1.7908, abs=1e-4) and len(redrawn["values"]) == 6
     assert fixed["target"] == pytest.approx(doc["i_n"]["value"]) and doc["i_n"]["n"] == 400
     # six seeds cannot measure coverage finely, but a missing error term would show up as a large spread
-    for part in (redrawn, fixed):
+    upper_redrawn, upper_fixed = doc["upper_inputs_redrawn"], doc["upper_inputs_fixed"]
+    assert upper_fixed["target"] == pytest.approx(doc["i_n"]["upper"]) and doc["i_n"]["upper"] > doc["i_n"]["value"]
+    for part in (redrawn, fixed, upper_redrawn, upper_fixed):
         assert part["within_3"] >= 4 / 6 and 0.3 < part["robust_spread_over_error"] < 3
+    assert doc["truth_below_upper"] >= 5 / 6
 
 
 # -- bad input: one `<script>.py: error: ...` line naming the culprit, exit 2, nothing written --------
