@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import cpu_name  # noqa: E402
 from utils import run_folder as rf  # noqa: E402
 from utils.analysis import estimation as est  # noqa: E402
 from utils.analysis.cluster import dask_client, estimate_on_cluster  # noqa: E402
@@ -37,18 +37,6 @@ from utils.cli import OneLineParser, int_arg, run_command  # noqa: E402
 PROG = "bench_cluster.py"
 DIGITS = ["--dataset", "digits", "--epochs", "24", "--save-every", "1", "--batch-size", "16", "--lr", "0.01",
           "--no-analyze"]
-
-
-def cpu_name() -> str:
-    """The CPU's model name and its widest vector instruction set (Linux; the platform's name elsewhere)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    widest = next((name for name in ("avx512f", "avx2", "avx", "sse4_2") if name in flags), "none")
-    return f"{model} ({widest.upper().replace('AVX512F', 'AVX-512')})"
 
 
 def shadow(run: Path, into: Path) -> Path:

@@ -26,9 +26,9 @@ line, exit status 2, like any bad flag).
 The last line printed is JSON: {"d32_pairs_per_s", "d32_ratio", "d32_fused_ratio", "d128_...",
 "real_early_ratio", "real_early_float64_fraction", "real_early_labels_ratio",
 "real_early_labels_float64_fraction", "real_early_upper_cost", "real_late_..." (the same five),
-"clock"}. ``*_upper_cost`` is the relative extra time of the upper (leave-one-out) estimate: the
-kernel leaving each point's own component out, against the kernel without the bracket (target
-<= 15%).
+"clock", "cpu"}: "cpu" names the CPU's model and its widest vector instruction set.
+``*_upper_cost`` is the relative extra time of the upper (leave-one-out) estimate: the kernel leaving
+each point's own component out, against the kernel without the bracket (target <= 15%).
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import cpu_name  # noqa: E402
 from estimator_validation.common import available_memory  # noqa: E402
 from estimator_validation.workload import announce, check_time, mixture_seconds  # noqa: E402
 from mi_estimators import mixture  # noqa: E402
@@ -200,6 +201,7 @@ def benchmark(args: argparse.Namespace) -> dict:
                 summary[f"{name}{suffix}_float64_fraction"] = res["float64_fraction"]
             summary[f"{name}_upper_cost"] = upper_cost(f, r_real, args)
     summary["clock"] = "cpu" if args.threads == 1 else "wall"
+    summary["cpu"] = cpu_name()
     print(json.dumps(summary))
     return summary
 
