@@ -25,7 +25,9 @@ class NumpySegments:
     def __init__(self, b: np.ndarray, v: np.ndarray, n_rows: int, n_cols: int, bounds: np.ndarray):
         self.b, self.v = b, v
         self.dtype, self.k, self.n_rows, self.n_cols = b.dtype, b.shape[1], n_rows, n_cols
-        self.buf = np.empty(n_rows * n_cols, dtype=b.dtype)
+        # Products run a block of rows at a time (``segment``): one block's buffer is all they need.
+        self.block_rows = max(16, BLOCK_SIZE // n_cols)
+        self.buf = np.empty(min(n_rows, self.block_rows) * n_cols, dtype=b.dtype)
         self.a = None
 
     @contextlib.contextmanager
@@ -44,17 +46,19 @@ class NumpySegments:
         a = self.a
         a[:, -1] = -shift
         m, n = len(a), c1 - c0
-        prod = self.buf[: m * n].reshape(m, n)
-        with np.errstate(invalid="ignore", over="ignore"):     # (overflowing rows are redone in float64)
-            np.matmul(a, self.b[c0:c1].T, out=prod)
-        if left_out is not None:
-            rows = np.flatnonzero((left_out >= c0) & (left_out < c1))
-            prod[rows, left_out[rows] - c0] = -np.inf
+        b = self.b[c0:c1].T
+        outside = -1 if left_out is None else np.where((left_out >= c0) & (left_out < c1), left_out - c0, -1)
         seg = Segment(shift.copy(), np.empty((m, 2)), np.full(m, -np.inf), [], [])
-        block = max(16, BLOCK_SIZE // n)
-        for r0 in range(0, m, block):
-            rows = slice(r0, min(r0 + block, m))
-            self._block(prod[rows], self.v[c0:c1], None if forced is None else forced[rows], seg, r0)
+        # The product runs block by block, so that each block is still in cache for the passes after it.
+        for r0 in range(0, m, self.block_rows):
+            r1 = min(r0 + self.block_rows, m)
+            blk = self.buf[: (r1 - r0) * n].reshape(r1 - r0, n)
+            with np.errstate(invalid="ignore", over="ignore"):     # (overflowing rows are redone in float64)
+                np.matmul(a[r0:r1], b, out=blk)
+            if left_out is not None:
+                rows = np.flatnonzero(outside[r0:r1] >= 0)
+                blk[rows, outside[r0 + rows]] = -np.inf
+            self._block(blk, self.v[c0:c1], None if forced is None else forced[r0:r1], seg, r0)
         seg.rows = np.concatenate(seg.rows) if seg.rows else np.zeros(0, dtype=np.int64)
         seg.cols = c0 + (np.concatenate(seg.cols) if seg.cols else np.zeros(0, dtype=np.int64))
         return seg
