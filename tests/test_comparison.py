@@ -98,3 +98,31 @@ def test_the_largest_fall_catches_a_dip_that_training_undoes():
     assert "(1 of 2 beyond 4 errors)" in _summary(rows)
     rising = {r["run"]: r for r in compression_rows(_rows("c", 2, [0.0, 5.0, 6.0, 6.5, 7.0], 0.01))}["c"]
     assert rising["largest_fall"] == 0.0 and rising["fall_from_epoch"] is None and rising["fall_error"] is None
+
+
+def _table(folder, rows):
+    from utils.analysis.comparison import CONFIG_COLUMNS, ESTIMATE_COLUMNS, csv_text
+    folder.mkdir()
+    (folder / "estimates.csv").write_text(csv_text(rows, CONFIG_COLUMNS + ESTIMATE_COLUMNS))
+    return folder / "estimates.csv"
+
+
+def test_comparisons_of_different_sessions_merge_into_one(tmp_path):
+    """Seeds estimated in two sessions aggregate as if compared at once; one table merges into itself;
+    a run that two tables describe differently is refused, naming both."""
+    from utils.analysis.comparison import main, merge_comparisons, read_csv
+    first = _rows("a", 0, [0.0, 1.0, 2.0, 3.0, 4.0], 0.1)
+    second = _rows("b", 1, [0.0, 3.0, 2.0, 3.0, 6.0], 0.3)
+    for row in first + second:
+        row.update(n_inputs=1000, dataset="mnist", net="fc", dropout="gaussian", p=0.2)
+    a, b = _table(tmp_path / "a", first), _table(tmp_path / "b", second)
+    merge_comparisons([a, b], tmp_path / "merged", plots=False)
+    cell = next(r for r in read_csv(tmp_path / "merged" / "aggregate.csv") if r["epoch"] == 8)
+    assert cell["n_seeds"] == 2 and cell["mi_xz_mean"] == 5.0
+    merge_comparisons([a], tmp_path / "again", plots=False)
+    assert (tmp_path / "again" / "estimates.csv").read_bytes() == a.read_bytes()
+    changed = [dict(r, mi_xz=r["mi_xz"] + 1) for r in first]
+    with pytest.raises(ValueError, match="disagree on run a"):
+        merge_comparisons([a, _table(tmp_path / "c", changed)], tmp_path / "bad", plots=False)
+    assert main([str(a), str(tmp_path / "c" / "estimates.csv"), "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

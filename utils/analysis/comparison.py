@@ -19,16 +19,19 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from mi_estimators.checks import InputError
 from utils import run_folder as rf
 from utils.analysis.bracket import BRACKET_COLUMNS, bracket_verdict, summarise_verdicts
 from utils.analysis.entries import SATURATION_LIMIT, total_error
 from utils.analysis.figures import draw_comparison_figures
+from utils.cli import OneLineParser, run_command
 
 CONFIG_COLUMNS = ("run", "group", "dataset", "net", "dropout", "p", "beta", "seed", "epochs")
 ESTIMATE_COLUMNS = ("layer", "split", "epoch", "estimator", "sees", "mi_xz", "mi_xz_stderr",
@@ -95,7 +98,13 @@ def group_names(runs: Sequence[RunInfo]) -> dict[tuple, str]:
 def families(runs: Sequence[RunInfo]) -> list[tuple[str, list[str]]]:
     """Sets of groups whose defining flags differ in exactly one flag: (that flag, their names by its value)."""
     names = group_names(runs)
-    keys = list(dict.fromkeys(r.defining for r in runs))
+    return _families({names[r.defining]: r.defining for r in runs})
+
+
+def _families(defining: dict[str, tuple[tuple[str, Any], ...]]) -> list[tuple[str, list[str]]]:
+    """``families`` from each group's name and its defining (flag, value) pairs."""
+    keys = list(dict.fromkeys(defining.values()))
+    names = {key: name for name, key in defining.items()}
     found = []
     for flag in sorted({k for key in keys for k, _ in key}):
         rest: dict[tuple, list[tuple]] = {}
@@ -194,7 +203,40 @@ def write_comparison(run_dirs: Sequence[Path], out: Path, *, plots: bool = True,
     """Write ``out/estimates.csv``, ``out/aggregate.csv``, ``out/compression.csv``, ``out/summary.md`` and
     (``plots``) the seed-aggregated planes."""
     runs = [run_info(Path(r)) for r in run_dirs]
-    rows = estimate_rows(runs)
+    return _write(estimate_rows(runs), families(runs), out, plots=plots, formats=formats)
+
+
+MERGE_KEY = ("run", "layer", "split", "epoch", "estimator")
+_FAMILY_COLUMNS = ("dataset", "net", "dropout", "p", "beta", "epochs")
+
+
+def merge_comparisons(tables: Sequence[Path], out: Path, *, plots: bool = True,
+                      formats: Sequence[str] = ("png",)) -> list[Path]:
+    """One comparison from the ``estimates.csv`` of several (runs estimated in different sessions or on
+    different machines): the same files as :func:`write_comparison`. A row given twice with different
+    values (the same run, layer, split, epoch and estimator) is an InputError naming both tables; groups
+    keep their names, and families are found from the configuration columns."""
+    if not tables:
+        raise InputError("no estimates.csv given to merge")
+    rows: dict[tuple, dict] = {}
+    source: dict[tuple, Path] = {}
+    for table in tables:
+        for row in read_csv(table):
+            missing = [c for c in MERGE_KEY + ("group",) if c not in row]
+            if missing:
+                raise InputError(f"{table} is not an estimates.csv of a comparison (no column {missing[0]!r})")
+            key = tuple(row[c] for c in MERGE_KEY)
+            if key in rows and rows[key] != row:
+                raise InputError(f"{table} and {source[key]} disagree on run {key[0]}, {key[1]}/{key[2]} epoch "
+                                 f"{key[3]}, {key[4]}: merge tables of different runs (rename a run folder)")
+            rows[key], source[key] = row, Path(table)
+    merged = list(rows.values())
+    defining = {r["group"]: tuple((c, r.get(c)) for c in _FAMILY_COLUMNS) for r in merged}
+    return _write(merged, _families(defining), out, plots=plots, formats=formats)
+
+
+def _write(rows: list[dict[str, Any]], family_list: list[tuple[str, list[str]]], out: Path, *, plots: bool,
+           formats: Sequence[str]) -> list[Path]:
     aggregates = aggregate_rows(rows)
     written = [out / "estimates.csv", out / "aggregate.csv", out / "compression.csv", out / "summary.md"]
     rf.save_text(written[0], csv_text(rows, CONFIG_COLUMNS + ESTIMATE_COLUMNS))
@@ -203,7 +245,7 @@ def write_comparison(run_dirs: Sequence[Path], out: Path, *, plots: bool = True,
     rf.save_text(written[2], csv_text(compression, COMPRESSION_COLUMNS))
     rf.save_text(written[3], summary_markdown(rows, compression))
     if plots:
-        written += draw_comparison_figures(aggregates, families(runs), out / "figures", formats=formats)
+        written += draw_comparison_figures(aggregates, family_list, out / "figures", formats=formats)
     return written
 
 
@@ -343,3 +385,27 @@ def _falls(runs: Sequence[dict]) -> str:
         return f"{falls} (no error bars)"
     beyond = sum(c["fall_error"] is not None and c["largest_fall"] > FALL_ERRORS * c["fall_error"] for c in runs)
     return f"{falls} ({beyond} of {len(runs)} beyond {FALL_ERRORS:g} errors)"
+
+
+def _parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m utils.analysis.comparison",
+                           description="Merge the estimates.csv of several comparisons into one comparison "
+                                       "(runs estimated in different sessions or on different machines).")
+    parser.add_argument("tables", nargs="+", type=Path, metavar="CSV", help="estimates.csv files of comparisons")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the merged comparison")
+    parser.add_argument("--no-plots", action="store_true", help="tables only, no figures")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0; 2 with one ``error:`` line for bad input)."""
+    def body() -> None:
+        args = _parser().parse_args(argv)
+        for path in merge_comparisons(args.tables, args.out, plots=not args.no_plots):
+            print(f"comparison: {path}", flush=True)
+
+    return run_command("comparison", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
