@@ -261,8 +261,11 @@ def draw_comparison_figures(aggregates: list[dict], families: Sequence[tuple[str
             fig = plot_trajectories(rows, f"{group} (layer {layer}): mean over {seeds} seed{'s' if seeds > 1 else ''}; "
                                     f"bands: {band}")
             written += save_figure(fig, folder / f"epochs_{_slug(group)}_{layer}", formats)
+    present = sorted({group for group, _ in groups})
     for flag, names in families:
-        written += _overlay(groups, flag, names, folder, formats)
+        # (a group estimated with several N is aggregated per N: "<name> N=<n>", comparison.aggregate_rows)
+        found = [g for name in names for g in present if g == name or g.startswith(f"{name} N=")]
+        written += _overlay(groups, flag, found, folder, formats)
     return written
 
 
