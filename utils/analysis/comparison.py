@@ -148,14 +148,12 @@ def aggregate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = [row for row in rows if row.get("skipped") is None]
     # Seeds are averaged at equal N only (the mixture estimate is capped at log N): a group whose runs
     # were estimated with different numbers of inputs gets one aggregate per N, named with it.
-    sizes: dict[tuple, set] = {}
+    sizes: dict[str, set] = {}
     for row in rows:
-        sizes.setdefault((row["group"], row["layer"], row["split"], row["estimator"]), set()).add(row.get("n_inputs"))
+        sizes.setdefault(row["group"], set()).add(row.get("n_inputs"))
     cells: dict[tuple, list[dict]] = {}
     for row in rows:
-        group = row["group"]
-        if len(sizes[(group, row["layer"], row["split"], row["estimator"])]) > 1:
-            group = f"{group} N={row.get('n_inputs')}"
+        group = row["group"] if len(sizes[row["group"]]) == 1 else f"{row['group']} N={row.get('n_inputs')}"
         cells.setdefault((group, row["layer"], row["split"], row["epoch"], row["estimator"]), []).append(row)
     out = []
     for (group, layer, split, epoch, name), members in cells.items():
