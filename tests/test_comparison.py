@@ -50,6 +50,9 @@ def test_seeds_estimated_with_different_n_are_not_averaged():
     assert set(cells) == {"g N=10000", "g N=60000"}
     assert cells["g N=10000"]["n_seeds"] == 2 and cells["g N=10000"]["mi_xz_mean"] == 5.0
     assert cells["g N=60000"]["n_seeds"] == 1 and cells["g N=60000"]["mi_xz_mean"] == 9.0
+    callback = [dict(r, estimator="callback", n_inputs=None) for r in rows]   # no N: joins every N
+    cells = {r["group"]: r for r in aggregate_rows(callback + rows) if r["epoch"] == 8 and r["estimator"] == "callback"}
+    assert set(cells) == {"g N=10000", "g N=60000"} and all(c["n_seeds"] == 3 for c in cells.values())
 
 
 def _info(name, **flags):

@@ -148,13 +148,18 @@ def aggregate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = [row for row in rows if row.get("skipped") is None]
     # Seeds are averaged at equal N only (the mixture estimate is capped at log N): a group whose runs
     # were estimated with different numbers of inputs gets one aggregate per N, named with it.
+    # The callback's rows have no N (they do not depend on it) and join every N of their group.
     sizes: dict[str, set] = {}
     for row in rows:
-        sizes.setdefault(row["group"], set()).add(row.get("n_inputs"))
+        if row.get("n_inputs") is not None:
+            sizes.setdefault(row["group"], set()).add(row["n_inputs"])
     cells: dict[tuple, list[dict]] = {}
     for row in rows:
-        group = row["group"] if len(sizes[row["group"]]) == 1 else f"{row['group']} N={row.get('n_inputs')}"
-        cells.setdefault((group, row["layer"], row["split"], row["epoch"], row["estimator"]), []).append(row)
+        found = sorted(sizes.get(row["group"], ()))
+        names = [row["group"]] if len(found) < 2 else \
+            [f"{row['group']} N={n}" for n in found if row.get("n_inputs") in (None, n)]
+        for group in names:
+            cells.setdefault((group, row["layer"], row["split"], row["epoch"], row["estimator"]), []).append(row)
     out = []
     for (group, layer, split, epoch, name), members in cells.items():
         first = members[0]

@@ -13,6 +13,7 @@ the number of inputs (saturation dI/dlog N > 0.5, McAllester & Stratos 2020).
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -269,6 +270,9 @@ def draw_comparison_figures(aggregates: list[dict], families: Sequence[tuple[str
     return written
 
 
+MAX_STEM = 120
+
+
 def _overlay(groups: dict, flag: str, names: list[str], folder: Path, formats: Sequence[str]) -> list[Path]:
     colors = plt.get_cmap("tab10").colors
     panels = []
@@ -286,6 +290,8 @@ def _overlay(groups: dict, flag: str, names: list[str], folder: Path, formats: S
     fig = plot_plane_grid(panels, ncols=2, suptitle=f"groups differing in {flag}",
                           caption="mean over seeds; error bars: standard deviation between seeds")
     stem = f"overlay_{flag}_{_slug('_'.join(names))}"
+    if len(stem) > MAX_STEM:  # (file names have a length limit; the figure's legend names the groups)
+        stem = f"overlay_{flag}_{len(names)}_groups_{hashlib.sha1(stem.encode()).hexdigest()[:8]}"
     written = save_figure(fig, folder / stem, formats)
     fig = _overlay_epochs(groups, names, f"mixture I(X;Z) of groups differing in {flag}: mean over seeds, "
                                          "bands: +-1 standard deviation between seeds")
