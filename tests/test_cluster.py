@@ -10,17 +10,14 @@ from pathlib import Path
 import pytest
 from threadpoolctl import threadpool_limits
 
-import mi_mnist_dropout
+from tests.test_information_plane import _train
 from utils import run_folder as rf
 from utils.analysis import cluster
 from utils.analysis import information_plane as ip
 from utils.analysis.estimation import CALLBACK
-from utils.train_command import main as train
 
 distributed = pytest.importorskip("distributed")
 
-TINY = ["--dataset", "digits", "--epochs", "3", "--save-every", "1", "--train-subset", "300", "--repr-subset", "200",
-        "--metrics-subset", "100", "--batch-size", "16", "--lr", "0.01", "--no-analyze"]
 KINDS = ("gaussian", "information")
 OUTPUTS = [*(f"{kind}/IP/estimates.json" for kind in KINDS), "comparison/estimates.csv",
            "comparison/aggregate.csv", "comparison/compression.csv"]
@@ -30,8 +27,7 @@ OUTPUTS = [*(f"{kind}/IP/estimates.json" for kind in KINDS), "comparison/estimat
 def trained(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cluster") / "trained"
     for kind in KINDS:
-        args = TINY + ["--dropout", kind, "--out", str(root / kind)]
-        assert train(args, defaults=mi_mnist_dropout.DEFAULTS, family="mnist") == 0
+        _train(root / kind, "--dropout", kind)
     return root
 
 
