@@ -290,6 +290,21 @@ def test_notebooks_run_headless_with_paths_relative_to_the_repository(notebook, 
         assert (run / "figures" / "information_plane.png").is_file()
 
 
+def test_notebook_run_folders_that_do_not_exist_are_named_before_any_work(tmp_path, monkeypatch):
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    monkeypatch.delenv("RUN_DIR", raising=False)
+    assert ip.notebook_runs(tmp_path, default=["runs/a"]) == [tmp_path / "runs" / "a"]
+    with pytest.raises(ip.InputError, match=r"the notebook's default \(RUN_DIR is not set\): no run folder .*runs/b\. "
+                                            r"Train one with mi_mnist_dropout.py"):
+        ip.notebook_runs(tmp_path, default=["runs/a", "runs/b"])
+    monkeypatch.setenv("RUN_DIR", os.pathsep.join(["runs/a", "runs/c"]))
+    with pytest.raises(ip.InputError, match=r"^RUN_DIR: no run folder .*runs/c\."):
+        ip.notebook_runs(tmp_path, default=["runs/a"])
+    monkeypatch.setenv("RUN_DIR", os.pathsep)
+    with pytest.raises(ip.InputError, match="RUN_DIR names no run folder"):
+        ip.notebook_runs(tmp_path, default=["runs/a"])
+
+
 def _fake_run(tmp_path, layers, n=40, dim=3, epochs=(0, 1), p=0.2, seed=0):
     """A run folder written directly (no training) for format-level tests."""
     run = tmp_path / f"fake-seed{seed}"

@@ -153,10 +153,19 @@ def _distinct_runs(runs: Sequence[str | Path]) -> list[Path]:
 def notebook_runs(root: str | Path, default: Sequence[str]) -> list[Path]:
     """The run folders a notebook draws: the ``RUN_DIR`` environment variable (folders separated by
     ``os.pathsep``) or ``default``; relative paths are taken from the repository ``root``, so the README's
-    command works from there although a notebook runs in ``notebooks/``."""
+    command works from there although a notebook runs in ``notebooks/``. A folder that does not exist
+    is an :class:`InputError` that names it and says how to make or choose one, before any work."""
     chosen = os.environ.get("RUN_DIR")
-    paths = chosen.split(os.pathsep) if chosen else list(default)
-    return [Path(root) / p for p in paths if p]
+    paths = [Path(root) / p for p in (chosen.split(os.pathsep) if chosen else default) if p]
+    if not paths:
+        raise InputError("RUN_DIR names no run folder")
+    missing = [str(p) for p in paths if not p.is_dir()]
+    if missing:
+        source = "RUN_DIR" if chosen else "the notebook's default (RUN_DIR is not set)"
+        raise InputError(f"{source}: no run folder {', '.join(missing)}. Train one with mi_mnist_dropout.py or "
+                         f"mi_cifar_dropout.py (--out <folder>), or set RUN_DIR to run folders separated by "
+                         f"{os.pathsep!r}, relative to the repository root")
+    return paths
 
 
 def _parser() -> OneLineParser:
