@@ -54,6 +54,15 @@ def test_seeds_estimated_with_different_n_are_not_averaged():
     cells = {r["group"]: r for r in aggregate_rows(callback + rows) if r["epoch"] == 8 and r["estimator"] == "callback"}
     assert set(cells) == {"g N=10000", "g N=60000"} and all(c["n_seeds"] == 3 for c in cells.values())
 
+    # the per-run calls and the summary are split the same way; a run's callback series goes with its N
+    calls = {(c["group"], c["estimator"], c["run"]) for c in compression_rows(callback + rows)}
+    assert calls == {("g N=10000", e, r) for e in ("mixture", "callback") for r in "ab"} \
+        | {("g N=60000", e, "c") for e in ("mixture", "callback")}
+    summary = _summary(callback + rows)
+    assert "### g N=10000" in summary and "### g N=60000" in summary and "### g\n" not in summary
+    last = [line for line in summary.splitlines() if line.startswith("| mixture | train | last")]
+    assert [line.split(" | ")[4] for line in last] == ["5.000 ± 1.414", "9.000"]
+
 
 def _info(name, **flags):
     base = {"net": "fc", "dropout": "gaussian", "p": 0.2, "epochs": 10, "lr": 0.1}

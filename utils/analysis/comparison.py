@@ -12,7 +12,8 @@ estimated with different numbers of inputs: the group's name then ends in ``N=..
 deviation between seeds and the mean per-seed total error (Monte Carlo and input sampling in
 quadrature) of I(X;Z), its upper estimate and I(Y;Z), and the mean and largest saturation.
 ``compression.csv`` says per run whether I(X;Z) falls after its peak by more than 3 errors, its largest
-fall, and whether the bracket shows a fall or a rise of the population value (:func:`compression_rows`).
+fall, and whether the bracket shows a fall or a rise of the population value (:func:`compression_rows`);
+its group names, and the sections of ``summary.md``, are split by N the same way.
 """
 from __future__ import annotations
 
@@ -143,21 +144,33 @@ def _estimate_fields(entry: dict) -> dict[str, Any]:
     return fields
 
 
-def aggregate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Seed aggregates: mean, standard deviation between seeds and mean per-seed total error."""
-    rows = [row for row in rows if row.get("skipped") is None]
-    # Seeds are averaged at equal N only (the mixture estimate is capped at log N): a group whose runs
-    # were estimated with different numbers of inputs gets one aggregate per N, named with it.
-    # The callback's rows have no N (they do not depend on it) and join every N of their group.
+def _group_sizes(rows: Iterable[dict[str, Any]]) -> dict[str, list[int]]:
+    """The numbers of inputs each group was estimated with (rows without N, the callback's, aside).
+
+    Seeds are averaged and summarised at equal N only (the mixture estimate is capped at log N): a group
+    whose runs were estimated with different numbers of inputs is reported once per N, named with it."""
     sizes: dict[str, set] = {}
     for row in rows:
         if row.get("n_inputs") is not None:
             sizes.setdefault(row["group"], set()).add(row["n_inputs"])
+    return {group: sorted(found) for group, found in sizes.items()}
+
+
+def _sized(group: str, n: int | None, sizes: dict[str, list[int]]) -> str:
+    """The group's name, with `` N=<n>`` where the group has several N (:func:`_group_sizes`)."""
+    return group if n is None or len(sizes.get(group, ())) < 2 else f"{group} N={n}"
+
+
+def aggregate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Seed aggregates: mean, standard deviation between seeds and mean per-seed total error."""
+    rows = [row for row in rows if row.get("skipped") is None]
+    # The callback's rows have no N (they do not depend on it) and join every N of their group.
+    sizes = _group_sizes(rows)
     cells: dict[tuple, list[dict]] = {}
     for row in rows:
-        found = sorted(sizes.get(row["group"], ()))
+        found = sizes.get(row["group"], [])
         names = [row["group"]] if len(found) < 2 else \
-            [f"{row['group']} N={n}" for n in found if row.get("n_inputs") in (None, n)]
+            [_sized(row["group"], n, sizes) for n in found if row.get("n_inputs") in (None, n)]
         for group in names:
             cells.setdefault((group, row["layer"], row["split"], row["epoch"], row["estimator"]), []).append(row)
     out = []
@@ -279,10 +292,15 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     error of that difference), which also catches a dip that training later undoes; it counts beyond
     ``FALL_ERRORS`` errors. The ``bracket_*`` columns say whether the lower and upper estimates show a
     fall or a rise of the population I(X;Z) between any two epochs (:func:`bracket_verdict`)."""
+    rows = [row for row in rows if row.get("skipped") is None]
+    sizes = _group_sizes(rows)
+    # A run's callback series goes with the N of the run's other estimates of that split.
+    run_n = {(row["run"], row["split"]): row["n_inputs"] for row in rows if row.get("n_inputs") is not None}
     series: dict[tuple, list[dict]] = {}
     for row in rows:
-        if row.get("skipped") is None and row.get("mi_xz") is not None and row["epoch"] > 0:
-            key = (row["group"], row["layer"], row["split"], row["estimator"], row["run"])
+        if row.get("mi_xz") is not None and row["epoch"] > 0:
+            n = row.get("n_inputs") if row.get("n_inputs") is not None else run_n.get((row["run"], row["split"]))
+            key = (_sized(row["group"], n, sizes), row["layer"], row["split"], row["estimator"], row["run"])
             series.setdefault(key, []).append(row)
     out = []
     for (group, layer, split, name, run), points in series.items():
@@ -350,7 +368,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], compression: Sequence[dict[
     where an estimator does not report one), the upper estimate of I(X;Z) where there is one, the
     saturation there, how many seeds compress, the largest fall of I(X;Z) and the bracket's verdict
     (``compression``: :func:`compression_rows` of ``rows``)."""
-    index = {(r["group"], r["layer"], r["split"], r["estimator"], r["run"], r["epoch"]): r for r in rows}
+    index = {(r["layer"], r["split"], r["estimator"], r["run"], r["epoch"]): r for r in rows}
     lines = []
     for group in sorted({c["group"] for c in compression}):
         lines += [f"### {group}", "", "| estimator | split | point | epoch | I(X;Z) | errors X | upper I(X;Z) "
@@ -360,7 +378,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], compression: Sequence[dict[
             for split in rf.SPLITS:
                 runs = [c for c in compression if c["group"] == group and c["estimator"] == name and c["split"] == split]
                 for point in ("first", "peak", "last") if runs else ():
-                    picked = [index[(group, c["layer"], split, name, c["run"], c[f"{point}_epoch"])] for c in runs]
+                    picked = [index[(c["layer"], split, name, c["run"], c[f"{point}_epoch"])] for c in runs]
                     epochs = sorted({p["epoch"] for p in picked})
                     epoch = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
                     verdicts = (f"{_verdict(runs)} | {_falls(runs)} | {summarise_verdicts(runs)}" if point == "last"
