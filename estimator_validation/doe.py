@@ -26,6 +26,7 @@ import numpy as np
 
 from mi_estimators.checks import LOG_SQRT_2PI, as_samples, check_same_length
 from mi_estimators.results import MIResult
+from utils.cli import native_logs_silenced
 
 FAMILIES = ("gaussian", "logistic")
 _COMPILED: dict[tuple, object] = {}
@@ -182,7 +183,11 @@ def doe_mi(x: np.ndarray, z: np.ndarray, *, family: str = "gaussian", groups: np
     training rows stops training early (best weights restored). Inputs and outputs are standardised
     per dimension for training; the Jacobian of that map is added back to both entropies.
     """
-    import keras
+    # Keras (and its backend's devices) start here, with their native start-up messages off the terminal.
+    with native_logs_silenced(verbose=False):
+        import keras
+
+        keras.ops.convert_to_numpy(keras.ops.zeros((1,)))
 
     if family not in FAMILIES:
         raise ValueError(f"unknown DoE family {family!r}; choose one of {FAMILIES}")

@@ -20,7 +20,8 @@ import mi_mnist_dropout
 from utils.cli import CommandError
 from utils import run_folder as rf
 from utils.models import build_model
-from utils.train_command import main, native_logs_silenced, parse_args, remove_leftovers, run_dir_for, train
+from utils.cli import native_logs_silenced
+from utils.train_command import main, parse_args, remove_leftovers, run_dir_for, train
 from utils.keras_training import CHECKPOINT_NAME
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -76,6 +76,17 @@ def test_known_mi_json(known_mi):
     assert all(e["std_over_repeats"] is None and len(e["values"]) == 1 for e in est.values())
 
 
+def test_known_mi_keeps_the_backends_native_start_up_messages_off_the_terminal(tmp_path):
+    # a fresh process: TensorFlow writes its start-up lines (oneDNN, cuInit) before it reads its log level
+    done = subprocess.run([sys.executable, str(ROOT / "estimator_validation" / "known_MI.py"), "--quick", "--n", "60",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert done.returncode == 0, done.stderr
+    assert "doe_gaussian" in done.stdout
+    native = [line for line in done.stderr.splitlines() if line.startswith(("I0000", "E0000", "W0000", "WARNING: All"))]
+    assert not native, native
+
+
 def test_known_mi_repeats_and_unknown_truth(tmp_path_factory):
     doc = _run_json(tmp_path_factory, "known_MI", "--dim", "1", "--fdim", "2", "--n", "60", "--repeats", "2")
     assert doc["truth"] == {"mi": None, "h_z": None, "h_z_given_x": None}

@@ -10,10 +10,13 @@ line asking to report it, and the exit code is 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import sys
+import tempfile
 import traceback
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 from mi_estimators.checks import InputError, check_float, check_int
 
@@ -89,3 +92,29 @@ def run_command(prog: str, body: Callable[[], int | None], *, interrupted: str =
         traceback.print_exc()
         print(f"{prog}: {REPORT}", file=sys.stderr)
         return BUG_EXIT
+
+
+@contextlib.contextmanager
+def native_logs_silenced(verbose: bool) -> Iterator[None]:
+    """Keep what the C++ side of TensorFlow and JAX writes to file descriptor 2 while they start (e.g.
+    ``failed call to cuInit`` on machines without a GPU, written before TF_CPP_MIN_LOG_LEVEL is read)
+    off the terminal; shown if the block fails. Later TensorFlow messages obey TF_CPP_MIN_LOG_LEVEL,
+    set to 3 unless the user set it. ``verbose``: change nothing."""
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

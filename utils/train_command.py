@@ -28,7 +28,7 @@ import numpy as np
 
 from mi_estimators.checks import DROPOUT_KINDS, InputError
 from utils import run_folder as rf
-from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
+from utils.cli import CommandError, OneLineParser, float_arg, int_arg, native_logs_silenced, run_command
 from utils.data import Dataset, DatasetUnavailableError, load_dataset
 from utils.nets import NETS, family_choices
 
@@ -237,32 +237,6 @@ def load_run_data(args: argparse.Namespace) -> tuple[Dataset, np.ndarray]:
     if args.repr_subset is not None and args.repr_subset > n_train:
         raise CommandError(f"--repr-subset {args.repr_subset} exceeds the {n_train} training inputs")
     return ds, rf.seeded_rows(n_train, args.repr_subset, args.seed)
-
-
-@contextlib.contextmanager
-def native_logs_silenced(verbose: bool) -> Iterator[None]:
-    """Keep what the C++ side of TensorFlow and JAX writes to file descriptor 2 while they start (e.g.
-    ``failed call to cuInit`` on machines without a GPU, written before TF_CPP_MIN_LOG_LEVEL is read)
-    off the terminal; shown if the block fails. Later TensorFlow messages obey TF_CPP_MIN_LOG_LEVEL,
-    set to 3 unless the user set it. ``verbose``: change nothing."""
-    if verbose:
-        yield
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _start_keras(verbose: bool) -> ModuleType:
