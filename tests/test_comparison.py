@@ -138,3 +138,12 @@ def test_comparisons_of_different_sessions_merge_into_one(tmp_path):
         merge_comparisons([a, _table(tmp_path / "c", changed)], tmp_path / "bad", plots=False)
     assert main([str(a), str(tmp_path / "c" / "estimates.csv"), "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_merged_groups_that_differ_only_in_a_flag_without_a_column_stay_apart(tmp_path):
+    from utils.analysis.comparison import _families, _merged_defining
+    config = dict(dataset="mnist", net="fc", dropout="gaussian", epochs=10)
+    groups = {"fc gaussian p=0.2 lr=0.1": 0.2, "fc gaussian p=0.2 lr=0.05": 0.2, "fc gaussian p=0.5 lr=0.1": 0.5}
+    defining = {g: _merged_defining(dict(config, group=g, p=p, beta=None)) for g, p in groups.items()}
+    assert sorted(_families(defining)) == [("lr", ["fc gaussian p=0.2 lr=0.05", "fc gaussian p=0.2 lr=0.1"]),
+                                           ("p", ["fc gaussian p=0.2 lr=0.1", "fc gaussian p=0.5 lr=0.1"])]

@@ -247,8 +247,17 @@ def merge_comparisons(tables: Sequence[Path], out: Path, *, plots: bool = True,
                                  f"{key[3]}, {key[4]}: merge tables of different runs (rename a run folder)")
             rows[key], source[key] = row, Path(table)
     merged = list(rows.values())
-    defining = {r["group"]: tuple((c, r.get(c)) for c in _FAMILY_COLUMNS) for r in merged}
+    defining = {r["group"]: _merged_defining(r) for r in merged}
     return _write(merged, _families(defining), out, plots=plots, formats=formats)
+
+
+def _merged_defining(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A merged row's defining flags: the configuration columns, plus the flags that :func:`group_names`
+    put into its group's name (``lr=0.05``; the table has no column for them), so that groups differing
+    only there stay apart."""
+    named = dict(token.split("=", 1) for token in str(row["group"]).split() if "=" in token)
+    extra = sorted((k, v) for k, v in named.items() if k not in ("p", "beta"))
+    return tuple((c, row.get(c)) for c in _FAMILY_COLUMNS) + tuple(extra)
 
 
 def _write(rows: list[dict[str, Any]], family_list: list[tuple[str, list[str]]], out: Path, *, plots: bool,
