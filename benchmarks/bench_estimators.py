@@ -16,7 +16,8 @@ Problems: synthetic softplus codes at d = 32 and 128 (N = 10,000 x 6 draws), and
 Fashion-MNIST ``fc`` codes of benchmarks/data (d = 32, N = 10,000 x 2 draws) after epoch 2 (early:
 overlapping codes, many tiny units) and epoch 100 (late), without and with the labels as groups
 (the information plane's call). The estimator runs with ``nested=False`` so that it evaluates
-exactly the M x N pairs of the bare cost.
+exactly the M x N pairs of the bare cost; with labels, the bare cost also does the 1/G more pairs of
+each class's points against that class (:func:`pair_problems`).
 
     python benchmarks/bench_estimators.py [--quick] [--repeats 3] [--threads 1]
 
@@ -88,15 +89,24 @@ def bare_cost(m: int, n: int, d: int, max_memory_mb: float, *, fused: bool) -> N
             np.exp(prods[0], out=prods[0])
 
 
+def pair_problems(n: int, draws: int, labels: np.ndarray | None) -> list[tuple[int, int]]:
+    """(points, components) of the estimator's passes: every point against all N components and, with
+    labels (I(Y;Z)), each class's points against that class's components, 1 + 1/G times the pairs
+    (``Mixture.log_density_own_group``). The bare and fused costs do the same pairs."""
+    own = [] if labels is None else [(draws * int(c), int(c)) for c in np.bincount(labels) if c]
+    return [(n * draws, n)] + own
+
+
 def compare(f: np.ndarray, draws: int, labels: np.ndarray | None, args: argparse.Namespace) -> dict:
     """Fastest of ``args.repeats`` alternating runs of the estimator, the bare and the fused cost."""
     clock = time.process_time if args.threads == 1 else time.perf_counter
     n, d = f.shape
     times = {"estimator": [], "bare": [], "fused": []}
+    problems = pair_problems(n, draws, labels)
     jobs = {"estimator": lambda: gaussian_dropout_mi(f, NOISE_STD, labels, draws=draws, seed=0,
                                                      nested=False, max_memory_mb=args.max_memory_mb),
-            "bare": lambda: bare_cost(n * draws, n, d, args.max_memory_mb, fused=False),
-            "fused": lambda: bare_cost(n * draws, n, d, args.max_memory_mb, fused=True)}
+            "bare": lambda: [bare_cost(m, c, d, args.max_memory_mb, fused=False) for m, c in problems],
+            "fused": lambda: [bare_cost(m, c, d, args.max_memory_mb, fused=True) for m, c in problems]}
     for _ in range(args.repeats):
         for key, job in jobs.items():
             start = clock()
@@ -105,7 +115,7 @@ def compare(f: np.ndarray, draws: int, labels: np.ndarray | None, args: argparse
             if key == "estimator":
                 result = out
     best = {key: min(val) for key, val in times.items()}
-    pairs = n * draws * n
+    pairs = sum(m * c for m, c in problems)
     runs = "; ".join(f"{key} " + ", ".join(f"{t:.2f}" for t in val) for key, val in times.items())
     f64 = result.params["kernel_float64_points"] / (n * draws)
     print(f"{n} inputs x {draws} draws = {pairs:.3g} pairs{'' if labels is None else ', label groups'}: "

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -132,6 +133,15 @@ def test_benchmark_refuses_before_timing(argv, message):
     code, out, err = _run(_load("bench_estimators").main, argv)
     assert_contract("bench_estimators.py", code, out, err)
     assert code == 2 and message in err and out == ""
+
+
+def test_benchmark_bare_cost_does_the_estimators_pairs_with_labels_too():
+    bench = _load("bench_estimators")
+    assert bench.pair_problems(100, 2, None) == [(200, 100)]
+    labels = np.repeat([0, 1, 3], [50, 30, 20])         # class 2 empty: no pass
+    problems = bench.pair_problems(100, 2, labels)
+    assert problems == [(200, 100), (100, 50), (60, 30), (40, 20)]
+    assert sum(m * n for m, n in problems) == 200 * 100 + 2 * (50 ** 2 + 30 ** 2 + 20 ** 2)   # 1.38 x M N
 
 
 def test_gpu_check_names_its_failed_steps():
