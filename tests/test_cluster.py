@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from tests.test_information_plane import _train
 from utils import run_folder as rf
@@ -107,6 +107,24 @@ def test_a_stopped_client_resumes(trained, reference, tmp_path, monkeypatch, loo
     every = len(KINDS) * len(rf.SPLITS) * 4 * len(ip.DEFAULT_ESTIMATORS)  # runs, splits, epochs 0-3, estimators
     assert len(submitted) == every // 2 and all(epoch >= 2 for *_, epoch in submitted)
     assert _outputs(tmp_path / "runs") == reference
+
+
+def test_threads_flag_limits_the_in_process_estimation(trained, reference, tmp_path, monkeypatch, capsys):
+    seen = []
+    original = ip.estimate_run
+
+    def recording(*args, **kwargs):
+        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ip, "estimate_run", recording)
+    root = tmp_path / "runs"
+    assert _estimate(_copy(trained, root), "--threads", "1") == 0
+    assert seen and set(seen) == {1}
+    assert _outputs(root) == reference
+    assert _estimate(_copy(trained, tmp_path / "again"), "--threads", "1", "--workers", "2") == 2
+    assert "--threads sets the in-process estimation's threads" in capsys.readouterr().err
+    assert _estimate(_copy(trained, tmp_path / "zero"), "--threads", "0") == 2
 
 
 def test_cluster_flags_are_checked(trained, tmp_path, capsys, monkeypatch):

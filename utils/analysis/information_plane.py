@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from threadpoolctl import threadpool_limits
+
 from mi_estimators.checks import InputError
 from utils.analysis.cluster import dask_client, estimate_on_cluster
 from utils.analysis.comparison import write_comparison
@@ -34,6 +36,7 @@ from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_comma
 
 MAX_WORKERS = 1024
 """Local worker processes beyond this are a typo: a machine with more cores runs a cluster (--scheduler)."""
+MAX_THREADS = 1024
 MAX_DRAWS = 1000
 """Noise draws per input beyond this cost 1,000 times the default estimate for an error already far
 below the input-sampling error: a typo, refused before any work."""
@@ -204,6 +207,10 @@ def _parser() -> OneLineParser:
     cluster.add_argument("--scheduler", default=None, metavar="ADDRESS",
                          help="estimate on the Dask cluster whose scheduler is at ADDRESS, e.g. tcp://host:8786 "
                               "(workers need the toolkit installed, not the run folders)")
+    p.add_argument("--threads", type=int_arg(1, MAX_THREADS), default=None, metavar="N",
+                   help="BLAS threads of the in-process estimation (default: the BLAS library's, all cores). "
+                        "Use 1 when other jobs share the cores (training, other estimations): waiting BLAS "
+                        "threads spin, and an oversubscribed estimate can run several times slower")
     p.add_argument("--formats", default="png", help="figure formats, comma-separated from png,pdf,svg")
     return p
 
@@ -226,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = [f for f in formats if f not in ("png", "pdf", "svg")]
         if bad:
             raise CommandError(f"--formats: unknown figure format(s) {bad}; use png, pdf or svg")
-        with dask_client(args.scheduler, args.workers) as client:
+        if args.threads is not None and (args.workers is not None or args.scheduler is not None):
+            raise CommandError("--threads sets the in-process estimation's threads; Dask workers run one each")
+        with threadpool_limits(args.threads), dask_client(args.scheduler, args.workers) as client:
             analyze_runs(args.runs, out=args.out, request=request, plots=not args.no_plots, formats=formats,
                          client=client)
 
