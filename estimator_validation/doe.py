@@ -20,6 +20,7 @@ Only ``keras`` and ``keras.ops`` are used, so the estimate runs on any Keras bac
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -32,6 +33,17 @@ FAMILIES = ("gaussian", "logistic")
 _COMPILED: dict[tuple, object] = {}
 """Compiled models by (family, dim, fdim, hidden, layers). A fit reuses one with fresh weights and optimizer
 state: tracing the training step costs seconds, often more than the fit itself."""
+
+
+@functools.cache
+def _started_keras():
+    """Keras, imported and its backend's devices started once, with their native start-up lines (oneDNN,
+    cuInit) off the terminal, as :func:`utils.keras_training.start_backend` does for training."""
+    with native_logs_silenced(verbose=False):
+        import keras
+
+        keras.ops.convert_to_numpy(keras.ops.zeros((1,)))
+    return keras
 
 
 def _nll(family: str, z, loc, log_scale):
@@ -183,12 +195,6 @@ def doe_mi(x: np.ndarray, z: np.ndarray, *, family: str = "gaussian", groups: np
     training rows stops training early (best weights restored). Inputs and outputs are standardised
     per dimension for training; the Jacobian of that map is added back to both entropies.
     """
-    # Keras (and its backend's devices) start here, with their native start-up messages off the terminal.
-    with native_logs_silenced(verbose=False):
-        import keras
-
-        keras.ops.convert_to_numpy(keras.ops.zeros((1,)))
-
     if family not in FAMILIES:
         raise ValueError(f"unknown DoE family {family!r}; choose one of {FAMILIES}")
     x = as_samples(x, "x", min_rows=10)
@@ -197,6 +203,7 @@ def doe_mi(x: np.ndarray, z: np.ndarray, *, family: str = "gaussian", groups: np
     groups = np.arange(len(x)) if groups is None else np.asarray(groups)
     if groups.shape != (len(x),):
         raise ValueError(f"groups must have one entry per row ({len(x)}), got shape {groups.shape}")
+    keras = _started_keras()
     part, n_test = _split(groups, test_fraction, val_fraction, seed)
     train, val, test = part == 0, part == 1, part == 2
     xs, _ = _standardise(x, train)

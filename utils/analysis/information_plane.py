@@ -37,6 +37,7 @@ from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_comma
 MAX_WORKERS = 1024
 """Local worker processes beyond this are a typo: a machine with more cores runs a cluster (--scheduler)."""
 MAX_THREADS = 1024
+"""BLAS threads beyond this are a typo (--threads)."""
 MAX_DRAWS = 1000
 """Noise draws per input beyond this cost 1,000 times the default estimate for an error already far
 below the input-sampling error: a typo, refused before any work."""
