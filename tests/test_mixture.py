@@ -18,6 +18,7 @@ from scipy.stats import norm
 
 from mi_estimators import mixture
 from mi_estimators.mixture import direct_log_density, mixture_log_density, prepare_mixture
+from mi_estimators.mixture.numpy_backend import NumpySegments
 
 ATOL = 1e-3
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
@@ -422,3 +423,19 @@ def test_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         mixture_log_density(args.pop("points"), args.pop("means"), args.pop("stds"), **args)
+
+
+@pytest.mark.parametrize("d, sigma, raised", [(32, 0.5, True), (128, 0.01, False)])
+def test_tiny_terms_raised_only_where_the_bound_allows(d, sigma, raised):
+    """Terms below TINY are raised to it before the exp (no slow subnormal exps) only where
+    gamma' max v_j <= 1 (bound step 3); very narrow components keep them, and both stay within atol."""
+    rng = np.random.default_rng(d + int(1000 * sigma))      # (the narrow case of the test above)
+    z, f, s, _ = dropout_problem(rng, 500, d, sigma)
+    mix = prepare_mixture(f, s)
+    b, v = mix.terms(np.dtype(np.float32))
+    assert NumpySegments(b, v, 64, 512, mix.bounds).raise_tiny == raised
+    approx, bound = working_precision(mix, z)
+    exact = direct(z, f, s)
+    assert np.all(np.abs(approx[:, 0] - exact) <= bound)
+    if raised:
+        assert bound.max() < ATOL

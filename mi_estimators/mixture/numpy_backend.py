@@ -10,7 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mi_estimators.mixture.bound import MAX_HITS, SAFE_EXP, TOP_GAP, Segment
+from mi_estimators.mixture.bound import MAX_HITS, SAFE_EXP, TINY, TOP_GAP, Segment, raise_tiny
 
 MAX_COLS = 2048
 BLOCK_SIZE = 2 ** 19
@@ -23,7 +23,9 @@ class NumpySegments:
     cap, buffers = MAX_COLS, 1
 
     def __init__(self, b: np.ndarray, v: np.ndarray, n_rows: int, n_cols: int, bounds: np.ndarray):
-        self.b, self.v = b, v
+        # (the columns [1, v_j] as rows: two matrix-vector products are faster than one two-column product)
+        self.b, self.vt = b, np.ascontiguousarray(v.T)
+        self.raise_tiny = raise_tiny(b.shape[1], b.dtype, float(v[:, 1].max()))
         self.dtype, self.k, self.n_rows, self.n_cols = b.dtype, b.shape[1], n_rows, n_cols
         # Products run a block of rows at a time (``segment``): one block's buffer is all they need.
         self.block_rows = max(16, BLOCK_SIZE // n_cols)
@@ -55,16 +57,20 @@ class NumpySegments:
             blk = self.buf[: (r1 - r0) * n].reshape(r1 - r0, n)
             with np.errstate(invalid="ignore", over="ignore"):     # (overflowing rows are redone in float64)
                 np.matmul(a[r0:r1], b, out=blk)
+            left = None
             if left_out is not None:
                 rows = np.flatnonzero(outside[r0:r1] >= 0)
-                blk[rows, outside[r0 + rows]] = -np.inf
-            self._block(blk, self.v[c0:c1], None if forced is None else forced[r0:r1], seg, r0)
+                left = (rows, outside[r0 + rows])
+                blk[left] = -np.inf
+            self._block(blk, self.vt[:, c0:c1], None if forced is None else forced[r0:r1], seg, r0, left)
         seg.rows = np.concatenate(seg.rows) if seg.rows else np.zeros(0, dtype=np.int64)
         seg.cols = c0 + (np.concatenate(seg.cols) if seg.cols else np.zeros(0, dtype=np.int64))
         return seg
 
-    def _block(self, blk: np.ndarray, v: np.ndarray, forced: np.ndarray | None, seg: Segment, r0: int) -> None:
-        """Shift forced rows to their maximum, find the hits, re-shift rows that grew, exp, sums."""
+    def _block(self, blk: np.ndarray, vt: np.ndarray, forced: np.ndarray | None, seg: Segment, r0: int,
+               left: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Shift forced rows to their maximum, find the hits, re-shift rows that grew, exp, sums
+        (``left``: the left-out pairs, already -inf)."""
         m, n = blk.shape
         flat = blk.reshape(-1)
         adj = np.zeros(m)
@@ -84,9 +90,15 @@ class NumpySegments:
         if grew.size:
             blk[grew] -= row_max[grew].astype(blk.dtype)[:, None]
             adj[grew] += row_max[grew]
+        # Subnormal exps are slow (see raise_tiny); then the hits and the left-out pairs leave the sum.
+        if self.raise_tiny:
+            np.maximum(blk, TINY, out=blk)
         flat[hits[keep]] = -np.inf
+        if left is not None:
+            blk[left] = -np.inf
         np.exp(blk, out=blk)
-        seg.sums[r0:r0 + m] = blk @ v
+        seg.sums[r0:r0 + m, 0] = blk @ vt[0]
+        seg.sums[r0:r0 + m, 1] = blk @ vt[1]
         seg.frame[r0:r0 + m] += adj
         seg.rows.append(r0 + rows)
         seg.cols.append(cols)
