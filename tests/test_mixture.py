@@ -439,3 +439,21 @@ def test_tiny_terms_raised_only_where_the_bound_allows(d, sigma, raised):
     assert np.all(np.abs(approx[:, 0] - exact) <= bound)
     if raised:
         assert bound.max() < ATOL
+
+
+@pytest.mark.parametrize("seed", [16, 31])
+def test_points_beyond_float64_products_get_direct_values(seed):
+    """LeNet-like codes clipped at float32's smallest normal (stds 6e-39): a point whose every other
+    component lies 1e76 nats below used to get no finite log-density (the float64 products lost every
+    digit: an error, as in a real MNIST run). It is now evaluated from float64 differences, with a
+    bound that holds and a warning that it is far above atol."""
+    rng = np.random.default_rng(seed)
+    f = np.log1p(np.exp(3 * rng.standard_normal((72, 84))))
+    f[rng.random(f.shape) < 0.3] = 0.0
+    f = np.maximum(f, 1.2e-38)
+    z = (f[0] * (1 + 0.5 * rng.standard_normal(84)))[None]
+    with pytest.warns(RuntimeWarning, match="rounding-error bound above atol"):
+        out, info = prepare_mixture(f, 0.5 * f).log_density(z, leave_out=np.array([0]))
+    exact = direct_log_density(z, f, 0.5 * f, leave_out=np.array([0]))
+    assert np.isfinite(out[0, 0]) and out[0, 0] < -1e70
+    assert abs(out[0, 0] - exact[0]) <= info["error_bound"][0] < 1e-10 * abs(exact[0])

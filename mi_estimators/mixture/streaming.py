@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mi_estimators.mixture.bound import STAT_CAP, TERM_CAP, Accumulator, Segment
+from mi_estimators.mixture.bound import STAT_CAP, TERM_CAP, UNIT_ROUNDOFF, Accumulator, Segment, gamma
 from mi_estimators.mixture.keras_backend import KerasSegments
 from mi_estimators.mixture.numpy_backend import MAX_COLS, NumpySegments
 
@@ -89,6 +89,37 @@ class Run:
                     self._exact(redo, out, bound, counted=True)
                 # Once most points need float64, the working-precision pass is wasted work.
                 self.use64 = self.n64 > 0.5 * rows.stop
+        lost = np.flatnonzero((np.isnan(out) | (out == np.inf)).any(axis=1))
+        for i in lost:
+            out[i], bound[i] = self._direct(i)
+        return out, bound
+
+    def _direct(self, i: int) -> tuple[np.ndarray, float]:
+        """One point from float64 differences z - mu_j, for a point whose float64 products lost every digit
+        (terms of -1e19 nats and below: stds near float32's smallest normal, far means). Each term is then
+        within e_j = gamma_{d+8} (|kappa_j| + Q_j / 2) (Higham 2002, sec. 3.1), so by monotonicity the
+        log-sum-exp lies between its values at L^ - e and L^ + e: that is the bound, which can be far above
+        atol (the value is then only known to be very low), but no longer NaN or inf."""
+        mix, z = self.mix, self.z[i]
+        diff = z - mix.means
+        np.square(diff, out=diff)
+        quad = np.einsum("ij,ij->i", diff, mix.prec) if mix.prec.shape[1] > 1 else diff.sum(axis=1) * mix.prec[:, 0]
+        terms = mix.log_norm - 0.5 * quad
+        err = gamma(mix.means.shape[1] + 8, UNIT_ROUNDOFF[np.dtype(np.float64)]) * (np.abs(mix.log_norm) + 0.5 * quad)
+        left = self.left_out[i]
+        if left >= 0:
+            terms[left] = -np.inf
+        out, bound = np.empty(mix.n_groups), 0.0
+        for group in range(mix.n_groups):
+            lo, hi = int(mix.bounds[group]), int(mix.bounds[group + 1])
+            count = hi - lo - int(lo <= left < hi)
+            if count == 0:
+                out[group] = -np.inf
+                continue
+            t = terms[lo:hi]
+            e = np.where(np.isfinite(t), err[lo:hi], 0.0)     # (a term of -inf, overflowed, adds nothing)
+            out[group] = _log_sum_exp(t) - np.log(count)
+            bound = max(bound, _log_sum_exp(t + e) - _log_sum_exp(t), _log_sum_exp(t) - _log_sum_exp(t - e))
         return out, bound
 
     def _exact(self, idx: np.ndarray, out: np.ndarray, bound: np.ndarray, *, counted: bool) -> None:
@@ -154,3 +185,9 @@ class Run:
         np.square(diff, out=diff)
         quad = np.einsum("ij,ij->i", diff, mix.prec[c]) if mix.prec.shape[1] > 1 else diff.sum(axis=1) * mix.prec[c, 0]
         return mix.log_norm[c] - mix.ref - 0.5 * quad, np.abs(mix.log_norm[c]) + abs(mix.ref) + 0.5 * quad
+
+
+def _log_sum_exp(t: np.ndarray) -> float:
+    """log sum e^t in float64 (-inf terms allowed, at least one finite)."""
+    top = t.max()
+    return float(top + np.log(np.exp(t - top).sum()))
