@@ -82,14 +82,16 @@ def gamma(k: int, u: float) -> float:
 
 
 def raise_tiny(k: int, dtype: np.dtype, v_max: float) -> bool:
-    """Whether terms below TINY may be raised to TINY before the exp without loosening the bound by
-    more than n e^(E + TINY) (step 3): gamma' max v_j <= 1, true unless components are very narrow.
+    """Whether float32 terms below TINY may be raised to TINY before the exp without loosening the bound
+    by more than n e^(E + TINY) (step 3): gamma' max v_j <= 1, true unless components are very narrow.
 
     Why raise them: then no exp is subnormal in float32 (e^-87 = 1.6e-38 > 1.2e-38), nor, for v_j
     above 0.72 (they are hundreds of nats), its product with v_j. On Intel CPUs each subnormal operand
     or result costs a microcode assist: on a Xeon, 8% subnormals made the exp 10x and the sums 20x
     slower, and the 0.4% among the early Fashion-MNIST codes of benchmarks/data cost 15% of the estimate.
     """
+    if np.dtype(dtype) != np.float32:       # (float64 exps are subnormal only below -708)
+        return False
     dot_gamma = gamma(k + 2, UNIT_ROUNDOFF[np.dtype(dtype)])
     return dot_gamma / (1 - 2 * dot_gamma) * v_max <= 1.0
 
