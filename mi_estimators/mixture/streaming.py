@@ -89,14 +89,16 @@ class Run:
                     self._exact(redo, out, bound, counted=True)
                 # Once most points need float64, the working-precision pass is wasted work.
                 self.use64 = self.n64 > 0.5 * rows.stop
-        lost = np.flatnonzero((np.isnan(out) | (out == np.inf)).any(axis=1))
+        # Float64 products were not enough (far, narrow components): float64 differences, point by point.
+        lost = np.flatnonzero(~(bound <= self.atol) | (np.isnan(out) | (out == np.inf)).any(axis=1))
         for i in lost:
             out[i], bound[i] = self._direct(i)
         return out, bound
 
     def _direct(self, i: int) -> tuple[np.ndarray, float]:
-        """One point from float64 differences z - mu_j, for a point whose float64 products lost every digit
-        (terms of -1e19 nats and below: stds near float32's smallest normal, far means). Each term is then
+        """One point from float64 differences z - mu_j, for a point whose float64 products were not within
+        atol or lost every digit (terms of -1e19 nats and below: stds near float32's smallest normal, far
+        means; they may also give -inf where the own component is near). Each term is then
         within e_j = gamma_{d+8} (|kappa_j| + Q_j / 2) (Higham 2002, sec. 3.1), so by monotonicity the
         log-sum-exp lies between its values at L^ - e and L^ + e: that is the bound, which can be far above
         atol (the value is then only known to be very low), but no longer NaN or inf."""
