@@ -1,9 +1,10 @@
 """The streaming log-sum-exp over chunks of (point, component) pairs: memory plan, working-precision
-pass with the rounding-error bound, float64 redo of the points above ``atol``, progress.
+pass with the rounding-error bound, float64 redo of the points above ``atol`` (products, then, where
+those are not enough, differences), progress.
 
-Per chunk of pairs: one product, then, on blocks of rows that stay in cache, a comparison (hits), one
-exp and a two-column product for the sums; rows with no shift yet (the first chunk of a group without
-``shift_hint``) also pay a row maximum and a subtraction.
+Per chunk of pairs: one product, then, on blocks of rows that stay in cache, a comparison (hits), the
+raise of tiny terms (see ``bound.raise_tiny``), one exp and the sums; rows with no shift yet (the
+first chunk of a group without ``shift_hint``) also pay a row maximum and a subtraction.
 """
 from __future__ import annotations
 
