@@ -103,10 +103,8 @@ class Run:
         within e_j = gamma_{d+8} (|kappa_j| + Q_j / 2) (Higham 2002, sec. 3.1), so by monotonicity the
         log-sum-exp lies between its values at L^ - e and L^ + e: that is the bound, which can be far above
         atol (the value is then only known to be very low), but no longer NaN or inf."""
-        mix, z = self.mix, self.z[i]
-        diff = z - mix.means
-        np.square(diff, out=diff)
-        quad = np.einsum("ij,ij->i", diff, mix.prec) if mix.prec.shape[1] > 1 else diff.sum(axis=1) * mix.prec[:, 0]
+        mix = self.mix
+        quad = _quadratic(self.z[i] - mix.means, mix.prec)
         terms = mix.log_norm - 0.5 * quad
         err = gamma(mix.means.shape[1] + 8, UNIT_ROUNDOFF[np.dtype(np.float64)]) * (np.abs(mix.log_norm) + 0.5 * quad)
         left = self.left_out[i]
@@ -184,10 +182,15 @@ class Run:
     def _hit_values(self, z: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
         """Exact L_j(z) - s_0 of the hits (float64 differences) and their float64 error magnitudes."""
         mix, c = self.mix, seg.cols
-        diff = z[seg.rows] - mix.means[c]
-        np.square(diff, out=diff)
-        quad = np.einsum("ij,ij->i", diff, mix.prec[c]) if mix.prec.shape[1] > 1 else diff.sum(axis=1) * mix.prec[c, 0]
+        quad = _quadratic(z[seg.rows] - mix.means[c], mix.prec[c])
         return mix.log_norm[c] - mix.ref - 0.5 * quad, np.abs(mix.log_norm[c]) + abs(mix.ref) + 0.5 * quad
+
+
+def _quadratic(diff: np.ndarray, prec: np.ndarray) -> np.ndarray:
+    """Q = sum_k prec_k diff_k^2 per row, in float64 from the differences (``diff`` is overwritten);
+    ``prec`` has one column per feature or one for all."""
+    np.square(diff, out=diff)
+    return np.einsum("ij,ij->i", diff, prec) if prec.shape[1] > 1 else diff.sum(axis=1) * prec[:, 0]
 
 
 def _log_sum_exp(t: np.ndarray) -> float:
