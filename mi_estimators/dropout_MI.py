@@ -54,7 +54,7 @@ set by N, not by the network.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -98,6 +98,19 @@ class MixtureOptions:
         if self.max_components is not None:
             check_int(self.max_components, "max_components")
         check_options(self.backend, self.dtype, self.max_memory_mb)
+        for name in ("nested", "progress"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    @classmethod
+    def of(cls, draws: int, seed: int, options: dict[str, Any]) -> "MixtureOptions":
+        """The options of an estimator call: an unknown keyword is an :class:`InputError` that names the known ones."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise InputError(f"unknown option(s) {', '.join(unknown)}; the mixture estimators take "
+                             f"{', '.join(known)} and clip_min")
+        return cls(draws, seed, **options)
 
 
 def gaussian_dropout_mi(f: np.ndarray, noise_std: float, labels: np.ndarray | None = None,
@@ -116,7 +129,7 @@ def gaussian_dropout_mi(f: np.ndarray, noise_std: float, labels: np.ndarray | No
     params = {"noise_std": sigma, "clip_min": clip_min, "n_clipped": n_clipped,
               "tiny_code_fraction": float(np.mean(np.abs(f) < TINY_CODE))}
     return _mixture_mi("gaussian_dropout_mixture", f, sigma * np.abs(f), labels,
-                       MixtureOptions(draws, seed, **options), params)
+                       MixtureOptions.of(draws, seed, options), params)
 
 
 def information_dropout_mi(f: np.ndarray, alphas: np.ndarray, labels: np.ndarray | None = None,
@@ -133,7 +146,7 @@ def information_dropout_mi(f: np.ndarray, alphas: np.ndarray, labels: np.ndarray
     params = {"space": "log", "clip_min": clip_min, "n_clipped": n_clipped,
               "tiny_code_fraction": float(np.mean(f < TINY_CODE))}
     return _mixture_mi("information_dropout_mixture", np.log(f), alpha, labels,
-                       MixtureOptions(draws, seed, **options), params)
+                       MixtureOptions.of(draws, seed, options), params)
 
 
 def estimate_layer_mi(layer: dict, f: np.ndarray, *, alphas: np.ndarray | None = None,

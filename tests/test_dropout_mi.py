@@ -310,6 +310,9 @@ GOOD = np.array([[0.5, 1.0], [1.5, 2.0], [0.3, 0.9]])
     ((GOOD, 0.5), {"clip_min": -1.0}, "clip_min"),
     ((GOOD, 0.5), {"seed": "a"}, "seed"),
     ((GOOD, 0.5), {"backend": "jax"}, "backend"),
+    ((GOOD, 0.5), {"max_memory": 64}, r"unknown option\(s\) max_memory; .*max_memory_mb"),
+    ((GOOD, 0.5), {"nested": "no"}, "nested must be True or False"),
+    ((GOOD, 0.5), {"progress": 1}, "progress must be True or False"),
 ])
 def test_gaussian_bad_input(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
