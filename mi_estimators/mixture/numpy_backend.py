@@ -14,7 +14,7 @@ from mi_estimators.mixture.bound import MAX_HITS, SAFE_EXP, TINY, TOP_GAP, Segme
 
 MAX_COLS = 2048
 BLOCK_SIZE = 2 ** 19
-"""Pairs per block of rows in the passes after each product (measured)."""
+"""Pairs per block of rows in the passes after each product, per 64 product columns (measured)."""
 
 
 class NumpySegments:
@@ -28,7 +28,10 @@ class NumpySegments:
         self.raise_tiny = raise_tiny(b.shape[1], b.dtype, float(v[:, 1].max()))
         self.dtype, self.k, self.n_rows, self.n_cols = b.dtype, b.shape[1], n_rows, n_cols
         # Products run a block of rows at a time (``segment``): one block's buffer is all they need.
-        self.block_rows = max(16, BLOCK_SIZE // n_cols)
+        # The passes after the product cost the same per pair whatever k, the product k times more, and
+        # it runs faster with more rows per call: blocks grow with k (d = 128: 1,024 rows per block of
+        # 2,048 columns took 9% less time than 256; d = 32 showed no difference either way).
+        self.block_rows = max(16, BLOCK_SIZE * max(1, round(self.k / 64)) // n_cols)
         self.buf = np.empty(min(n_rows, self.block_rows) * n_cols, dtype=b.dtype)
         self.a = None
 
