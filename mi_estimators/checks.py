@@ -185,6 +185,13 @@ def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = 
     return int(value)
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` as a bool; only True and False (also NumPy's) are accepted, not 0, 1 or strings."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_float(value: Any, name: str, *, minimum: float = 0.0, inclusive: bool = False,
                 maximum: float | None = None) -> float:
     """``value`` as a finite float above ``minimum`` (``inclusive``: at least it) and at most ``maximum``."""

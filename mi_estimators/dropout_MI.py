@@ -59,7 +59,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from mi_estimators.checks import LOG_SQRT_2PI, InputError, as_labels, as_samples, check_float, check_int
+from mi_estimators.checks import LOG_SQRT_2PI, InputError, as_labels, as_samples, check_bool, check_float, check_int
 from mi_estimators.discrete import discrete_entropy
 from mi_estimators.mc_mean import MCMean, control_variate_mean
 from mi_estimators.mixture import check_options, prepare_mixture
@@ -98,9 +98,8 @@ class MixtureOptions:
         if self.max_components is not None:
             check_int(self.max_components, "max_components")
         check_options(self.backend, self.dtype, self.max_memory_mb)
-        for name in ("nested", "progress"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        check_bool(self.nested, "nested")
+        check_bool(self.progress, "progress")
 
     @classmethod
     def of(cls, draws: int, seed: int, options: dict[str, Any]) -> "MixtureOptions":

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from mi_estimators.checks import (MAX_ABS, InputError, as_samples, check_float, check_int, check_same_length,
-                                  power_of_two_scale)
+from mi_estimators.checks import (MAX_ABS, InputError, as_samples, check_bool, check_float, check_int,
+                                  check_same_length, power_of_two_scale)
 from mi_estimators.discrete import symbol_ids
 from mi_estimators.results import MIResult
 
@@ -66,8 +66,7 @@ def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, dis
     if t_max <= 1.0:
         raise InputError(f"t_max must exceed 1 so that the bandwidths differ, got {t_max}")
     check_int(seed, "seed", minimum=0)
-    if not isinstance(discrete_y, (bool, np.bool_)):
-        raise InputError(f"discrete_y must be True or False, got {discrete_y!r}")
+    check_bool(discrete_y, "discrete_y")
     x = as_samples(x, "x", min_rows=MIN_ROWS)
     # Discrete labels are only compared, so any magnitude works.
     y = as_samples(y, "y", min_rows=MIN_ROWS, max_abs=None if discrete_y else MAX_ABS)

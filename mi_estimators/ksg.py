@@ -37,7 +37,8 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma
 from tqdm.auto import tqdm
 
-from mi_estimators.checks import InputError, as_labels, as_samples, check_int, check_same_length, power_of_two_scale
+from mi_estimators.checks import (InputError, as_labels, as_samples, check_bool, check_int, check_same_length,
+                                  power_of_two_scale)
 from mi_estimators.discrete import discrete_entropy
 from mi_estimators.results import MIResult
 
@@ -128,8 +129,7 @@ def _check_options(seed: Any, workers: Any, progress: Any) -> None:
     check_int(seed, "seed", minimum=0)
     if check_int(workers, "workers", minimum=-1) == 0:
         raise InputError("workers must be -1 (all cores) or a positive number of threads, got 0")
-    if not isinstance(progress, (bool, np.bool_)):
-        raise InputError(f"progress must be True or False, got {progress!r}")
+    check_bool(progress, "progress")
 
 
 def _unit_std(a: np.ndarray) -> np.ndarray:
