@@ -8,9 +8,12 @@ into two buffers and one exp pass. The estimator computes the two products as on
 bookkeeping: the hits (pairs evaluated exactly), the sums, the error bound, any float64 redo, noise
 and closed forms. Because the stacked product is itself cheaper than the two separate ones, a
 stricter reference is also timed: the stacked product plus the exp ("fused"). Ratio = estimator
-time / bare time (target <= 1.5); ``fused_ratio`` is estimator / fused. All are timed alternately in
-one process and the fastest of ``--repeats`` runs is kept, since other processes may share the CPU;
-``--threads 1`` runs everything on one thread and times CPU seconds, which shared cores disturb less.
+time / bare time (target <= 1.5); ``fused_ratio`` is estimator / fused. Each of ``--repeats`` rounds
+times the three back to back in one process, and a ratio is the median over the rounds of that round's
+ratio (:func:`paired_ratio`): on a shared host a slow spell slows both sides of a round alike, while
+the fastest of each side taken separately can pair one lucky run with an ordinary one (full runs of
+that kind spread by 0.2 in a ratio here). ``--threads 1`` runs everything on one thread and times CPU
+seconds, which shared cores disturb less.
 
 Problems: synthetic softplus codes at d = 32 and 128 (N = 10,000 x 6 draws), and the real
 Fashion-MNIST ``fc`` codes of benchmarks/data (d = 32, N = 10,000 x 2 draws) after epoch 2 (early:
@@ -19,7 +22,7 @@ overlapping codes, many tiny units) and epoch 100 (late), without and with the l
 exactly the M x N pairs of the bare cost; with labels, the bare cost also does the 1/G more pairs of
 each class's points against that class (:func:`pair_problems`).
 
-    python benchmarks/bench_estimators.py [--quick] [--repeats 3] [--threads 1]
+    python benchmarks/bench_estimators.py [--quick] [--repeats 5] [--threads 1]
 
 The expected time is said before a long run and a run of more than a day is refused (one ``error:``
 line, exit status 2, like any bad flag).
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -97,8 +101,14 @@ def pair_problems(n: int, draws: int, labels: np.ndarray | None) -> list[tuple[i
     return [(n * draws, n)] + own
 
 
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
+    """The median over rounds of numerator / denominator, timed in the same round."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+
+
 def compare(f: np.ndarray, draws: int, labels: np.ndarray | None, args: argparse.Namespace) -> dict:
-    """Fastest of ``args.repeats`` alternating runs of the estimator, the bare and the fused cost."""
+    """``args.repeats`` rounds of the estimator, the bare and the fused cost back to back; the median
+    of each round's ratios (:func:`paired_ratio`)."""
     clock = time.process_time if args.threads == 1 else time.perf_counter
     n, d = f.shape
     times = {"estimator": [], "bare": [], "fused": []}
@@ -115,24 +125,24 @@ def compare(f: np.ndarray, draws: int, labels: np.ndarray | None, args: argparse
             if key == "estimator":
                 result = out
     best = {key: min(val) for key, val in times.items()}
+    ratio, fused = paired_ratio(times["estimator"], times["bare"]), paired_ratio(times["estimator"], times["fused"])
     pairs = sum(m * c for m, c in problems)
     runs = "; ".join(f"{key} " + ", ".join(f"{t:.2f}" for t in val) for key, val in times.items())
     f64 = result.params["kernel_float64_points"] / (n * draws)
     print(f"{n} inputs x {draws} draws = {pairs:.3g} pairs{'' if labels is None else ', label groups'}: "
-          f"estimator {best['estimator']:.2f} s ({pairs / best['estimator']:.3g} pairs/s), bare two products "
-          f"+ exp {best['bare']:.2f} s, fused product + exp {best['fused']:.2f} s; ratio "
-          f"{best['estimator'] / best['bare']:.2f}, fused ratio {best['estimator'] / best['fused']:.2f} (runs, s: "
-          f"{runs}); I(X;Z) = {result.mi_xz:.3f} +- {result.mi_xz_stderr:.3f} nats (log N = {result.log_n:.3f}), "
-          f"float64 points {f64:.2%}", flush=True)
-    return {"pairs_per_s": round(pairs / best["estimator"], 1), "ratio": round(best["estimator"] / best["bare"], 3),
-            "fused_ratio": round(best["estimator"] / best["fused"], 3), "float64_fraction": round(f64, 4)}
+          f"estimator {best['estimator']:.2f} s at best ({pairs / best['estimator']:.3g} pairs/s), bare two "
+          f"products + exp {best['bare']:.2f} s, fused product + exp {best['fused']:.2f} s; ratio {ratio:.2f}, "
+          f"fused ratio {fused:.2f} (medians over rounds; runs, s: {runs}); I(X;Z) = {result.mi_xz:.3f} +- "
+          f"{result.mi_xz_stderr:.3f} nats (log N = {result.log_n:.3f}), float64 points {f64:.2%}", flush=True)
+    return {"pairs_per_s": round(pairs / best["estimator"], 1), "ratio": round(ratio, 3),
+            "fused_ratio": round(fused, 3), "float64_fraction": round(f64, 4)}
 
 
 def upper_cost(f: np.ndarray, draws: int, args: argparse.Namespace) -> float:
     """Extra time of the bracket: the kernel leaving each point's own component out (which gives the
     upper estimate, the lower one then adding that component back exactly) against the kernel summing
     every component from the own one's exact value as starting shift (the lower estimate alone), both
-    on the same points, fastest of ``args.repeats``; returns the relative extra cost."""
+    on the same points, in ``args.repeats`` rounds; returns the relative extra cost (:func:`paired_ratio` - 1)."""
     clock = time.process_time if args.threads == 1 else time.perf_counter
     n, d = f.shape
     stds = NOISE_STD * f
@@ -149,9 +159,9 @@ def upper_cost(f: np.ndarray, draws: int, args: argparse.Namespace) -> float:
             start = clock()
             job()
             times[key].append(clock() - start)
-    cost = min(times["bracket"]) / min(times["lower alone"]) - 1.0
-    print(f"  upper estimate: kernel {min(times['bracket']):.2f} s with the own component left out against "
-          f"{min(times['lower alone']):.2f} s without: {cost:+.1%}", flush=True)
+    cost = paired_ratio(times["bracket"], times["lower alone"]) - 1.0
+    print(f"  upper estimate: kernel {min(times['bracket']):.2f} s at best with the own component left out "
+          f"against {min(times['lower alone']):.2f} s without: {cost:+.1%} (median over rounds)", flush=True)
     return round(cost, 3)
 
 
@@ -160,7 +170,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="2,000 inputs x 2 draws instead of 10,000 x 6 (synthetic) and x 2 (real)")
-    parser.add_argument("--repeats", type=int_arg(), default=3, help="timed runs of each (the fastest is kept)")
+    parser.add_argument("--repeats", type=int_arg(), default=5,
+                        help="rounds, each timing every job once (ratios are medians over rounds; default 5)")
     parser.add_argument("--max-memory-mb", type=float_arg(1.0), default=256,
                         help="working memory of the estimator and of the bare cost, MiB (default 256)")
     parser.add_argument("--threads", type=int_arg(), default=None,

@@ -150,3 +150,12 @@ def test_gpu_check_names_its_failed_steps():
               "d128": {"spot_ok": False, "seconds": 1.0}}
     assert gpu_check.failed_steps(report) == ["d32", "d128"]
     assert gpu_check.failed_steps({"d32": {"spot_ok": True}, "environment": {}}) == []
+
+
+def test_benchmark_ratio_is_the_median_of_paired_rounds():
+    """One lucky run of the bare cost (0.70 s) would give 1.43 as the ratio of the fastest runs of each
+    side; the rounds' own ratios are 1.25, 1.57 and 1.26, whose median is 1.26."""
+    bench = _load("bench_estimators")
+    assert bench.paired_ratio([1.0, 1.1, 1.2], [0.8, 0.7, 0.95]) == pytest.approx(1.2 / 0.95)
+    with pytest.raises(ValueError):
+        bench.paired_ratio([1.0, 1.1], [0.8])

@@ -5,8 +5,10 @@ module docstring of mi_estimators.mixture; ``test_raw_float32_would_fail`` shows
 ``atol`` shows that the exact hits, the error bound and the float64 fallback do their job; the bound
 itself is checked point by point against the true error of the working-precision pass.
 """
+import contextlib
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,8 @@ from scipy.stats import norm
 
 from mi_estimators import mixture
 from mi_estimators.mixture import direct_log_density, mixture_log_density, prepare_mixture
+from mi_estimators.mixture import numpy_backend
+from mi_estimators.mixture.flush import flush_to_zero, flushes_to_zero
 from mi_estimators.mixture.numpy_backend import NumpySegments
 
 ATOL = 1e-3
@@ -425,10 +429,38 @@ def test_bad_input(kwargs, match):
         mixture_log_density(args.pop("points"), args.pop("means"), args.pop("stds"), **args)
 
 
+@contextlib.contextmanager
+def no_flush():
+    yield False
+
+
+def test_flush_to_zero_holds_within_its_block_only():
+    """Subnormal float32 results are 0 inside the block (on x86-64 Linux with glibc: there the kernel
+    needs it) and not after it, also when the block raises."""
+    assert not flushes_to_zero()
+    with pytest.raises(RuntimeError, match="inside"):
+        with flush_to_zero() as on:
+            assert on == flushes_to_zero()
+            if sys.platform == "linux" and platform.machine() == "x86_64" and platform.libc_ver()[0] == "glibc":
+                assert on
+            raise RuntimeError("inside")
+    assert not flushes_to_zero()
+    assert float(np.float32(1.2e-38) / np.float32(2.0)) > 0.0
+
+
+@pytest.mark.parametrize("flush", [True, False])
 @pytest.mark.parametrize("d, sigma, raised", [(32, 0.5, True), (128, 0.01, False)])
-def test_tiny_terms_raised_only_where_the_bound_allows(d, sigma, raised):
-    """Terms below TINY are raised to it before the exp (no slow subnormal exps) only where
-    gamma' max v_j <= 1 (bound step 3); very narrow components keep them, and both stay within atol."""
+def test_tiny_terms_within_the_bound(d, sigma, raised, flush, monkeypatch):
+    """Terms below TINY give exps of 0 where the CPU flushes subnormal results (bound step 3); without
+    that they are raised to TINY before the exp (no slow subnormal exps), only where gamma' max v_j <= 1.
+    Very narrow components (d = 128, sigma = 0.01: most terms below TINY) keep them. All stay within
+    the bound."""
+    if flush:
+        with flush_to_zero() as on:
+            if not on:
+                pytest.skip("this platform gives no flush-to-zero")
+    else:
+        monkeypatch.setattr(numpy_backend, "flush_to_zero", no_flush)
     rng = np.random.default_rng(d + int(1000 * sigma))      # (the narrow case of the test above)
     z, f, s, _ = dropout_problem(rng, 500, d, sigma)
     mix = prepare_mixture(f, s)

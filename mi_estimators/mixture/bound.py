@@ -28,10 +28,14 @@ exact value:
    |X - S_R| <= e^E [gamma' (V + sigma X + 2 X log(n/X)) + 174 u X] + n (2 e^(E-87) + 2^-140),
    V = sum_R e^P^ v_j; the last term covers terms below -87, whose exp may be subnormal or 0 in
    float32 (true value <= e^(E-87)). X and V come from the products of the exps with [1, v_j].
-   NumPy raises the terms below -87 to -87 before the exp (:func:`raise_tiny`): each then adds
-   e^-87 (1 + 4 ulp) <= 2 e^(E-87) to X, within the last term, and e^-87 v_j to V, which the bound
-   weights by e^E gamma'; this is done only where gamma' max v_j <= 1, so that it adds at most
-   n e^(E-87) (about 1e-33 relative: E is then a few nats at most).
+   Subnormal exps are slow (:func:`raise_tiny`). Where NumPy's thread flushes subnormal results to 0
+   (:mod:`mi_estimators.mixture.flush`), the exp of a term below -87 is 0 or at most
+   e^-87 (1 + 4 ulp), within the last term, and a product e^P^ v_j below float32's smallest normal
+   (only for v_j < 0.72) is 0, an error below gamma' 2^-126 < 2^-140 each. Elsewhere NumPy raises the
+   terms below -87 to -87 before the exp: each then adds e^-87 (1 + 4 ulp) <= 2 e^(E-87) to X, within
+   the last term, and e^-87 v_j to V, which the bound weights by e^E gamma'; this is done only where
+   gamma' max v_j <= 1, so that it adds at most n e^(E-87) (about 1e-33 relative: E is then a few nats
+   at most).
 4. The exponentials (assumed accurate to 4 ulp; numpy's SIMD exp is within 2.6) and the sums of
    <= n_cols positive float32 terms add eta = 8u + gamma_{n_cols} relative to X and V; the float64
    hits add gamma^{64}_{d+n+8} (1 + |kappa| + |s_0| + Q/2). With S = S_hits + X and D the total of
@@ -84,6 +88,7 @@ def gamma(k: int, u: float) -> float:
 def raise_tiny(k: int, dtype: np.dtype, v_max: float) -> bool:
     """Whether float32 terms below TINY may be raised to TINY before the exp without loosening the bound
     by more than n e^(E + TINY) (step 3): gamma' max v_j <= 1, true unless components are very narrow.
+    (Not needed where the CPU flushes subnormal results to 0: :mod:`mi_estimators.mixture.flush`.)
 
     Why raise them: then no exp is subnormal in float32 (e^-87 = 1.6e-38 > 1.2e-38), nor, for v_j
     above 0.72 (they are hundreds of nats), its product with v_j. On Intel CPUs each subnormal operand

@@ -11,6 +11,7 @@ from typing import Iterator
 import numpy as np
 
 from mi_estimators.mixture.bound import MAX_HITS, SAFE_EXP, TINY, TOP_GAP, Segment, raise_tiny
+from mi_estimators.mixture.flush import flush_to_zero
 
 MAX_COLS = 2048
 BLOCK_SIZE = 2 ** 19
@@ -26,6 +27,7 @@ class NumpySegments:
         # (the columns [1, v_j] as rows: two matrix-vector products are faster than one two-column product)
         self.b, self.vt = b, np.ascontiguousarray(v.T)
         self.raise_tiny = raise_tiny(b.shape[1], b.dtype, float(v[:, 1].max()))
+        self.flushing = False
         self.dtype, self.k, self.n_rows, self.n_cols = b.dtype, b.shape[1], n_rows, n_cols
         # Products run a block of rows at a time (``segment``): one block's buffer is all they need.
         # The passes after the product cost the same per pair whatever k, the product k times more, and
@@ -37,7 +39,13 @@ class NumpySegments:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
-        yield
+        # Where the CPU flushes subnormal results to 0 the exps of tiny terms are 0, fast and within
+        # the bound (step 3), and need not be raised first.
+        with flush_to_zero() as self.flushing:
+            try:
+                yield
+            finally:
+                self.flushing = False
 
     def load(self, a: np.ndarray) -> None:
         self.a = a
@@ -94,7 +102,7 @@ class NumpySegments:
             blk[grew] -= row_max[grew].astype(blk.dtype)[:, None]
             adj[grew] += row_max[grew]
         # Subnormal exps are slow (see raise_tiny); then the hits and the left-out pairs leave the sum.
-        if self.raise_tiny:
+        if self.raise_tiny and not self.flushing:
             np.maximum(blk, TINY, out=blk)
         flat[hits[keep]] = -np.inf
         if left is not None:
