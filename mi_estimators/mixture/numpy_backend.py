@@ -94,19 +94,27 @@ class NumpySegments:
         # the pairs within TOP_GAP of it (and a few more where it is above the shift).
         hits = np.flatnonzero(blk >= -TOP_GAP)
         rows, cols = np.divmod(hits, n)
-        keep, row_max = cap_hits(rows, flat[hits], m)
-        rows, cols = rows[keep], cols[keep]
+        row_max = np.full(m, -np.inf)
+        np.maximum.at(row_max, rows, flat[hits])
+        # A row with more than MAX_HITS hits in a chunk keeps none: its mass is spread over many broad,
+        # overlapping components, where the float32 terms are accurate and the bound shows it
+        # (evaluating them exactly would cost more than the whole product).
+        if hits.size > MAX_HITS:
+            crowded = np.bincount(rows, minlength=m) > MAX_HITS
+            if crowded.any():
+                keep = ~crowded[rows]
+                hits, rows, cols = hits[keep], rows[keep], cols[keep]
         seg.row_max[r0:r0 + m] = adj + row_max
         grew = np.flatnonzero(row_max > SAFE_EXP)
         if grew.size:
             blk[grew] -= row_max[grew].astype(blk.dtype)[:, None]
             adj[grew] += row_max[grew]
-        # Subnormal exps are slow (see raise_tiny); then the hits and the left-out pairs leave the sum.
+        # Subnormal exps are slow (see raise_tiny); then the hits leave the sum.
         if self.raise_tiny and not self.flushing:
             np.maximum(blk, TINY, out=blk)
-        flat[hits[keep]] = -np.inf
-        if left is not None:
-            blk[left] = -np.inf
+            if left is not None:
+                blk[left] = -np.inf         # (raised with the rest)
+        flat[hits] = -np.inf
         np.exp(blk, out=blk)
         seg.sums[r0:r0 + m, 0] = blk @ vt[0]
         seg.sums[r0:r0 + m, 1] = blk @ vt[1]
@@ -114,15 +122,3 @@ class NumpySegments:
         seg.rows.append(r0 + rows)
         seg.cols.append(cols)
 
-
-def cap_hits(rows: np.ndarray, vals: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which hits to keep and the row maxima. A row with more than MAX_HITS hits in a chunk keeps none:
-    its mass is spread over many broad, overlapping components, where the float32 terms are accurate
-    and the bound shows it (evaluating them exactly would cost more than the whole product)."""
-    counts = np.bincount(rows, minlength=m)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    row_max = np.full(m, -np.inf)
-    filled = counts > 0
-    if filled.any():
-        row_max[filled] = np.maximum.reduceat(vals, starts[:-1][filled])
-    return counts[rows] <= MAX_HITS, row_max
