@@ -16,6 +16,7 @@ from mi_estimators.mixture.flush import flush_to_zero
 MAX_COLS = 2048
 BLOCK_SIZE = 2 ** 19
 """Pairs per block of rows in the passes after each product, per 64 product columns (measured)."""
+FEW_ROWS = 32
 
 
 class NumpySegments:
@@ -84,17 +85,19 @@ class NumpySegments:
         (``left``: the left-out pairs, already -inf)."""
         m, n = blk.shape
         flat = blk.reshape(-1)
-        adj = np.zeros(m)
+        frame = seg.frame[r0:r0 + m]
+        first = None
         if forced is not None and forced.any():
-            row_max = blk.max(axis=1)
+            top = blk.max(axis=1)
             # (a row whose only term here is left out stays forced for the next chunk)
-            adj = np.where(forced & (row_max > -np.inf), row_max, 0.0)
-            blk -= adj.astype(blk.dtype)[:, None]
+            first = np.where(forced & (top > -np.inf), top, 0.0)
+            blk -= first.astype(blk.dtype)[:, None]
+            frame += first
         # Every row's largest term so far is at or above its shift, so one scalar threshold finds all
         # the pairs within TOP_GAP of it (and a few more where it is above the shift).
         hits = np.flatnonzero(blk >= -TOP_GAP)
         rows, cols = np.divmod(hits, n)
-        row_max = np.full(m, -np.inf)
+        row_max = seg.row_max[r0:r0 + m]        # (-inf: rows without hits)
         np.maximum.at(row_max, rows, flat[hits])
         # A row with more than MAX_HITS hits in a chunk keeps none: its mass is spread over many broad,
         # overlapping components, where the float32 terms are accurate and the bound shows it
@@ -104,11 +107,16 @@ class NumpySegments:
             if crowded.any():
                 keep = ~crowded[rows]
                 hits, rows, cols = hits[keep], rows[keep], cols[keep]
-        seg.row_max[r0:r0 + m] = adj + row_max
+        # (the frame gains exactly what a re-shifted row loses: row maxima are values of blk)
         grew = np.flatnonzero(row_max > SAFE_EXP)
-        if grew.size:
+        if grew.size > FEW_ROWS:
             blk[grew] -= row_max[grew].astype(blk.dtype)[:, None]
-            adj[grew] += row_max[grew]
+        else:       # (a few rows one by one cost less than a fancy index's copy and write-back)
+            for i, top_i in zip(grew, row_max[grew].astype(blk.dtype)):
+                blk[i] -= top_i
+        frame[grew] += row_max[grew]
+        if first is not None:
+            row_max += first        # (the chunk's largest terms in the frame it came in)
         # Subnormal exps are slow (see raise_tiny); then the hits leave the sum.
         if self.raise_tiny and not self.flushing:
             np.maximum(blk, TINY, out=blk)
@@ -118,7 +126,6 @@ class NumpySegments:
         np.exp(blk, out=blk)
         seg.sums[r0:r0 + m, 0] = blk @ vt[0]
         seg.sums[r0:r0 + m, 1] = blk @ vt[1]
-        seg.frame[r0:r0 + m] += adj
         seg.rows.append(r0 + rows)
         seg.cols.append(cols)
 

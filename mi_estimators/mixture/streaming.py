@@ -187,8 +187,11 @@ class Run:
     def _hit_values(self, z: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
         """Exact L_j(z) - s_0 of the hits (float64 differences) and their float64 error magnitudes."""
         mix, c = self.mix, seg.cols
-        quad = _quadratic(z[seg.rows] - mix.means[c], mix.prec[c])
-        return mix.log_norm[c] - mix.ref - 0.5 * quad, np.abs(mix.log_norm[c]) + abs(mix.ref) + 0.5 * quad
+        diff = z[seg.rows]
+        diff -= mix.means[c]
+        half_quad = 0.5 * _quadratic(diff, mix.prec[c])
+        log_norm = mix.log_norm[c]
+        return log_norm - mix.ref - half_quad, np.abs(log_norm) + abs(mix.ref) + half_quad
 
 
 def _quadratic(diff: np.ndarray, prec: np.ndarray) -> np.ndarray:
