@@ -187,9 +187,9 @@ class Run:
     def _hit_values(self, z: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
         """Exact L_j(z) - s_0 of the hits (float64 differences) and their float64 error magnitudes."""
         mix, c = self.mix, seg.cols
-        diff = z[seg.rows]
-        diff -= mix.means[c]
-        half_quad = 0.5 * _quadratic(diff, mix.prec[c])
+        diff = np.take(z, seg.rows, axis=0)        # (np.take: a tenth faster than a fancy index here)
+        diff -= np.take(mix.means, c, axis=0)
+        half_quad = 0.5 * _quadratic(diff, np.take(mix.prec, c, axis=0))
         log_norm = mix.log_norm[c]
         return log_norm - mix.ref - half_quad, np.abs(log_norm) + abs(mix.ref) + half_quad
 
