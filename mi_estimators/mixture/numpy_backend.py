@@ -19,6 +19,7 @@ BLOCK_SIZE = 2 ** 19
 PART_SIZE = 2 ** 19
 """Pairs per part of a block that the passes after the product go through together (2 MiB in float32)."""
 FEW_ROWS = 32
+"""Grown rows up to this many per part are re-shifted one by one (no fancy index's copy and write-back)."""
 
 
 class NumpySegments:
@@ -120,7 +121,7 @@ class NumpySegments:
         grew = np.flatnonzero(row_max > SAFE_EXP)
         if grew.size > FEW_ROWS:
             blk[grew] -= row_max[grew].astype(blk.dtype)[:, None]
-        else:       # (a few rows one by one cost less than a fancy index's copy and write-back)
+        else:
             for i, top_i in zip(grew, row_max[grew].astype(blk.dtype)):
                 blk[i] -= top_i
         frame[grew] += row_max[grew]
