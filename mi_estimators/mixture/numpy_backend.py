@@ -18,8 +18,6 @@ BLOCK_SIZE = 2 ** 19
 """Pairs per block of rows of each product call, per 64 product columns (measured)."""
 PART_SIZE = 2 ** 19
 """Pairs per part of a block that the passes after the product go through together (2 MiB in float32)."""
-FEW_ROWS = 32
-"""Grown rows up to this many per part are re-shifted one by one (no fancy index's copy and write-back)."""
 
 
 class NumpySegments:
@@ -119,12 +117,9 @@ class NumpySegments:
                 hits, rows, cols = hits[keep], rows[keep], cols[keep]
         # (the frame gains exactly what a re-shifted row loses: row maxima are values of blk)
         grew = np.flatnonzero(row_max > SAFE_EXP)
-        if grew.size > FEW_ROWS:
+        if grew.size:
             blk[grew] -= row_max[grew].astype(blk.dtype)[:, None]
-        else:
-            for i, top_i in zip(grew, row_max[grew].astype(blk.dtype)):
-                blk[i] -= top_i
-        frame[grew] += row_max[grew]
+            frame[grew] += row_max[grew]
         if first is not None:
             row_max += first        # (the chunk's largest terms in the frame it came in)
         # Subnormal exps are slow (see raise_tiny); then the hits leave the sum.
