@@ -6,12 +6,22 @@ Defaults are those of Adilova, Geiger & Fischer (ICLR 2023): CIFAR ResNet18 with
 normalisation, representations every 10 epochs. ``--net allcnn`` defaults to information dropout.
 ``--analyze`` estimates and draws the information plane at the end (off by default: hours on CIFAR-10).
 """
+
 import sys
 
 from utils.train_command import main
 
-DEFAULTS = {"dataset": "cifar10", "net": "resnet18", "lr": 0.05, "batch_size": 64, "epochs": 200, "p": 0.4,
-            "weight_decay": 5e-4, "save_every": 10, "analyze": False}
+DEFAULTS = {
+    "dataset": "cifar10",
+    "net": "resnet18",
+    "lr": 0.05,
+    "batch_size": 64,
+    "epochs": 200,
+    "p": 0.4,
+    "weight_decay": 5e-4,
+    "save_every": 10,
+    "analyze": False,
+}
 
 
 if __name__ == "__main__":

@@ -8,12 +8,22 @@ Quick offline run (75% test accuracy on TensorFlow, 84% on JAX, 14 s of training
 two CPU cores; any Keras 3 backend, e.g. KERAS_BACKEND=jax):
   python mi_mnist_dropout.py --dataset digits --epochs 20 --batch-size 16 --lr 0.01
 """
+
 import sys
 
 from utils.train_command import main
 
-DEFAULTS = {"dataset": "mnist", "net": "fc", "lr": 0.1, "batch_size": 256, "epochs": 200, "p": 0.2,
-            "weight_decay": 1e-3, "save_every": 2, "analyze": True}
+DEFAULTS = {
+    "dataset": "mnist",
+    "net": "fc",
+    "lr": 0.1,
+    "batch_size": 256,
+    "epochs": 200,
+    "p": 0.2,
+    "weight_decay": 1e-3,
+    "save_every": 2,
+    "analyze": True,
+}
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Every worker has one thread, so 2 workers need 2 free cores: stop other work for
 The last line printed is JSON: {"cpu", "cores", "tasks", "tasks_per_s_1", "tasks_per_s_2",
 "efficiency_2_vs_1"}.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,17 +27,26 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.machine import cpu_name  # noqa: E402
-from utils import run_folder as rf  # noqa: E402
-from utils.analysis import estimation as est  # noqa: E402
-from utils.analysis.cluster import dask_client, estimate_on_cluster  # noqa: E402
-from utils.cli import OneLineParser, int_arg, run_command  # noqa: E402
+from benchmarks.machine import cpu_name
+from utils import run_folder as rf
+from utils.analysis import estimation as est
+from utils.analysis.cluster import dask_client, estimate_on_cluster
+from utils.cli import OneLineParser, int_arg, run_command
 
 PROG = "bench_cluster.py"
-DIGITS = ["--dataset", "digits", "--epochs", "24", "--save-every", "1", "--batch-size", "16", "--lr", "0.01",
-          "--no-analyze"]
+DIGITS = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "24",
+    "--save-every",
+    "1",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.01",
+    "--no-analyze",
+]
 
 
 def shadow(run: Path, into: Path) -> Path:
@@ -87,8 +97,12 @@ def _parser() -> OneLineParser:
 def main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         args = _parser().parse_args(argv)
-        request = est.Request(estimators=tuple(e for e in args.estimators.split(",") if e), epochs=args.epochs,
-                             max_inputs=args.max_inputs, progress=False)
+        request = est.Request(
+            estimators=tuple(e for e in args.estimators.split(",") if e),
+            epochs=args.epochs,
+            max_inputs=args.max_inputs,
+            progress=False,
+        )
         with tempfile.TemporaryDirectory(prefix="bench_cluster_") as tmp:
             scratch = Path(tmp)
             runs = args.runs or [train_digits(scratch / "trained")]
@@ -96,11 +110,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             for workers in (1, 2):
                 tasks, seconds = measure(runs, workers, request, scratch)
                 results[workers] = tasks / seconds
-                print(f"{workers} worker{'s' if workers > 1 else ''}: {tasks} tasks in {seconds:.1f} s, "
-                      f"{tasks / seconds:.2f} tasks/s", flush=True)
-        summary = {"cpu": cpu_name(), "cores": os.cpu_count(), "tasks": tasks,
-                   "tasks_per_s_1": round(results[1], 3), "tasks_per_s_2": round(results[2], 3),
-                   "efficiency_2_vs_1": round(results[2] / (2 * results[1]), 3)}
+                print(
+                    f"{workers} worker{'s' if workers > 1 else ''}: {tasks} tasks in {seconds:.1f} s, "
+                    f"{tasks / seconds:.2f} tasks/s",
+                    flush=True,
+                )
+        summary = {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "tasks": tasks,
+            "tasks_per_s_1": round(results[1], 3),
+            "tasks_per_s_2": round(results[2], 3),
+            "efficiency_2_vs_1": round(results[2] / (2 * results[1]), 3),
+        }
         print(f"efficiency of 2 workers against 1: {summary['efficiency_2_vs_1']:.0%} on {summary['cpu']}")
         print(json.dumps(summary))
 

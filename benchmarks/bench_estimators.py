@@ -34,6 +34,7 @@ The last line printed is JSON: {"d32_pairs_per_s", "d32_ratio", "d32_fused_ratio
 ``*_upper_cost`` is the relative extra time of the upper (leave-one-out) estimate: the kernel leaving
 each point's own component out, against the kernel without the bracket (target <= 15%).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,14 +48,12 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.machine import cpu_name  # noqa: E402
-from estimator_validation.common import available_memory  # noqa: E402
-from estimator_validation.workload import announce, check_time, mixture_seconds  # noqa: E402
-from mi_estimators import mixture  # noqa: E402
-from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
-from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command  # noqa: E402
+from benchmarks.machine import cpu_name
+from estimator_validation.common import available_memory
+from estimator_validation.workload import announce, check_time, mixture_seconds
+from mi_estimators import mixture
+from mi_estimators.dropout_MI import gaussian_dropout_mi
+from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
 
 NOISE_STD = 0.5  # Gaussian dropout rate p = 0.2, the paper's setting
 DATA = Path(__file__).resolve().parent / "data"
@@ -80,8 +79,14 @@ def bare_cost(m: int, n: int, d: int, max_memory_mb: float, *, fused: bool) -> N
     rng = np.random.default_rng(1)
     a = rng.uniform(-0.1, 0.1, (n_rows, k)).astype(np.float32)
     b = rng.uniform(-0.1, 0.1, (n, k)).astype(np.float32)
-    parts = [(a, b)] if fused else [(np.ascontiguousarray(a[:, :d]), np.ascontiguousarray(b[:, :d])),
-                                    (np.ascontiguousarray(a[:, d:2 * d]), np.ascontiguousarray(b[:, d:2 * d]))]
+    parts = (
+        [(a, b)]
+        if fused
+        else [
+            (np.ascontiguousarray(a[:, :d]), np.ascontiguousarray(b[:, :d])),
+            (np.ascontiguousarray(a[:, d : 2 * d]), np.ascontiguousarray(b[:, d : 2 * d])),
+        ]
+    )
     bufs = [np.empty(n_rows * n_cols, dtype=np.float32) for _ in parts]
     for r0 in range(0, m, n_rows):
         rows = min(n_rows, m - r0)
@@ -89,7 +94,7 @@ def bare_cost(m: int, n: int, d: int, max_memory_mb: float, *, fused: bool) -> N
             cols = min(n_cols, n - c0)
             prods = [buf[: rows * cols].reshape(rows, cols) for buf in bufs]
             for (pa, pb), prod in zip(parts, prods):
-                np.matmul(pa[:rows], pb[c0:c0 + cols].T, out=prod)
+                np.matmul(pa[:rows], pb[c0 : c0 + cols].T, out=prod)
             np.exp(prods[0], out=prods[0])
 
 
@@ -113,10 +118,13 @@ def compare(f: np.ndarray, draws: int, labels: np.ndarray | None, args: argparse
     n, d = f.shape
     times = {"estimator": [], "bare": [], "fused": []}
     problems = pair_problems(n, draws, labels)
-    jobs = {"estimator": lambda: gaussian_dropout_mi(f, NOISE_STD, labels, draws=draws, seed=0,
-                                                     nested=False, max_memory_mb=args.max_memory_mb),
-            "bare": lambda: [bare_cost(m, c, d, args.max_memory_mb, fused=False) for m, c in problems],
-            "fused": lambda: [bare_cost(m, c, d, args.max_memory_mb, fused=True) for m, c in problems]}
+    jobs = {
+        "estimator": lambda: gaussian_dropout_mi(
+            f, NOISE_STD, labels, draws=draws, seed=0, nested=False, max_memory_mb=args.max_memory_mb
+        ),
+        "bare": lambda: [bare_cost(m, c, d, args.max_memory_mb, fused=False) for m, c in problems],
+        "fused": lambda: [bare_cost(m, c, d, args.max_memory_mb, fused=True) for m, c in problems],
+    }
     for _ in range(args.repeats):
         for key, job in jobs.items():
             start = clock()
@@ -129,13 +137,20 @@ def compare(f: np.ndarray, draws: int, labels: np.ndarray | None, args: argparse
     pairs = sum(m * c for m, c in problems)
     runs = "; ".join(f"{key} " + ", ".join(f"{t:.2f}" for t in val) for key, val in times.items())
     f64 = result.params["kernel_float64_points"] / (n * draws)
-    print(f"{n} inputs x {draws} draws = {pairs:.3g} pairs{'' if labels is None else ', label groups'}: "
-          f"estimator {best['estimator']:.2f} s at best ({pairs / best['estimator']:.3g} pairs/s), bare two "
-          f"products + exp {best['bare']:.2f} s, fused product + exp {best['fused']:.2f} s; ratio {ratio:.2f}, "
-          f"fused ratio {fused:.2f} (medians over rounds; runs, s: {runs}); I(X;Z) = {result.mi_xz:.3f} +- "
-          f"{result.mi_xz_stderr:.3f} nats (log N = {result.log_n:.3f}), float64 points {f64:.2%}", flush=True)
-    return {"pairs_per_s": round(pairs / best["estimator"], 1), "ratio": round(ratio, 3),
-            "fused_ratio": round(fused, 3), "float64_fraction": round(f64, 4)}
+    print(
+        f"{n} inputs x {draws} draws = {pairs:.3g} pairs{'' if labels is None else ', label groups'}: "
+        f"estimator {best['estimator']:.2f} s at best ({pairs / best['estimator']:.3g} pairs/s), bare two "
+        f"products + exp {best['bare']:.2f} s, fused product + exp {best['fused']:.2f} s; ratio {ratio:.2f}, "
+        f"fused ratio {fused:.2f} (medians over rounds; runs, s: {runs}); I(X;Z) = {result.mi_xz:.3f} +- "
+        f"{result.mi_xz_stderr:.3f} nats (log N = {result.log_n:.3f}), float64 points {f64:.2%}",
+        flush=True,
+    )
+    return {
+        "pairs_per_s": round(pairs / best["estimator"], 1),
+        "ratio": round(ratio, 3),
+        "fused_ratio": round(fused, 3),
+        "float64_fraction": round(f64, 4),
+    }
 
 
 def upper_cost(f: np.ndarray, draws: int, args: argparse.Namespace) -> float:
@@ -149,10 +164,12 @@ def upper_cost(f: np.ndarray, draws: int, args: argparse.Namespace) -> float:
     own = np.repeat(np.arange(n), draws)
     eps = np.random.default_rng(2).standard_normal((len(own), d))
     points = f[own] + stds[own] * eps
-    exact = (-np.log(stds[own]).sum(axis=1) - 0.5 * d * np.log(2 * np.pi) - 0.5 * (eps ** 2).sum(axis=1))[:, None]
+    exact = (-np.log(stds[own]).sum(axis=1) - 0.5 * d * np.log(2 * np.pi) - 0.5 * (eps**2).sum(axis=1))[:, None]
     mix = mixture.prepare_mixture(f, stds)
-    jobs = {"lower alone": lambda: mix.log_density(points, shift_hint=exact, max_memory_mb=0.75 * args.max_memory_mb),
-            "bracket": lambda: mix.log_density(points, leave_out=own, max_memory_mb=0.75 * args.max_memory_mb)}
+    jobs = {
+        "lower alone": lambda: mix.log_density(points, shift_hint=exact, max_memory_mb=0.75 * args.max_memory_mb),
+        "bracket": lambda: mix.log_density(points, leave_out=own, max_memory_mb=0.75 * args.max_memory_mb),
+    }
     times = {key: [] for key in jobs}
     for _ in range(args.repeats):
         for key, job in jobs.items():
@@ -160,22 +177,35 @@ def upper_cost(f: np.ndarray, draws: int, args: argparse.Namespace) -> float:
             job()
             times[key].append(clock() - start)
     cost = paired_ratio(times["bracket"], times["lower alone"]) - 1.0
-    print(f"  upper estimate: kernel {min(times['bracket']):.2f} s at best with the own component left out "
-          f"against {min(times['lower alone']):.2f} s without: {cost:+.1%} (median over rounds)", flush=True)
+    print(
+        f"  upper estimate: kernel {min(times['bracket']):.2f} s at best with the own component left out "
+        f"against {min(times['lower alone']):.2f} s without: {cost:+.1%} (median over rounds)",
+        flush=True,
+    )
     return round(cost, 3)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (:class:`CommandError` for a bad flag)."""
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="2,000 inputs x 2 draws instead of 10,000 x 6 (synthetic) and x 2 (real)")
-    parser.add_argument("--repeats", type=int_arg(), default=5,
-                        help="rounds, each timing every job once (ratios are medians over rounds; default 5)")
-    parser.add_argument("--max-memory-mb", type=float_arg(1.0), default=256,
-                        help="working memory of the estimator and of the bare cost, MiB (default 256)")
-    parser.add_argument("--threads", type=int_arg(), default=None,
-                        help="BLAS threads (default: all); 1 also switches to CPU time")
+    parser.add_argument(
+        "--quick", action="store_true", help="2,000 inputs x 2 draws instead of 10,000 x 6 (synthetic) and x 2 (real)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int_arg(),
+        default=5,
+        help="rounds, each timing every job once (ratios are medians over rounds; default 5)",
+    )
+    parser.add_argument(
+        "--max-memory-mb",
+        type=float_arg(1.0),
+        default=256,
+        help="working memory of the estimator and of the bare cost, MiB (default 256)",
+    )
+    parser.add_argument(
+        "--threads", type=int_arg(), default=None, help="BLAS threads (default: all); 1 also switches to CPU time"
+    )
     return parser.parse_args(argv)
 
 
@@ -195,9 +225,11 @@ def expected_seconds(args: argparse.Namespace) -> float:
 def check_work(args: argparse.Namespace) -> float:
     """Refuse a run longer than a day or buffers beyond the available memory; the expected seconds."""
     free = available_memory()
-    if free is not None and 2 * args.max_memory_mb * 2 ** 20 > free:
-        raise CommandError(f"--max-memory-mb {args.max_memory_mb:g}: the estimator and the bare cost use up to twice "
-                           f"that, more than the {free / 2 ** 20:,.0f} MiB available")
+    if free is not None and 2 * args.max_memory_mb * 2**20 > free:
+        raise CommandError(
+            f"--max-memory-mb {args.max_memory_mb:g}: the estimator and the bare cost use up to twice "
+            f"that, more than the {free / 2**20:,.0f} MiB available"
+        )
     seconds = expected_seconds(args)
     check_time(seconds, "--repeats or use --quick")
     return seconds
@@ -229,6 +261,7 @@ def benchmark(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; exit status 0, or 2 with one ``error:`` line for a bad flag."""
+
     def body() -> int:
         args = parse_args(argv)
         announce(PROG, check_work(args))

@@ -12,10 +12,11 @@ exit status is 1 when any step failed, with ``"ok": false`` and the failed steps
    float64 spot check: ``--spot`` points evaluated directly in float64 differences, whose largest
    error must stay within the kernel's atol (1e-3 nats) and its reported bound.
 
-    KERAS_BACKEND=jax python benchmarks/gpu_check.py [--quick] [--data-dir DIR] [--out DIR]
+    KERAS_BACKEND=jax python -m benchmarks.gpu_check [--quick] [--data-dir DIR] [--out DIR]
 
 ``--quick``: 3,000 codes and one training epoch on 2,000 inputs, for checking the script on a CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.bench_estimators import NOISE_STD, representations
+from mi_estimators.checks import LOG_2PI
+from mi_estimators.mixture import direct_log_density, prepare_mixture
+from utils.cli import int_arg
 
-from bench_estimators import NOISE_STD, representations  # noqa: E402
-from mi_estimators.checks import LOG_2PI  # noqa: E402
-from mi_estimators.mixture import direct_log_density, prepare_mixture  # noqa: E402
-from utils.cli import int_arg  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ATOL = 1e-3
 
@@ -45,17 +44,44 @@ ATOL = 1e-3
 def train(data_dir: str, out: Path, epochs: int, subset: int, timeout: int) -> dict:
     """Train ``fc`` on Fashion-MNIST under KERAS_BACKEND=jax; exit code, seconds, accuracy or output tail."""
     run = out / "fmnist-fc-jax"
-    cmd = [sys.executable, "mi_mnist_dropout.py", "--dataset", "fashion_mnist", "--data-dir", data_dir,
-           "--net", "fc", "--dropout", "gaussian", "--p", "0.2", "--epochs", str(epochs), "--repr-subset",
-           str(subset), "--save-every", "1", "--no-analyze", "--seed", "0", "--out", str(run)]
+    cmd = [
+        sys.executable,
+        "mi_mnist_dropout.py",
+        "--dataset",
+        "fashion_mnist",
+        "--data-dir",
+        data_dir,
+        "--net",
+        "fc",
+        "--dropout",
+        "gaussian",
+        "--p",
+        "0.2",
+        "--epochs",
+        str(epochs),
+        "--repr-subset",
+        str(subset),
+        "--save-every",
+        "1",
+        "--no-analyze",
+        "--seed",
+        "0",
+        "--out",
+        str(run),
+    ]
     start = time.perf_counter()
     try:
-        done = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, KERAS_BACKEND="jax"), capture_output=True,
-                              text=True, timeout=timeout)
+        done = subprocess.run(
+            cmd, cwd=ROOT, env=dict(os.environ, KERAS_BACKEND="jax"), capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return {"ok": False, "seconds": round(time.perf_counter() - start, 1), "error": f"timed out after {timeout} s"}
-    result = {"ok": done.returncode == 0, "returncode": done.returncode,
-              "seconds": round(time.perf_counter() - start, 1), "command": " ".join(cmd[1:])}
+    result = {
+        "ok": done.returncode == 0,
+        "returncode": done.returncode,
+        "seconds": round(time.perf_counter() - start, 1),
+        "command": " ".join(cmd[1:]),
+    }
     history = run / "history.csv"
     if done.returncode == 0 and history.exists():
         with open(history) as fh:
@@ -74,7 +100,7 @@ def kernel_check(n: int, d: int, spot: int, max_memory_mb: float) -> dict:
     eps = rng.standard_normal(f.shape)
     z = f * (1 + NOISE_STD * eps)
     s = NOISE_STD * f
-    hint = (-np.log(s).sum(axis=1) - 0.5 * d * LOG_2PI - 0.5 * (eps ** 2).sum(axis=1))[:, None]
+    hint = (-np.log(s).sum(axis=1) - 0.5 * d * LOG_2PI - 0.5 * (eps**2).sum(axis=1))[:, None]
     mix = prepare_mixture(f, s)
     seconds = []
     for _ in range(2):
@@ -84,11 +110,19 @@ def kernel_check(n: int, d: int, spot: int, max_memory_mb: float) -> dict:
     rows = rng.choice(n, size=min(spot, n), replace=False)
     start = time.perf_counter()
     err = float(np.abs(out[rows, 0] - direct_log_density(z[rows], f, s)).max())
-    return {"pairs": n * n, "seconds_first": round(seconds[0], 3), "seconds": round(min(seconds), 3),
-            "pairs_per_s": round(n * n / min(seconds), 1), "float64_rows": info["float64_rows"],
-            "exact_pairs": info["exact_pairs"], "max_error_bound": info["max_error_bound"],
-            "spot_points": len(rows), "spot_max_error": err, "spot_seconds": round(time.perf_counter() - start, 1),
-            "spot_ok": bool(err <= min(ATOL, info["max_error_bound"] + 1e-9))}
+    return {
+        "pairs": n * n,
+        "seconds_first": round(seconds[0], 3),
+        "seconds": round(min(seconds), 3),
+        "pairs_per_s": round(n * n / min(seconds), 1),
+        "float64_rows": info["float64_rows"],
+        "exact_pairs": info["exact_pairs"],
+        "max_error_bound": info["max_error_bound"],
+        "spot_points": len(rows),
+        "spot_max_error": err,
+        "spot_seconds": round(time.perf_counter() - start, 1),
+        "spot_ok": bool(err <= min(ATOL, info["max_error_bound"] + 1e-9)),
+    }
 
 
 def environment() -> dict:
@@ -104,15 +138,18 @@ def environment() -> dict:
         import jax
 
         env.update(jax=jax.__version__, devices=[str(x) for x in jax.devices()])
-    except Exception as err:   # a broken accelerator set-up is a finding to report, not a crash
+    except Exception as err:  # a broken accelerator set-up is a finding to report, not a crash
         env["jax"] = f"unavailable ({err})"
     return env
 
 
 def failed_steps(report: dict) -> list[str]:
     """The steps of ``report`` that failed: an ``ok`` or ``spot_ok`` that is false."""
-    return [name for name, step in report.items()
-            if isinstance(step, dict) and (step.get("ok") is False or step.get("spot_ok") is False)]
+    return [
+        name
+        for name, step in report.items()
+        if isinstance(step, dict) and (step.get("ok") is False or step.get("spot_ok") is False)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,12 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n or (3000 if args.quick else 60_000)
     report = {"environment": environment()}
     if args.data_dir:
-        report["training"] = train(args.data_dir, Path(args.out), args.epochs or (1 if args.quick else 3),
-                                   2000 if args.quick else 10_000, 120 if args.quick else 240)
+        report["training"] = train(
+            args.data_dir,
+            Path(args.out),
+            args.epochs or (1 if args.quick else 3),
+            2000 if args.quick else 10_000,
+            120 if args.quick else 240,
+        )
     for d in (32, 128):
         try:
             report[f"d{d}"] = kernel_check(n, d, args.spot, args.max_memory_mb)
-        except Exception as err:   # report and go on to the next size
+        except Exception as err:  # report and go on to the next size
             report[f"d{d}"] = {"ok": False, "error": f"{type(err).__name__}: {err}"}
         print(f"d={d}: {json.dumps(report[f'd{d}'])}", file=sys.stderr, flush=True)
     failed = failed_steps(report)

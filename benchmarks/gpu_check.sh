@@ -37,4 +37,4 @@ fi
 [ -d "$DATA" ] || echo "gpu_check: no Fashion-MNIST files in $DATA: the training step is skipped" >&2
 TRAIN=()
 [ -d "$DATA" ] && TRAIN=(--data-dir "$DATA")
-KERAS_BACKEND=jax timeout 470 "$PY" benchmarks/gpu_check.py "${TRAIN[@]}" --out "$RUNS" "$@" | tee "$JSON"
+KERAS_BACKEND=jax timeout 470 "$PY" -m benchmarks.gpu_check "${TRAIN[@]}" --out "$RUNS" "$@" | tee "$JSON"

@@ -1,4 +1,5 @@
 """The machine a benchmark ran on, named in its output."""
+
 from __future__ import annotations
 
 import platform

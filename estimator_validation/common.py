@@ -14,6 +14,7 @@ line and exit status 2 (:func:`run_main`). The JSON layout::
 (or held-out) standard error of that mean where the estimator defines one, ``std_over_repeats`` the
 sample standard deviation over the draws (null for one repeat), ``values`` the per-draw numbers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,19 +25,15 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-if "MPLBACKEND" not in os.environ:
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from estimator_validation.ground_truth import toy_truth  # noqa: E402
-from estimator_validation.toy_problem import ToyData, child_seeds, make_toy  # noqa: E402
-from estimator_validation.workload import announce, check_time  # noqa: E402
-from utils.analysis.plotting import save_figure  # noqa: E402
-from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command  # noqa: E402
-from utils.run_folder import save_json  # noqa: E402
+from estimator_validation.ground_truth import toy_truth
+from estimator_validation.toy_problem import ToyData, child_seeds, make_toy
+from estimator_validation.workload import announce, check_time
+from utils.analysis.plotting import save_figure
+from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
+from utils.run_folder import save_json
 
 TRUTH_NOTE = (
     "truth is the population value for continuous X ~ N(0, I_dim) (numerical integration, "
@@ -54,11 +51,11 @@ above 1e2 nothing changes: the noise term dominates f(x), Z is nearly sigma f(X)
 reached its limit (0.42 nats per dimension at sigma = 10 or 1e3)."""
 NOISE_FLAGS = {"noise_std": ("--noise-std", 1), "noise_var": ("--noise-var", 2), "noise": ("--noise", 2)}
 """Flag of each noise option and the power of the standard deviation it gives."""
-GIB = 2.0 ** 30
+GIB = 2.0**30
 MEMINFO = Path("/proc/meminfo")
 MIXTURE_MEMORY_MB = 256
 """Working-buffer bound passed to the mixture estimator (its ``max_memory_mb``)."""
-BASE_BYTES = 300 * 2 ** 20
+BASE_BYTES = 300 * 2**20
 """Python, NumPy, SciPy, scikit-learn and matplotlib with a figure (measured: 160 MiB resident)."""
 KERAS_BYTES = 1.0 * GIB
 """Keras with TensorFlow and a small DoE model (measured: 810 MiB resident after import)."""
@@ -68,32 +65,57 @@ def size_help(text: str, key: str, defaults: dict[str, int], quick: dict[str, in
     return f"{text} (default {defaults[key]}; with --quick {quick[key]})"
 
 
-def make_parser(script: str, description: str, *, defaults: dict[str, int], quick: dict[str, int],
-                n_help: str, min_n: int) -> argparse.ArgumentParser:
+def make_parser(
+    script: str, description: str, *, defaults: dict[str, int], quick: dict[str, int], n_help: str, min_n: int
+) -> argparse.ArgumentParser:
     """Parser with the options common to the validation scripts; sizes left unset are filled by :func:`resolve`."""
     p = OneLineParser(prog=f"{script}.py", description=description)
     p.add_argument("--dim", type=int_arg(1), default=1, help="dimension of the input X ~ N(0, I_dim) (default 1)")
-    p.add_argument("--fdim", type=int_arg(1), default=None,
-                   help="dimension of f(x) (default --dim: the paper's setting f(x) = 2x + 0.5; otherwise "
-                        "f(x) = 2Ax + 0.5 with a fixed matrix A of orthonormal rows or columns)")
+    p.add_argument(
+        "--fdim",
+        type=int_arg(1),
+        default=None,
+        help="dimension of f(x) (default --dim: the paper's setting f(x) = 2x + 0.5; otherwise "
+        "f(x) = 2Ax + 0.5 with a fixed matrix A of orthonormal rows or columns)",
+    )
     noise = p.add_mutually_exclusive_group()
     low, high = NOISE_STD_RANGE
-    noise.add_argument("--noise-std", type=float_arg(0.0, inclusive=False), default=None,
-                       help=f"standard deviation s of the multiplicative noise D ~ N(1, s^2), {low:g} to {high:g} "
-                            f"(default sqrt(0.1) = {NOISE_STD_DEFAULT:.4f}, the paper's variance 0.1)")
-    noise.add_argument("--noise-var", type=float_arg(0.0, inclusive=False), default=None,
-                       help="the noise level as a variance s^2 instead")
-    noise.add_argument("--noise", type=float_arg(0.0, inclusive=False), default=None,
-                       help="alias of --noise-var: the reference scripts' flag, a variance")
+    noise.add_argument(
+        "--noise-std",
+        type=float_arg(0.0, inclusive=False),
+        default=None,
+        help=f"standard deviation s of the multiplicative noise D ~ N(1, s^2), {low:g} to {high:g} "
+        f"(default sqrt(0.1) = {NOISE_STD_DEFAULT:.4f}, the paper's variance 0.1)",
+    )
+    noise.add_argument(
+        "--noise-var",
+        type=float_arg(0.0, inclusive=False),
+        default=None,
+        help="the noise level as a variance s^2 instead",
+    )
+    noise.add_argument(
+        "--noise",
+        type=float_arg(0.0, inclusive=False),
+        default=None,
+        help="alias of --noise-var: the reference scripts' flag, a variance",
+    )
     p.add_argument("--n", type=int_arg(min_n), default=None, help=size_help(n_help, "n", defaults, quick))
-    p.add_argument("--draws", type=int_arg(1), default=None,
-                   help=size_help("noisy draws of Z per input", "draws", defaults, quick))
+    p.add_argument(
+        "--draws", type=int_arg(1), default=None, help=size_help("noisy draws of Z per input", "draws", defaults, quick)
+    )
     p.add_argument("--seed", type=int_arg(0), default=0, help="seed of the first repeat (default 0)")
-    p.add_argument("--repeats", type=int_arg(1), default=None,
-                   help=size_help("independent draws of the data, for the spread of the estimates", "repeats",
-                                  defaults, quick))
-    p.add_argument("--out", type=_folder, default=None,
-                   help="output folder (default results/<script>-dim<d>-fdim<f>-noisestd<s>-n<n>[-quick])")
+    p.add_argument(
+        "--repeats",
+        type=int_arg(1),
+        default=None,
+        help=size_help("independent draws of the data, for the spread of the estimates", "repeats", defaults, quick),
+    )
+    p.add_argument(
+        "--out",
+        type=_folder,
+        default=None,
+        help="output folder (default results/<script>-dim<d>-fdim<f>-noisestd<s>-n<n>[-quick])",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes: a run of seconds, for tests")
     return p
 
@@ -105,8 +127,14 @@ def _folder(text: str) -> Path:
     return Path(text)
 
 
-def resolve(parser: argparse.ArgumentParser, args: argparse.Namespace, *, defaults: dict[str, int],
-            quick: dict[str, int], need_truth: bool = False) -> argparse.Namespace:
+def resolve(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    *,
+    defaults: dict[str, int],
+    quick: dict[str, int],
+    need_truth: bool = False,
+) -> argparse.Namespace:
     """Fill unset sizes from ``defaults`` (or ``quick`` with --quick), the noise level as ``noise_std``
     (and ``noise_var``) and the output folder; :class:`CommandError` for a bad combination.
 
@@ -118,13 +146,17 @@ def resolve(parser: argparse.ArgumentParser, args: argparse.Namespace, *, defaul
     if args.fdim is None:
         args.fdim = args.dim
     if need_truth and args.fdim > args.dim:
-        raise CommandError(f"--fdim {args.fdim} > --dim {args.dim}: the coordinates of Z are then dependent and "
-                           f"there is no ground truth, which {parser.prog} compares against (use --fdim <= --dim)")
+        raise CommandError(
+            f"--fdim {args.fdim} > --dim {args.dim}: the coordinates of Z are then dependent and "
+            f"there is no ground truth, which {parser.prog} compares against (use --fdim <= --dim)"
+        )
     args.noise_std, args.noise_var = _noise_level(args)
     del args.noise
     if args.out is None:
-        args.out = Path("results") / (f"{parser.prog[:-3]}-dim{args.dim}-fdim{args.fdim}-noisestd{args.noise_std:.4g}"
-                                      f"-n{args.n}" + ("-quick" if args.quick else ""))
+        args.out = Path("results") / (
+            f"{parser.prog[:-3]}-dim{args.dim}-fdim{args.fdim}-noisestd{args.noise_std:.4g}"
+            f"-n{args.n}" + ("-quick" if args.quick else "")
+        )
     return args
 
 
@@ -134,14 +166,16 @@ def _noise_level(args: argparse.Namespace) -> tuple[float, float]:
     given = [(key, getattr(args, key)) for key in NOISE_FLAGS if getattr(args, key) is not None]
     if not given:
         return NOISE_STD_DEFAULT, 0.1
-    (key, value), = given
+    ((key, value),) = given
     flag, power = NOISE_FLAGS[key]
     low, high = NOISE_STD_RANGE
-    if not low ** power <= value <= high ** power:
+    if not low**power <= value <= high**power:
         what = "standard deviation" if power == 1 else "variance"
-        raise CommandError(f"{flag} {value:g} is outside the supported noise {what} range {low ** power:g} to "
-                           f"{high ** power:g} (noise std {low:g} to {high:g}: below, the ground-truth quadrature "
-                           f"and the float32 mixture kernel lose accuracy; above, the estimates no longer change)")
+        raise CommandError(
+            f"{flag} {value:g} is outside the supported noise {what} range {low**power:g} to "
+            f"{high**power:g} (noise std {low:g} to {high:g}: below, the ground-truth quadrature "
+            f"and the float32 mixture kernel lose accuracy; above, the estimates no longer change)"
+        )
     return (value, value * value) if power == 1 else (math.sqrt(value), value)
 
 
@@ -188,10 +222,13 @@ def check_memory(parts: dict[str, float], flags: str) -> None:
     need = float(sum(parts.values()))
     free = available_memory()
     if free is not None and need > free:
-        largest = "; ".join(f"{name}: {size / GIB:.1f} GiB" for name, size in
-                            sorted(parts.items(), key=lambda kv: -kv[1])[:3])
-        raise CommandError(f"this run needs about {need / GIB:.1f} GiB of memory ({largest}) but "
-                           f"{free / GIB:.1f} GiB are available; lower {flags}")
+        largest = "; ".join(
+            f"{name}: {size / GIB:.1f} GiB" for name, size in sorted(parts.items(), key=lambda kv: -kv[1])[:3]
+        )
+        raise CommandError(
+            f"this run needs about {need / GIB:.1f} GiB of memory ({largest}) but "
+            f"{free / GIB:.1f} GiB are available; lower {flags}"
+        )
 
 
 def toy_bytes(n: int, dim: int, fdim: int, draws: int) -> float:
@@ -205,7 +242,7 @@ def mixture_bytes(n: int, d: int, draws: int) -> float:
     """Bytes of ``gaussian_dropout_mi`` on n inputs: its working buffers plus copies of the (n, d)
     components and the per-draw terms (measured growth of the resident memory beyond the buffers: 4.9 kB
     per input at d = 64 with one draw, 0.9 kB at d = 8 with 16 draws)."""
-    return MIXTURE_MEMORY_MB * 2 ** 20 + 8.0 * n * (12 * d + 4 * draws + 8)
+    return MIXTURE_MEMORY_MB * 2**20 + 8.0 * n * (12 * d + 4 * draws + 8)
 
 
 def gaussian_bound_bytes(rows: int, d: int) -> float:
@@ -215,9 +252,16 @@ def gaussian_bound_bytes(rows: int, d: int) -> float:
     return 8.0 * rows * (4 * d + 4) + 8.0 * 3 * d * d
 
 
-def run_main(script: str, argv: Sequence[str] | None, *, parse: Callable[[Sequence[str] | None], argparse.Namespace],
-             memory: Callable[[argparse.Namespace], dict[str, float]], seconds: Callable[[argparse.Namespace], float],
-             lower: str, compute: Callable[[argparse.Namespace], int]) -> int:
+def run_main(
+    script: str,
+    argv: Sequence[str] | None,
+    *,
+    parse: Callable[[Sequence[str] | None], argparse.Namespace],
+    memory: Callable[[argparse.Namespace], dict[str, float]],
+    seconds: Callable[[argparse.Namespace], float],
+    lower: str,
+    compute: Callable[[argparse.Namespace], int],
+) -> int:
     """Run a script: ``parse(argv)``, then every check that needs no computation (the memory and the
     rough time, ``lower`` naming the flags that reduce them, and the output folder), then, having said
     the expected time of a long run, ``compute(args)``.
@@ -226,6 +270,7 @@ def run_main(script: str, argv: Sequence[str] | None, *, parse: Callable[[Sequen
     becomes one ``<script>.py: error: ...`` line on stderr and exit status 2, never a traceback; any
     other exception is a bug, reported with its traceback and exit status 1 (:func:`utils.cli.run_command`);
     ``--help`` returns 0."""
+
     def body() -> int:
         args = parse(argv)
         check_memory(memory(args), lower)
@@ -259,8 +304,12 @@ def summarise(values: Sequence[float], stderrs: Sequence[float | None] | None = 
     if stderrs is not None and all(s is not None for s in stderrs):
         stderr = math.sqrt(float(np.sum(np.square(stderrs)))) / len(stderrs)
     spread = float(np.std(vals, ddof=1)) if vals.size > 1 else None
-    return {"value": finite(vals.mean()), "stderr": finite(stderr), "std_over_repeats": finite(spread),
-            "values": [finite(v) for v in vals]}
+    return {
+        "value": finite(vals.mean()),
+        "stderr": finite(stderr),
+        "std_over_repeats": finite(spread),
+        "values": [finite(v) for v in vals],
+    }
 
 
 def series(n: Sequence[int], values: np.ndarray, stderrs: np.ndarray | None = None) -> dict[str, Any]:
@@ -268,19 +317,31 @@ def series(n: Sequence[int], values: np.ndarray, stderrs: np.ndarray | None = No
     with ``stderrs`` of the same shape also ``"stderr"``: the rms Monte Carlo stderr of one repeat."""
     values = np.asarray(values, dtype=np.float64)
     std = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.full(values.shape[1], np.nan)
-    out = {"n": [int(k) for k in n], "mean": [finite(v) for v in values.mean(axis=0)],
-           "std": [finite(v) for v in std], "values": [[finite(v) for v in row] for row in values]}
+    out = {
+        "n": [int(k) for k in n],
+        "mean": [finite(v) for v in values.mean(axis=0)],
+        "std": [finite(v) for v in std],
+        "values": [[finite(v) for v in row] for row in values],
+    }
     if stderrs is not None:
         out["stderr"] = [finite(v) for v in np.sqrt((np.asarray(stderrs) ** 2).mean(axis=0))]
     return out
 
 
-def payload(script: str, args: argparse.Namespace, log_n: float, estimates: dict[str, Any],
-            **extra: Any) -> dict[str, Any]:
+def payload(
+    script: str, args: argparse.Namespace, log_n: float, estimates: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     """The JSON document of a validation run (layout in the module docstring)."""
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    return {"script": script, "args": arguments, "truth": toy_truth(args.dim, args.fdim, args.noise_std),
-            "truth_note": TRUTH_NOTE, "log_n": log_n, "estimates": estimates, **extra}
+    return {
+        "script": script,
+        "args": arguments,
+        "truth": toy_truth(args.dim, args.fdim, args.noise_std),
+        "truth_note": TRUTH_NOTE,
+        "log_n": log_n,
+        "estimates": estimates,
+        **extra,
+    }
 
 
 def _output_names(script: str) -> tuple[str, str]:
@@ -298,13 +359,20 @@ def write_outputs(out_dir: Path, script: str, document: dict[str, Any], figure: 
     return 0
 
 
-def script_main(script: str, *, parse: Callable[[Sequence[str] | None], argparse.Namespace],
-                memory: Callable[[argparse.Namespace], dict[str, float]],
-                seconds: Callable[[argparse.Namespace], float], lower: str,
-                compute: Callable[[argparse.Namespace], int]) -> Callable[[Sequence[str] | None], int]:
+def script_main(
+    script: str,
+    *,
+    parse: Callable[[Sequence[str] | None], argparse.Namespace],
+    memory: Callable[[argparse.Namespace], dict[str, float]],
+    seconds: Callable[[argparse.Namespace], float],
+    lower: str,
+    compute: Callable[[argparse.Namespace], int],
+) -> Callable[[Sequence[str] | None], int]:
     """A script's ``main(argv=None)``: :func:`run_main` with the script's parts."""
+
     def main(argv: Sequence[str] | None = None) -> int:
         return run_main(script, argv, parse=parse, memory=memory, seconds=seconds, lower=lower, compute=compute)
+
     main.__doc__ = f"Run {script}.py; exit status 0, or 2 with one ``{script}.py: error: ...`` line for bad input."
     return main
 
@@ -323,12 +391,16 @@ def print_table(document: dict[str, Any], names: Sequence[str] | None = None) ->
         e = estimates[name]
         print(f"{name:<{width}}{_fmt(e['value']):>10}{_fmt(e['stderr']):>10}{_fmt(e['std_over_repeats']):>10}")
     truth = document["truth"]
-    print(f"{'truth I(X;Z)':<{width}}{_fmt(truth['mi']):>10}   h(Z) {_fmt(truth['h_z'])}  "
-          f"h(Z|X) {_fmt(truth['h_z_given_x'])}")
+    print(
+        f"{'truth I(X;Z)':<{width}}{_fmt(truth['mi']):>10}   h(Z) {_fmt(truth['h_z'])}  "
+        f"h(Z|X) {_fmt(truth['h_z_given_x'])}"
+    )
     print(f"{'log N':<{width}}{_fmt(document['log_n']):>10}")
 
 
-def reference_lines(ax: plt.Axes, truth: float | None, log_n: float | None, *, truth_label: str = "true I(X;Z)") -> None:
+def reference_lines(
+    ax: plt.Axes, truth: float | None, log_n: float | None, *, truth_label: str = "true I(X;Z)"
+) -> None:
     """Horizontal lines for the true value and the log N ceiling."""
     if truth is not None:
         ax.axhline(truth, color="black", lw=2, ls="--", label=truth_label)
@@ -347,8 +419,10 @@ def band(ax: plt.Axes, x: Sequence[float], entry: dict[str, Any], label: str, **
 
 def title(args: argparse.Namespace) -> str:
     """Figure title naming the setting."""
-    return (f"dim {args.dim}, fdim {args.fdim}, noise std {args.noise_std:.4g} (variance {args.noise_var:.4g}), "
-            f"N {args.n}, {args.draws} noise draws, {args.repeats} repeat(s)")
+    return (
+        f"dim {args.dim}, fdim {args.fdim}, noise std {args.noise_std:.4g} (variance {args.noise_var:.4g}), "
+        f"N {args.n}, {args.draws} noise draws, {args.repeats} repeat(s)"
+    )
 
 
 def print_series(n: Sequence[int], columns: dict[str, dict[str, Any]]) -> None:

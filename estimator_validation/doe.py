@@ -18,6 +18,7 @@ conditional model pushes it down.
 Only ``keras`` and ``keras.ops`` are used, so the estimate runs on any Keras backend
 (``KERAS_BACKEND=tensorflow`` or ``jax``); the backend is recorded in ``params``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -84,10 +85,12 @@ def _build_model(family: str, dim: int, fdim: int, hidden: int, layers: int, see
         init = keras.initializers.GlorotUniform(seed=int(layer_seed))
         h = keras.layers.Dense(hidden, activation="relu", kernel_initializer=init, name=f"hidden{i}")(h)
     params = keras.layers.Dense(2 * fdim, kernel_initializer="zeros", name="loc_log_scale")(h)
-    terms = keras.layers.Concatenate()([
-        keras.layers.Reshape((1,))(Marginal(name="marginal")(z_in)),
-        keras.layers.Reshape((1,))(Conditional(name="conditional")(z_in, params)),
-    ])
+    terms = keras.layers.Concatenate()(
+        [
+            keras.layers.Reshape((1,))(Marginal(name="marginal")(z_in)),
+            keras.layers.Reshape((1,))(Conditional(name="conditional")(z_in, params)),
+        ]
+    )
     return keras.Model([x_in, z_in], terms)
 
 
@@ -101,14 +104,16 @@ def _cluster_stderr(values: np.ndarray, groups: np.ndarray) -> float:
     _, inverse = np.unique(groups, return_inverse=True)
     sums, counts = np.bincount(inverse, weights=values), np.bincount(inverse)
     g = sums.size
-    var = g / (g - 1) * float(np.sum((sums - counts * values.mean()) ** 2)) / values.size ** 2
+    var = g / (g - 1) * float(np.sum((sums - counts * values.mean()) ** 2)) / values.size**2
     return math.sqrt(var)
 
 
 def _predict(model, x: np.ndarray, z: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """The (rows, 2) cross-entropy terms of the model, evaluated in batches, float64."""
-    parts = [np.asarray(model.predict_on_batch([x[i:i + batch_size], z[i:i + batch_size]]), dtype=np.float64)
-             for i in range(0, len(x), batch_size)]
+    parts = [
+        np.asarray(model.predict_on_batch([x[i : i + batch_size], z[i : i + batch_size]]), dtype=np.float64)
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(parts)
 
 
@@ -125,8 +130,8 @@ def _fit(model, train: tuple, val: tuple, *, epochs: int, batch_size: int, patie
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n)
         for start in range(0, n, batch_size):
-            batch = order[start:start + batch_size]
-            model.train_on_batch([train[0][batch], train[1][batch]], dummy[:len(batch)])
+            batch = order[start : start + batch_size]
+            model.train_on_batch([train[0][batch], train[1][batch]], dummy[: len(batch)])
         loss = float(_predict(model, *val).sum(axis=1).mean())
         if loss < best - 1e-4:
             best, best_weights, waited = loss, model.get_weights(), 0
@@ -174,7 +179,7 @@ def _split(groups: np.ndarray, test_fraction: float, val_fraction: float, seed: 
         raise ValueError(f"DoE needs more groups to split into train/validation/test, got {ids.size}")
     part = np.zeros(groups.shape, dtype=np.int8)
     part[np.isin(groups, ids[:n_test])] = 2
-    part[np.isin(groups, ids[n_test:n_test + n_val])] = 1
+    part[np.isin(groups, ids[n_test : n_test + n_val])] = 1
     return part, n_test
 
 
@@ -184,10 +189,22 @@ def _standardise(a: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ((a - a[rows].mean(0)) / std).astype(np.float32), std
 
 
-def doe_mi(x: np.ndarray, z: np.ndarray, *, family: str = "gaussian", groups: np.ndarray | None = None,
-           test_fraction: float = 0.2, val_fraction: float = 0.1, hidden: int = 64, layers: int = 2,
-           epochs: int = 300, batch_size: int = 512, learning_rate: float = 5e-3, patience: int = 15,
-           seed: int = 0) -> MIResult:
+def doe_mi(
+    x: np.ndarray,
+    z: np.ndarray,
+    *,
+    family: str = "gaussian",
+    groups: np.ndarray | None = None,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    hidden: int = 64,
+    layers: int = 2,
+    epochs: int = 300,
+    batch_size: int = 512,
+    learning_rate: float = 5e-3,
+    patience: int = 15,
+    seed: int = 0,
+) -> MIResult:
     """DoE estimate of I(X;Z) in nats (``mi``, ``mi_stderr``; ``h_z``, ``h_z_given_x``: the held-out bounds).
 
     ``groups`` (one id per row, e.g. the input index when each input has several noise draws) keeps
@@ -210,17 +227,39 @@ def doe_mi(x: np.ndarray, z: np.ndarray, *, family: str = "gaussian", groups: np
     zs, z_std = _standardise(z, train)
 
     model = _compiled_model(family, x.shape[1], z.shape[1], hidden, layers, learning_rate, seed)
-    epochs_run = _fit(model, (xs[train], zs[train]), (xs[val], zs[val]), epochs=epochs, batch_size=batch_size,
-                      patience=patience, seed=seed)
+    epochs_run = _fit(
+        model,
+        (xs[train], zs[train]),
+        (xs[val], zs[val]),
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        seed=seed,
+    )
     terms = _predict(model, xs[test], zs[test])
     log_jacobian = float(np.log(z_std).sum())
     diff = terms[:, 0] - terms[:, 1]
     return MIResult(
-        method=f"doe_{family}", mi=float(diff.mean()), mi_stderr=_cluster_stderr(diff, groups[test]),
-        h_z=float(terms[:, 0].mean()) + log_jacobian, h_z_stderr=_cluster_stderr(terms[:, 0], groups[test]),
-        h_z_given_x=float(terms[:, 1].mean()) + log_jacobian, n_inputs=int(test.sum()),
-        params={"family": family, "n_train": int(train.sum()), "n_validation": int(val.sum()),
-                "n_test": int(test.sum()), "n_test_groups": int(n_test), "epochs_run": epochs_run, "hidden": hidden,
-                "layers": layers, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
-                "backend": keras.backend.backend(), "reference": "McAllester & Stratos 2020, AISTATS"},
+        method=f"doe_{family}",
+        mi=float(diff.mean()),
+        mi_stderr=_cluster_stderr(diff, groups[test]),
+        h_z=float(terms[:, 0].mean()) + log_jacobian,
+        h_z_stderr=_cluster_stderr(terms[:, 0], groups[test]),
+        h_z_given_x=float(terms[:, 1].mean()) + log_jacobian,
+        n_inputs=int(test.sum()),
+        params={
+            "family": family,
+            "n_train": int(train.sum()),
+            "n_validation": int(val.sum()),
+            "n_test": int(test.sum()),
+            "n_test_groups": int(n_test),
+            "epochs_run": epochs_run,
+            "hidden": hidden,
+            "layers": layers,
+            "learning_rate": learning_rate,
+            "batch_size": batch_size,
+            "seed": seed,
+            "backend": keras.backend.backend(),
+            "reference": "McAllester & Stratos 2020, AISTATS",
+        },
     )

@@ -19,6 +19,7 @@ estimates between seeds (standard deviation, and 1.4826 x the median absolute de
 tails do not inflate) to the mean reported error; 1 is calibrated. Writes error_calibration.json and
 error_calibration.png into --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,19 +28,17 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import matplotlib.pyplot as plt
+import numpy as np
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from estimator_validation import common, workload
+from estimator_validation.ground_truth import toy_truth
+from estimator_validation.toy_problem import make_toy
+from mi_estimators.dropout_MI import gaussian_dropout_mi
+from mi_estimators.mixture import direct_log_density
 
-from estimator_validation import common, workload  # noqa: E402
-from estimator_validation.ground_truth import toy_truth  # noqa: E402
-from estimator_validation.toy_problem import make_toy  # noqa: E402
-from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
-from mi_estimators.mixture import direct_log_density  # noqa: E402
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras is first imported
 
 SCRIPT = "error_calibration"
 DEFAULTS = {"n": 5000, "draws": 2, "repeats": 30}
@@ -51,16 +50,19 @@ BRUTE_FORCE_DRAWS = 200
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line with sizes, noise level and output folder resolved (CommandError for bad flags)."""
-    parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
-                                n_help="inputs per seed", min_n=20)
+    parser = common.make_parser(
+        SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK, n_help="inputs per seed", min_n=20
+    )
     return common.resolve(parser, parser.parse_args(argv), defaults=DEFAULTS, quick=QUICK, need_truth=True)
 
 
 def _memory(args: argparse.Namespace) -> dict[str, float]:
     fixed = min(args.n, FIXED_MAX_N)
-    return {"toy data": common.toy_bytes(args.n, args.dim, args.fdim, args.draws),
-            "mixture": common.mixture_bytes(args.n, args.fdim, args.draws),
-            "brute force": 8.0 * BRUTE_FORCE_DRAWS * fixed * (args.fdim + 4)}
+    return {
+        "toy data": common.toy_bytes(args.n, args.dim, args.fdim, args.draws),
+        "mixture": common.mixture_bytes(args.n, args.fdim, args.draws),
+        "brute force": 8.0 * BRUTE_FORCE_DRAWS * fixed * (args.fdim + 4),
+    }
 
 
 def _seconds(args: argparse.Namespace) -> float:
@@ -79,20 +81,29 @@ def _brute_force_i_n(f: np.ndarray, stds: np.ndarray, seed: int) -> dict[str, tu
     terms = {"lower": np.empty((n, BRUTE_FORCE_DRAWS)), "upper": np.empty((n, BRUTE_FORCE_DRAWS))}
     for k in range(n):
         z = f[k] + stds[k] * rng.standard_normal((BRUTE_FORCE_DRAWS, f.shape[1]))
-        own = direct_log_density(z, f[k:k + 1], stds[k:k + 1])
+        own = direct_log_density(z, f[k : k + 1], stds[k : k + 1])
         terms["lower"][k] = own - direct_log_density(z, f, stds)
         terms["upper"][k] = own - direct_log_density(z, f, stds, leave_out=np.full(len(z), k))
-    return {side: (float(t.mean()), float(math.sqrt(t.var(axis=1, ddof=1).mean() / BRUTE_FORCE_DRAWS / n)))
-            for side, t in terms.items()}
+    return {
+        side: (float(t.mean()), float(math.sqrt(t.var(axis=1, ddof=1).mean() / BRUTE_FORCE_DRAWS / n)))
+        for side, t in terms.items()
+    }
 
 
 def _coverage(values: np.ndarray, errors: np.ndarray, target: float) -> dict:
     z = (values - target) / errors
     mad = 1.4826 * float(np.median(np.abs(values - np.median(values))))
-    return {"values": values.tolist(), "errors": errors.tolist(), "target": target, "z": z.tolist(),
-            "within_2": float(np.mean(np.abs(z) < 2)), "within_3": float(np.mean(np.abs(z) < 3)),
-            "spread_over_error": float(values.std(ddof=1) / errors.mean()) if len(values) > 1 else None,
-            "robust_spread_over_error": mad / float(errors.mean()), "mean_error": float(errors.mean())}
+    return {
+        "values": values.tolist(),
+        "errors": errors.tolist(),
+        "target": target,
+        "z": z.tolist(),
+        "within_2": float(np.mean(np.abs(z) < 2)),
+        "within_3": float(np.mean(np.abs(z) < 3)),
+        "spread_over_error": float(values.std(ddof=1) / errors.mean()) if len(values) > 1 else None,
+        "robust_spread_over_error": mad / float(errors.mean()),
+        "mean_error": float(errors.mean()),
+    }
 
 
 def _compute(args: argparse.Namespace) -> int:
@@ -112,35 +123,47 @@ def _compute(args: argparse.Namespace) -> int:
             fixed.append((res.mi_xz, math.hypot(res.mi_xz_stderr, i_n_se)))
             upper_fixed.append((res.mi_xz_upper, math.hypot(res.mi_xz_upper_stderr, i_n_up_se)))
             bar.update()
-    estimates = {name: common.summarise(*zip(*pairs)) for name, pairs in
-                 (("mixture_inputs_redrawn", redrawn), ("mixture_inputs_fixed", fixed),
-                  ("upper_inputs_redrawn", upper_redrawn), ("upper_inputs_fixed", upper_fixed))}
+    estimates = {
+        name: common.summarise(*zip(*pairs))
+        for name, pairs in (
+            ("mixture_inputs_redrawn", redrawn),
+            ("mixture_inputs_fixed", fixed),
+            ("upper_inputs_redrawn", upper_redrawn),
+            ("upper_inputs_fixed", upper_fixed),
+        )
+    }
     upper_values = np.asarray([v for v, _ in upper_redrawn])
-    doc = common.payload(SCRIPT, args, math.log(args.n), estimates,
-                         i_n={"value": i_n_lo, "stderr": i_n_se, "upper": i_n_up, "upper_stderr": i_n_up_se,
-                              "n": len(first.f)},
-                         inputs_redrawn=_coverage(*map(np.asarray, zip(*redrawn)), truth),
-                         inputs_fixed=_coverage(*map(np.asarray, zip(*fixed)), i_n_lo),
-                         # The upper estimate's expectation at this N is not known in closed form (it is
-                         # above the truth): its spread is checked around the mean over seeds.
-                         upper_inputs_redrawn=_coverage(*map(np.asarray, zip(*upper_redrawn)),
-                                                        float(upper_values.mean())),
-                         upper_inputs_fixed=_coverage(*map(np.asarray, zip(*upper_fixed)), i_n_up),
-                         truth_below_upper=float(np.mean(upper_values + 3 * np.asarray(
-                             [e for _, e in upper_redrawn]) >= truth)),
-                         elapsed_s=round(time.perf_counter() - start, 2))
+    doc = common.payload(
+        SCRIPT,
+        args,
+        math.log(args.n),
+        estimates,
+        i_n={"value": i_n_lo, "stderr": i_n_se, "upper": i_n_up, "upper_stderr": i_n_up_se, "n": len(first.f)},
+        inputs_redrawn=_coverage(*map(np.asarray, zip(*redrawn)), truth),
+        inputs_fixed=_coverage(*map(np.asarray, zip(*fixed)), i_n_lo),
+        # The upper estimate's expectation at this N is not known in closed form (it is
+        # above the truth): its spread is checked around the mean over seeds.
+        upper_inputs_redrawn=_coverage(*map(np.asarray, zip(*upper_redrawn)), float(upper_values.mean())),
+        upper_inputs_fixed=_coverage(*map(np.asarray, zip(*upper_fixed)), i_n_up),
+        truth_below_upper=float(np.mean(upper_values + 3 * np.asarray([e for _, e in upper_redrawn]) >= truth)),
+        elapsed_s=round(time.perf_counter() - start, 2),
+    )
     for name in COVERAGES:
         c = doc[name]
-        print(f"{name:<21} target {c['target']:.4f}  within 2 / 3 errors: {c['within_2']:.2f} / {c['within_3']:.2f}  "
-              f"spread / error: {c['spread_over_error']:.2f} (robust {c['robust_spread_over_error']:.2f})  "
-              f"mean error {c['mean_error']:.4f}")
+        print(
+            f"{name:<21} target {c['target']:.4f}  within 2 / 3 errors: {c['within_2']:.2f} / {c['within_3']:.2f}  "
+            f"spread / error: {c['spread_over_error']:.2f} (robust {c['robust_spread_over_error']:.2f})  "
+            f"mean error {c['mean_error']:.4f}"
+        )
     return common.write_outputs(args.out, SCRIPT, doc, _figure(doc))
 
 
-COVERAGES = {"inputs_redrawn": "lower - population truth, in total errors",
-             "inputs_fixed": "lower - I_N, in Monte Carlo errors",
-             "upper_inputs_redrawn": "upper - its mean over seeds, in total errors",
-             "upper_inputs_fixed": "upper - its I_N, in Monte Carlo errors"}
+COVERAGES = {
+    "inputs_redrawn": "lower - population truth, in total errors",
+    "inputs_fixed": "lower - I_N, in Monte Carlo errors",
+    "upper_inputs_redrawn": "upper - its mean over seeds, in total errors",
+    "upper_inputs_fixed": "upper - its I_N, in Monte Carlo errors",
+}
 
 
 def _figure(doc: dict) -> plt.Figure:

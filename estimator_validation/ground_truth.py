@@ -27,6 +27,7 @@ the population value from below as N grows, and I_N <= log N always (at dim 10 w
 population value of about 18 nats is far above log N = 6.9, so log N binds). In one dimension
 :func:`finite_sample_truth_1d` computes I_N for a given draw by quadrature.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,7 +65,10 @@ def expected_log_abs_f(scale: float = TOY_SCALE, shift: float = TOY_SHIFT) -> fl
     """E[log|a X + b|] for X ~ N(0, 1), by ``quad`` on the half-lines either side of x = -b/a."""
     _check_params(1.0, scale)
     x0 = -shift / scale
-    g = lambda x: math.exp(-0.5 * x * x - LOG_SQRT_2PI) * math.log(abs(scale * x + shift))
+
+    def g(x):
+        return math.exp(-0.5 * x * x - LOG_SQRT_2PI) * math.log(abs(scale * x + shift))
+
     left = integrate.quad(g, -math.inf, x0, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
     right = integrate.quad(g, x0, math.inf, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
     return left + right
@@ -93,8 +97,9 @@ def _log_space_density(noise_std: float, scale: float, shift: float):
     step = min(_MAX_STEP, noise_std / _STEPS_PER_STD)  # log|D| has width about sigma in log space for small sigma
     top = _grid_top(noise_std, scale, shift)
     if (top - _BOTTOM) / step > _MAX_GRID:
-        raise ValueError(f"noise_std {noise_std:g} is too small for the quadrature grid (use >= "
-                         f"{min_noise_std(scale, shift):.2g})")
+        raise ValueError(
+            f"noise_std {noise_std:g} is too small for the quadrature grid (use >= {min_noise_std(scale, shift):.2g})"
+        )
     grid = np.arange(_BOTTOM, top + step, step)
     e = np.exp(grid)
     # density of (log|Y|, sign Y) and (log|D|, sign D): p(s e^l) e^l
@@ -121,8 +126,9 @@ def marginal_entropy_1d(noise_std: float, scale: float = TOY_SCALE, shift: float
     return float(h_ws + mean_w)
 
 
-def marginal_density_1d(z: np.ndarray, noise_std: float, scale: float = TOY_SCALE,
-                        shift: float = TOY_SHIFT) -> np.ndarray:
+def marginal_density_1d(
+    z: np.ndarray, noise_std: float, scale: float = TOY_SCALE, shift: float = TOY_SHIFT
+) -> np.ndarray:
     """p(z) of one coordinate, p_W(log|z|, sign z) / |z| interpolated from the log-space grid (inf at 0)."""
     w, _, plus, minus = _log_space_density(noise_std, scale, shift)
     z = np.asarray(z, dtype=np.float64)
@@ -148,6 +154,7 @@ def toy_truth(dim: int, fdim: int, noise_std: float) -> dict[str, float | None]:
     h_zx = fdim * conditional_entropy_1d(float(noise_std))
     return {"mi": h_z - h_zx, "h_z": h_z, "h_z_given_x": h_zx}
 
+
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 _BREAKS = np.array([-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0])
 
@@ -172,9 +179,9 @@ def mixture_entropy_1d(means: np.ndarray, stds: np.ndarray, *, max_memory_mb: in
     inv = 1.0 / stds
     total = 0.0
     for start in range(0, points.size, chunk):
-        z = points[start:start + chunk, None]
+        z = points[start : start + chunk, None]
         dens = (np.exp(-0.5 * ((z - means) * inv) ** 2 - LOG_SQRT_2PI) * inv).sum(axis=1) / means.size
-        total -= float(np.dot(weights[start:start + chunk], special.xlogy(dens, dens)))
+        total -= float(np.dot(weights[start : start + chunk], special.xlogy(dens, dens)))
     return total
 
 

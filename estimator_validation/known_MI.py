@@ -16,6 +16,7 @@ With fdim = 1 (and N <= 5000) the exact target of the mixture estimator for the 
 
 Usage: python estimator_validation/known_MI.py --dim 1 --fdim 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,23 +26,21 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import matplotlib.pyplot as plt
+import numpy as np
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from estimator_validation import common, workload
+from estimator_validation.doe import doe_mi
+from estimator_validation.ground_truth import finite_sample_truth_1d
+from estimator_validation.toy_problem import ToyData
+from mi_estimators.binning import binning_mi
+from mi_estimators.dropout_MI import gaussian_dropout_mi
+from mi_estimators.edge import edge_mi
+from mi_estimators.ksg import ksg_mi
+from mi_estimators.upper_bound import gaussian_dropout_upper_bound
 
-from estimator_validation import common, workload  # noqa: E402
-from estimator_validation.doe import doe_mi  # noqa: E402
-from estimator_validation.ground_truth import finite_sample_truth_1d  # noqa: E402
-from estimator_validation.toy_problem import ToyData  # noqa: E402
-from mi_estimators.binning import binning_mi  # noqa: E402
-from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
-from mi_estimators.edge import edge_mi  # noqa: E402
-from mi_estimators.ksg import ksg_mi  # noqa: E402
-from mi_estimators.upper_bound import gaussian_dropout_upper_bound  # noqa: E402
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras is first imported
 
 SCRIPT = "known_MI"
 BIN_COUNTS = (2, 5, 10, 15, 20, 50, 100)
@@ -59,8 +58,15 @@ DOE_EPOCHS = {"quick": 60, "default": 300}
 MIN_N = 20
 # the exact finite-sample target costs O(N^2) quadrature work: about 10 s at N = 5000
 FINITE_TRUTH_MAX_N = 5000
-NAMES = ("mixture", "gaussian_upper_bound", *(f"binning_bins_{k}" for k in BIN_COUNTS),
-         *(f"binning_size_{s:g}" for s in BIN_SIZES), "ksg", "edge", *(f"doe_{f}" for f in DOE_FAMILIES))
+NAMES = (
+    "mixture",
+    "gaussian_upper_bound",
+    *(f"binning_bins_{k}" for k in BIN_COUNTS),
+    *(f"binning_size_{s:g}" for s in BIN_SIZES),
+    "ksg",
+    "edge",
+    *(f"doe_{f}" for f in DOE_FAMILIES),
+)
 
 
 def _estimators(data: ToyData, seed: int, quick: bool) -> dict:
@@ -70,8 +76,9 @@ def _estimators(data: ToyData, seed: int, quick: bool) -> dict:
     doe_kwargs = {"epochs": DOE_EPOCHS["quick"], "patience": 8} if quick else {}
 
     def mixture():
-        r = gaussian_dropout_mi(data.f, noise_std=data.noise_std, draws=draws, seed=seed,
-                                max_memory_mb=common.MIXTURE_MEMORY_MB)
+        r = gaussian_dropout_mi(
+            data.f, noise_std=data.noise_std, draws=draws, seed=seed, max_memory_mb=common.MIXTURE_MEMORY_MB
+        )
         return r.mi_xz, r.mi_xz_stderr, {}
 
     def upper_bound():
@@ -80,8 +87,11 @@ def _estimators(data: ToyData, seed: int, quick: bool) -> dict:
 
     def binning(**kw):
         r = binning_mi(data.z, **kw)
-        return r.mi_xz, None, {"value_range": r.params["value_range"], "n_bins": r.params["n_bins"],
-                               "bin_size": r.params["bin_size"]}
+        return (
+            r.mi_xz,
+            None,
+            {"value_range": r.params["value_range"], "n_bins": r.params["n_bins"], "bin_size": r.params["bin_size"]},
+        )
 
     def ksg():
         return ksg_mi(data.x, pairs_z, k=3, seed=seed).mi, None, {}
@@ -96,10 +106,15 @@ def _estimators(data: ToyData, seed: int, quick: bool) -> dict:
         r = doe_mi(data.x[data.index], data.z, family=family, groups=data.index, seed=seed, **doe_kwargs)
         return r.mi, r.mi_stderr, {k: r.params[k] for k in ("epochs_run", "n_test", "n_test_groups")}
 
-    return {"mixture": mixture, "gaussian_upper_bound": upper_bound,
-            **{f"binning_bins_{k}": (lambda k=k: binning(n_bins=k)) for k in BIN_COUNTS},
-            **{f"binning_size_{s:g}": (lambda s=s: binning(bin_size=s)) for s in BIN_SIZES},
-            "ksg": ksg, "edge": edge, **{f"doe_{f}": (lambda f=f: doe(f)) for f in DOE_FAMILIES}}
+    return {
+        "mixture": mixture,
+        "gaussian_upper_bound": upper_bound,
+        **{f"binning_bins_{k}": (lambda k=k: binning(n_bins=k)) for k in BIN_COUNTS},
+        **{f"binning_size_{s:g}": (lambda s=s: binning(bin_size=s)) for s in BIN_SIZES},
+        "ksg": ksg,
+        "edge": edge,
+        **{f"doe_{f}": (lambda f=f: doe(f)) for f in DOE_FAMILIES},
+    }
 
 
 def _figure(doc: dict, args) -> plt.Figure:
@@ -107,14 +122,21 @@ def _figure(doc: dict, args) -> plt.Figure:
     plus a third panel that zooms on the non-binning estimators, with error bars."""
     est = doc["estimates"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 1, 0.9]})
-    lines = [("mixture", "mixture (dropout MI)"), ("gaussian_upper_bound", "Gaussian upper bound"),
-             ("ksg", "KSG"), ("edge", "EDGE"), ("doe_gaussian", "DoE (Gaussian)"), ("doe_logistic", "DoE (logistic)")]
+    lines = [
+        ("mixture", "mixture (dropout MI)"),
+        ("gaussian_upper_bound", "Gaussian upper bound"),
+        ("ksg", "KSG"),
+        ("edge", "EDGE"),
+        ("doe_gaussian", "DoE (Gaussian)"),
+        ("doe_logistic", "DoE (logistic)"),
+    ]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    panels = [(axes[0], BIN_COUNTS, [f"binning_bins_{k}" for k in BIN_COUNTS], "number of bins"),
-              (axes[1], BIN_SIZES, [f"binning_size_{s:g}" for s in BIN_SIZES], "bin size")]
+    panels = [
+        (axes[0], BIN_COUNTS, [f"binning_bins_{k}" for k in BIN_COUNTS], "number of bins"),
+        (axes[1], BIN_SIZES, [f"binning_size_{s:g}" for s in BIN_SIZES], "bin size"),
+    ]
     for ax, xs, names, xlabel in panels:
-        entry = {"mean": [est[n]["value"] for n in names],
-                 "std": [est[n]["std_over_repeats"] for n in names]}
+        entry = {"mean": [est[n]["value"] for n in names], "std": [est[n]["std_over_repeats"] for n in names]}
         common.band(ax, xs, entry, "binning of Z", color="tab:olive")
         for (name, label), colour in zip(lines, colours):
             ax.axhline(est[name]["value"], color=colour, lw=1.5, label=label)
@@ -141,15 +163,22 @@ def _figure(doc: dict, args) -> plt.Figure:
     if doc["truth"]["mi"] is not None:
         ax.axvline(doc["truth"]["mi"], color="black", lw=2, ls="--", label="true I(X;Z)")
     if doc.get("truth_finite_sample"):
-        ax.axvline(doc["truth_finite_sample"]["mi"], color="black", lw=1, ls="-.",
-                   label="exact I(X;Z) for the drawn inputs")
+        ax.axvline(
+            doc["truth_finite_sample"]["mi"], color="black", lw=1, ls="-.", label="exact I(X;Z) for the drawn inputs"
+        )
     ax.axvline(doc["log_n"], color="grey", lw=1.5, ls=":", label="log N")
     ax.set_xlabel("I(X;Z) [nats]")
     ax.set_title("estimators (bars: std over repeats, else stderr)", fontsize=9)
     handles, labels = axes[1].get_legend_handles_labels()
     extra = [(h, lab) for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in labels]
-    fig.legend(handles + [h for h, _ in extra], labels + [lab for _, lab in extra], loc="lower center",
-               ncol=6, fontsize=8, bbox_to_anchor=(0.5, -0.08))
+    fig.legend(
+        handles + [h for h, _ in extra],
+        labels + [lab for _, lab in extra],
+        loc="lower center",
+        ncol=6,
+        fontsize=8,
+        bbox_to_anchor=(0.5, -0.08),
+    )
     fig.suptitle(common.title(args), fontsize=10)
     fig.tight_layout()
     return fig
@@ -163,15 +192,18 @@ def _memory(args) -> dict[str, float]:
     estimators = {
         "mixture": common.mixture_bytes(n, fdim, ns),
         "Gaussian bound": common.gaussian_bound_bytes(rows, fdim),
-        "binning": 8.0 * rows * (4 * fdim + 4),               # bin ids, floor temporaries, row sort
-        "KSG": 8.0 * n * (3 * (dim + fdim) + 12),             # jittered copies, joint array, KD-trees
-        "EDGE": 8.0 * n * (3 * (dim + fdim) + 5),             # standardised copies, bucket ids
-        "DoE": 8.0 * rows * (7 * (dim + fdim) + 2),           # x per draw, float32 copies, splits
-        "exact I_N": (64 + 2e-4 * n) * 2 ** 20 if fdim == 1 and n <= FINITE_TRUTH_MAX_N else 0.0,
+        "binning": 8.0 * rows * (4 * fdim + 4),  # bin ids, floor temporaries, row sort
+        "KSG": 8.0 * n * (3 * (dim + fdim) + 12),  # jittered copies, joint array, KD-trees
+        "EDGE": 8.0 * n * (3 * (dim + fdim) + 5),  # standardised copies, bucket ids
+        "DoE": 8.0 * rows * (7 * (dim + fdim) + 2),  # x per draw, float32 copies, splits
+        "exact I_N": (64 + 2e-4 * n) * 2**20 if fdim == 1 and n <= FINITE_TRUTH_MAX_N else 0.0,
     }
     largest = max(estimators, key=estimators.get)
-    return {"interpreter and Keras": common.BASE_BYTES + common.KERAS_BYTES,
-            "toy data": common.toy_bytes(n, dim, fdim, ns), f"estimator {largest}": estimators[largest]}
+    return {
+        "interpreter and Keras": common.BASE_BYTES + common.KERAS_BYTES,
+        "toy data": common.toy_bytes(n, dim, fdim, ns),
+        f"estimator {largest}": estimators[largest],
+    }
 
 
 def _seconds(args) -> float:
@@ -181,13 +213,15 @@ def _seconds(args) -> float:
     rows, joint = n * ns, dim + fdim
     # early stopping typically ends DoE after about 50 epochs (known_MI.json: epochs_run)
     doe_steps = math.ceil(0.7 * rows / 512) * min(60, DOE_EPOCHS["quick" if args.quick else "default"])
-    per_repeat = (workload.mixture_seconds(n, fdim, ns)
-                  + 1e-8 * rows * fdim * (fdim + 10)                        # Gaussian bound
-                  + len(BIN_COUNTS + BIN_SIZES) * 1e-6 * rows * fdim        # binning: sorting the binned rows
-                  + 2e-6 * n * math.log2(n) * joint                         # KSG
-                  + 12 * 1e-6 * n * joint                                   # EDGE
-                  + len(DOE_FAMILIES) * doe_steps * (0.02 + 2e-7 * joint)   # DoE training steps
-                  + (4e-7 * n * n if fdim == 1 and n <= FINITE_TRUTH_MAX_N else 0.0))
+    per_repeat = (
+        workload.mixture_seconds(n, fdim, ns)
+        + 1e-8 * rows * fdim * (fdim + 10)  # Gaussian bound
+        + len(BIN_COUNTS + BIN_SIZES) * 1e-6 * rows * fdim  # binning: sorting the binned rows
+        + 2e-6 * n * math.log2(n) * joint  # KSG
+        + 12 * 1e-6 * n * joint  # EDGE
+        + len(DOE_FAMILIES) * doe_steps * (0.02 + 2e-7 * joint)  # DoE training steps
+        + (4e-7 * n * n if fdim == 1 and n <= FINITE_TRUTH_MAX_N else 0.0)
+    )
     return KERAS_START_SECONDS + args.repeats * per_repeat
 
 
@@ -211,7 +245,9 @@ def _summaries(values: dict) -> dict:
     """The JSON entry of each estimator: value, stderr and spread over repeats, notes and warnings."""
     estimates = {}
     for name, runs in values.items():
-        estimates[name] = common.summarise([r[0] for r in runs], [r[1] for r in runs] if runs[0][1] is not None else None)
+        estimates[name] = common.summarise(
+            [r[0] for r in runs], [r[1] for r in runs] if runs[0][1] is not None else None
+        )
         notes = {k: v for k, v in runs[0][2].items() if k != "warnings"}
         warned = sorted({w for r in runs for w in r[2].get("warnings", [])})
         estimates[name].update(notes | ({"warnings": warned} if warned else {}))
@@ -221,15 +257,18 @@ def _summaries(values: dict) -> dict:
 def _finite_truth_entry(finite_truth: list) -> dict:
     entry = {key: float(np.mean([t[key] for t in finite_truth])) for key in ("mi", "h_z", "h_z_given_x")}
     entry["values"] = [t["mi"] for t in finite_truth]
-    entry["note"] = ("exact I_N = h(Z_N) - h(Z|X)_N for X uniform over each repeat's drawn inputs (quadrature), "
-                     "the target of the mixture estimator, averaged over repeats")
+    entry["note"] = (
+        "exact I_N = h(Z_N) - h(Z|X)_N for X uniform over each repeat's drawn inputs (quadrature), "
+        "the target of the mixture estimator, averaged over repeats"
+    )
     return entry
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line with sizes, noise level and output folder resolved (CommandError for bad flags)."""
-    parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
-                                n_help="number of inputs N", min_n=MIN_N)
+    parser = common.make_parser(
+        SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK, n_help="number of inputs N", min_n=MIN_N
+    )
     return common.resolve(parser, parser.parse_args(argv), defaults=DEFAULTS, quick=QUICK)
 
 

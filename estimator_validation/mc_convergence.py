@@ -14,6 +14,7 @@ paper's range, up to --n) and each of --repeats independent draws:
 The sizes are nested: size n uses the first n inputs of each repeat's draw. The truth needs
 --fdim <= --dim. Writes mc_convergence.json and mc_convergence.png into --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,18 +23,16 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import matplotlib.pyplot as plt
+import numpy as np
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from estimator_validation import common, workload
+from estimator_validation.toy_problem import sample_conditional_entropy
+from mi_estimators.dropout_MI import gaussian_dropout_mi
+from utils.cli import int_arg
 
-from estimator_validation import common, workload  # noqa: E402
-from estimator_validation.toy_problem import sample_conditional_entropy  # noqa: E402
-from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
-from utils.cli import int_arg  # noqa: E402
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras is first imported
 
 SCRIPT = "mc_convergence"
 SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 150000)
@@ -42,9 +41,11 @@ QUICK = {"n": 2000, "draws": 2, "repeats": 3, "mi_max_n": 500}
 LOWER = "--n, --mi-max-n, --draws or --fdim"
 """The flags that reduce the memory and time a run needs."""
 MIN_N = 10
-SERIES_NOTE = ("h_z_given_x: closed form averaged over the n inputs; mixture_h_z_given_x: the same quantity as "
-               "returned by gaussian_dropout_mi (a cross-check of the noise convention); mixture_mi.stderr: rms "
-               "Monte Carlo stderr of one repeat")
+SERIES_NOTE = (
+    "h_z_given_x: closed form averaged over the n inputs; mixture_h_z_given_x: the same quantity as "
+    "returned by gaussian_dropout_mi (a cross-check of the noise convention); mixture_mi.stderr: rms "
+    "Monte Carlo stderr of one repeat"
+)
 
 
 def _figure(doc: dict, args) -> plt.Figure:
@@ -71,9 +72,12 @@ def _memory(args) -> dict[str, float]:
     """Estimated peak memory (bytes) by part: the inputs (one draw each), the closed form's temporaries
     and the mixture estimate at the largest n."""
     n, fdim = args.n, args.fdim
-    return {"interpreter": common.BASE_BYTES, "toy data": common.toy_bytes(n, args.dim, fdim, 1),
-            "h(Z|X) temporaries": 3 * 8 * n * fdim,
-            "estimator mixture": common.mixture_bytes(min(n, args.mi_max_n), fdim, args.draws)}
+    return {
+        "interpreter": common.BASE_BYTES,
+        "toy data": common.toy_bytes(n, args.dim, fdim, 1),
+        "h(Z|X) temporaries": 3 * 8 * n * fdim,
+        "estimator mixture": common.mixture_bytes(min(n, args.mi_max_n), fdim, args.draws),
+    }
 
 
 def _seconds(args) -> float:
@@ -93,8 +97,13 @@ def _run(args, sizes: list[int], mi_sizes: list[int]) -> dict[str, np.ndarray]:
             out["hzx"][rep] = [sample_conditional_entropy(data.f[:m], args.noise_std) for m in sizes]
             for j, m in enumerate(mi_sizes):
                 bar.set_postfix_str(f"n={m}")
-                r = gaussian_dropout_mi(data.f[:m], noise_std=args.noise_std, draws=args.draws,
-                                        seed=est_seed, max_memory_mb=common.MIXTURE_MEMORY_MB)
+                r = gaussian_dropout_mi(
+                    data.f[:m],
+                    noise_std=args.noise_std,
+                    draws=args.draws,
+                    seed=est_seed,
+                    max_memory_mb=common.MIXTURE_MEMORY_MB,
+                )
                 out["mi"][rep, j], out["mi_se"][rep, j], out["hzx_est"][rep, j] = r.mi_xz, r.mi_xz_stderr, r.h_z_given_x
                 out["up"][rep, j], out["up_se"][rep, j] = r.mi_xz_upper, r.mi_xz_upper_stderr
                 bar.update()
@@ -103,11 +112,15 @@ def _run(args, sizes: list[int], mi_sizes: list[int]) -> dict[str, np.ndarray]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line with sizes, noise level and output folder resolved (CommandError for bad flags)."""
-    parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
-                                n_help="largest number of inputs", min_n=MIN_N)
-    parser.add_argument("--mi-max-n", type=int_arg(MIN_N), default=None,
-                        help=common.size_help("largest n for the mixture estimate of I(X;Z)", "mi_max_n",
-                                              DEFAULTS, QUICK))
+    parser = common.make_parser(
+        SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK, n_help="largest number of inputs", min_n=MIN_N
+    )
+    parser.add_argument(
+        "--mi-max-n",
+        type=int_arg(MIN_N),
+        default=None,
+        help=common.size_help("largest n for the mixture estimate of I(X;Z)", "mi_max_n", DEFAULTS, QUICK),
+    )
     return common.resolve(parser, parser.parse_args(argv), defaults=DEFAULTS, quick=QUICK, need_truth=True)
 
 
@@ -116,17 +129,28 @@ def _compute(args: argparse.Namespace) -> int:
     sizes = common.size_grid(SIZES, args.n)
     mi_sizes = common.size_grid(SIZES, min(args.n, args.mi_max_n))
     r = _run(args, sizes, mi_sizes)
-    series = {"h_z_given_x": common.series(sizes, r["hzx"]), "mixture_mi": common.series(mi_sizes, r["mi"], r["mi_se"]),
-              "mixture_mi_upper": common.series(mi_sizes, r["up"], r["up_se"]),
-              "mixture_h_z_given_x": common.series(mi_sizes, r["hzx_est"])}
+    series = {
+        "h_z_given_x": common.series(sizes, r["hzx"]),
+        "mixture_mi": common.series(mi_sizes, r["mi"], r["mi_se"]),
+        "mixture_mi_upper": common.series(mi_sizes, r["up"], r["up_se"]),
+        "mixture_h_z_given_x": common.series(mi_sizes, r["hzx_est"]),
+    }
     series["mixture_mi"]["log_n"] = [math.log(m) for m in mi_sizes]
-    estimates = {f"h_z_given_x_mc_n{sizes[-1]}": common.summarise(r["hzx"][:, -1]),
-                 f"mixture_n{mi_sizes[-1]}": common.summarise(r["mi"][:, -1], r["mi_se"][:, -1]),
-                 f"mixture_upper_n{mi_sizes[-1]}": common.summarise(r["up"][:, -1], r["up_se"][:, -1])}
+    estimates = {
+        f"h_z_given_x_mc_n{sizes[-1]}": common.summarise(r["hzx"][:, -1]),
+        f"mixture_n{mi_sizes[-1]}": common.summarise(r["mi"][:, -1], r["mi_se"][:, -1]),
+        f"mixture_upper_n{mi_sizes[-1]}": common.summarise(r["up"][:, -1], r["up_se"][:, -1]),
+    }
     doc = common.payload(SCRIPT, args, math.log(mi_sizes[-1]), estimates, series=series, series_note=SERIES_NOTE)
     doc["elapsed_s"] = round(time.perf_counter() - start, 2)
-    common.print_series(sizes, {"h(Z|X) MC": series["h_z_given_x"], "I(X;Z) mixture": series["mixture_mi"],
-                                "I(X;Z) upper": series["mixture_mi_upper"]})
+    common.print_series(
+        sizes,
+        {
+            "h(Z|X) MC": series["h_z_given_x"],
+            "I(X;Z) mixture": series["mixture_mi"],
+            "I(X;Z) upper": series["mixture_mi_upper"],
+        },
+    )
     common.print_table(doc)
     return common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
 

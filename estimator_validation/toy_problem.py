@@ -7,6 +7,7 @@ the seed :data:`PROJECTION_SEED` (independent of ``--seed``) as the Q factor of 
 orthonormal rows when ``fdim < dim`` (then AX ~ N(0, I_fdim) and the truth is known) and orthonormal
 columns when ``fdim > dim`` (a rank-``dim`` embedding; no ground truth).
 """
+
 from __future__ import annotations
 
 import math
@@ -85,8 +86,8 @@ def population_covariance(dim: int, fdim: int, noise_std: float) -> np.ndarray:
     From E[f f^T] = a^2 A A^T + b^2 11^T and E[D_i D_j] = 1 + sigma^2 [i = j].
     """
     a = projection_matrix(dim, fdim)
-    gram = TOY_SCALE ** 2 * a @ a.T
-    return gram + noise_std ** 2 * np.diag(np.diag(gram) + TOY_SHIFT ** 2)
+    gram = TOY_SCALE**2 * a @ a.T
+    return gram + noise_std**2 * np.diag(np.diag(gram) + TOY_SHIFT**2)
 
 
 def gaussian_bound_limit(dim: int, fdim: int, noise_std: float) -> float:

@@ -16,6 +16,7 @@ Writes upper_bound_check.json and
 upper_bound_check.png into --out; ``checks.bound_above_truth`` says, per n, whether the mean bound is
 at or above the true h(Z).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,18 +25,16 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import matplotlib.pyplot as plt
+import numpy as np
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from estimator_validation import common, workload
+from estimator_validation.toy_problem import gaussian_bound_limit
+from mi_estimators.dropout_MI import gaussian_dropout_mi
+from mi_estimators.upper_bound import gaussian_entropy_upper_bound
 
-from estimator_validation import common, workload  # noqa: E402
-from estimator_validation.toy_problem import gaussian_bound_limit  # noqa: E402
-from mi_estimators.dropout_MI import gaussian_dropout_mi  # noqa: E402
-from mi_estimators.upper_bound import gaussian_entropy_upper_bound  # noqa: E402
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras is first imported
 
 SCRIPT = "upper_bound_check"
 SIZES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -52,7 +51,13 @@ def _figure(doc: dict, args) -> plt.Figure:
     common.band(ax, s["gaussian_upper_bound_h_z"]["n"], s["gaussian_upper_bound_h_z"], "Gaussian upper bound")
     common.band(ax, s["mixture_h_z"]["n"], s["mixture_h_z"], "mixture estimate")
     ax.axhline(truth, color="black", lw=2, ls="--", label="true h(Z)")
-    ax.axhline(doc["gaussian_bound_limit"], color="tab:blue", lw=1, ls=":", label="limit of the bound, 1/2 log det(2 pi e Cov Z)")
+    ax.axhline(
+        doc["gaussian_bound_limit"],
+        color="tab:blue",
+        lw=1,
+        ls=":",
+        label="limit of the bound, 1/2 log det(2 pi e Cov Z)",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("number of inputs n")
     ax.set_ylabel("h(Z) [nats]")
@@ -64,18 +69,26 @@ def _figure(doc: dict, args) -> plt.Figure:
 def _memory(args) -> dict[str, float]:
     """Estimated peak memory (bytes) by part: the toy data and the larger of the two estimators."""
     n, ns, fdim = args.n, args.draws, args.fdim
-    estimators = {"Gaussian bound": common.gaussian_bound_bytes(n * ns, fdim),
-                  "mixture": common.mixture_bytes(n, fdim, ns)}
+    estimators = {
+        "Gaussian bound": common.gaussian_bound_bytes(n * ns, fdim),
+        "mixture": common.mixture_bytes(n, fdim, ns),
+    }
     largest = max(estimators, key=estimators.get)
-    return {"interpreter": common.BASE_BYTES, "toy data": common.toy_bytes(n, args.dim, fdim, ns),
-            f"estimator {largest}": estimators[largest], "Cov(Z) and its log-determinant": 8.0 * 4 * fdim ** 2}
+    return {
+        "interpreter": common.BASE_BYTES,
+        "toy data": common.toy_bytes(n, args.dim, fdim, ns),
+        f"estimator {largest}": estimators[largest],
+        "Cov(Z) and its log-determinant": 8.0 * 4 * fdim**2,
+    }
 
 
 def _seconds(args) -> float:
     """Rough seconds of the run: per repeat and size, the Gaussian bound and the mixture estimate."""
     ns, fdim = args.draws, args.fdim
-    per_repeat = sum(workload.mixture_seconds(m, fdim, ns) + 1e-8 * m * ns * fdim * (fdim + 10)
-                     for m in common.size_grid(SIZES, args.n))
+    per_repeat = sum(
+        workload.mixture_seconds(m, fdim, ns) + 1e-8 * m * ns * fdim * (fdim + 10)
+        for m in common.size_grid(SIZES, args.n)
+    )
     return args.repeats * per_repeat
 
 
@@ -87,8 +100,13 @@ def _run(args, sizes: list[int]) -> dict[str, np.ndarray]:
             for j, m in enumerate(sizes):
                 bar.set_postfix_str(f"n={m}")
                 out["bound"][rep, j] = gaussian_entropy_upper_bound(data.z[: m * args.draws]).h_z
-                r = gaussian_dropout_mi(data.f[:m], noise_std=data.noise_std, draws=args.draws,
-                                        seed=est_seed, max_memory_mb=common.MIXTURE_MEMORY_MB)
+                r = gaussian_dropout_mi(
+                    data.f[:m],
+                    noise_std=data.noise_std,
+                    draws=args.draws,
+                    seed=est_seed,
+                    max_memory_mb=common.MIXTURE_MEMORY_MB,
+                )
                 out["mix"][rep, j], out["mix_se"][rep, j] = r.h_z, r.h_z_stderr
                 bar.update()
     return out
@@ -98,25 +116,32 @@ def _checks(doc: dict, sizes: list[int]) -> dict:
     """Per n, the mean bound minus the true h(Z) and whether it is at or above it."""
     mean_bound = np.asarray(doc["series"]["gaussian_upper_bound_h_z"]["mean"], dtype=np.float64)
     truth = doc["truth"]["h_z"]
-    return {"n": sizes, "bound_minus_truth": [float(v) for v in mean_bound - truth],
-            "bound_above_truth": [bool(v) for v in mean_bound >= truth]}
+    return {
+        "n": sizes,
+        "bound_minus_truth": [float(v) for v in mean_bound - truth],
+        "bound_above_truth": [bool(v) for v in mean_bound >= truth],
+    }
 
 
 def _report(doc: dict, sizes: list[int]) -> None:
     series, truth = doc["series"], doc["truth"]["h_z"]
-    common.print_series(sizes, {"h(Z) Gaussian bound": series["gaussian_upper_bound_h_z"],
-                                "h(Z) mixture": series["mixture_h_z"]})
+    common.print_series(
+        sizes, {"h(Z) Gaussian bound": series["gaussian_upper_bound_h_z"], "h(Z) mixture": series["mixture_h_z"]}
+    )
     print(f"true h(Z): {truth:.4f}; large-n limit of the Gaussian bound: {doc['gaussian_bound_limit']:.4f}")
     below = [n for n, ok in zip(sizes, doc["checks"]["bound_above_truth"]) if not ok]
     if below:
-        print(f"note: the mean Gaussian bound is below the true h(Z) at n = {below}: at small n it bounds the entropy "
-              f"of the n-input mixture (below h(Z)) from a noisy covariance estimate")
+        print(
+            f"note: the mean Gaussian bound is below the true h(Z) at n = {below}: at small n it bounds the entropy "
+            f"of the n-input mixture (below h(Z)) from a noisy covariance estimate"
+        )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line with sizes, noise level and output folder resolved (CommandError for bad flags)."""
-    parser = common.make_parser(SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK,
-                                n_help="largest number of inputs", min_n=MIN_N)
+    parser = common.make_parser(
+        SCRIPT, __doc__.split("\n\n")[0], defaults=DEFAULTS, quick=QUICK, n_help="largest number of inputs", min_n=MIN_N
+    )
     return common.resolve(parser, parser.parse_args(argv), defaults=DEFAULTS, quick=QUICK, need_truth=True)
 
 
@@ -124,12 +149,22 @@ def _compute(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     sizes = common.size_grid(SIZES, args.n)
     r = _run(args, sizes)
-    series = {"gaussian_upper_bound_h_z": common.series(sizes, r["bound"]),
-              "mixture_h_z": common.series(sizes, r["mix"], r["mix_se"])}
-    estimates = {f"gaussian_upper_bound_h_z_n{sizes[-1]}": common.summarise(r["bound"][:, -1]),
-                 f"mixture_h_z_n{sizes[-1]}": common.summarise(r["mix"][:, -1], r["mix_se"][:, -1])}
-    doc = common.payload(SCRIPT, args, math.log(args.n), estimates, series=series,
-                         gaussian_bound_limit=gaussian_bound_limit(args.dim, args.fdim, args.noise_std))
+    series = {
+        "gaussian_upper_bound_h_z": common.series(sizes, r["bound"]),
+        "mixture_h_z": common.series(sizes, r["mix"], r["mix_se"]),
+    }
+    estimates = {
+        f"gaussian_upper_bound_h_z_n{sizes[-1]}": common.summarise(r["bound"][:, -1]),
+        f"mixture_h_z_n{sizes[-1]}": common.summarise(r["mix"][:, -1], r["mix_se"][:, -1]),
+    }
+    doc = common.payload(
+        SCRIPT,
+        args,
+        math.log(args.n),
+        estimates,
+        series=series,
+        gaussian_bound_limit=gaussian_bound_limit(args.dim, args.fdim, args.noise_std),
+    )
     doc["checks"] = _checks(doc, sizes)
     doc["elapsed_s"] = round(time.perf_counter() - start, 2)
     _report(doc, sizes)

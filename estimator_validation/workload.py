@@ -7,6 +7,7 @@ and as one line per unit of work when stderr is piped or redirected (a bar there
 the end). Times are for two idle CPU cores; the models below are rough (a factor of 3 either way),
 enough to tell a minute from a day.
 """
+
 from __future__ import annotations
 
 import sys
@@ -48,15 +49,19 @@ def duration(seconds: float) -> str:
 def check_time(seconds: float, flags: str) -> None:
     """:class:`CommandError` naming ``flags`` when a run would take longer than :data:`MAX_SECONDS`."""
     if seconds > MAX_SECONDS:
-        raise CommandError(f"this run would take about {duration(seconds)} (the limit is {duration(MAX_SECONDS)}); "
-                           f"lower {flags}")
+        raise CommandError(
+            f"this run would take about {duration(seconds)} (the limit is {duration(MAX_SECONDS)}); lower {flags}"
+        )
 
 
 def announce(prog: str, seconds: float) -> None:
     """Say the expected time on stderr before a run longer than :data:`LONG_SECONDS` starts."""
     if seconds > LONG_SECONDS:
-        print(f"{prog}: expected time about {duration(seconds)} on two CPU cores (a rough estimate from the sizes)",
-              file=sys.stderr, flush=True)
+        print(
+            f"{prog}: expected time about {duration(seconds)} on two CPU cores (a rough estimate from the sizes)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class LineProgress:
@@ -72,8 +77,11 @@ class LineProgress:
     def update(self, count: int = 1) -> None:
         self.done += count
         what = f" ({self.postfix})" if self.postfix else ""
-        print(f"{self.desc}: {self.done}/{self.total} {self.unit}{what} done, "
-              f"{time.perf_counter() - self.start:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"{self.desc}: {self.done}/{self.total} {self.unit}{what} done, {time.perf_counter() - self.start:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self) -> LineProgress:
         return self

@@ -5,17 +5,28 @@ All estimators return :class:`~mi_estimators.results.MIResult` with values in na
 are imported on first use (PEP 562), so that importing one module of the package, such as
 ``mi_estimators.checks`` from a command line, does not load SciPy and scikit-learn.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 _WHERE = {
-    "MIResult": "results", "binning_mi": "binning", "discrete_entropy": "discrete", "discrete_mi": "discrete",
-    "edge_mi": "edge", "estimate_layer_mi": "dropout_MI", "gaussian_dropout_mi": "dropout_MI",
-    "gaussian_dropout_upper_bound": "upper_bound", "gaussian_entropy_upper_bound": "upper_bound",
-    "information_dropout_mi": "dropout_MI", "kde_mi_bounds": "kde", "ksg_mi": "ksg", "ksg_mi_labels": "ksg",
-    "mixture_log_density": "mixture", "noisy_representations": "noise",
+    "MIResult": "results",
+    "binning_mi": "binning",
+    "discrete_entropy": "discrete",
+    "discrete_mi": "discrete",
+    "edge_mi": "edge",
+    "estimate_layer_mi": "dropout_MI",
+    "gaussian_dropout_mi": "dropout_MI",
+    "gaussian_dropout_upper_bound": "upper_bound",
+    "gaussian_entropy_upper_bound": "upper_bound",
+    "information_dropout_mi": "dropout_MI",
+    "kde_mi_bounds": "kde",
+    "ksg_mi": "ksg",
+    "ksg_mi_labels": "ksg",
+    "mixture_log_density": "mixture",
+    "noisy_representations": "noise",
 }
 __all__ = sorted(_WHERE)
 

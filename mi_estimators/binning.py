@@ -14,6 +14,7 @@ with their delta-method standard errors over the draw of the inputs as ``*_sampl
 For continuous X the result measures the geometry of T at the chosen bin size, not a property of the
 network (Amjad & Geiger 2019; Adilova et al. 2023): the bin settings and range are always reported.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,12 +26,18 @@ from mi_estimators.discrete import discrete_entropy, entropy_with_stderr, mi_wit
 from mi_estimators.results import MIResult
 
 FORMS = ("szt", "binned_x")
-MAX_BINS = 2 ** 52
+MAX_BINS = 2**52
 """Most bins per coordinate: bin indices above 2^53 are no longer exact in float64 (silently merged bins)."""
 
 
-def bin_values(values: np.ndarray, *, n_bins: int | None = None, bin_size: float | None = None,
-               value_range: tuple[float, float] | None = None, name: str = "values") -> tuple[np.ndarray, dict]:
+def bin_values(
+    values: np.ndarray,
+    *,
+    n_bins: int | None = None,
+    bin_size: float | None = None,
+    value_range: tuple[float, float] | None = None,
+    name: str = "values",
+) -> tuple[np.ndarray, dict]:
     """Bin every entry of ``values`` (N x d) on one uniform grid; return (N x d int bin indices, grid info).
 
     The grid starts at ``value_range[0]`` (default: the smallest entry) and has either ``n_bins`` bins
@@ -55,20 +62,34 @@ def bin_values(values: np.ndarray, *, n_bins: int | None = None, bin_size: float
     else:
         width = check_float(bin_size, "bin_size")
         if span / width > MAX_BINS:
-            raise InputError(f"bin_size {width:g} cuts the range {lo:g} to {hi:g} into {span / width:.3g} bins; at "
-                             f"most 2^52 keep the bin indices exact: use a larger bin_size")
+            raise InputError(
+                f"bin_size {width:g} cuts the range {lo:g} to {hi:g} into {span / width:.3g} bins; at "
+                f"most 2^52 keep the bin indices exact: use a larger bin_size"
+            )
         count = max(1, math.ceil(span / width))
     outside = int(np.count_nonzero((arr < lo) | (arr > hi)))
     ids = np.clip(np.floor((arr - lo) / width), 0, count - 1).astype(np.int64)
-    info = {"value_range": [lo, hi], "n_bins": count, "bin_size": width, "n_outside_range": outside,
-            "range_from_data": value_range is None}
+    info = {
+        "value_range": [lo, hi],
+        "n_bins": count,
+        "bin_size": width,
+        "n_outside_range": outside,
+        "range_from_data": value_range is None,
+    }
     return ids, info
 
 
-def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarray | None = None,
-               *, n_bins: int | None = None, bin_size: float | None = None,
-               value_range: tuple[float, float] | None = None, input_range: tuple[float, float] | None = None,
-               form: str = "szt") -> MIResult:
+def binning_mi(
+    z: np.ndarray,
+    labels: np.ndarray | None = None,
+    inputs: np.ndarray | None = None,
+    *,
+    n_bins: int | None = None,
+    bin_size: float | None = None,
+    value_range: tuple[float, float] | None = None,
+    input_range: tuple[float, float] | None = None,
+    form: str = "szt",
+) -> MIResult:
     """Binning estimate of I(X;T) (``mi_xz``) and, with labels, I(Y;T) (``mi_zy``), in nats; T is the
     representation ``z`` (N, d), one row per input.
 
@@ -91,12 +112,15 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
 
     if form == "szt":
         if inputs is not None:
-            raise InputError("form 'szt' takes X uniform over the rows of z and ignores inputs; "
-                             "use form='binned_x' to bin the inputs too")
+            raise InputError(
+                "form 'szt' takes X uniform over the rows of z and ignores inputs; "
+                "use form='binned_x' to bin the inputs too"
+            )
         (mi_xz, mi_xz_stderr), log_n = (h_t, h_t_stderr), math.log(n)
     else:
-        (mi_xz, mi_xz_stderr), log_n = _binned_x_mi(t, t_sym, inputs, params, n_bins=n_bins, bin_size=bin_size,
-                                                    input_range=input_range)
+        (mi_xz, mi_xz_stderr), log_n = _binned_x_mi(
+            t, t_sym, inputs, params, n_bins=n_bins, bin_size=bin_size, input_range=input_range
+        )
     params["h_t_binned"] = h_t
 
     mi_zy = mi_zy_stderr = h_y = None
@@ -105,13 +129,29 @@ def binning_mi(z: np.ndarray, labels: np.ndarray | None = None, inputs: np.ndarr
         h_y = discrete_entropy(y)
         mi_zy, mi_zy_stderr = mi_with_stderr(t_sym, y)
         params["h_t_given_y_binned"] = h_t - mi_zy
-    return MIResult(method=f"binning_{form}", mi_xz=mi_xz, mi_xz_sampling_stderr=mi_xz_stderr, mi_zy=mi_zy,
-                    mi_zy_sampling_stderr=mi_zy_stderr, h_y=h_y, log_n=log_n, n_inputs=n, params=params)
+    return MIResult(
+        method=f"binning_{form}",
+        mi_xz=mi_xz,
+        mi_xz_sampling_stderr=mi_xz_stderr,
+        mi_zy=mi_zy,
+        mi_zy_sampling_stderr=mi_zy_stderr,
+        h_y=h_y,
+        log_n=log_n,
+        n_inputs=n,
+        params=params,
+    )
 
 
-def _binned_x_mi(t: np.ndarray, t_sym: np.ndarray, inputs: np.ndarray | None, params: dict, *,
-                 n_bins: int | None, bin_size: float | None,
-                 input_range: tuple[float, float] | None) -> tuple[tuple[float, float], float]:
+def _binned_x_mi(
+    t: np.ndarray,
+    t_sym: np.ndarray,
+    inputs: np.ndarray | None,
+    params: dict,
+    *,
+    n_bins: int | None,
+    bin_size: float | None,
+    input_range: tuple[float, float] | None,
+) -> tuple[tuple[float, float], float]:
     """(I(X_b;T_b) = H(X_b) + H(T_b) - H(X_b,T_b) with X binned like T (the reference repo's form), its
     delta-method error) and log of the number of distinct inputs; the input grid goes into ``params``."""
     if inputs is None:
@@ -123,14 +163,21 @@ def _binned_x_mi(t: np.ndarray, t_sym: np.ndarray, inputs: np.ndarray | None, pa
     x_ids, x_info = bin_values(x, n_bins=n_bins, bin_size=bin_size, value_range=input_range, name="inputs")
     x_sym = symbol_ids(x_ids)
     h_x = discrete_entropy(x_sym)
-    params.update({"h_x_binned": h_x, "input_range": x_info["value_range"], "input_n_bins": x_info["n_bins"],
-                   "input_bin_size": x_info["bin_size"], "input_n_outside_range": x_info["n_outside_range"]})
+    params.update(
+        {
+            "h_x_binned": h_x,
+            "input_range": x_info["value_range"],
+            "input_n_bins": x_info["n_bins"],
+            "input_bin_size": x_info["bin_size"],
+            "input_n_outside_range": x_info["n_outside_range"],
+        }
+    )
     return mi_with_stderr(x_sym, t_sym), math.log(len(np.unique(x, axis=0)))
 
 
 def _check_range(value_range) -> tuple[float, float]:
     try:
-        if isinstance(value_range, (str, bytes)):   # "12" would otherwise read as (1, 2)
+        if isinstance(value_range, (str, bytes)):  # "12" would otherwise read as (1, 2)
             raise TypeError
         lo, hi = (float(v) for v in value_range)
     except (TypeError, ValueError):

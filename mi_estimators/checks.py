@@ -4,6 +4,7 @@
 This module imports nothing from the rest of the project (and only NumPy), so every layer (estimators,
 training, analysis, validation scripts) can use it and a command line's ``--help`` stays fast.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,7 @@ class InputError(ValueError):
 MAX_ABS = 1e150
 """Largest magnitude :func:`as_samples` accepts by default: the estimators square and sum entries, and
 squares of larger values overflow float64 (1.8e308) into NaN results."""
-MAX_EXACT_LABEL = 2.0 ** 53
+MAX_EXACT_LABEL = 2.0**53
 """Float labels at or above this magnitude are not exact integers any more."""
 
 
@@ -39,18 +40,21 @@ def as_array(x: Any, name: str) -> np.ndarray:
         raise InputError(f"{name} must be a numeric array, got {type(x).__name__}")
     try:
         arr = np.asarray(x)
-    except (ValueError, TypeError) as err:     # ragged nested lists
+    except (ValueError, TypeError) as err:  # ragged nested lists
         raise InputError(f"{name} must be a numeric array: {err}") from None
     if np.iscomplexobj(arr):
-        raise InputError(f"{name} must be real, got complex dtype {arr.dtype}; pass its real part, modulus or "
-                         f"both parts as separate features")
+        raise InputError(
+            f"{name} must be real, got complex dtype {arr.dtype}; pass its real part, modulus or "
+            f"both parts as separate features"
+        )
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InputError(f"{name} must be a numeric array, got dtype {arr.dtype}")
     return arr
 
 
-def as_samples(x: Any, name: str = "x", *, min_rows: int = 2, dtype: Any = np.float64,
-               max_abs: float | None = MAX_ABS) -> np.ndarray:
+def as_samples(
+    x: Any, name: str = "x", *, min_rows: int = 2, dtype: Any = np.float64, max_abs: float | None = MAX_ABS
+) -> np.ndarray:
     """Return ``x`` as a finite 2-D real array of shape (n_rows, n_features).
 
     A 1-D array is read as n rows of one feature. Raises :class:`InputError` for other ranks,
@@ -75,8 +79,10 @@ def as_samples(x: Any, name: str = "x", *, min_rows: int = 2, dtype: Any = np.fl
             f"{name} contains {int(bad.sum())} NaN/inf values in {rows.size} rows (first at row {rows[0]})"
         )
     if max_abs is not None and arr.dtype != bool and arr.size and np.abs(arr).max() > max_abs:
-        raise InputError(f"{name} has values up to {float(np.abs(arr).max()):.3g} in magnitude; the estimators "
-                         f"square them, which overflows above {max_abs:g}: rescale {name}")
+        raise InputError(
+            f"{name} has values up to {float(np.abs(arr).max()):.3g} in magnitude; the estimators "
+            f"square them, which overflows above {max_abs:g}: rescale {name}"
+        )
     return arr
 
 
@@ -111,8 +117,9 @@ def as_labels(y: Any, n_rows: int, name: str = "labels") -> np.ndarray:
         whole = np.isfinite(arr) & (arr == np.round(arr)) & (np.abs(arr) < MAX_EXACT_LABEL)
         if not whole.all():
             first = int(np.flatnonzero(~whole)[0])
-            raise InputError(f"{name} must be integer class indices (below 2^53 in magnitude), got {arr[first]!r} "
-                             f"at entry {first}")
+            raise InputError(
+                f"{name} must be integer class indices (below 2^53 in magnitude), got {arr[first]!r} at entry {first}"
+            )
         arr = arr.astype(np.int64)
     return arr
 
@@ -122,8 +129,10 @@ def _one_hot_indices(arr: np.ndarray, name: str) -> np.ndarray:
     ok = np.all((arr == 0) | (arr == 1), axis=1) & (np.count_nonzero(arr, axis=1) == 1)
     if not ok.all():
         first = int(np.flatnonzero(~ok)[0])
-        raise InputError(f"{name} of shape {arr.shape} must be one-hot rows (0/1 with exactly one 1); row {first} "
-                         f"is {arr[first].tolist()}; pass 1-D class indices instead")
+        raise InputError(
+            f"{name} of shape {arr.shape} must be one-hot rows (0/1 with exactly one 1); row {first} "
+            f"is {arr[first].tolist()}; pass 1-D class indices instead"
+        )
     return arr.argmax(axis=1)
 
 
@@ -169,11 +178,14 @@ def check_fits_in_memory(nbytes: float, what: str) -> None:
     except (AttributeError, ValueError, OSError):
         return
     if nbytes > 0.8 * total:
-        raise InputError(f"{what} needs {nbytes / 2 ** 30:.3g} GiB, more than this machine's "
-                         f"{total / 2 ** 30:.0f} GiB of memory allows; ask for less")
+        raise InputError(
+            f"{what} needs {nbytes / 2**30:.3g} GiB, more than this machine's "
+            f"{total / 2**30:.0f} GiB of memory allows; ask for less"
+        )
 
 
 # -- scalar validators: InputError naming the argument ------------------------------------------------
+
 
 def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
     """``value`` as an int in [minimum, maximum]; bools, floats and strings are refused."""
@@ -192,8 +204,9 @@ def check_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def check_float(value: Any, name: str, *, minimum: float = 0.0, inclusive: bool = False,
-                maximum: float | None = None) -> float:
+def check_float(
+    value: Any, name: str, *, minimum: float = 0.0, inclusive: bool = False, maximum: float | None = None
+) -> float:
     """``value`` as a finite float above ``minimum`` (``inclusive``: at least it) and at most ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or np.ndim(value):
         raise InputError(f"{name} must be a number, got {value!r}")

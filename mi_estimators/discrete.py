@@ -12,6 +12,7 @@ those terms over sqrt(N). That describes the variance only. When most occupied c
 the terms are nearly equal, the error goes to 0, and the plug-in bias (up to (K - 1) / (2 N) for K
 occupied cells) is what limits the estimate of the population value.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -77,5 +78,9 @@ def discrete_mi(a: np.ndarray, b: np.ndarray) -> MIResult:
     ia, ib = symbol_ids(a), symbol_ids(b)
     joint = _joint_ids(ia, ib)
     h_a, h_b, h_ab = discrete_entropy(ia), discrete_entropy(ib), discrete_entropy(joint)
-    return MIResult(method="discrete_plugin", mi=max(h_a + h_b - h_ab, 0.0), n_inputs=len(ia),
-                    params={"h_a": h_a, "h_b": h_b, "h_ab": h_ab})
+    return MIResult(
+        method="discrete_plugin",
+        mi=max(h_a + h_b - h_ab, 0.0),
+        n_inputs=len(ia),
+        params={"h_a": h_a, "h_b": h_b, "h_ab": h_ab},
+    )

@@ -51,6 +51,7 @@ subsets for the same N and seed, so every epoch of a run uses the same ones; abo
 inputs can exceed O(log N) (McAllester & Stratos, AISTATS 2020); a slope near 1 means the value is
 set by N, not by the network.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,9 +75,11 @@ PILOT_MIN = 100
 TINY_CODE = 1e-3
 """|f| below this counts as a tiny code: multiplicative noise on it makes h(Z|X) very negative."""
 _NESTED_STREAM = 7919
-_BERNOULLI = ("Bernoulli dropout leaves I(X;Z) infinite: the all-ones mask has positive probability, so "
-              "Z = f(x) exactly with positive probability and X is recoverable from Z (Adilova, Geiger & "
-              "Fischer 2023). Use Gaussian or information dropout to obtain a finite information plane.")
+_BERNOULLI = (
+    "Bernoulli dropout leaves I(X;Z) infinite: the all-ones mask has positive probability, so "
+    "Z = f(x) exactly with positive probability and X is recoverable from Z (Adilova, Geiger & "
+    "Fischer 2023). Use Gaussian or information dropout to obtain a finite information plane."
+)
 
 
 @dataclass(frozen=True)
@@ -107,14 +110,22 @@ class MixtureOptions:
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(options) - set(known))
         if unknown:
-            raise InputError(f"unknown option(s) {', '.join(unknown)}; the mixture estimators take "
-                             f"{', '.join(known)} and clip_min")
+            raise InputError(
+                f"unknown option(s) {', '.join(unknown)}; the mixture estimators take {', '.join(known)} and clip_min"
+            )
         return cls(draws, seed, **options)
 
 
-def gaussian_dropout_mi(f: np.ndarray, noise_std: float, labels: np.ndarray | None = None,
-                        draws: int = 1, seed: int = 0, *, clip_min: float | None = None,
-                        **options: Any) -> MIResult:
+def gaussian_dropout_mi(
+    f: np.ndarray,
+    noise_std: float,
+    labels: np.ndarray | None = None,
+    draws: int = 1,
+    seed: int = 0,
+    *,
+    clip_min: float | None = None,
+    **options: Any,
+) -> MIResult:
     """Mixture estimate of I(X;Z) (and I(Y;Z) with ``labels``) for Gaussian dropout, nats.
 
     ``f`` (N, d) are the noise-free dropout inputs, ``noise_std`` sigma the standard deviation of the
@@ -125,15 +136,27 @@ def gaussian_dropout_mi(f: np.ndarray, noise_std: float, labels: np.ndarray | No
     """
     sigma = check_float(noise_std, "noise_std")
     f, n_clipped = activations(f, clip_min, allow_negative=True)
-    params = {"noise_std": sigma, "clip_min": clip_min, "n_clipped": n_clipped,
-              "tiny_code_fraction": float(np.mean(np.abs(f) < TINY_CODE))}
-    return _mixture_mi("gaussian_dropout_mixture", f, sigma * np.abs(f), labels,
-                       MixtureOptions.of(draws, seed, options), params)
+    params = {
+        "noise_std": sigma,
+        "clip_min": clip_min,
+        "n_clipped": n_clipped,
+        "tiny_code_fraction": float(np.mean(np.abs(f) < TINY_CODE)),
+    }
+    return _mixture_mi(
+        "gaussian_dropout_mixture", f, sigma * np.abs(f), labels, MixtureOptions.of(draws, seed, options), params
+    )
 
 
-def information_dropout_mi(f: np.ndarray, alphas: np.ndarray, labels: np.ndarray | None = None,
-                           draws: int = 1, seed: int = 0, *, clip_min: float | None = None,
-                           **options: Any) -> MIResult:
+def information_dropout_mi(
+    f: np.ndarray,
+    alphas: np.ndarray,
+    labels: np.ndarray | None = None,
+    draws: int = 1,
+    seed: int = 0,
+    *,
+    clip_min: float | None = None,
+    **options: Any,
+) -> MIResult:
     """Mixture estimate of I(X;Z) (and I(Y;Z)) for information dropout, in log space, nats.
 
     Components N(log f(x_k), diag alpha(x_k)^2); ``f`` must be positive (softplus units) and
@@ -142,14 +165,20 @@ def information_dropout_mi(f: np.ndarray, alphas: np.ndarray, labels: np.ndarray
     """
     f, n_clipped = activations(f, clip_min, allow_negative=False)
     alpha = log_noise_stds(alphas, f.shape)
-    params = {"space": "log", "clip_min": clip_min, "n_clipped": n_clipped,
-              "tiny_code_fraction": float(np.mean(f < TINY_CODE))}
-    return _mixture_mi("information_dropout_mixture", np.log(f), alpha, labels,
-                       MixtureOptions.of(draws, seed, options), params)
+    params = {
+        "space": "log",
+        "clip_min": clip_min,
+        "n_clipped": n_clipped,
+        "tiny_code_fraction": float(np.mean(f < TINY_CODE)),
+    }
+    return _mixture_mi(
+        "information_dropout_mixture", np.log(f), alpha, labels, MixtureOptions.of(draws, seed, options), params
+    )
 
 
-def estimate_layer_mi(layer: dict, f: np.ndarray, *, alphas: np.ndarray | None = None,
-                      labels: np.ndarray | None = None, **kwargs: Any) -> MIResult:
+def estimate_layer_mi(
+    layer: dict, f: np.ndarray, *, alphas: np.ndarray | None = None, labels: np.ndarray | None = None, **kwargs: Any
+) -> MIResult:
     """Dispatch on a ``config.json`` layer entry: ``layer["dropout"]`` and ``layer["noise_std"]``.
 
     Gaussian dropout uses ``layer["noise_std"]`` (the run folder's single source of the noise
@@ -157,8 +186,10 @@ def estimate_layer_mi(layer: dict, f: np.ndarray, *, alphas: np.ndarray | None =
     I(X;Z) is infinite). ``kwargs`` go to the estimator.
     """
     if not isinstance(layer, Mapping):
-        raise InputError(f"layer must be a config.json layer entry (a dict with 'dropout' and 'noise_std'), "
-                         f"got {type(layer).__name__}")
+        raise InputError(
+            f"layer must be a config.json layer entry (a dict with 'dropout' and 'noise_std'), "
+            f"got {type(layer).__name__}"
+        )
     kind, name = layer.get("dropout"), layer.get("name")
     if kind == "gaussian":
         if alphas is not None:
@@ -173,8 +204,7 @@ def estimate_layer_mi(layer: dict, f: np.ndarray, *, alphas: np.ndarray | None =
     elif kind == "bernoulli":
         raise InputError(f"layer {name!r}: {_BERNOULLI}")
     else:
-        raise InputError(f"layer {name!r}: unknown dropout kind {kind!r} (expected gaussian, information "
-                         "or bernoulli)")
+        raise InputError(f"layer {name!r}: unknown dropout kind {kind!r} (expected gaussian, information or bernoulli)")
     result.params.update({"layer": name, "dropout": kind, "p": layer.get("p")})
     return result
 
@@ -186,8 +216,10 @@ def log_noise_stds(alphas: np.ndarray, shape: tuple[int, ...] | None = None) -> 
     if shape is not None and alpha.shape != shape:
         raise InputError(f"alphas must have the shape of f {shape}, got {alpha.shape}")
     if (alpha <= 0).any():
-        raise InputError(f"alphas must be positive (the standard deviation of the log-noise); "
-                         f"{int((alpha <= 0).sum())} entries are <= 0")
+        raise InputError(
+            f"alphas must be positive (the standard deviation of the log-noise); "
+            f"{int((alpha <= 0).sum())} entries are <= 0"
+        )
     return alpha
 
 
@@ -201,8 +233,9 @@ def activations(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) 
     exactly-zero entries without ``clip_min``, and for negative ones unless ``allow_negative``)."""
     f = as_samples(f, "f", min_rows=2)
     if not allow_negative and (f < 0).any():
-        raise InputError(f"f must be positive for information dropout (log-normal noise); "
-                         f"{int((f < 0).sum())} entries are negative")
+        raise InputError(
+            f"f must be positive for information dropout (log-normal noise); {int((f < 0).sum())} entries are negative"
+        )
     if clip_min is None:
         zero = f == 0
         if zero.any():
@@ -211,7 +244,8 @@ def activations(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) 
                 f"f contains {int(zero.sum())} exactly-zero entries in {rows.size} inputs (first at "
                 f"row {rows[0]}); the conditional density of Z is degenerate there (I(X;Z) is infinite). Use "
                 "softplus instead of ReLU before the dropout layer, or pass clip_min (e.g. 1e-6) to raise "
-                "|f| below it to clip_min")
+                "|f| below it to clip_min"
+            )
         return f, 0
     clip = check_float(clip_min, "clip_min")
     low = np.abs(f) < clip
@@ -222,6 +256,7 @@ def activations(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) 
 
 
 # -- one estimate: X uniform over a set of inputs -----------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Estimate:
@@ -256,8 +291,9 @@ class _Terms:
     max_error_bound: float = 0.0
 
 
-def _estimate(means: np.ndarray, stds: np.ndarray, y: np.ndarray | None, rows: np.ndarray,
-              opts: MixtureOptions) -> _Estimate:
+def _estimate(
+    means: np.ndarray, stds: np.ndarray, y: np.ndarray | None, rows: np.ndarray, opts: MixtureOptions
+) -> _Estimate:
     """I(X;Z) (and I(Y;Z)) for X uniform over the inputs ``rows`` (indices into means/stds/y)."""
     mu, s = means[rows], stds[rows]
     yy = None if y is None else np.unique(y[rows], return_inverse=True)[1].ravel()
@@ -269,12 +305,20 @@ def _estimate(means: np.ndarray, stds: np.ndarray, y: np.ndarray | None, rows: n
     xz = control_variate_mean(terms.xz, terms.cv, terms.inputs, n)
     zy = None if terms.zy is None else control_variate_mean(terms.zy, terms.cv, terms.inputs, n)
     upper = control_variate_mean(terms.xz_upper, terms.cv, terms.inputs, n)
-    return _Estimate(n=n, xz=xz, xz_upper=upper, zy=zy,
-                     unpaired=control_variate_mean(terms.xz, terms.cv, terms.inputs, n, 0.0),
-                     paired=control_variate_mean(terms.xz, terms.cv, terms.inputs, n, 1.0),
-                     h_zx=conditional_entropy(s), h_y=None if yy is None else discrete_entropy(yy),
-                     n_components=len(comp), points=len(terms.inputs), float64_rows=terms.float64_rows,
-                     max_error_bound=terms.max_error_bound)
+    return _Estimate(
+        n=n,
+        xz=xz,
+        xz_upper=upper,
+        zy=zy,
+        unpaired=control_variate_mean(terms.xz, terms.cv, terms.inputs, n, 0.0),
+        paired=control_variate_mean(terms.xz, terms.cv, terms.inputs, n, 1.0),
+        h_zx=conditional_entropy(s),
+        h_y=None if yy is None else discrete_entropy(yy),
+        n_components=len(comp),
+        points=len(terms.inputs),
+        float64_rows=terms.float64_rows,
+        max_error_bound=terms.max_error_bound,
+    )
 
 
 def _component_rows(n: int, opts: MixtureOptions) -> np.ndarray:
@@ -295,8 +339,15 @@ def _draw_counts(rows: np.ndarray, opts: MixtureOptions) -> np.ndarray:
     return counts
 
 
-def _evaluate(mu: np.ndarray, s: np.ndarray, y: np.ndarray | None, rows: np.ndarray, comp: np.ndarray,
-              counts: np.ndarray, opts: MixtureOptions) -> _Terms:
+def _evaluate(
+    mu: np.ndarray,
+    s: np.ndarray,
+    y: np.ndarray | None,
+    rows: np.ndarray,
+    comp: np.ndarray,
+    counts: np.ndarray,
+    opts: MixtureOptions,
+) -> _Terms:
     """Draw the noisy points in blocks of inputs and evaluate the mixture at them (bounded memory).
 
     The kernel sums every component but the point's own (``leave_out``), which gives the
@@ -307,38 +358,43 @@ def _evaluate(mu: np.ndarray, s: np.ndarray, y: np.ndarray | None, rows: np.ndar
     """
     n, d = mu.shape
     mix = prepare_mixture(mu[comp], s[comp], groups=None if y is None else y[comp])
-    log_norm = -np.log(s).sum(axis=1) - d * LOG_SQRT_2PI          # log-normaliser of component k
+    log_norm = -np.log(s).sum(axis=1) - d * LOG_SQRT_2PI  # log-normaliser of component k
     component_of = np.full(n, -1)
     component_of[comp] = np.arange(len(comp))
     class_size = None if y is None else np.bincount(y[comp])
-    kernel_options = {"backend": opts.backend, "dtype": opts.dtype, "max_memory_mb": 0.75 * opts.max_memory_mb,
-                      "progress": opts.progress}
+    kernel_options = {
+        "backend": opts.backend,
+        "dtype": opts.dtype,
+        "max_memory_mb": 0.75 * opts.max_memory_mb,
+        "progress": opts.progress,
+    }
     # A quarter of the memory budget holds the noise and points of a block of inputs, the rest the kernel.
     per_draw = 8 * (3 * d + 8)
-    budget = max(1, int(opts.max_memory_mb * 2 ** 20 / 4 // (per_draw * counts.max())))
+    budget = max(1, int(opts.max_memory_mb * 2**20 / 4 // (per_draw * counts.max())))
     parts = []
     stats = {"float64_rows": 0, "max_error_bound": 0.0}
     for k0 in range(0, n, budget):
-        inputs = np.repeat(np.arange(k0, min(k0 + budget, n)), counts[k0:k0 + budget])
-        draw = np.arange(len(inputs)) - np.searchsorted(inputs, inputs)    # 0, 1, ... within each input
+        inputs = np.repeat(np.arange(k0, min(k0 + budget, n)), counts[k0 : k0 + budget])
+        draw = np.arange(len(inputs)) - np.searchsorted(inputs, inputs)  # 0, 1, ... within each input
         eps = standard_normal_draws(opts.seed, rows[inputs], draw, d)
         noise_sq = np.einsum("md,md->m", eps, eps)
         own = component_of[inputs]
-        log_own = log_norm[inputs] - 0.5 * noise_sq                      # exact log p(z | x_k)
+        log_own = log_norm[inputs] - 0.5 * noise_sq  # exact log p(z | x_k)
         z = mu[inputs] + s[inputs] * eps
         if y is None:
             loo, info = mix.log_density(z, leave_out=own, **kernel_options)
-        else:   # columns: the whole mixture, the point's own class
+        else:  # columns: the whole mixture, the point's own class
             loo, info = mix.log_density_own_group(z, y[inputs], leave_out=own, **kernel_options)
         log_loo = loo[:, 0]
         log_p = _with_own(log_loo, log_own, own >= 0, len(comp))
         zy = None if y is None else _with_own(loo[:, 1], log_own, own >= 0, class_size[y[inputs]]) - log_p
         stats["float64_rows"] += info["float64_rows"]
         stats["max_error_bound"] = max(stats["max_error_bound"], info["max_error_bound"])
-        entropy = 0.5 * d - log_norm[inputs]                                # h_k
+        entropy = 0.5 * d - log_norm[inputs]  # h_k
         parts.append((inputs, -log_p - entropy, -log_loo - entropy, 0.5 * (d - noise_sq), zy))
-    inputs, xz, xz_upper, cv, zy = (None if parts[0][i] is None else np.concatenate([p[i] for p in parts])
-                                    for i in range(5))
+    inputs, xz, xz_upper, cv, zy = (
+        None if parts[0][i] is None else np.concatenate([p[i] for p in parts]) for i in range(5)
+    )
     return _Terms(inputs, xz, xz_upper, cv, zy, **stats)
 
 
@@ -351,8 +407,15 @@ def _with_own(log_loo: np.ndarray, log_own: np.ndarray, left_out: np.ndarray, n:
 
 # -- the full estimate with its convergence-in-N subsets --------------------------------------------
 
-def _mixture_mi(method: str, means: np.ndarray, stds: np.ndarray, labels: np.ndarray | None,
-                opts: MixtureOptions, params: dict[str, Any]) -> MIResult:
+
+def _mixture_mi(
+    method: str,
+    means: np.ndarray,
+    stds: np.ndarray,
+    labels: np.ndarray | None,
+    opts: MixtureOptions,
+    params: dict[str, Any],
+) -> MIResult:
     n = len(means)
     y = None if labels is None else np.unique(as_labels(labels, n), return_inverse=True)[1].ravel()
     full = _estimate(means, stds, y, np.arange(n), opts)
@@ -364,18 +427,40 @@ def _mixture_mi(method: str, means: np.ndarray, stds: np.ndarray, labels: np.nda
 
 def _result(method: str, est: _Estimate, params: dict[str, Any], opts: MixtureOptions) -> MIResult:
     h_z = est.xz.value + est.h_zx
-    params.update({"draws": opts.draws, "seed": opts.seed, "points": est.points,
-                   "pilot_inputs": est.points - est.n * opts.draws, "n_components": est.n_components,
-                   "component_subsample": est.n_components < est.n, "backend": opts.backend, "dtype": opts.dtype,
-                   "control_variate_beta": est.xz.beta,
-                   "mi_xz_unpaired": est.unpaired.value, "mi_xz_unpaired_stderr": est.unpaired.stderr,
-                   "mi_xz_paired": est.paired.value, "mi_xz_paired_stderr": est.paired.stderr,
-                   "kernel_float64_points": est.float64_rows, "kernel_max_error_bound": est.max_error_bound})
-    result = MIResult(method=method, mi_xz=est.xz.value, mi_xz_stderr=est.xz.stderr,
-                      mi_xz_sampling_stderr=est.xz.sampling_stderr, mi_xz_upper=est.xz_upper.value,
-                      mi_xz_upper_stderr=est.xz_upper.stderr,
-                      mi_xz_upper_sampling_stderr=est.xz_upper.sampling_stderr, h_z=h_z, h_z_stderr=est.xz.stderr,
-                      h_z_given_x=est.h_zx, log_n=math.log(est.n), n_inputs=est.n, params=params)
+    params.update(
+        {
+            "draws": opts.draws,
+            "seed": opts.seed,
+            "points": est.points,
+            "pilot_inputs": est.points - est.n * opts.draws,
+            "n_components": est.n_components,
+            "component_subsample": est.n_components < est.n,
+            "backend": opts.backend,
+            "dtype": opts.dtype,
+            "control_variate_beta": est.xz.beta,
+            "mi_xz_unpaired": est.unpaired.value,
+            "mi_xz_unpaired_stderr": est.unpaired.stderr,
+            "mi_xz_paired": est.paired.value,
+            "mi_xz_paired_stderr": est.paired.stderr,
+            "kernel_float64_points": est.float64_rows,
+            "kernel_max_error_bound": est.max_error_bound,
+        }
+    )
+    result = MIResult(
+        method=method,
+        mi_xz=est.xz.value,
+        mi_xz_stderr=est.xz.stderr,
+        mi_xz_sampling_stderr=est.xz.sampling_stderr,
+        mi_xz_upper=est.xz_upper.value,
+        mi_xz_upper_stderr=est.xz_upper.stderr,
+        mi_xz_upper_sampling_stderr=est.xz_upper.sampling_stderr,
+        h_z=h_z,
+        h_z_stderr=est.xz.stderr,
+        h_z_given_x=est.h_zx,
+        log_n=math.log(est.n),
+        n_inputs=est.n,
+        params=params,
+    )
     if est.zy is not None:
         result.mi_zy, result.mi_zy_stderr = est.zy.value, est.zy.stderr
         result.mi_zy_sampling_stderr = est.zy.sampling_stderr
@@ -384,20 +469,30 @@ def _result(method: str, est: _Estimate, params: dict[str, Any], opts: MixtureOp
     return result
 
 
-def _add_convergence(result: MIResult, full: _Estimate, means: np.ndarray, stds: np.ndarray,
-                     y: np.ndarray | None, opts: MixtureOptions) -> None:
+def _add_convergence(
+    result: MIResult, full: _Estimate, means: np.ndarray, stds: np.ndarray, y: np.ndarray | None, opts: MixtureOptions
+) -> None:
     """Estimates on nested subsets of N/16 and N/4 inputs; ``saturation`` = dI/dlog N from N/4 to N."""
     n = len(means)
     order = np.random.default_rng([opts.seed, _NESTED_STREAM]).permutation(n)
     quiet = replace(opts, progress=False)
-    subsets = [_estimate(means, stds, y, np.sort(order[:n // k]), quiet) for k in NESTED_DIVISORS
-               if n // k >= MIN_NESTED] + [full]
+    subsets = [
+        _estimate(means, stds, y, np.sort(order[: n // k]), quiet) for k in NESTED_DIVISORS if n // k >= MIN_NESTED
+    ] + [full]
     result.params["convergence"] = [
-        {"n": p.n, "log_n": math.log(p.n), "mi_xz": p.xz.value, "mi_xz_stderr": p.xz.stderr,
-         "mi_xz_upper": p.xz_upper.value, "mi_xz_upper_stderr": p.xz_upper.stderr,
-         "mi_xz_upper_sampling_stderr": p.xz_upper.sampling_stderr,
-         "mi_zy": None if p.zy is None else p.zy.value, "mi_zy_stderr": None if p.zy is None else p.zy.stderr}
-        for p in subsets]
+        {
+            "n": p.n,
+            "log_n": math.log(p.n),
+            "mi_xz": p.xz.value,
+            "mi_xz_stderr": p.xz.stderr,
+            "mi_xz_upper": p.xz_upper.value,
+            "mi_xz_upper_stderr": p.xz_upper.stderr,
+            "mi_xz_upper_sampling_stderr": p.xz_upper.sampling_stderr,
+            "mi_zy": None if p.zy is None else p.zy.value,
+            "mi_zy_stderr": None if p.zy is None else p.zy.stderr,
+        }
+        for p in subsets
+    ]
     if len(subsets) >= 2:
         low, step = subsets[-2], math.log(n / subsets[-2].n)
         result.saturation = (full.xz.value - low.xz.value) / step

@@ -29,6 +29,7 @@ dimensions at a few thousand samples most buckets hold one point and the estimat
 log N (independent 3-D Gaussian pairs, N = 4000: ~0.5 nats instead of 0); a ``UserWarning`` says
 so when the finest hashing leaves fewer than 2 samples per occupied joint bucket.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,16 @@ from typing import Any
 
 import numpy as np
 
-from mi_estimators.checks import (MAX_ABS, InputError, as_samples, check_bool, check_float, check_int,
-                                  check_same_length, power_of_two_scale)
+from mi_estimators.checks import (
+    MAX_ABS,
+    InputError,
+    as_samples,
+    check_bool,
+    check_float,
+    check_int,
+    check_same_length,
+    power_of_two_scale,
+)
 from mi_estimators.discrete import symbol_ids
 from mi_estimators.results import MIResult
 
@@ -49,9 +58,18 @@ MAX_BANDWIDTHS = 1000
 """Each bandwidth is one hashing of all the data; the default ensemble uses 12."""
 
 
-def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, discrete_y: bool = False,
-            n_bandwidths: int = 12, bandwidth: float = 1.5, t_max: float = 4.0,
-            bias_powers: tuple[float, ...] | None = None) -> MIResult:
+def edge_mi(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    U: float = 10.0,
+    seed: int = 0,
+    discrete_y: bool = False,
+    n_bandwidths: int = 12,
+    bandwidth: float = 1.5,
+    t_max: float = 4.0,
+    bias_powers: tuple[float, ...] | None = None,
+) -> MIResult:
     """EDGE estimate (Noshad, Zeng & Hero 2019) of I(X;Y) in nats (field ``mi``).
 
     I = sum_l w_l sum_{edges (i,j)} (N_ij / N) min(log(N_ij N / (N_i M_j)), U) over ``n_bandwidths``
@@ -79,8 +97,9 @@ def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, dis
     dim = u.shape[1] + (0 if discrete_y else v.shape[1])
     powers = (2.0, -float(dim)) if bias_powers is None else _check_powers(bias_powers)
     # One more bandwidth than the number of cancelled bias terms.
-    t = np.linspace(1.0, t_max, check_int(n_bandwidths, "n_bandwidths", minimum=len(powers) + 1,
-                                          maximum=MAX_BANDWIDTHS))
+    t = np.linspace(
+        1.0, t_max, check_int(n_bandwidths, "n_bandwidths", minimum=len(powers) + 1, maximum=MAX_BANDWIDTHS)
+    )
     weights = ensemble_weights(t, powers)
     eps = t * bandwidth * n ** (-1.0 / (2 * dim))
 
@@ -91,30 +110,55 @@ def edge_mi(x: np.ndarray, y: np.ndarray, *, U: float = 10.0, seed: int = 0, dis
         base[idx], capped[idx], n_edges = _dependence_graph_mi(ix, iy, U)
         occupancy[idx] = n / n_edges
     if capped.max() > 0:
-        warnings.warn(f"EDGE: up to {capped.max():.1%} of the sample weight hit the cap U={U} (log N = "
-                      f"{math.log(n):.2f}); the estimate is biased low, raise U", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"EDGE: up to {capped.max():.1%} of the sample weight hit the cap U={U} (log N = "
+            f"{math.log(n):.2f}); the estimate is biased low, raise U",
+            UserWarning,
+            stacklevel=2,
+        )
     if occupancy[0] < MIN_OCCUPANCY:
-        warnings.warn(f"EDGE: at the finest bandwidth the {dim} hashed dimensions leave {occupancy[0]:.1f} "
-                      f"samples per occupied joint bucket (< {MIN_OCCUPANCY}); the sparse-bucket bias dominates "
-                      f"and the estimate is unreliable (more samples, a larger bandwidth or fewer dimensions help)",
-                      UserWarning, stacklevel=2)
-    return MIResult(method="edge", mi=float(weights @ base), n_inputs=n, log_n=math.log(n),
-                    params={"U": U, "seed": seed, "discrete_y": discrete_y, "hashed_dims": dim,
-                            "x_hashed_dims": u.shape[1], "bandwidth": bandwidth, "t": t, "epsilons": eps,
-                            "bias_powers": list(powers), "weights": weights, "base_estimates": base,
-                            "capped_weight_fraction": capped, "mean_bucket_occupancy": occupancy})
+        warnings.warn(
+            f"EDGE: at the finest bandwidth the {dim} hashed dimensions leave {occupancy[0]:.1f} "
+            f"samples per occupied joint bucket (< {MIN_OCCUPANCY}); the sparse-bucket bias dominates "
+            f"and the estimate is unreliable (more samples, a larger bandwidth or fewer dimensions help)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return MIResult(
+        method="edge",
+        mi=float(weights @ base),
+        n_inputs=n,
+        log_n=math.log(n),
+        params={
+            "U": U,
+            "seed": seed,
+            "discrete_y": discrete_y,
+            "hashed_dims": dim,
+            "x_hashed_dims": u.shape[1],
+            "bandwidth": bandwidth,
+            "t": t,
+            "epsilons": eps,
+            "bias_powers": list(powers),
+            "weights": weights,
+            "base_estimates": base,
+            "capped_weight_fraction": capped,
+            "mean_bucket_occupancy": occupancy,
+        },
+    )
 
 
 def ensemble_weights(t: np.ndarray, powers: tuple[float, ...]) -> np.ndarray:
     """Minimum-norm w with sum(w) = 1 and sum(w * t**p) = 0 for each p in ``powers`` (Moon et al. 2018)."""
     t = np.asarray(t, dtype=np.float64)
-    a = np.vstack([np.ones_like(t)] + [t ** p for p in powers])
+    a = np.vstack([np.ones_like(t)] + [t**p for p in powers])
     target = np.zeros(len(a))
     target[0] = 1.0
     w = np.linalg.pinv(a) @ target
     if not np.allclose(a @ w, target, atol=1e-8):
-        raise InputError(f"the ensemble constraints for bias_powers {list(powers)} cannot be met with "
-                         f"t = {t.tolist()}; use distinct powers and more bandwidths")
+        raise InputError(
+            f"the ensemble constraints for bias_powers {list(powers)} cannot be met with "
+            f"t = {t.tolist()}; use distinct powers and more bandwidths"
+        )
     return w
 
 

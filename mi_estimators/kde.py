@@ -18,6 +18,7 @@ p the whole mixture and p_c its class-c part. These are differences of bounds, s
 of I(Y;T) rather than bounds on it; each lies in [0, H(Y)] up to round-off. All pairwise sums go
 through ``mi_estimators.mixture.mixture_log_density`` (chunked matrix products + log-sum-exp).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,16 @@ from mi_estimators.mixture import mixture_log_density
 from mi_estimators.results import MIResult
 
 
-def kde_mi_bounds(f: np.ndarray, noise_std: float, labels: np.ndarray | None = None, *,
-                  backend: str = "numpy", dtype: str = "float32", max_memory_mb: int = 256,
-                  progress: bool = False) -> MIResult:
+def kde_mi_bounds(
+    f: np.ndarray,
+    noise_std: float,
+    labels: np.ndarray | None = None,
+    *,
+    backend: str = "numpy",
+    dtype: str = "float32",
+    max_memory_mb: int = 256,
+    progress: bool = False,
+) -> MIResult:
     """Kolchinsky-Tracey pairwise bounds (Saxe et al. 2018) for T = f(X) + N(0, noise_std^2 I), in nats.
 
     ``mi_xz`` is the KL upper bound on I(X;T) and ``params["mi_xz_lower"]`` the Bhattacharyya lower
@@ -45,8 +53,10 @@ def kde_mi_bounds(f: np.ndarray, noise_std: float, labels: np.ndarray | None = N
     try:
         std = check_float(noise_std, "noise_std")
     except InputError as err:
-        raise InputError(f"{err}; with no noise T = f(X) is deterministic and I(X;T) is H(X) (log N for "
-                         "distinct inputs), not a KDE quantity") from None
+        raise InputError(
+            f"{err}; with no noise T = f(X) is deterministic and I(X;T) is H(X) (log N for "
+            "distinct inputs), not a KDE quantity"
+        ) from None
     h = as_samples(f, "f", min_rows=1)
     n, d = h.shape
     y = None if labels is None else symbol_ids(as_labels(labels, n))
@@ -55,23 +65,37 @@ def kde_mi_bounds(f: np.ndarray, noise_std: float, labels: np.ndarray | None = N
     # Widths s (KL bound) and 2 s (Bhattacharyya bound).
     try:
         bounds = [_pairwise_terms(h, width, y, kernel_options) for width in (std, 2.0 * std)]
-    except InputError as err:   # the mixture names its own arguments: say which of ours they are
+    except InputError as err:  # the mixture names its own arguments: say which of ours they are
         raise InputError(f"f (the means) and noise_std (the stds): {err}") from None
     (upper_xz, upper_zy, log_p_mean), (lower_xz, lower_zy, _) = bounds
     h_z_given_x = d * (LOG_SQRT_2PI_E + math.log(std))
-    params = {"noise_std": std, "mi_xz_lower": lower_xz, "mi_zy_lower": lower_zy,
-              "upper": "Kolchinsky-Tracey KL bound", "lower": "Kolchinsky-Tracey Bhattacharyya bound",
-              "dtype": dtype, "backend": backend}
-    return MIResult(method="kde_pairwise", mi_xz=upper_xz, mi_zy=upper_zy, h_z=0.5 * d - log_p_mean,
-                    h_z_given_x=h_z_given_x, log_n=math.log(n), n_inputs=n,
-                    h_y=None if y is None else discrete_entropy(y), params=params)
+    params = {
+        "noise_std": std,
+        "mi_xz_lower": lower_xz,
+        "mi_zy_lower": lower_zy,
+        "upper": "Kolchinsky-Tracey KL bound",
+        "lower": "Kolchinsky-Tracey Bhattacharyya bound",
+        "dtype": dtype,
+        "backend": backend,
+    }
+    return MIResult(
+        method="kde_pairwise",
+        mi_xz=upper_xz,
+        mi_zy=upper_zy,
+        h_z=0.5 * d - log_p_mean,
+        h_z_given_x=h_z_given_x,
+        log_n=math.log(n),
+        n_inputs=n,
+        h_y=None if y is None else discrete_entropy(y),
+        params=params,
+    )
 
 
 def _pairwise_terms(h: np.ndarray, std: float, y: np.ndarray | None, kernel_options: dict):
     """(-1/N sum_i log 1/N sum_j K_ij, the label estimate or None, mean log p(h_i)) for kernel width std."""
     n, d = h.shape
     # log N(h_i; h_j, std^2 I) = -||h_i-h_j||^2/(2 std^2) - d/2 log(2 pi std^2): remove the constant.
-    norm = 0.5 * d * math.log(2 * math.pi * std ** 2)
+    norm = 0.5 * d * math.log(2 * math.pi * std**2)
     if y is None:
         log_p = np.asarray(mixture_log_density(h, h, std, **kernel_options), dtype=np.float64)
         return float(-(log_p.mean() + norm)), None, float(log_p.mean())

@@ -27,6 +27,7 @@ units of one variable (X in 1e10 units, say) moves the estimate (to 0), although
 Like NPEET, a tiny seeded jitter (1e-10 of each column's standard deviation) breaks the ties that
 repeated values would otherwise create in the neighbour counts.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,15 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma
 from tqdm.auto import tqdm
 
-from mi_estimators.checks import (InputError, as_labels, as_samples, check_bool, check_int, check_same_length,
-                                  power_of_two_scale)
+from mi_estimators.checks import (
+    InputError,
+    as_labels,
+    as_samples,
+    check_bool,
+    check_int,
+    check_same_length,
+    power_of_two_scale,
+)
 from mi_estimators.discrete import discrete_entropy
 from mi_estimators.results import MIResult
 
@@ -48,8 +56,9 @@ _CHUNK = 4096
 LABEL_FORMS = ("ross", "micd")
 
 
-def ksg_mi(x: np.ndarray, y: np.ndarray, k: int = 3, *, seed: int = 0, workers: int = 1,
-           progress: bool = False) -> MIResult:
+def ksg_mi(
+    x: np.ndarray, y: np.ndarray, k: int = 3, *, seed: int = 0, workers: int = 1, progress: bool = False
+) -> MIResult:
     """KSG estimate (Kraskov et al. 2004, algorithm 1) of I(X;Y) in nats (field ``mi``).
 
     I = psi(k) + psi(N) - mean_i[psi(n_x(i) + 1) + psi(n_y(i) + 1)], max-norm throughout.
@@ -71,12 +80,24 @@ def ksg_mi(x: np.ndarray, y: np.ndarray, k: int = 3, *, seed: int = 0, workers: 
         n_x = _count_within(x, inner, workers, bar)
         n_y = _count_within(y, inner, workers, bar)
     mi = digamma(k) + digamma(n) - np.mean(digamma(n_x + 1) + digamma(n_y + 1))
-    return MIResult(method="ksg", mi=float(mi), n_inputs=n,
-                    params={"k": k, "seed": seed, "norm": "max", "algorithm": 1, "jitter": _JITTER})
+    return MIResult(
+        method="ksg",
+        mi=float(mi),
+        n_inputs=n,
+        params={"k": k, "seed": seed, "norm": "max", "algorithm": 1, "jitter": _JITTER},
+    )
 
 
-def ksg_mi_labels(z: np.ndarray, labels: np.ndarray, k: int = 3, *, seed: int = 0, form: str = "ross",
-                  workers: int = 1, progress: bool = False) -> MIResult:
+def ksg_mi_labels(
+    z: np.ndarray,
+    labels: np.ndarray,
+    k: int = 3,
+    *,
+    seed: int = 0,
+    form: str = "ross",
+    workers: int = 1,
+    progress: bool = False,
+) -> MIResult:
     """k-NN estimate of I(Z;Y) in nats for discrete labels Y (field ``mi``); every class needs > k samples.
 
     ``form="ross"`` (Ross 2014): I = psi(N) - <psi(N_{y_i})> + psi(k) - <psi(m_i)>, with r_i the distance
@@ -101,7 +122,8 @@ def ksg_mi_labels(z: np.ndarray, labels: np.ndarray, k: int = 3, *, seed: int = 
         if multiplicity.max() > k:
             raise InputError(
                 f"z has a point repeated {multiplicity.max()} times (> k={k}), so its k-th neighbour distance is 0 "
-                f"and the Kozachenko-Leonenko entropy diverges; use form='ross', add noise or a discrete estimator")
+                f"and the Kozachenko-Leonenko entropy diverges; use form='ross', add noise or a discrete estimator"
+            )
     z = _jitter(z, np.random.default_rng(seed))
     n = z.shape[0]
     p = counts / n
@@ -120,8 +142,15 @@ def ksg_mi_labels(z: np.ndarray, labels: np.ndarray, k: int = 3, *, seed: int = 
         h_z = _kl_entropy(z, k, workers, bar)
         h_given = [_kl_entropy(z[y == c], k, workers, bar) for c in range(classes.size)]
     h_z_given_y = float(p @ np.array(h_given))
-    return MIResult(method="ksg_labels_micd", mi=h_z - h_z_given_y, h_z=h_z, h_z_given_y=h_z_given_y, h_y=h_y,
-                    n_inputs=n, params=params)
+    return MIResult(
+        method="ksg_labels_micd",
+        mi=h_z - h_z_given_y,
+        h_z=h_z,
+        h_z_given_y=h_z_given_y,
+        h_y=h_y,
+        n_inputs=n,
+        params=params,
+    )
 
 
 def _check_options(seed: Any, workers: Any, progress: Any) -> None:
@@ -159,8 +188,7 @@ def _count_within(a: np.ndarray, radius: np.ndarray, workers: int, bar: tqdm) ->
     """Number of other rows within max-norm distance <= radius[i] of row i."""
     tree, out = cKDTree(a), np.empty(len(a), dtype=np.int64)
     for rows in _chunks(len(a)):
-        out[rows] = tree.query_ball_point(a[rows], r=radius[rows], p=np.inf, return_length=True,
-                                          workers=workers) - 1
+        out[rows] = tree.query_ball_point(a[rows], r=radius[rows], p=np.inf, return_length=True, workers=workers) - 1
         bar.update(rows.stop - rows.start)
     return out
 

@@ -19,6 +19,7 @@ N analysed inputs and t a per-draw term (e.g. log p(z|x_k) - log p(z)). Each inp
 The sampling error says nothing about the bias of I_N (I_N <= log N): that is what the
 convergence-in-N diagnostic measures.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ class MCMean:
     beta: float
 
 
-def control_variate_mean(values: np.ndarray, cv: np.ndarray, inputs: np.ndarray, n: int,
-                         beta: float | None = None) -> MCMean:
+def control_variate_mean(
+    values: np.ndarray, cv: np.ndarray, inputs: np.ndarray, n: int, beta: float | None = None
+) -> MCMean:
     """Per-draw ``values`` and control variate ``cv`` of inputs ``inputs`` (ints 0..n-1, every input
     drawn at least once); ``beta`` None fits it within inputs (module docstring)."""
     counts = np.bincount(inputs, minlength=n).astype(np.float64)
@@ -52,12 +54,16 @@ def control_variate_mean(values: np.ndarray, cv: np.ndarray, inputs: np.ndarray,
         within = within_sq[several] / (counts[several] - 1)
         s2 = np.full(n, within.mean())
         s2[several] = within
-    else:   # no input drawn twice: the total spread bounds the Monte Carlo part from above
+    else:  # no input drawn twice: the total spread bounds the Monte Carlo part from above
         s2 = np.full(n, float(np.var(u, ddof=1)) if len(u) > 1 else math.nan)
     mc_part = s2 / counts
     between = float(np.var(row_mean, ddof=1)) - float(mc_part.mean()) if n > 1 else math.nan
-    return MCMean(value=float(row_mean.mean()), stderr=math.sqrt(mc_part.sum()) / n,
-                  sampling_stderr=math.sqrt(max(between, 0.0) / n), beta=float(beta))
+    return MCMean(
+        value=float(row_mean.mean()),
+        stderr=math.sqrt(mc_part.sum()) / n,
+        sampling_stderr=math.sqrt(max(between, 0.0) / n),
+        beta=float(beta),
+    )
 
 
 def _within_beta(values: np.ndarray, cv: np.ndarray, inputs: np.ndarray, counts: np.ndarray) -> float:

@@ -1,14 +1,15 @@
 """The dropout noise draws shared by every estimator of a run: one noisy Z per information plane.
 
 Draw r of input k is row ``k % BLOCK`` of
-``default_rng([seed, STREAM, k // BLOCK, r]).standard_normal((BLOCK, d))``, so it depends on (seed, k, r) only: not on how many inputs or draws an estimate uses, nor on its
-memory budget. Hence the mixture estimate on N inputs, its nested subsets (the convergence-in-N
-diagnostic) and the baselines run on "the" noisy representation (EDGE, KSG, binning: draw 0) all see
-the same Z.
+``default_rng([seed, STREAM, k // BLOCK, r]).standard_normal((BLOCK, d))``, so it depends on (seed, k, r)
+only: not on how many inputs or draws an estimate uses, nor on its memory budget. Hence the mixture
+estimate on N inputs, its nested subsets (the convergence-in-N diagnostic) and the baselines run on "the"
+noisy representation (EDGE, KSG, binning: draw 0) all see the same Z.
 
 * Gaussian dropout (Adilova, Geiger & Fischer, ICLR 2023): Z = f(x) (1 + sigma eps).
 * Information dropout (Achille & Soatto 2018): Z = f(x) exp(alpha(x) eps), i.e. log Z = log f + alpha eps.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,8 +50,9 @@ def pilot_uniforms(seed: int, inputs: np.ndarray) -> np.ndarray:
     return out
 
 
-def noisy_representations(f: np.ndarray, *, noise_std: float | None = None, alphas: np.ndarray | None = None,
-                          seed: int = 0, draw: int = 0) -> np.ndarray:
+def noisy_representations(
+    f: np.ndarray, *, noise_std: float | None = None, alphas: np.ndarray | None = None, seed: int = 0, draw: int = 0
+) -> np.ndarray:
     """One draw of the noisy Z for every row of f (N, d): Gaussian dropout with ``noise_std`` or
     information dropout with ``alphas`` (exactly one of them). Draw 0 is the first draw of the mixture
     estimate with the same seed."""
@@ -59,7 +61,7 @@ def noisy_representations(f: np.ndarray, *, noise_std: float | None = None, alph
         raise InputError("give exactly one of noise_std (Gaussian dropout) and alphas (information dropout)")
     check_int(seed, "seed", minimum=0)
     # draws index the noise streams as int64 keys (standard_normal_draws)
-    check_int(draw, "draw", minimum=0, maximum=2 ** 31 - 1)
+    check_int(draw, "draw", minimum=0, maximum=2**31 - 1)
     rows = np.arange(len(f))
     eps = standard_normal_draws(seed, rows, np.full(len(f), draw), f.shape[1])
     if noise_std is not None:

@@ -5,6 +5,7 @@ written to JSON as ``null``; ``params`` records the settings that produced the n
 bin size and range, number of components used, ...), so that every saved estimate says how it was
 made.
 """
+
 from __future__ import annotations
 
 import math

@@ -7,6 +7,7 @@ it becomes loose as the dimension grows. For Gaussian dropout I(X;Z) <= bound - 
 closed-form h(Z|X) of :mod:`mi_estimators.dropout_MI`. The bound concerns the population covariance;
 the estimate of it has a sampling error of order sqrt(d / n) nats.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,15 @@ import math
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from mi_estimators.checks import (LOG_2PI, InputError, as_samples, check_fits_in_memory, check_float, check_int,
-                                  power_of_two_scale)
+from mi_estimators.checks import (
+    LOG_2PI,
+    InputError,
+    as_samples,
+    check_fits_in_memory,
+    check_float,
+    check_int,
+    power_of_two_scale,
+)
 from mi_estimators.dropout_MI import activations, conditional_entropy
 from mi_estimators.noise import standard_normal_draws
 from mi_estimators.results import MIResult
@@ -35,15 +43,18 @@ def gaussian_entropy_upper_bound(points: np.ndarray) -> MIResult:
     lw = LedoitWolf().fit(z / scale)
     sign, logdet = np.linalg.slogdet(lw.covariance_)
     if sign <= 0 or not math.isfinite(logdet):
-        raise InputError("points do not vary (every row is the same), so the Ledoit-Wolf covariance is singular "
-                         "and the Gaussian bound is -inf")
+        raise InputError(
+            "points do not vary (every row is the same), so the Ledoit-Wolf covariance is singular "
+            "and the Gaussian bound is -inf"
+        )
     h_z = 0.5 * (logdet + d * (LOG_2PI + 1.0)) + d * math.log(scale)
     params = {"covariance": "ledoit_wolf", "shrinkage": float(lw.shrinkage_), "dim": d, "points": n}
     return MIResult(method="gaussian_upper_bound", h_z=h_z, params=params)
 
 
-def gaussian_dropout_upper_bound(f: np.ndarray, noise_std: float, draws: int = 1,
-                                 seed: int = 0, *, clip_min: float | None = None) -> MIResult:
+def gaussian_dropout_upper_bound(
+    f: np.ndarray, noise_std: float, draws: int = 1, seed: int = 0, *, clip_min: float | None = None
+) -> MIResult:
     """Upper bound on I(X;Z) for Gaussian dropout: the Gaussian bound on h(Z) minus h(Z|X), nats.
 
     Z = f(x) (1 + sigma eps) is drawn ``draws`` times per input, the same draws as the mixture
@@ -68,6 +79,7 @@ def gaussian_dropout_upper_bound(f: np.ndarray, noise_std: float, draws: int = 1
     bound.h_z_given_x = h_zx
     bound.log_n = math.log(n)
     bound.n_inputs = n
-    bound.params.update({"noise_std": sigma, "draws": int(draws), "seed": int(seed),
-                         "clip_min": clip_min, "n_clipped": n_clipped})
+    bound.params.update(
+        {"noise_std": sigma, "draws": int(draws), "seed": int(seed), "clip_min": clip_min, "n_clipped": n_clipped}
+    )
     return bound

@@ -7,6 +7,7 @@ removes after a passing session (``tmp_path_retention_policy = failed`` in pytes
 of failed tests for inspection). Hypothesis keeps no example database and its caches in a temporary
 folder removed at the end.
 """
+
 import getpass
 import os
 import shutil
@@ -56,7 +57,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not existed:
         try:
             root.rmdir()
-        except OSError:   # absent, or holding the folders of failed tests
+        except OSError:  # absent, or holding the folders of failed tests
             pass
 
 

@@ -1,11 +1,12 @@
 """Binning estimator against hand-computed entropies."""
+
 import math
 
 import numpy as np
 import pytest
 
-from mi_estimators.checks import InputError
 from mi_estimators.binning import bin_values, binning_mi
+from mi_estimators.checks import InputError
 
 LOG2 = math.log(2.0)
 # Over [0, 1] with 2 bins the rows bin to (0,0), (0,1), (0,0), (1,1): p = 1/2, 1/4, 1/4.
@@ -64,38 +65,45 @@ def test_fine_bins_reach_log_n_and_one_bin_gives_zero():
 
 def test_to_dict_is_json_ready():
     import json
+
     json.dumps(binning_mi(T2, labels=[0, 1, 0, 1], n_bins=3).to_dict())
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(n_bins=2, bin_size=0.1), "exactly one"),
-    (dict(), "exactly one"),
-    (dict(n_bins=0), "n_bins must be an integer between 1 and"),
-    (dict(n_bins=2.5), "n_bins must be an integer"),
-    (dict(bin_size=-1.0), "bin_size must be a finite number > 0"),
-    (dict(bin_size=float("nan")), "bin_size must be a finite number > 0"),
-    (dict(n_bins=2, value_range=(1.0, 0.0)), "low < high"),
-    (dict(n_bins=2, value_range=(0.0, np.inf)), "low < high"),
-    (dict(n_bins=2, value_range=3.0), "pair"),
-    (dict(n_bins=2, form="tishby"), "unknown form"),
-    (dict(n_bins=2, form="binned_x"), "needs the inputs"),
-    (dict(n_bins=2, inputs=np.zeros(4)), "ignores inputs"),
-    (dict(n_bins=2, form="binned_x", inputs=np.zeros(3)), "same number of rows"),
-    (dict(n_bins=2, labels=[0, 1, 0]), "entries"),
-    (dict(n_bins=2, labels=[0.5, 1, 0, 1]), "integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_bins=2, bin_size=0.1), "exactly one"),
+        (dict(), "exactly one"),
+        (dict(n_bins=0), "n_bins must be an integer between 1 and"),
+        (dict(n_bins=2.5), "n_bins must be an integer"),
+        (dict(bin_size=-1.0), "bin_size must be a finite number > 0"),
+        (dict(bin_size=float("nan")), "bin_size must be a finite number > 0"),
+        (dict(n_bins=2, value_range=(1.0, 0.0)), "low < high"),
+        (dict(n_bins=2, value_range=(0.0, np.inf)), "low < high"),
+        (dict(n_bins=2, value_range=3.0), "pair"),
+        (dict(n_bins=2, form="tishby"), "unknown form"),
+        (dict(n_bins=2, form="binned_x"), "needs the inputs"),
+        (dict(n_bins=2, inputs=np.zeros(4)), "ignores inputs"),
+        (dict(n_bins=2, form="binned_x", inputs=np.zeros(3)), "same number of rows"),
+        (dict(n_bins=2, labels=[0, 1, 0]), "entries"),
+        (dict(n_bins=2, labels=[0.5, 1, 0, 1]), "integer"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(InputError, match=match):
         binning_mi(T2, **kwargs)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.array([[0.0, np.nan], [1.0, 2.0]]), "NaN"),
-    (np.array([[0.0, np.inf], [1.0, 2.0]]), "NaN/inf"),
-    (np.zeros((2, 2, 2, 2)), "2-D"),
-    (np.zeros((0, 3)), "rows"),
-    (np.array(["a", "b"]), "numeric"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.array([[0.0, np.nan], [1.0, 2.0]]), "NaN"),
+        (np.array([[0.0, np.inf], [1.0, 2.0]]), "NaN/inf"),
+        (np.zeros((2, 2, 2, 2)), "2-D"),
+        (np.zeros((0, 3)), "rows"),
+        (np.array(["a", "b"]), "numeric"),
+    ],
+)
 def test_bad_representations(bad, match):
     with pytest.raises(InputError, match=match):
         binning_mi(bad, n_bins=2)

@@ -4,6 +4,7 @@ Toy problem of Adilova, Geiger & Fischer (ICLR 2023) in 1 to 5 dimensions, truth
 (``estimator_validation.ground_truth``). Both sides are bounds in expectation only, so the check
 allows 3 total errors (Monte Carlo and input sampling in quadrature) on each side.
 """
+
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from estimator_validation.ground_truth import toy_truth
 from estimator_validation.toy_problem import make_toy
 from mi_estimators.dropout_MI import gaussian_dropout_mi, information_dropout_mi
 
-NOISE_STD = math.sqrt(0.1)      # the paper's noise variance 0.1
+NOISE_STD = math.sqrt(0.1)  # the paper's noise variance 0.1
 SIZES = (250, 1000, 2000)
 K_ERR = 3.0
 
@@ -21,8 +22,12 @@ K_ERR = 3.0
 def bracket(dim: int, n: int, seed: int) -> tuple[float, float, float, float]:
     data = make_toy(dim, dim, n, NOISE_STD, 1, seed=seed)
     res = gaussian_dropout_mi(data.f, NOISE_STD, draws=4, seed=seed, nested=False)
-    return (res.mi_xz, math.hypot(res.mi_xz_stderr, res.mi_xz_sampling_stderr),
-            res.mi_xz_upper, math.hypot(res.mi_xz_upper_stderr, res.mi_xz_upper_sampling_stderr))
+    return (
+        res.mi_xz,
+        math.hypot(res.mi_xz_stderr, res.mi_xz_sampling_stderr),
+        res.mi_xz_upper,
+        math.hypot(res.mi_xz_upper_stderr, res.mi_xz_upper_sampling_stderr),
+    )
 
 
 @pytest.mark.parametrize("dim", [1, 2, 3, 4, 5])

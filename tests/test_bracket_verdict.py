@@ -1,23 +1,27 @@
 """Bracket verdicts between epochs, and the upper estimate in the comparison tables and planes."""
-import matplotlib
 
-matplotlib.use("Agg")
+import pytest
 
-import pytest  # noqa: E402
-
-from utils.analysis.bracket import BRACKET_ERRORS, bracket_verdict, summarise_verdicts  # noqa: E402
-from utils.analysis.comparison import aggregate_rows, compression_rows  # noqa: E402
-from utils.analysis.plotting import Panel, PlaneSeries, plot_information_plane  # noqa: E402
+from utils.analysis.bracket import BRACKET_ERRORS, bracket_verdict, summarise_verdicts
+from utils.analysis.comparison import aggregate_rows, compression_rows
+from utils.analysis.plotting import Panel, PlaneSeries, plot_information_plane
 
 
 def point(epoch, lower, upper, error=0.01):
-    return {"epoch": epoch, "mi_xz": lower, "mi_xz_stderr": error, "mi_xz_sampling_stderr": 0.0,
-            "mi_xz_upper": upper, "mi_xz_upper_stderr": error, "mi_xz_upper_sampling_stderr": 0.0}
+    return {
+        "epoch": epoch,
+        "mi_xz": lower,
+        "mi_xz_stderr": error,
+        "mi_xz_sampling_stderr": 0.0,
+        "mi_xz_upper": upper,
+        "mi_xz_upper_stderr": error,
+        "mi_xz_upper_sampling_stderr": 0.0,
+    }
 
 
 def test_fall_shown_only_when_the_later_upper_is_below_the_earlier_lower_by_the_errors():
     error = 0.01
-    threshold = BRACKET_ERRORS * error * 2 ** 0.5
+    threshold = BRACKET_ERRORS * error * 2**0.5
     shown = bracket_verdict([point(2, 5.0, 5.1), point(4, 4.0, 5.0 - 1.01 * threshold)])
     assert shown["bracket_verdict"] == "fall shown" and shown["bracket_falls"] == 1
     assert (shown["bracket_fall_from"], shown["bracket_fall_to"]) == (2, 4)
@@ -35,8 +39,7 @@ def test_rise_and_both():
     assert rise["bracket_verdict"] == "rise shown" and rise["bracket_rises"] == 1
     both = bracket_verdict([point(2, 1.0, 1.1), point(4, 2.0, 2.2), point(6, 1.0, 1.05)])
     assert both["bracket_verdict"] == "fall and rise shown" and both["bracket_pairs"] == 3
-    assert summarise_verdicts([rise, both]) == ("rise shown 1, fall and rise shown 1 of 2 "
-                                                "(last width 0.05-0.2 nats)")
+    assert summarise_verdicts([rise, both]) == ("rise shown 1, fall and rise shown 1 of 2 (last width 0.05-0.2 nats)")
 
 
 def test_estimators_without_an_upper_estimate_get_empty_columns():
@@ -46,20 +49,39 @@ def test_estimators_without_an_upper_estimate_get_empty_columns():
 
 
 def rows_of(run, seed, points, estimator="mixture"):
-    return [{"group": "g", "layer": "d", "split": "train", "estimator": estimator, "run": run, "seed": seed,
-             "dataset": "mnist", "net": "fc", "dropout": "gaussian", "p": 0.2, "beta": None, "epochs": 6,
-             "log_n": 9.2, "h_y": 2.3, "saturation": 0.9, **p} for p in points]
+    return [
+        {
+            "group": "g",
+            "layer": "d",
+            "split": "train",
+            "estimator": estimator,
+            "run": run,
+            "seed": seed,
+            "dataset": "mnist",
+            "net": "fc",
+            "dropout": "gaussian",
+            "p": 0.2,
+            "beta": None,
+            "epochs": 6,
+            "log_n": 9.2,
+            "h_y": 2.3,
+            "saturation": 0.9,
+            **p,
+        }
+        for p in points
+    ]
 
 
 def test_compression_and_aggregate_tables_carry_the_bracket():
-    rows = (rows_of("a", 0, [point(2, 5.0, 5.1), point(4, 4.0, 4.2)])
-            + rows_of("b", 1, [point(2, 5.2, 5.3), point(4, 5.0, 9.0)]))
+    rows = rows_of("a", 0, [point(2, 5.0, 5.1), point(4, 4.0, 4.2)]) + rows_of(
+        "b", 1, [point(2, 5.2, 5.3), point(4, 5.0, 9.0)]
+    )
     compression = {c["run"]: c for c in compression_rows(rows)}
     assert compression["a"]["bracket_verdict"] == "fall shown"
     assert compression["b"]["bracket_verdict"] == "not identified"
     agg = {r["epoch"]: r for r in aggregate_rows(rows)}
     assert agg[4]["mi_xz_upper_mean"] == pytest.approx(6.6)
-    assert agg[4]["mi_xz_upper_seed_sd"] == pytest.approx(4.8 / 2 ** 0.5)
+    assert agg[4]["mi_xz_upper_seed_sd"] == pytest.approx(4.8 / 2**0.5)
     assert agg[4]["mi_xz_upper_seed_error"] == pytest.approx(0.01)
 
 

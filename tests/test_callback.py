@@ -1,6 +1,7 @@
 """The representation callback on hand-made Keras models (functional and Sequential, one or several
 dropout layers): inference-mode representations, noisy surrogates without batch-norm/augmentation in
 training mode, information-dropout KL and alphas, file names, resume, and bad models."""
+
 import math
 
 import keras
@@ -36,8 +37,9 @@ def _bn_flip_model(p):
     x = keras.layers.Flatten()(bn(x))
     x = keras.layers.Dense(5, activation="softplus")(x)
     x = keras.layers.GaussianDropout(p, name="gd")(x)
-    outputs = keras.layers.Dense(3, activation="softmax", name="head",
-                                 kernel_initializer=keras.initializers.RandomNormal(stddev=3.0))(x)
+    outputs = keras.layers.Dense(
+        3, activation="softmax", name="head", kernel_initializer=keras.initializers.RandomNormal(stddev=3.0)
+    )(x)
     model = keras.Model(inputs, outputs)
     bn.moving_mean.assign(np.array([0.3, -0.2, 0.1], np.float32))
     bn.moving_variance.assign(np.array([0.5, 2.0, 0.2], np.float32))
@@ -60,8 +62,14 @@ def test_noisy_surrogate_uses_the_layer_noise_but_inference_batchnorm_and_no_aug
     w, b = (v.numpy().astype(np.float64) for v in model.get_layer("head").weights)
     sigma, y = math.sqrt(p / (1 - p)), test[1]
     rng = np.random.default_rng(5)
-    draws = np.stack([-log_softmax((clean_f * (1 + sigma * rng.standard_normal(clean_f.shape))) @ w + b, axis=1)
-                      [np.arange(len(y)), y] for _ in range(40)])
+    draws = np.stack(
+        [
+            -log_softmax((clean_f * (1 + sigma * rng.standard_normal(clean_f.shape))) @ w + b, axis=1)[
+                np.arange(len(y)), y
+            ]
+            for _ in range(40)
+        ]
+    )
     expected, spread = draws.mean(), draws.std()
     se = spread / math.sqrt(len(y))  # of the callback's single-draw mean; the MC mean is 40x more precise
     observed = discrete_entropy(y) - rf.load_ip(tmp_path, "test", "mi_zy")[0]
@@ -107,9 +115,19 @@ def test_information_dropout_alphas_and_kl(tmp_path):
     kl = keras.ops.convert_to_numpy(layer.kl_divergence(saved_f, saved_alpha))
     assert kl.mean() > 0
     assert rf.load_ip(tmp_path, "train", "mean_kl")[0] == pytest.approx(float(kl.mean()), rel=1e-5)
-    entry, = layer_entries(model)
-    assert entry == {"name": "info", "dim": 6, "shape": [6], "dropout": "information", "p": None,
-                     "noise_std": None, "alpha_max": 0.5, "beta": 3.0, "kl_weight": 0.01, "prior": "lognormal"}
+    (entry,) = layer_entries(model)
+    assert entry == {
+        "name": "info",
+        "dim": 6,
+        "shape": [6],
+        "dropout": "information",
+        "p": None,
+        "noise_std": None,
+        "alpha_max": 0.5,
+        "beta": 3.0,
+        "kl_weight": 0.01,
+        "prior": "lognormal",
+    }
 
 
 def test_several_layers_downstream_layer_saved_noise_free_with_layer_names(tmp_path):
@@ -126,8 +144,11 @@ def test_several_layers_downstream_layer_saved_noise_free_with_layer_names(tmp_p
 
     names = {p.name for p in (tmp_path / rf.REPR_DIR).iterdir()}
     for epoch in (0, 2, 3):
-        assert {f"no_noise_test_representations_g1_{epoch}.npy", f"no_noise_test_representations_info_{epoch}.npy",
-                f"alpha_train_info_{epoch}.npy"} <= names
+        assert {
+            f"no_noise_test_representations_g1_{epoch}.npy",
+            f"no_noise_test_representations_info_{epoch}.npy",
+            f"alpha_train_info_{epoch}.npy",
+        } <= names
     assert not any(n.startswith("no_noise_train_representations_1") or "_1.npy" in n for n in names)
     clean = keras.Model(model.inputs, f).predict(test[0], verbose=0)  # weights after the last epoch
     np.testing.assert_allclose(rf.load_npy(rf.representation_path(tmp_path, "test", 3, "info")), clean, rtol=1e-6)
@@ -139,9 +160,15 @@ def test_several_layers_downstream_layer_saved_noise_free_with_layer_names(tmp_p
 
 def test_sequential_model_and_resume_merges(tmp_path):
     keras.utils.set_random_seed(4)
-    model = keras.Sequential([keras.Input((3, 3, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(4, activation="softplus"), keras.layers.Dropout(0.3, name="bern"),
-                              keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((3, 3, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, activation="softplus"),
+            keras.layers.Dropout(0.3, name="bern"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     train, test = _data(40, (3, 3, 1), n_classes=2), _data(20, (3, 3, 1), n_classes=2, seed=1)
     cb = _start(model, tmp_path, train, test)
     clean = keras.Model(model.inputs, model.get_layer("bern").input).predict(train[0], verbose=0)
@@ -160,9 +187,10 @@ def test_sequential_model_and_resume_merges(tmp_path):
 
 def test_recorded_noise_std_is_the_layer_noise():
     p = 0.2
-    model = keras.Sequential([keras.Input((1000,)), keras.layers.GaussianDropout(p, name="g"),
-                              keras.layers.Dense(2, activation="softmax")])
-    entry, = layer_entries(model)
+    model = keras.Sequential(
+        [keras.Input((1000,)), keras.layers.GaussianDropout(p, name="g"), keras.layers.Dense(2, activation="softmax")]
+    )
+    (entry,) = layer_entries(model)
     assert entry["dropout"] == "gaussian" and entry["p"] == p and entry["dim"] == 1000
     z = keras.ops.convert_to_numpy(model.get_layer("g")(np.ones((200, 1000), np.float32), training=True))
     n = z.size
@@ -190,8 +218,11 @@ def test_unusable_models_and_arguments_are_refused(tmp_path):
     for model, message in ((no_dropout, "no Gaussian"), (nested, "nested"), (two_outputs, "one output")):
         with pytest.raises(ValueError, match=message):
             _start(model, tmp_path, data, data)
-    for kwargs, message in (({"save_every": 0}, "save_every"), ({"metrics_subset": 0}, "metrics_subset"),
-                            ({"batch_size": 0}, "batch_size")):
+    for kwargs, message in (
+        ({"save_every": 0}, "save_every"),
+        ({"metrics_subset": 0}, "metrics_subset"),
+        ({"batch_size": 0}, "batch_size"),
+    ):
         with pytest.raises(ValueError, match=message):
             RepresentationCallback(tmp_path, data, data, **kwargs)
     with pytest.raises(ValueError, match="equal length"):

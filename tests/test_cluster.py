@@ -2,6 +2,7 @@
 existing scheduler (``--scheduler``) whose worker is killed mid-run, and a client that resumes. Every
 result must be byte-identical to the in-process path's with one BLAS thread (each worker task's setting:
 a float32 product's rounding depends on how BLAS splits it between threads)."""
+
 import os
 import shutil
 import signal
@@ -19,8 +20,12 @@ from utils.analysis.estimation import CALLBACK
 distributed = pytest.importorskip("distributed")
 
 KINDS = ("gaussian", "information")
-OUTPUTS = [*(f"{kind}/IP/estimates.json" for kind in KINDS), "comparison/estimates.csv",
-           "comparison/aggregate.csv", "comparison/compression.csv"]
+OUTPUTS = [
+    *(f"{kind}/IP/estimates.json" for kind in KINDS),
+    "comparison/estimates.csv",
+    "comparison/aggregate.csv",
+    "comparison/compression.csv",
+]
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +67,12 @@ def test_local_cluster_gives_the_in_process_result(trained, reference, tmp_path)
 @pytest.fixture
 def loopback_cluster():
     """A scheduler and two worker processes (one thread each) on 127.0.0.1, as a user would start them."""
-    with cluster.pinned_threads(), distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as lc:
+    with (
+        cluster.pinned_threads(),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as lc,
+    ):
         yield lc
 
 

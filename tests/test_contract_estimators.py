@@ -6,6 +6,7 @@ Generated inputs: arrays of random rank and length in every dtype a user may hol
 float64, bool, complex, object), with NaN, inf, huge, tiny, empty and 1-row cases, and wrong kinds of
 argument (None, a string, a dict, a list of strings, a ragged list, a scalar).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,13 +20,30 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mi_estimators import (MIResult, binning_mi, discrete_entropy, discrete_mi, edge_mi, gaussian_dropout_mi,
-                           gaussian_dropout_upper_bound, gaussian_entropy_upper_bound, information_dropout_mi,
-                           kde_mi_bounds, ksg_mi, ksg_mi_labels, mixture_log_density, noisy_representations)
+from mi_estimators import (
+    MIResult,
+    binning_mi,
+    discrete_entropy,
+    discrete_mi,
+    edge_mi,
+    gaussian_dropout_mi,
+    gaussian_dropout_upper_bound,
+    gaussian_entropy_upper_bound,
+    information_dropout_mi,
+    kde_mi_bounds,
+    ksg_mi,
+    ksg_mi_labels,
+    mixture_log_density,
+    noisy_representations,
+)
 from mi_estimators.checks import InputError, as_labels
 
-FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 KNOWN = settings(FUZZ, phases=(Phase.explicit, Phase.generate))
 """For the known violations (xfail): their explicit example fails at once, without shrinking."""
 
@@ -39,11 +57,12 @@ NARROW = np.abs(np.random.default_rng(0).standard_normal((25, 2))) + 0.1
 
 def _elements(dtype: str) -> st.SearchStrategy:
     if dtype == "int64":
-        return st.integers(-2 ** 62, 2 ** 62) | st.integers(-3, 3)
+        return st.integers(-(2**62), 2**62) | st.integers(-3, 3)
     if dtype in ("float32", "float64"):
         width = 32 if dtype == "float32" else 64
         return st.floats(width=width, min_value=-4.0, max_value=4.0) | st.sampled_from(
-            SPECIAL32 if width == 32 else SPECIAL)
+            SPECIAL32 if width == 32 else SPECIAL
+        )
     if dtype == "complex128":
         return st.complex_numbers(max_magnitude=4.0)
     if dtype == "object":
@@ -93,7 +112,7 @@ def labels_for(draw: st.DrawFn, n: int) -> Any:
     return draw(any_array(n))
 
 
-OPTION = st.one_of(st.integers(-2, 12), st.sampled_from([0.5, True, "3", None, 2 ** 70, math.nan]))
+OPTION = st.one_of(st.integers(-2, 12), st.sampled_from([0.5, True, "3", None, 2**70, math.nan]))
 
 
 ESTIMATES = ("mi", "mi_xz", "mi_zy", "h_z", "h_z_given_x", "h_z_given_y", "h_y", "log_n")
@@ -122,8 +141,9 @@ def _check_result(result: Any, kind: type) -> None:
         assert math.isfinite(result)
 
 
-def honour_contract(call: Callable[[], Any], names: tuple[str, ...], kind: type = MIResult, *,
-                    quiet: bool = True) -> Any:
+def honour_contract(
+    call: Callable[[], Any], names: tuple[str, ...], kind: type = MIResult, *, quiet: bool = True
+) -> Any:
     """Run ``call``: a finite result of type ``kind``, or an InputError naming one of ``names``; any
     other exception, a NaN/inf result or (``quiet``) a numerical RuntimeWarning fails the test."""
     with warnings.catch_warnings(record=True) as caught:
@@ -140,6 +160,7 @@ def honour_contract(call: Callable[[], Any], names: tuple[str, ...], kind: type 
 
 
 # -- one test per public function -------------------------------------------------------------------
+
 
 @FUZZ
 @given(a=any_array())
@@ -167,8 +188,19 @@ def test_discrete_mi(data):
 def test_binning_mi(data):
     z = data.draw(codes())
     labels = data.draw(st.none() | labels_for(_length(z)) if _length(z) is not None else st.none())
-    bins = data.draw(st.sampled_from([{"n_bins": 10}, {"bin_size": 0.5}, {"bin_size": 1e-300}, {"n_bins": 2 ** 60},
-                                      {"n_bins": "10"}, {}, {"n_bins": 3, "bin_size": 1.0}]))
+    bins = data.draw(
+        st.sampled_from(
+            [
+                {"n_bins": 10},
+                {"bin_size": 0.5},
+                {"bin_size": 1e-300},
+                {"n_bins": 2**60},
+                {"n_bins": "10"},
+                {},
+                {"n_bins": 3, "bin_size": 1.0},
+            ]
+        )
+    )
     res = honour_contract(lambda: binning_mi(z, labels, **bins), ("z", "labels", "n_bins", "bin_size"))
     if res is not None:
         assert 0.0 <= res.mi_xz <= math.log(res.n_inputs) + 1e-9
@@ -201,9 +233,11 @@ def test_edge_mi(data):
     bias_powers = data.draw(st.sampled_from([None, (2.0, -1.0), "ab", (math.nan,), (0.0,)]))
     discrete_y = data.draw(st.sampled_from([False, True, "yes"]))
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="EDGE: ", category=UserWarning)   # sparse buckets: documented
-        honour_contract(lambda: edge_mi(x, y, seed=seed, bias_powers=bias_powers, discrete_y=discrete_y),
-                        ("x", "y", "seed", "bias_powers", "discrete_y"))
+        warnings.filterwarnings("ignore", message="EDGE: ", category=UserWarning)  # sparse buckets: documented
+        honour_contract(
+            lambda: edge_mi(x, y, seed=seed, bias_powers=bias_powers, discrete_y=discrete_y),
+            ("x", "y", "seed", "bias_powers", "discrete_y"),
+        )
 
 
 @FUZZ
@@ -223,16 +257,21 @@ def test_gaussian_dropout_upper_bound(f, noise_std):
 def test_noisy_representations(data):
     f = data.draw(codes(positive=True))
     kind = data.draw(st.sampled_from(["noise_std", "alphas", "both", "neither"]))
-    noise = {"noise_std": {"noise_std": data.draw(st.sampled_from([0.5, 1e200, -1.0, "x"]))},
-             "alphas": {"alphas": data.draw(codes(rows=_length(f), positive=True))},
-             "both": {"noise_std": 0.5, "alphas": f}, "neither": {}}[kind]
+    noise = {
+        "noise_std": {"noise_std": data.draw(st.sampled_from([0.5, 1e200, -1.0, "x"]))},
+        "alphas": {"alphas": data.draw(codes(rows=_length(f), positive=True))},
+        "both": {"noise_std": 0.5, "alphas": f},
+        "neither": {},
+    }[kind]
     seed = data.draw(OPTION)
-    honour_contract(lambda: noisy_representations(f, seed=seed, **noise),
-                    ("f", "noise_std", "alphas", "seed"), np.ndarray)
+    honour_contract(
+        lambda: noisy_representations(f, seed=seed, **noise), ("f", "noise_std", "alphas", "seed"), np.ndarray
+    )
 
 
 # -- the mixture estimators: their float32 kernel warns about overflowing casts on huge codes and then
 # -- redoes those rows in float64, so only the result is checked. Known violations are marked xfail.
+
 
 @FUZZ
 @given(st.data())
@@ -253,8 +292,9 @@ def test_information_dropout_mi(f, alphas):
 @given(means=codes(), points=codes(), stds=st.sampled_from([0.5, 1e-3, -1.0, "x"]))
 @example(means=NARROW * 1e100, points=NARROW * 1e100, stds=0.5)
 def test_mixture_log_density(means, points, stds):
-    honour_contract(lambda: mixture_log_density(points, means, stds), ("points", "means", "stds"), np.ndarray,
-                    quiet=False)
+    honour_contract(
+        lambda: mixture_log_density(points, means, stds), ("points", "means", "stds"), np.ndarray, quiet=False
+    )
 
 
 @KNOWN
@@ -266,26 +306,37 @@ def test_kde_mi_bounds(f):
 
 # -- the cases issue 18 names, as plain regression tests --------------------------------------------
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: binning_mi(np.arange(30.0) + 1j, n_bins=4), "z must be real, got complex"),
-    (lambda: ksg_mi(np.arange(30.0), np.arange(30.0).astype(np.complex64)), "y must be real, got complex"),
-    (lambda: discrete_entropy(np.array([1.0, np.nan, np.nan])), "a contains 2 NaN/inf"),
-    (lambda: discrete_entropy(np.array([])), "a has 0 rows"),
-    (lambda: discrete_mi(np.zeros(0), np.zeros(0)), "a has 0 rows"),
-    (lambda: discrete_mi(None, np.arange(3)), "a must be a numeric array, got NoneType"),
-    (lambda: discrete_entropy(["x", "y"]), "a must be a numeric array, got dtype <U1"),
-    (lambda: binning_mi(np.arange(30.0), np.full((30, 3), 0.3), n_bins=4), "labels of shape (30, 3) must be one-hot"),
-    (lambda: binning_mi(np.arange(30.0), np.full(30, 1e300), n_bins=4), "below 2^53"),
-    (lambda: binning_mi(np.arange(30.0), bin_size=1e-300), "use a larger bin_size"),
-    (lambda: binning_mi(np.arange(30.0), n_bins=4, value_range="12"), "value_range must be a pair"),
-    (lambda: ksg_mi(np.arange(30.0) * 1e300, np.arange(30.0)), "x has values up to 2.9e+301"),
-    (lambda: edge_mi(np.arange(30.0), np.arange(30.0), seed="a"), "seed must be an integer"),
-    (lambda: edge_mi(np.arange(30.0), np.arange(30.0), n_bandwidths=10 ** 9), "n_bandwidths must be an integer between"),
-    (lambda: noisy_representations(np.ones((3, 2)), noise_std=0.5, draw=2 ** 70), "draw must be an integer between"),
-    (lambda: ksg_mi_labels(np.arange(30.0), np.arange(30) % 2, workers=0), "workers must be -1"),
-    (lambda: noisy_representations(np.ones((3, 2)) * 1e150, alphas=np.full((3, 2), 1e3)), "overflows"),
-    (lambda: gaussian_dropout_mi(np.ones((30, 2)) * 1e300, 0.5), "f has values up to 1e+300"),
-], ids=lambda v: v if isinstance(v, str) else "")
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: binning_mi(np.arange(30.0) + 1j, n_bins=4), "z must be real, got complex"),
+        (lambda: ksg_mi(np.arange(30.0), np.arange(30.0).astype(np.complex64)), "y must be real, got complex"),
+        (lambda: discrete_entropy(np.array([1.0, np.nan, np.nan])), "a contains 2 NaN/inf"),
+        (lambda: discrete_entropy(np.array([])), "a has 0 rows"),
+        (lambda: discrete_mi(np.zeros(0), np.zeros(0)), "a has 0 rows"),
+        (lambda: discrete_mi(None, np.arange(3)), "a must be a numeric array, got NoneType"),
+        (lambda: discrete_entropy(["x", "y"]), "a must be a numeric array, got dtype <U1"),
+        (
+            lambda: binning_mi(np.arange(30.0), np.full((30, 3), 0.3), n_bins=4),
+            "labels of shape (30, 3) must be one-hot",
+        ),
+        (lambda: binning_mi(np.arange(30.0), np.full(30, 1e300), n_bins=4), "below 2^53"),
+        (lambda: binning_mi(np.arange(30.0), bin_size=1e-300), "use a larger bin_size"),
+        (lambda: binning_mi(np.arange(30.0), n_bins=4, value_range="12"), "value_range must be a pair"),
+        (lambda: ksg_mi(np.arange(30.0) * 1e300, np.arange(30.0)), "x has values up to 2.9e+301"),
+        (lambda: edge_mi(np.arange(30.0), np.arange(30.0), seed="a"), "seed must be an integer"),
+        (
+            lambda: edge_mi(np.arange(30.0), np.arange(30.0), n_bandwidths=10**9),
+            "n_bandwidths must be an integer between",
+        ),
+        (lambda: noisy_representations(np.ones((3, 2)), noise_std=0.5, draw=2**70), "draw must be an integer between"),
+        (lambda: ksg_mi_labels(np.arange(30.0), np.arange(30) % 2, workers=0), "workers must be -1"),
+        (lambda: noisy_representations(np.ones((3, 2)) * 1e150, alphas=np.full((3, 2), 1e3)), "overflows"),
+        (lambda: gaussian_dropout_mi(np.ones((30, 2)) * 1e300, 0.5), "f has values up to 1e+300"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_named_bad_inputs(call, message):
     with pytest.raises(InputError) as err:
         call()
@@ -302,6 +353,6 @@ def test_one_hot_labels_and_class_indices_agree():
 
 def test_large_integer_symbols_stay_distinct():
     """Ids above 2^53 would merge in float64; discrete estimators keep the array's own dtype."""
-    a = np.array([2 ** 62, 2 ** 62 + 1, 2 ** 62 + 2, 2 ** 62 + 3])
+    a = np.array([2**62, 2**62 + 1, 2**62 + 2, 2**62 + 3])
     assert discrete_entropy(a) == pytest.approx(math.log(4))
     assert discrete_mi(a, np.arange(4)).mi == pytest.approx(math.log(4))

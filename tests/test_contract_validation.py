@@ -5,6 +5,7 @@ on stderr, never a traceback; work beyond the time limit is refused before it st
 The scripts run in-process through their ``main(argv)``. The time limit is lowered to a few seconds
 here, so that an accepted run is a quick one and a larger one exercises the refusal.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,12 +24,24 @@ from estimator_validation import known_MI, mc_convergence, upper_bound_check, wo
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"known_MI": known_MI, "mc_convergence": mc_convergence, "upper_bound_check": upper_bound_check}
-SIZE_FLAGS = ["--dim", "--fdim", "--n", "--draws", "--repeats", "--seed", "--noise-std", "--noise-var",
-              "--noise", "--mi-max-n"]
+SIZE_FLAGS = [
+    "--dim",
+    "--fdim",
+    "--n",
+    "--draws",
+    "--repeats",
+    "--seed",
+    "--noise-std",
+    "--noise-var",
+    "--noise",
+    "--mi-max-n",
+]
 PLAIN = st.sampled_from(["1", "2", "3", "20", "50", "0.3", "0.1"])
-ODD = st.one_of(st.integers(-3, 40).map(str), st.sampled_from(["1e3", "10000000000", "2147483648", "nan", "inf",
-                                                                "-inf", "1e-9", "", " ", "abc", "0x10"]),
-                st.text(max_size=3))
+ODD = st.one_of(
+    st.integers(-3, 40).map(str),
+    st.sampled_from(["1e3", "10000000000", "2147483648", "nan", "inf", "-inf", "1e-9", "", " ", "abc", "0x10"]),
+    st.text(max_size=3),
+)
 JUNK = st.one_of(st.sampled_from([*SIZE_FLAGS, "--quick", "--bogus", "-x"]), ODD)
 
 
@@ -79,8 +92,12 @@ def short_limit(monkeypatch):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-@settings(max_examples=12, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(argv=command_lines())
 def test_generated_command_lines(script, argv, short_limit):
     with tempfile.TemporaryDirectory() as out:
@@ -88,13 +105,16 @@ def test_generated_command_lines(script, argv, short_limit):
     assert_contract(f"{script}.py", code, stdout, stderr)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--dim", "100000"], "GiB of memory"),                      # the Gaussian bound's 100,000 x 100,000 covariance
-    (["--dim", "100000", "--quick"], "228.0 GiB"),
-    (["--repeats", "100000000"], "this run would take about"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dim", "100000"], "GiB of memory"),  # the Gaussian bound's 100,000 x 100,000 covariance
+        (["--dim", "100000", "--quick"], "228.0 GiB"),
+        (["--repeats", "100000000"], "this run would take about"),
+    ],
+)
 def test_known_mi_refuses_runaway_work(argv, message, tmp_path, monkeypatch):
-    monkeypatch.setattr("estimator_validation.common.available_memory", lambda: 24 * 2 ** 30)
+    monkeypatch.setattr("estimator_validation.common.available_memory", lambda: 24 * 2**30)
     code, out, err = _run(known_MI.main, [*argv, "--out", str(tmp_path / "out")])
     assert_contract("known_MI.py", code, out, err)
     assert code == 2 and message in err and not (tmp_path / "out").exists()
@@ -122,13 +142,16 @@ def test_durations_read_as_words():
     assert workload.mixture_seconds(1000, 1, 10) == pytest.approx(1e7 * (1e-8 + 5e-11))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--repeats", "100000000"], "this run would take about"),
-    (["--max-memory-mb", "-3"], "argument --max-memory-mb: must be a finite number >= 1"),
-    (["--max-memory-mb", "1e12"], "more than the"),
-    (["--threads", "0"], "argument --threads"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--repeats", "100000000"], "this run would take about"),
+        (["--max-memory-mb", "-3"], "argument --max-memory-mb: must be a finite number >= 1"),
+        (["--max-memory-mb", "1e12"], "more than the"),
+        (["--threads", "0"], "argument --threads"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
 def test_benchmark_refuses_before_timing(argv, message):
     code, out, err = _run(_load("bench_estimators").main, argv)
     assert_contract("bench_estimators.py", code, out, err)
@@ -138,16 +161,20 @@ def test_benchmark_refuses_before_timing(argv, message):
 def test_benchmark_bare_cost_does_the_estimators_pairs_with_labels_too():
     bench = _load("bench_estimators")
     assert bench.pair_problems(100, 2, None) == [(200, 100)]
-    labels = np.repeat([0, 1, 3], [50, 30, 20])         # class 2 empty: no pass
+    labels = np.repeat([0, 1, 3], [50, 30, 20])  # class 2 empty: no pass
     problems = bench.pair_problems(100, 2, labels)
     assert problems == [(200, 100), (100, 50), (60, 30), (40, 20)]
-    assert sum(m * n for m, n in problems) == 200 * 100 + 2 * (50 ** 2 + 30 ** 2 + 20 ** 2)   # 1.38 x M N
+    assert sum(m * n for m, n in problems) == 200 * 100 + 2 * (50**2 + 30**2 + 20**2)  # 1.38 x M N
 
 
 def test_gpu_check_names_its_failed_steps():
     gpu_check = _load("gpu_check")
-    report = {"environment": {"python": "3"}, "training": {"ok": True}, "d32": {"ok": False, "error": "x"},
-              "d128": {"spot_ok": False, "seconds": 1.0}}
+    report = {
+        "environment": {"python": "3"},
+        "training": {"ok": True},
+        "d32": {"ok": False, "error": "x"},
+        "d128": {"spot_ok": False, "seconds": 1.0},
+    }
     assert gpu_check.failed_steps(report) == ["d32", "d128"]
     assert gpu_check.failed_steps({"d32": {"spot_ok": True}, "environment": {}}) == []
 

@@ -1,4 +1,5 @@
 """Dataset loading from every supported source, pixel scaling, subsets and the missing-data error."""
+
 import gzip
 import pickle
 import struct
@@ -30,14 +31,18 @@ def no_network(monkeypatch, tmp_path):
 
 def _write_idx(path, array, compress):
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
-    with (gzip.open(path, "wb") if compress else open(path, "wb")) as fh:
+    with gzip.open(path, "wb") if compress else open(path, "wb") as fh:
         fh.write(header + array.astype(np.uint8).tobytes())
 
 
 def _fake_mnist(folder, compress, n_train=12, n_test=5, seed=0):
     rng = np.random.default_rng(seed)
-    arrays = [rng.integers(0, 256, (n_train, 28, 28)), rng.integers(0, 10, n_train),
-              rng.integers(0, 256, (n_test, 28, 28)), rng.integers(0, 10, n_test)]
+    arrays = [
+        rng.integers(0, 256, (n_train, 28, 28)),
+        rng.integers(0, 10, n_train),
+        rng.integers(0, 256, (n_test, 28, 28)),
+        rng.integers(0, 10, n_test),
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     for stem, array in zip(IDX_FILES, arrays):
         _write_idx(folder / (stem + (".gz" if compress else "")), array, compress)
@@ -92,11 +97,17 @@ def test_fashion_mnist_from_the_keras_cache_without_download(tmp_path):
 
 def test_keras_npz_cache(tmp_path):
     rng = np.random.default_rng(1)
-    arrays = [rng.integers(0, 256, (7, 28, 28), dtype=np.uint8), rng.integers(0, 10, 7, dtype=np.uint8),
-              rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), rng.integers(0, 10, 3, dtype=np.uint8)]
+    arrays = [
+        rng.integers(0, 256, (7, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 7, dtype=np.uint8),
+        rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 3, dtype=np.uint8),
+    ]
     (tmp_path / "keras_home" / "datasets").mkdir(parents=True)
-    np.savez(tmp_path / "keras_home" / "datasets" / "mnist.npz",
-             **dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays)))
+    np.savez(
+        tmp_path / "keras_home" / "datasets" / "mnist.npz",
+        **dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays)),
+    )
     _check_matches(load_dataset("mnist"), arrays)
 
 
@@ -116,8 +127,12 @@ def _write_cifar_bin(path, images, labels):
 
 def _write_cifar_py3(path, images, labels):
     # A fixture in the format CIFAR-10 ships (a protocol-2 pickled dict); the loader never unpickles it.
-    batch = {"batch_label": "testing batch", "labels": [int(v) for v in labels], "data": _planes(images),
-             "filenames": [f"img_{i}.png" for i in range(len(labels))]}
+    batch = {
+        "batch_label": "testing batch",
+        "labels": [int(v) for v in labels],
+        "data": _planes(images),
+        "filenames": [f"img_{i}.png" for i in range(len(labels))],
+    }
     path.write_bytes(pickle.dumps(batch, protocol=2))
 
 
@@ -125,19 +140,33 @@ def _write_cifar_py2(path, images, labels):
     # The opcodes Python 2's cPickle writes for the released files: short keys, one BINSTRING of pixels.
     def key(text):
         return b"U" + bytes([len(text)]) + text.encode()
+
     pixels = _planes(images).tobytes()
-    body = (key("batch_label") + key("training batch 1 of 5") + key("labels") + b"](" +
-            b"".join(b"K" + bytes([int(v)]) for v in labels) + b"e" + key("data") + key("b") +
-            b"T" + struct.pack("<i", len(pixels)) + pixels)
+    body = (
+        key("batch_label")
+        + key("training batch 1 of 5")
+        + key("labels")
+        + b"]("
+        + b"".join(b"K" + bytes([int(v)]) for v in labels)
+        + b"e"
+        + key("data")
+        + key("b")
+        + b"T"
+        + struct.pack("<i", len(pixels))
+        + pixels
+    )
     path.write_bytes(b"\x80\x02}(" + body + b"u.")
 
 
-@pytest.mark.parametrize("layout, writer, suffix", [
-    ("cifar-10-batches-bin", _write_cifar_bin, ".bin"),
-    ("", _write_cifar_bin, ".bin"),
-    ("cifar-10-batches-py", _write_cifar_py3, ""),
-    ("cifar-10-batches-py", _write_cifar_py2, ""),
-])
+@pytest.mark.parametrize(
+    "layout, writer, suffix",
+    [
+        ("cifar-10-batches-bin", _write_cifar_bin, ".bin"),
+        ("", _write_cifar_bin, ".bin"),
+        ("cifar-10-batches-py", _write_cifar_py3, ""),
+        ("cifar-10-batches-py", _write_cifar_py2, ""),
+    ],
+)
 def test_cifar10_batches_read_back(tmp_path, layout, writer, suffix):
     folder = tmp_path / "d" / layout
     folder.mkdir(parents=True, exist_ok=True)
@@ -164,8 +193,13 @@ def test_corrupt_files_are_reported_by_name(tmp_path):
 
 
 def test_pixels_outside_unit_range_are_refused(tmp_path):
-    np.savez(tmp_path / "mnist.npz", x_train=np.full((2, 28, 28), 3.0), y_train=np.zeros(2, int),
-             x_test=np.zeros((1, 28, 28)), y_test=np.zeros(1, int))
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=np.full((2, 28, 28), 3.0),
+        y_train=np.zeros(2, int),
+        x_test=np.zeros((1, 28, 28)),
+        y_test=np.zeros(1, int),
+    )
     with pytest.raises(DatasetUnavailableError, match=r"\[0, 1\]"):
         load_dataset("mnist", data_dir=tmp_path)
 

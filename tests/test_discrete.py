@@ -1,4 +1,5 @@
 """Plug-in entropies and mutual information of discrete variables against hand-computed values."""
+
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ def test_entropy_of_known_distributions():
     assert discrete_entropy(np.zeros(5)) == 0.0
     p = np.array([0.5, 0.25, 0.25])
     assert discrete_entropy(np.repeat([0, 1, 2], [2, 1, 1])) == pytest.approx(-(p * np.log(p)).sum())
-    rows = np.array([[0, 1], [0, 1], [1, 0], [1, 1]])          # rows are symbols: 3 distinct, counts 2, 1, 1
+    rows = np.array([[0, 1], [0, 1], [1, 0], [1, 1]])  # rows are symbols: 3 distinct, counts 2, 1, 1
     assert discrete_entropy(rows) == pytest.approx(-(p * np.log(p)).sum())
 
 
@@ -25,7 +26,7 @@ def test_mutual_information_of_a_known_joint_table():
     h_b = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
     assert res.mi == pytest.approx(math.log(2) - h_b)
     assert res.params["h_a"] == pytest.approx(math.log(2)) and res.n_inputs == 8
-    assert discrete_mi(a, a).mi == pytest.approx(math.log(2))              # I(A;A) = H(A)
+    assert discrete_mi(a, a).mi == pytest.approx(math.log(2))  # I(A;A) = H(A)
     assert discrete_mi(np.repeat([0, 1], 4), np.tile([0, 1], 4)).mi == pytest.approx(0.0, abs=1e-12)
 
 
@@ -34,7 +35,7 @@ def test_estimates_with_stderr_equal_the_plug_in():
     a, b = rng.integers(0, 5, 300), rng.integers(0, 3, 300)
     assert entropy_with_stderr(a)[0] == pytest.approx(discrete_entropy(a))
     assert mi_with_stderr(a, b)[0] == pytest.approx(discrete_mi(a, b).mi)
-    assert entropy_with_stderr(np.arange(50))[1] == pytest.approx(0.0, abs=1e-12)   # every term is log 50
+    assert entropy_with_stderr(np.arange(50))[1] == pytest.approx(0.0, abs=1e-12)  # every term is log 50
 
 
 def test_delta_method_stderr_matches_the_spread_over_sample_draws():

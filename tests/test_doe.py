@@ -1,5 +1,6 @@
 """Difference-of-Entropies estimator (McAllester & Stratos 2020) on problems with a known answer,
 on the TensorFlow backend in-process and on JAX in a subprocess (the backend is fixed at import)."""
+
 import importlib.util
 import json
 import math
@@ -93,8 +94,9 @@ def test_doe_runs_on_the_jax_backend():
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed (pip install jax) so DoE cannot be run on the JAX backend")
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", JAX_RUN], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", JAX_RUN], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["backend"] == r["params"]["backend"] == "jax" and not r["tensorflow_imported"]

@@ -6,6 +6,7 @@ error ``*_stderr`` is tested against I_N, the MI for X uniform over the given in
 independently by brute force, tests/oracles.py); the population truth is tested with the total error
 (Monte Carlo and input sampling in quadrature). Calibration is checked over 30 seeds, never one.
 """
+
 import math
 
 import numpy as np
@@ -33,7 +34,7 @@ def test_toy_problem_1d_against_the_population_truth_with_the_total_error():
     hits = []
     for seed in range(1, 11):
         res = gaussian_dropout_mi(_toy(5000, seed), math.sqrt(0.1), draws=2, seed=seed, nested=False)
-        assert res.mi_xz_sampling_stderr > res.mi_xz_stderr      # the input draw dominates here
+        assert res.mi_xz_sampling_stderr > res.mi_xz_stderr  # the input draw dominates here
         hits.append(abs(res.mi_xz - TOY_TRUTH[0.1]) < 3 * _total(res))
     assert sum(hits) >= 9, hits
 
@@ -41,8 +42,9 @@ def test_toy_problem_1d_against_the_population_truth_with_the_total_error():
 @pytest.mark.parametrize("draws", [1, 2])
 def test_sampling_error_matches_the_spread_over_input_draws(draws):
     """30 independent input draws (N = 1000): the reported total error matches the real spread."""
-    results = [gaussian_dropout_mi(_toy(1000, 100 + s), math.sqrt(0.1), draws=draws, seed=s,
-                                   nested=False) for s in SEEDS]
+    results = [
+        gaussian_dropout_mi(_toy(1000, 100 + s), math.sqrt(0.1), draws=draws, seed=s, nested=False) for s in SEEDS
+    ]
     values = np.array([r.mi_xz for r in results])
     total = np.array([_total(r) for r in results])
     assert 0.6 < values.std(ddof=1) / total.mean() < 1.6
@@ -54,6 +56,7 @@ def test_sampling_error_of_label_information_matches_the_spread():
         rng = np.random.default_rng(seed)
         labels = rng.integers(0, 3, 800)
         return np.log1p(np.exp(labels[:, None] + rng.standard_normal((800, 2)))), labels
+
     results = []
     for s in SEEDS:
         f, labels = draw(200 + s)
@@ -71,8 +74,7 @@ def test_monte_carlo_error_covers_brute_force_i_n(draws):
     |f| near 0 are arbitrarily narrow spikes), so the spread is measured robustly (1.4826 MAD)."""
     f = _toy(1000, 7)
     i_n, i_n_se = mi_n_brute_force(f, math.sqrt(0.1) * np.abs(f), draws=100, seed=1)
-    results = [gaussian_dropout_mi(f, math.sqrt(0.1), draws=draws, seed=s, nested=False)
-               for s in SEEDS]
+    results = [gaussian_dropout_mi(f, math.sqrt(0.1), draws=draws, seed=s, nested=False) for s in SEEDS]
     values, errors = np.array([r.mi_xz for r in results]), np.array([r.mi_xz_stderr for r in results])
     spread = 1.4826 * np.median(np.abs(values - np.median(values)))
     assert 0.5 < spread / errors.mean() < 2.0
@@ -92,13 +94,13 @@ def test_one_draw_per_input_is_calibrated_on_separated_heavy_tailed_codes():
     assert (values <= math.log(500) + np.maximum(2 * errors, 0.01)).all()
     i_n, _ = mi_n_brute_force(f, 0.5 * f, draws=20, seed=2)
     assert abs(values.mean() - i_n) < 1e-6
-    for r in results:   # at least as good as the plain paired form
+    for r in results:  # at least as good as the plain paired form
         assert r.mi_xz_stderr <= 1.01 * r.params["mi_xz_paired_stderr"] + 1e-12
 
 
 def test_saturation_flags_estimates_limited_by_the_number_of_inputs():
     limited = gaussian_dropout_mi(_toy(2000, 4, dim=50), math.sqrt(0.1), draws=2, seed=5)
-    assert 50 * TOY_TRUTH[0.1] > limited.log_n + 10            # the true value is far above the ceiling
+    assert 50 * TOY_TRUTH[0.1] > limited.log_n + 10  # the true value is far above the ceiling
     assert limited.log_n - 0.01 < limited.mi_xz <= limited.log_n + 1e-9
     assert limited.saturation == pytest.approx(1.0, abs=0.01)
     ns = [p["n"] for p in limited.params["convergence"]]
@@ -115,7 +117,7 @@ def test_convergence_subsets_are_nested_and_fixed():
     b = gaussian_dropout_mi(f, 0.5, draws=2, seed=3)
     assert a.params["convergence"] == b.params["convergence"] and a.saturation == b.saturation
     assert [p["n"] for p in a.params["convergence"]] == [40, 160, 640]
-    assert gaussian_dropout_mi(f[:20], 0.5).saturation is None       # too few inputs for N/4 >= 8 ... and N/16
+    assert gaussian_dropout_mi(f[:20], 0.5).saturation is None  # too few inputs for N/4 >= 8 ... and N/16
     assert gaussian_dropout_mi(f, 0.5, nested=False).params.get("convergence") is None
 
 
@@ -136,7 +138,7 @@ def test_params_count_draws_per_input_and_noisy_points():
     res = gaussian_dropout_mi(f, 0.5, draws=3, nested=False)
     assert res.n_inputs == 400 and res.params["draws"] == 3
     assert res.params["points"] == 1200 and res.params["pilot_inputs"] == 0
-    one = gaussian_dropout_mi(f, 0.5, nested=False)                     # pilot inputs get a second draw
+    one = gaussian_dropout_mi(f, 0.5, nested=False)  # pilot inputs get a second draw
     assert one.params["draws"] == 1 and one.params["pilot_inputs"] > 0
     assert one.params["points"] == 400 + one.params["pilot_inputs"]
 
@@ -151,7 +153,7 @@ def test_identical_representations_give_zero():
 
 def test_well_separated_components_give_log_n():
     n = 300
-    f = np.exp(0.1 * np.arange(n))[:, None] * np.ones((1, 3))     # 10% apart, noise 0.1%
+    f = np.exp(0.1 * np.arange(n))[:, None] * np.ones((1, 3))  # 10% apart, noise 0.1%
     labels = np.arange(n) % 3
     # The leave-one-out sums of the nested N/16 subset are e^-1e18 (neighbours 10^12 apart in units of
     # their width): no float64 evaluation is within atol of that, and the kernel says so.
@@ -168,7 +170,7 @@ def test_label_information_at_most_h_y():
     f = np.log1p(np.exp(labels[:, None] + rng.standard_normal((3000, 4))))
     res = gaussian_dropout_mi(f, 0.5, labels, draws=2)
     assert 10 * res.mi_zy_stderr < res.mi_zy <= res.h_y + K_SE * res.mi_zy_stderr
-    assert res.mi_zy < res.h_y - 0.1                         # overlapping classes: strictly below H(Y)
+    assert res.mi_zy < res.h_y - 0.1  # overlapping classes: strictly below H(Y)
     assert res.h_z_given_y == pytest.approx(res.h_z - res.mi_zy)
 
 
@@ -219,8 +221,7 @@ def test_gaussian_dropout_discrete_inputs_against_quadrature():
     assert abs(res.mi_xz - mi_xz) < K_SE * res.mi_xz_stderr
     assert abs(res.mi_zy - mi_zy) < K_SE * res.mi_zy_stderr
     # One draw per input (pilot draws measure the Monte Carlo error): 2000 copies of each input, same mixture.
-    once = gaussian_dropout_mi(np.repeat(f, 2000, axis=0), 0.3, np.repeat(labels, 2000), draws=1, seed=3,
-                               nested=False)
+    once = gaussian_dropout_mi(np.repeat(f, 2000, axis=0), 0.3, np.repeat(labels, 2000), draws=1, seed=3, nested=False)
     assert abs(once.mi_xz - mi_xz) < K_SE * once.mi_xz_stderr < 0.05
     assert abs(once.mi_zy - mi_zy) < K_SE * once.mi_zy_stderr
 
@@ -277,8 +278,9 @@ def test_estimate_layer_mi_dispatch():
     layer = {"name": "dropout", "dropout": "gaussian", "p": 0.2, "noise_std": 0.5}
     res = estimate_layer_mi(layer, f, seed=3)
     assert res.mi_xz == gaussian_dropout_mi(f, 0.5, seed=3).mi_xz and res.params["layer"] == "dropout"
-    info = estimate_layer_mi({"name": "info", "dropout": "information", "noise_std": None}, f,
-                             alphas=np.full(f.shape, 0.3))
+    info = estimate_layer_mi(
+        {"name": "info", "dropout": "information", "noise_std": None}, f, alphas=np.full(f.shape, 0.3)
+    )
     assert info.method == "information_dropout_mixture"
     with pytest.raises(ValueError, match="infinite"):
         estimate_layer_mi({"name": "d", "dropout": "bernoulli", "p": 0.2, "noise_std": None}, f)
@@ -293,39 +295,49 @@ def test_estimate_layer_mi_dispatch():
 GOOD = np.array([[0.5, 1.0], [1.5, 2.0], [0.3, 0.9]])
 
 
-@pytest.mark.parametrize("args,kwargs,match", [
-    ((np.array([[0.0, 1.0], [0.0, 2.0], [1.0, 1.0]]), 0.5), {}, r"2 exactly-zero entries in 2 inputs.*softplus.*clip_min"),
-    ((GOOD, 0.0), {}, "noise_std"),
-    ((GOOD, -0.1), {}, "noise_std"),
-    ((GOOD, np.nan), {}, "noise_std"),
-    ((GOOD, np.inf), {}, "noise_std"),
-    ((GOOD, np.array([0.5, 0.5])), {}, "noise_std"),
-    ((GOOD, "big"), {}, "noise_std"),
-    ((np.array([[np.nan, 1.0], [1.0, 1.0]]), 0.5), {}, "NaN"),
-    ((np.ones((2, 2, 2)), 0.5), {}, "2-D"),
-    ((GOOD, 0.5, np.array([0, 1])), {}, "entries"),
-    ((GOOD, 0.5), {"draws": 0}, "draws"),
-    ((GOOD, 0.5), {"draws": 1.5}, "draws"),
-    ((GOOD, 0.5), {"max_components": 0}, "max_components"),
-    ((GOOD, 0.5), {"clip_min": -1.0}, "clip_min"),
-    ((GOOD, 0.5), {"seed": "a"}, "seed"),
-    ((GOOD, 0.5), {"backend": "jax"}, "backend"),
-    ((GOOD, 0.5), {"max_memory": 64}, r"unknown option\(s\) max_memory; .*max_memory_mb"),
-    ((GOOD, 0.5), {"nested": "no"}, "nested must be True or False"),
-    ((GOOD, 0.5), {"progress": 1}, "progress must be True or False"),
-])
+@pytest.mark.parametrize(
+    "args,kwargs,match",
+    [
+        (
+            (np.array([[0.0, 1.0], [0.0, 2.0], [1.0, 1.0]]), 0.5),
+            {},
+            r"2 exactly-zero entries in 2 inputs.*softplus.*clip_min",
+        ),
+        ((GOOD, 0.0), {}, "noise_std"),
+        ((GOOD, -0.1), {}, "noise_std"),
+        ((GOOD, np.nan), {}, "noise_std"),
+        ((GOOD, np.inf), {}, "noise_std"),
+        ((GOOD, np.array([0.5, 0.5])), {}, "noise_std"),
+        ((GOOD, "big"), {}, "noise_std"),
+        ((np.array([[np.nan, 1.0], [1.0, 1.0]]), 0.5), {}, "NaN"),
+        ((np.ones((2, 2, 2)), 0.5), {}, "2-D"),
+        ((GOOD, 0.5, np.array([0, 1])), {}, "entries"),
+        ((GOOD, 0.5), {"draws": 0}, "draws"),
+        ((GOOD, 0.5), {"draws": 1.5}, "draws"),
+        ((GOOD, 0.5), {"max_components": 0}, "max_components"),
+        ((GOOD, 0.5), {"clip_min": -1.0}, "clip_min"),
+        ((GOOD, 0.5), {"seed": "a"}, "seed"),
+        ((GOOD, 0.5), {"backend": "jax"}, "backend"),
+        ((GOOD, 0.5), {"max_memory": 64}, r"unknown option\(s\) max_memory; .*max_memory_mb"),
+        ((GOOD, 0.5), {"nested": "no"}, "nested must be True or False"),
+        ((GOOD, 0.5), {"progress": 1}, "progress must be True or False"),
+    ],
+)
 def test_gaussian_bad_input(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         gaussian_dropout_mi(*args, **kwargs)
 
 
-@pytest.mark.parametrize("f,alpha,match", [
-    (-GOOD, np.full((3, 2), 0.3), "positive"),
-    (np.array([[0.0, 1.0], [1.0, 1.0]]), np.full((2, 2), 0.3), "exactly-zero"),
-    (GOOD, np.zeros((3, 2)), "alphas must be positive"),
-    (GOOD, np.full((3, 3), 0.3), "shape"),
-    (GOOD, np.full((3, 2), np.nan), "NaN"),
-])
+@pytest.mark.parametrize(
+    "f,alpha,match",
+    [
+        (-GOOD, np.full((3, 2), 0.3), "positive"),
+        (np.array([[0.0, 1.0], [1.0, 1.0]]), np.full((2, 2), 0.3), "exactly-zero"),
+        (GOOD, np.zeros((3, 2)), "alphas must be positive"),
+        (GOOD, np.full((3, 3), 0.3), "shape"),
+        (GOOD, np.full((3, 2), np.nan), "NaN"),
+    ],
+)
 def test_information_bad_input(f, alpha, match):
     with pytest.raises(ValueError, match=match):
         information_dropout_mi(f, alpha)

@@ -3,6 +3,7 @@
 The noise level is a standard deviation (``noise_std``); the paper's variances 0.1 and 0.4 appear as
 their square roots.
 """
+
 import math
 
 import numpy as np
@@ -10,8 +11,13 @@ import pytest
 from scipy import integrate, special, stats
 
 from estimator_validation import ground_truth as gt
-from estimator_validation.toy_problem import (gaussian_bound_limit, make_toy, population_covariance, projection_matrix,
-                                              sample_conditional_entropy)
+from estimator_validation.toy_problem import (
+    gaussian_bound_limit,
+    make_toy,
+    population_covariance,
+    projection_matrix,
+    sample_conditional_entropy,
+)
 
 
 def _expected_log_abs_normal(mean: float, std: float) -> float:
@@ -24,7 +30,9 @@ def _expected_log_abs_normal(mean: float, std: float) -> float:
     return math.log(std) + 0.5 * (math.log(2) + float(np.sum(weights * special.digamma(0.5 + j))))
 
 
-@pytest.mark.parametrize("noise_var,scale,shift", [(0.1, 2.0, 0.5), (0.4, 2.0, 0.5), (0.05, 1.0, 3.0), (1.0, -0.5, 0.0)])
+@pytest.mark.parametrize(
+    "noise_var,scale,shift", [(0.1, 2.0, 0.5), (0.4, 2.0, 0.5), (0.05, 1.0, 3.0), (1.0, -0.5, 0.0)]
+)
 def test_conditional_entropy_matches_series(noise_var, scale, shift):
     expected = 0.5 * math.log(2 * math.pi * math.e * noise_var) + _expected_log_abs_normal(shift, abs(scale))
     assert gt.conditional_entropy_1d(math.sqrt(noise_var), scale, shift) == pytest.approx(expected, abs=1e-9)
@@ -42,8 +50,11 @@ def _density_z_space(z: float, v: float) -> float:
 
     a = abs(z)
     cuts = [-math.inf, -3 * a, -a / 3, 0.0, a / 3, 3 * a, math.inf]
-    return sum(integrate.quad(integrand, lo, hi, epsabs=1e-12, epsrel=1e-9, limit=200)[0]
-               for lo, hi in zip(cuts[:-1], cuts[1:]) if lo != hi)
+    return sum(
+        integrate.quad(integrand, lo, hi, epsabs=1e-12, epsrel=1e-9, limit=200)[0]
+        for lo, hi in zip(cuts[:-1], cuts[1:])
+        if lo != hi
+    )
 
 
 @pytest.mark.parametrize("noise_var", [0.1, 0.4])
@@ -53,8 +64,10 @@ def test_marginal_entropy_matches_z_space_quadrature(noise_var):
         return -p * math.log(p) if p > 0 else 0.0
 
     cuts = [-math.inf, -1.0, 0.0, 1.0, math.inf]  # p(z) has a log singularity at 0: split there
-    h = sum(integrate.quad(neg_p_log_p, lo, hi, epsabs=1e-9, epsrel=1e-9, limit=200)[0]
-            for lo, hi in zip(cuts[:-1], cuts[1:]))
+    h = sum(
+        integrate.quad(neg_p_log_p, lo, hi, epsabs=1e-9, epsrel=1e-9, limit=200)[0]
+        for lo, hi in zip(cuts[:-1], cuts[1:])
+    )
     assert gt.marginal_entropy_1d(math.sqrt(noise_var)) == pytest.approx(h, abs=1e-6)
 
 
@@ -62,8 +75,7 @@ def test_marginal_entropy_matches_z_space_quadrature(noise_var):
 def test_marginal_density_is_the_density_of_z(noise_std):
     # int p(z) dz over each half-line as int p(s e^w) e^w dw: smooth, unlike p near its singularity at 0
     w = np.linspace(-40.0, 12.0, 400_001)
-    mass = sum(np.trapezoid(gt.marginal_density_1d(sign * np.exp(w), noise_std) * np.exp(w), w)
-               for sign in (1.0, -1.0))
+    mass = sum(np.trapezoid(gt.marginal_density_1d(sign * np.exp(w), noise_std) * np.exp(w), w) for sign in (1.0, -1.0))
     assert mass == pytest.approx(1.0, abs=1e-6)
     # Monte Carlo cross-entropy -E log q(Z) with Z sampled from the model equals h(Z) only if q = p_Z
     rng = np.random.default_rng(1)
@@ -136,8 +148,13 @@ def test_finite_sample_truth_against_monte_carlo():
     z = f[j] * (1 + noise_std * rng.standard_normal(j.size))
     s = noise_std * np.abs(f)
     # log N(z; f, s^2) written out: scipy.stats.norm.logpdf's numbers (to 2e-15) in half the time
-    logp = np.concatenate([special.logsumexp(-0.5 * ((c[:, None] - f) / s) ** 2 - np.log(s), axis=1)
-                           for c in np.array_split(z, 100)]) - 0.5 * math.log(2 * math.pi) - math.log(f.size)
+    logp = (
+        np.concatenate(
+            [special.logsumexp(-0.5 * ((c[:, None] - f) / s) ** 2 - np.log(s), axis=1) for c in np.array_split(z, 100)]
+        )
+        - 0.5 * math.log(2 * math.pi)
+        - math.log(f.size)
+    )
     assert abs(-logp.mean() - exact["h_z"]) < 4 * logp.std() / math.sqrt(z.size)
     assert exact["mi"] <= math.log(f.size)
     assert exact["h_z_given_x"] == pytest.approx(sample_conditional_entropy(f[:, None], noise_std))

@@ -2,6 +2,7 @@
 
 The imports of every module are read with ``ast`` (function-level ones included), without importing it.
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,7 +47,7 @@ def test_no_import_runs_back_up(part):
 
 def test_the_walk_sees_every_kind_of_import(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("import utils.cli\nfrom mi_mnist_dropout import x\ndef f():\n    from benchmarks import y\n"
-                      "from . import z\n")
+    module.write_text(
+        "import utils.cli\nfrom mi_mnist_dropout import x\ndef f():\n    from benchmarks import y\nfrom . import z\n"
+    )
     assert imported_names(module) == {"utils", "mi_mnist_dropout", "benchmarks"}
-

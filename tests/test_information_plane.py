@@ -1,6 +1,7 @@
 """From run folders to information planes: the estimation command, its cache and fingerprints, per-split
 noise draws, both errors and saturation in every entry, the comparison of runs, the figures, the two
 notebooks run headless, and bad run folders. Tiny trainings on scikit-learn's bundled digits."""
+
 import dataclasses
 import json
 import math
@@ -26,8 +27,25 @@ from utils.cli import REPORT
 from utils.train_command import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--dataset", "digits", "--epochs", "3", "--save-every", "1", "--train-subset", "300", "--repr-subset", "200",
-        "--metrics-subset", "100", "--batch-size", "16", "--lr", "0.01", "--no-analyze"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "3",
+    "--save-every",
+    "1",
+    "--train-subset",
+    "300",
+    "--repr-subset",
+    "200",
+    "--metrics-subset",
+    "100",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.01",
+    "--no-analyze",
+]
 LOG10 = math.log(10)
 QUIET = ip.Request(progress=False)
 
@@ -84,10 +102,12 @@ def test_estimation_fills_cache_and_second_run_computes_nothing(gaussian_run, mo
     assert _check_ranges(data, "binning_f", _n(gaussian_run)) == 8
     entry = data["estimates"]["mixture"]["dropout"]["test"]["3"]
     assert entry["settings"]["draws"] == ip.DEFAULT_DRAWS["test"]
-    assert entry["n_inputs"] == _n(gaussian_run)["test"] and entry["log_n"] == pytest.approx(math.log(entry["n_inputs"]))
+    assert entry["n_inputs"] == _n(gaussian_run)["test"] and entry["log_n"] == pytest.approx(
+        math.log(entry["n_inputs"])
+    )
     for key in ("mi_xz_stderr", "mi_zy_stderr"):
         assert entry[key] > 0, key
-    for key in ("mi_xz_sampling_stderr", "mi_zy_sampling_stderr"):   # 0 where the input spread is all Monte Carlo
+    for key in ("mi_xz_sampling_stderr", "mi_zy_sampling_stderr"):  # 0 where the input spread is all Monte Carlo
         assert entry[key] >= 0 and any(e[key] > 0 for _, _, _, e in _entries(data, "mixture")), key
     assert entry["saturation"] is not None and [p["n"] for p in entry["convergence"]][-1] == entry["n_inputs"]
     assert entry["settings"]["files"]["f"]["size"] > 0 and "blake2b" in entry["settings"]["labels"]
@@ -113,10 +133,12 @@ def test_noise_draws_are_set_per_split(gaussian_run):
     before = ip.estimate_run(gaussian_run, QUIET)["estimates"]["mixture"]["dropout"]
     request = ip.Request(estimators=("mixture",), draws=ip.draws_arg("train=2"), progress=False)
     after = ip.estimate_run(gaussian_run, request)["estimates"]["mixture"]["dropout"]
-    assert after["test"] == before["test"]                              # untouched
+    assert after["test"] == before["test"]  # untouched
     assert all(e["settings"]["draws"] == 2 for e in after["train"].values())
     assert all(e["params"]["pilot_inputs"] == 0 for e in after["train"].values())
-    assert all(e["params"]["draws"] == 2 and e["params"]["points"] == 2 * e["n_inputs"] for e in after["train"].values())
+    assert all(
+        e["params"]["draws"] == 2 and e["params"]["points"] == 2 * e["n_inputs"] for e in after["train"].values()
+    )
     assert ip.draws_arg("4") == (("train", 4), ("test", 4))
     assert ip.draws_arg("test=3") == (("train", ip.DEFAULT_DRAWS["train"]), ("test", 3))
     for bad in ("val=2", "train=0", "train=x", "two", "100000", f"test={ip.MAX_DRAWS + 1}"):
@@ -142,9 +164,22 @@ def test_changed_representation_file_is_recomputed_and_reported(tmp_path, capsys
 
 
 def test_cli_writes_figures_and_table(gaussian_run):
-    proc = subprocess.run([sys.executable, "-m", "utils.analysis.information_plane", str(gaussian_run),
-                           "--estimators", "mixture,binning,binning_f,edge,upper_bound", "--formats", "png,pdf"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "utils.analysis.information_plane",
+            str(gaussian_run),
+            "--estimators",
+            "mixture,binning,binning_f,edge,upper_bound",
+            "--formats",
+            "png,pdf",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "mixture" in proc.stdout and "edge" in proc.stdout
     for name in ("information_plane.png", "information_plane.pdf", "training_curves.png", "convergence_train.png"):
@@ -161,14 +196,14 @@ def test_comparison_of_two_seeds_writes_csv_and_aggregate_planes(gaussian_run, t
     rows = read_csv(out / "estimates.csv")
     assert {r["run"] for r in rows} == {"gaussian", "seed1"} and {r["seed"] for r in rows} == {0, 1}
     mixture = [r for r in rows if r["estimator"] == "mixture"]
-    assert len(mixture) == 2 * 2 * 4                          # runs x splits x epochs
+    assert len(mixture) == 2 * 2 * 4  # runs x splits x epochs
     for r in mixture:
         assert r["mi_xz_sampling_stderr"] is not None and r["saturation"] is not None and r["dataset"] == "digits"
     stored = rf.load_estimates(gaussian_run)["estimates"]["mixture"]["dropout"]["test"]["3"]["convergence"]
     row = next(r for r in mixture if r["run"] == "gaussian" and r["split"] == "test" and r["epoch"] == 3)
     assert [row["mi_xz_sixteenth"], row["mi_xz_quarter"], row["mi_xz"]] == pytest.approx([c["mi_xz"] for c in stored])
     assert all(r["mi_xz_quarter"] is None for r in rows if r["estimator"] == "callback")
-    assert len({r["group"] for r in rows}) == 1               # differ only in the seed
+    assert len({r["group"] for r in rows}) == 1  # differ only in the seed
     aggregate = read_csv(out / "aggregate.csv")
     cell = next(r for r in aggregate if r["estimator"] == "mixture" and r["split"] == "test" and r["epoch"] == 3)
     values = [r["mi_xz"] for r in mixture if r["split"] == "test" and r["epoch"] == 3]
@@ -187,17 +222,28 @@ def test_groups_differing_in_one_setting_are_overlaid(tmp_path):
     written = ip.analyze_runs(runs, out=tmp_path / "sweep", request=ip.Request(estimators=("mixture",), progress=False))
     overlays = [p for p in written if p.name.startswith("overlay_p_")]
     assert len(overlays) == 2 and all("p-0.1" in o.name and "p-0.3" in o.name for o in overlays)
-    assert sum(o.stem.endswith("_epochs") for o in overlays) == 1          # the plane and I(X;Z) per epoch
+    assert sum(o.stem.endswith("_epochs") for o in overlays) == 1  # the plane and I(X;Z) per epoch
     assert {r["n_seeds"] for r in read_csv(tmp_path / "sweep" / "aggregate.csv")} == {2}
 
 
 def test_trajectories_leave_out_epoch_0_and_draw_the_kl_term_only_where_there_is_one():
     def row(estimator, epoch, xz, dropout="gaussian"):
-        return {"estimator": estimator, "split": "train", "epoch": epoch, "mi_xz_mean": xz, "mi_zy_mean": 1.0,
-                "mi_xz_seed_sd": 0.1, "mi_zy_seed_sd": 0.1, "log_n": 5.0, "h_y": 2.3, "dropout": dropout}
+        return {
+            "estimator": estimator,
+            "split": "train",
+            "epoch": epoch,
+            "mi_xz_mean": xz,
+            "mi_zy_mean": 1.0,
+            "mi_xz_seed_sd": 0.1,
+            "mi_zy_seed_sd": 0.1,
+            "log_n": 5.0,
+            "h_y": 2.3,
+            "dropout": dropout,
+        }
+
     gaussian = [row("mixture", e, 4.0 + e) for e in (0, 1, 2)] + [row("callback", e, None) for e in (0, 1, 2)]
     fig = plot_trajectories(gaussian, "g")
-    assert len(fig.axes) == 2 * 2                              # I(X;Z), I(Y;Z) x train, test
+    assert len(fig.axes) == 2 * 2  # I(X;Z), I(Y;Z) x train, test
     assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2]
     information = gaussian[:3] + [row("callback", e, 100.0 - e, "information") for e in (0, 1, 2)]
     assert len(plot_trajectories(information, "i").axes) == 3 * 2
@@ -227,20 +273,25 @@ def test_bernoulli_run_says_infinite_and_still_plots_binning(bernoulli_run):
 
 
 def test_figures_keep_legends_off_the_data_and_show_integer_epochs():
-    series = PlaneSeries([0, 1, 2, 3], [0.1, 2.0, 3.0, 3.4], [0.2, 1.0, 1.5, 1.6], [0.01] * 4, [0.02] * 4,
-                         saturated=[False, False, True, True])
+    series = PlaneSeries(
+        [0, 1, 2, 3],
+        [0.1, 2.0, 3.0, 3.4],
+        [0.2, 1.0, 1.5, 1.6],
+        [0.01] * 4,
+        [0.02] * 4,
+        saturated=[False, False, True, True],
+    )
     bound = PlaneSeries([0, 1], [0.5, 130.0], [0.1, 1.0])
     fig = plot_plane_grid([Panel("p", [series], log_n=3.5, h_y=2.3), Panel("ub", [bound], log_n=3.5, own_scale=True)])
     fig.canvas.draw()
     ax, ub = fig.axes[0], fig.axes[1]
     legend = ax.get_legend().get_window_extent()
-    assert legend.y1 <= ax.get_window_extent().y0                      # below the axes, never on the points
+    assert legend.y1 <= ax.get_window_extent().y0  # below the axes, never on the points
     assert any("limited by N" in t.get_text() for t in ax.get_legend().get_texts())
     assert ax.get_xlim()[0] == 0 and ax.get_ylim()[0] == 0
     assert not any(line.get_xdata()[0] == 3.5 for line in ub.get_lines() if len(line.get_xdata()))
     assert any("off this scale" in t.get_text() for t in ub.get_legend().get_texts())
-    ticks = [float(t.get_text().replace("\N{MINUS SIGN}", "-")) for t in fig.axes[-1].get_yticklabels()
-             if t.get_text()]
+    ticks = [float(t.get_text().replace("\N{MINUS SIGN}", "-")) for t in fig.axes[-1].get_yticklabels() if t.get_text()]
     assert ticks and all(t.is_integer() for t in ticks)
     plt.close(fig)
 
@@ -257,30 +308,35 @@ def test_convergence_figure(gaussian_run):
 def test_mnist_script_analyze_ends_with_a_figure(tmp_path):
     out = tmp_path / "analyzed"
     argv = TINY + ["--epochs", "2", "--out", str(out), "--analyze"]
-    proc = subprocess.run([sys.executable, "mi_mnist_dropout.py", *argv], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "mi_mnist_dropout.py", *argv], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     figure = out / "figures" / "information_plane.png"
     assert figure.is_file() and f"figure: {figure}" in proc.stdout
 
 
 @pytest.mark.parametrize("notebook", ["mnist_draw_IP.ipynb", "cifar10_draw_IP.ipynb"])
-def test_notebooks_run_headless_with_paths_relative_to_the_repository(notebook, gaussian_run, information_run,
-                                                                       tmp_path):
+def test_notebooks_run_headless_with_paths_relative_to_the_repository(
+    notebook, gaussian_run, information_run, tmp_path
+):
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
 
     # the MNIST notebook as in the paper: a Gaussian-dropout and an information-dropout run together,
     # copied into one folder: the comparison goes to their common parent, here, not to the work tree
-    runs = [shutil.copytree(run, tmp_path / run.name) for run in
-            ([gaussian_run, information_run] if notebook.startswith("mnist") else [information_run])]
+    runs = [
+        shutil.copytree(run, tmp_path / run.name)
+        for run in ([gaussian_run, information_run] if notebook.startswith("mnist") else [information_run])
+    ]
     nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
     relative = [os.path.relpath(run, ROOT) for run in runs]
     os.environ["RUN_DIR"] = os.pathsep.join(relative)
     try:
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+        NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+        ).execute()
     finally:
         del os.environ["RUN_DIR"]
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
@@ -294,8 +350,11 @@ def test_notebook_run_folders_that_do_not_exist_are_named_before_any_work(tmp_pa
     (tmp_path / "runs" / "a").mkdir(parents=True)
     monkeypatch.delenv("RUN_DIR", raising=False)
     assert ip.notebook_runs(tmp_path, default=["runs/a"]) == [tmp_path / "runs" / "a"]
-    with pytest.raises(ip.InputError, match=r"the notebook's default \(RUN_DIR is not set\): no run folder .*runs/b\. "
-                                            r"Train one with mi_mnist_dropout.py"):
+    with pytest.raises(
+        ip.InputError,
+        match=r"the notebook's default \(RUN_DIR is not set\): no run folder .*runs/b\. "
+        r"Train one with mi_mnist_dropout.py",
+    ):
         ip.notebook_runs(tmp_path, default=["runs/a", "runs/b"])
     monkeypatch.setenv("RUN_DIR", os.pathsep.join(["runs/a", "runs/c"]))
     with pytest.raises(ip.InputError, match=r"^RUN_DIR: no run folder .*runs/c\."):
@@ -309,8 +368,10 @@ def _fake_run(tmp_path, layers, n=40, dim=3, epochs=(0, 1), p=0.2, seed=0):
     """A run folder written directly (no training) for format-level tests."""
     run = tmp_path / f"fake-seed{seed}"
     rng = np.random.default_rng(seed)
-    entries = [{"name": name, "dim": dim, "dropout": "gaussian", "p": p, "noise_std": math.sqrt(p / (1 - p))}
-               for name in layers]
+    entries = [
+        {"name": name, "dim": dim, "dropout": "gaussian", "p": p, "noise_std": math.sqrt(p / (1 - p))}
+        for name in layers
+    ]
     flags = {"net": "fc", "dropout": "gaussian", "p": p, "seed": seed, "epochs": max(epochs)}
     rf.save_json(run / rf.CONFIG_NAME, {"flags": flags, "dataset": {"name": "fake"}, "layers": entries})
     for split in rf.SPLITS:
@@ -319,8 +380,9 @@ def _fake_run(tmp_path, layers, n=40, dim=3, epochs=(0, 1), p=0.2, seed=0):
         for epoch in epochs:
             for name in layers:
                 tag = name if len(layers) > 1 else None
-                rf.save_npy(rf.representation_path(run, split, epoch, tag),
-                            (0.1 + rng.random((n, dim))).astype(np.float32))
+                rf.save_npy(
+                    rf.representation_path(run, split, epoch, tag), (0.1 + rng.random((n, dim))).astype(np.float32)
+                )
     return run
 
 
@@ -351,7 +413,7 @@ def _error(capsys, argv):
 
 
 def test_bad_run_folders_give_clear_errors(tmp_path, capsys):
-    assert "config.json" in _error(capsys, [tmp_path])                      # not a run folder
+    assert "config.json" in _error(capsys, [tmp_path])  # not a run folder
     assert "does not exist" in _error(capsys, [tmp_path / "nowhere"])
     run = _fake_run(tmp_path, ["dropout"])
     assert "is a file" in _error(capsys, [run / rf.CONFIG_NAME])

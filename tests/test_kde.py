@@ -1,4 +1,5 @@
 """Kolchinsky-Tracey pairwise bounds: limiting cases, a brute-force reference and an exact 1-D case."""
+
 import math
 
 import numpy as np
@@ -62,6 +63,7 @@ def test_two_points_exact_value_lies_between_bounds(a):
     # X uniform on {0, 1}, h = (0, a), var 1: I(X;T) = h(T) - 1/2 log(2 pi e), h(T) by quadrature.
     def p(t):
         return 0.5 * (stats.norm.pdf(t) + stats.norm.pdf(t, a))
+
     h_t = integrate.quad(lambda t: -p(t) * math.log(p(t)), -12, 12 + a)[0]
     exact = h_t - 0.5 * math.log(2 * math.pi * math.e)
     res = kde_mi_bounds(np.array([[0.0], [a]]), 1.0, dtype="float64")
@@ -82,20 +84,24 @@ def test_lower_below_upper_and_both_within_limits():
 
 def test_json_ready():
     import json
+
     json.dumps(kde_mi_bounds(np.eye(3), 0.1, [0, 1, 1]).to_dict())
 
 
-@pytest.mark.parametrize("args, match", [
-    ((np.eye(3), 0.0), "noise_std must be a finite number > 0.*deterministic"),
-    ((np.eye(3), -1.0), "noise_std must be a finite number > 0"),
-    ((np.eye(3), float("inf")), "noise_std must be a finite number > 0"),
-    ((np.eye(3), "loud"), "noise_std must be a number"),
-    ((np.array([[0.0, np.nan], [1.0, 1.0]]), 0.1), "NaN"),
-    ((np.zeros((3, 2, 2)), 0.1), "2-D"),
-    ((np.zeros((0, 2)), 0.1), "rows"),
-    ((np.eye(3), 0.1, [0, 1]), "entries"),
-    ((np.eye(3), 0.1, [0.5, 1, 1]), "integer"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((np.eye(3), 0.0), "noise_std must be a finite number > 0.*deterministic"),
+        ((np.eye(3), -1.0), "noise_std must be a finite number > 0"),
+        ((np.eye(3), float("inf")), "noise_std must be a finite number > 0"),
+        ((np.eye(3), "loud"), "noise_std must be a number"),
+        ((np.array([[0.0, np.nan], [1.0, 1.0]]), 0.1), "NaN"),
+        ((np.zeros((3, 2, 2)), 0.1), "2-D"),
+        ((np.zeros((0, 2)), 0.1), "rows"),
+        ((np.eye(3), 0.1, [0, 1]), "entries"),
+        ((np.eye(3), 0.1, [0.5, 1, 1]), "integer"),
+    ],
+)
 def test_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         kde_mi_bounds(*args)

@@ -1,4 +1,5 @@
 """KSG estimators against closed forms, a brute-force reference and numerical integration."""
+
 import math
 
 import numpy as np
@@ -16,7 +17,7 @@ SEEDS = range(12)
 def correlated_gaussians(rho, d, n, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d))
-    return x, rho * x + math.sqrt(1 - rho ** 2) * rng.standard_normal((n, d))
+    return x, rho * x + math.sqrt(1 - rho**2) * rng.standard_normal((n, d))
 
 
 def brute_force_ksg(x, y, k):
@@ -45,7 +46,7 @@ def test_matches_brute_force_reference():
 # high-dimensional pairs (Gao, Ver Steeg & Galstyan 2015) is why the 3-D case uses a weak correlation.
 @pytest.mark.parametrize("rho, d", [(0.0, 1), (0.5, 1), (0.9, 1), (0.5, 2), (0.0, 3), (0.3, 3)])
 def test_correlated_gaussians_closed_form(rho, d):
-    true = -d / 2 * math.log(1 - rho ** 2)
+    true = -d / 2 * math.log(1 - rho**2)
     est = np.array([ksg_mi(*correlated_gaussians(rho, d, N, 100 + s)).mi for s in SEEDS])
     stderr = est.std(ddof=1) / math.sqrt(len(est))
     assert abs(est.mean() - true) <= 4 * stderr + 0.01, (est.mean(), true, stderr)
@@ -102,6 +103,7 @@ def test_labels_two_gaussians_against_quadrature(form):
     # Z | Y=+-1 ~ N(+-1, 1), p(Y) = 1/2: I = h(Z) - 1/2 log(2 pi e), h(Z) by quadrature.
     def p(z):
         return 0.5 * (stats.norm.pdf(z, -1.0) + stats.norm.pdf(z, 1.0))
+
     h_z = integrate.quad(lambda z: -p(z) * math.log(p(z)), -15, 15)[0]
     true = h_z - 0.5 * math.log(2 * math.pi * math.e)
     est = []
@@ -125,15 +127,18 @@ def test_labels_independent_of_z(form, d):
     assert abs(est.mean()) <= 4 * est.std(ddof=1) / math.sqrt(len(est)) + 0.01
 
 
-@pytest.mark.parametrize("args, kwargs, match", [
-    ((np.zeros((5, 1)), np.zeros((4, 1))), {}, "same number of rows"),
-    ((np.arange(3.0), np.arange(3.0)), {}, "at least 4"),
-    ((np.arange(10.0), np.arange(10.0)), {"k": 0}, "k must be an integer >= 1"),
-    ((np.arange(10.0), np.arange(10.0)), {"k": 2.0}, "k must be an integer >= 1"),
-    ((np.array([0.0, np.nan, 1, 2, 3]), np.arange(5.0)), {}, "NaN"),
-    ((np.arange(5.0), np.array([0.0, np.inf, 1, 2, 3])), {}, "NaN/inf"),
-    ((np.zeros((5, 2, 2)), np.arange(5.0)), {}, "2-D"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((np.zeros((5, 1)), np.zeros((4, 1))), {}, "same number of rows"),
+        ((np.arange(3.0), np.arange(3.0)), {}, "at least 4"),
+        ((np.arange(10.0), np.arange(10.0)), {"k": 0}, "k must be an integer >= 1"),
+        ((np.arange(10.0), np.arange(10.0)), {"k": 2.0}, "k must be an integer >= 1"),
+        ((np.array([0.0, np.nan, 1, 2, 3]), np.arange(5.0)), {}, "NaN"),
+        ((np.arange(5.0), np.array([0.0, np.inf, 1, 2, 3])), {}, "NaN/inf"),
+        ((np.zeros((5, 2, 2)), np.arange(5.0)), {}, "2-D"),
+    ],
+)
 def test_ksg_bad_input(args, kwargs, match):
     with pytest.raises(InputError, match=match):
         ksg_mi(*args, **kwargs)

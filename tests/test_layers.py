@@ -1,4 +1,5 @@
 """Noise statistics, inference identity, KL term and serialisation of the dropout layers."""
+
 import math
 
 import keras
@@ -82,6 +83,7 @@ def _numerical_kl(p, q, lower, upper):
     def integrand(z):
         pz = p.pdf(z)
         return pz * (p.logpdf(z) - q.logpdf(z)) if pz > 0 else 0.0
+
     return integrate.quad(integrand, lower, upper, limit=400, points=[p.median()])[0]
 
 
@@ -95,7 +97,7 @@ def test_lognormal_kl_matches_numerical_integration_over_z():
     alpha = np.array([[0.05, 0.2, 0.5, 0.7]], dtype="float32")
     expected = 0.0
     for i in range(4):
-        posterior = stats.lognorm(s=alpha[0, i], scale=f[0, i])   # log z ~ N(log f, alpha^2)
+        posterior = stats.lognorm(s=alpha[0, i], scale=f[0, i])  # log z ~ N(log f, alpha^2)
         prior = stats.lognorm(s=math.exp(log_std[i]), scale=math.exp(mean[i]))
         expected += _numerical_kl(posterior, prior, posterior.ppf(1e-12), posterior.ppf(1 - 1e-12))
     assert float(np.asarray(layer.kl_divergence(f, alpha))[0]) == pytest.approx(expected, rel=1e-4)
@@ -106,8 +108,14 @@ def test_loguniform_kl_is_minus_log_alpha_up_to_a_constant_and_zero_at_maximal_n
     alphas = np.array([0.01, 0.1, 0.4, 0.701])
     kl = np.asarray(layer.kl_divergence(np.ones((4, 1), "float32"), alphas[:, None].astype("float32")))
     # KL(N(m, a^2) || U on a wide log-interval of length L) = log L - h(N(0, a^2)); h by quadrature
-    entropies = np.array([integrate.quad(lambda t, a=a: -stats.norm.pdf(t, 0, a) * stats.norm.logpdf(t, 0, a),
-                                         -40 * a, 40 * a, points=[0.0])[0] for a in alphas])
+    entropies = np.array(
+        [
+            integrate.quad(
+                lambda t, a=a: -stats.norm.pdf(t, 0, a) * stats.norm.logpdf(t, 0, a), -40 * a, 40 * a, points=[0.0]
+            )[0]
+            for a in alphas
+        ]
+    )
     np.testing.assert_allclose(kl - kl[0], -(entropies - entropies[0]), rtol=1e-5, atol=1e-5)
     assert kl[-1] == pytest.approx(0.0, abs=1e-6)
     assert np.all(kl >= -1e-6)
@@ -140,8 +148,14 @@ def test_noise_spec_values():
     assert noise_spec(keras.layers.GaussianDropout(0.2)) == {"dropout": "gaussian", "p": 0.2, "noise_std": 0.5}
     assert noise_spec(keras.layers.Dropout(0.3)) == {"dropout": "bernoulli", "p": 0.3, "noise_std": None}
     assert noise_spec(_info_layer(alpha_max=0.6, beta=20.0, kl_weight=0.02)) == {
-        "dropout": "information", "p": None, "noise_std": None, "alpha_max": 0.6, "beta": 20.0,
-        "kl_weight": 0.02, "prior": "lognormal"}
+        "dropout": "information",
+        "p": None,
+        "noise_std": None,
+        "alpha_max": 0.6,
+        "beta": 20.0,
+        "kl_weight": 0.02,
+        "prior": "lognormal",
+    }
     assert noise_spec(keras.layers.Dense(3)) is None
     assert noise_spec(keras.layers.GaussianNoise(0.1)) is None
     with pytest.raises(ValueError, match="p < 1"):
@@ -149,8 +163,9 @@ def test_noise_spec_values():
 
 
 def test_dropout_layers_finds_stock_and_nested_layers_in_model_order():
-    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6), keras.layers.GaussianDropout(0.1, name="g")],
-                             name="inner")
+    inner = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(6), keras.layers.GaussianDropout(0.1, name="g")], name="inner"
+    )
     inputs = keras.Input((6,))
     x = keras.layers.Dropout(0.5, name="b")(inputs)
     x = inner(x)
@@ -160,12 +175,15 @@ def test_dropout_layers_finds_stock_and_nested_layers_in_model_order():
     assert dropout_layers(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])) == []
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"prior": "gaussian"}, "prior"),
-    ({"alpha_max": 0.0}, "alpha_max"),
-    ({"beta": -1.0}, "beta"),
-    ({"kl_weight": float("nan")}, "kl_weight"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"prior": "gaussian"}, "prior"),
+        ({"alpha_max": 0.0}, "alpha_max"),
+        ({"beta": -1.0}, "beta"),
+        ({"kl_weight": float("nan")}, "kl_weight"),
+    ],
+)
 def test_information_dropout_rejects_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         InformationDropout(**{"kl_weight": 0.1, **kwargs})
@@ -177,8 +195,15 @@ def test_information_dropout_rejects_mismatched_inputs():
 
 
 def _noisy_model():
-    return keras.Sequential([keras.Input((6, 6, 1)), keras.layers.RandomFlip("horizontal"), keras.layers.Flatten(),
-                             keras.layers.Dense(5), keras.layers.GaussianDropout(0.5)])
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.RandomFlip("horizontal"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5),
+            keras.layers.GaussianDropout(0.5),
+        ]
+    )
 
 
 def test_seed_states_are_the_random_generators_and_nothing_else():

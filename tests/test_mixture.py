@@ -5,6 +5,7 @@ module docstring of mi_estimators.mixture; ``test_raw_float32_would_fail`` shows
 ``atol`` shows that the exact hits, the error bound and the float64 fallback do their job; the bound
 itself is checked point by point against the true error of the working-precision pass.
 """
+
 import contextlib
 import json
 import os
@@ -19,8 +20,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 
 from mi_estimators import mixture
-from mi_estimators.mixture import direct_log_density, mixture_log_density, prepare_mixture
-from mi_estimators.mixture import numpy_backend
+from mi_estimators.mixture import direct_log_density, mixture_log_density, numpy_backend, prepare_mixture
 from mi_estimators.mixture.flush import flush_to_zero, flushes_to_zero
 from mi_estimators.mixture.numpy_backend import NumpySegments
 
@@ -67,8 +67,15 @@ def test_direct_reference():
     assert np.allclose(direct_log_density(z, mu, 0.7), direct_log_density(z, mu, np.full(mu.shape, 0.7)))
 
 
-CASES = [(32, 0.01, None), (32, 0.05, 4), (128, 0.01, None), (128, 0.02, None), (128, 0.05, 4), (128, 0.5, 4),
-         (64, 0.03, 2)]
+CASES = [
+    (32, 0.01, None),
+    (32, 0.05, 4),
+    (128, 0.01, None),
+    (128, 0.02, None),
+    (128, 0.05, 4),
+    (128, 0.5, 4),
+    (64, 0.03, 2),
+]
 
 
 @pytest.mark.parametrize("d,sigma,clusters", CASES)
@@ -90,7 +97,7 @@ def test_raw_float32_would_fail():
     mix = prepare_mixture(f, s)
     b, _ = mix.terms(np.dtype(np.float32))
     zc = z - mix.centre
-    a = np.hstack([zc ** 2, zc, np.ones((len(z), 1)), np.zeros((len(z), 1))]).astype(np.float32)
+    a = np.hstack([zc**2, zc, np.ones((len(z), 1)), np.zeros((len(z), 1))]).astype(np.float32)
     raw = logsumexp((a @ b.T).astype(float), axis=1) + mix.ref - np.log(len(f))
     assert np.abs(raw - direct(z, f, s)).max() > 100 * ATOL
 
@@ -117,7 +124,7 @@ def real_problem(epoch):
     k = rng.choice(len(f), 250, replace=False)
     eps = rng.standard_normal((len(k), f.shape[1]))
     s = 0.5 * f
-    own = -np.log(s[k]).sum(axis=1) - 0.5 * f.shape[1] * np.log(2 * np.pi) - 0.5 * (eps ** 2).sum(axis=1)
+    own = -np.log(s[k]).sum(axis=1) - 0.5 * f.shape[1] * np.log(2 * np.pi) - 0.5 * (eps**2).sum(axis=1)
     return f[k] * (1 + 0.5 * eps), f, s, labels, k, own
 
 
@@ -173,7 +180,7 @@ def test_component_order_does_not_decide_the_cost(real_early):
     position = np.argsort(by_class)
     truth = direct_log_density(z, f, s, leave_out=k)
     plain, _ = prepare_mixture(f, s).log_density_own_group(z, np.zeros(len(z), dtype=int), leave_out=k)
-    assert np.abs(plain - truth[:, None]).max() < ATOL       # one group: both columns are the whole mixture
+    assert np.abs(plain - truth[:, None]).max() < ATOL  # one group: both columns are the whole mixture
     for order in (np.arange(len(f)), by_class):
         mix = prepare_mixture(f[order], s[order], groups=labels[order])
         got, info = mix.log_density_own_group(z, labels[k], leave_out=position[k] if order is by_class else k)
@@ -193,7 +200,7 @@ def test_leave_one_out_matches_float64_where_subtraction_cannot(d, sigma, cluste
     exact = direct_log_density(z, f, s, leave_out=k)
     assert np.abs(loo[:, 0] - exact).max() < ATOL and info["max_error_bound"] <= ATOL
     full = direct_log_density(z, f, s)
-    own = np.array([direct_log_density(z[i:i + 1], f[k[i]:k[i] + 1], s[k[i]:k[i] + 1])[0] for i in range(len(z))])
+    own = np.array([direct_log_density(z[i : i + 1], f[k[i] : k[i] + 1], s[k[i] : k[i] + 1])[0] for i in range(len(z))])
     with np.errstate(divide="ignore", invalid="ignore"):
         subtracted = np.log(np.exp(full - own) * len(f) - 1.0) + own - np.log(len(f) - 1)
     dominated = full - exact > 50
@@ -259,7 +266,7 @@ def test_chunk_boundaries():
 def test_groups_from_one_pass():
     rng = np.random.default_rng(13)
     z, f, s, labels = dropout_problem(rng, 600, 32, 0.1, clusters=3, spread=0.2)
-    groups = rng.permutation(labels)              # groups interleaved, not contiguous
+    groups = rng.permutation(labels)  # groups interleaved, not contiguous
     got = mixture_log_density(z, f, s, groups=groups, max_memory_mb=0.1)
     exact = direct(z, f, s, groups)
     assert got.shape == (len(z), 3)
@@ -300,11 +307,11 @@ def test_float64_option():
 
 
 def test_memory_plan_respects_budget():
-    for m, n, d, budget in [(10 ** 6, 10 ** 6, 128, 256), (10 ** 5, 50, 1000, 8), (5, 10 ** 7, 32, 1)]:
+    for m, n, d, budget in [(10**6, 10**6, 128, 256), (10**5, 50, 1000, 8), (5, 10**7, 32, 1)]:
         k = 2 * d + 2
         rows, cols = mixture.chunk_plan(m, n, k, 4, d, 1, budget)
         used = rows * (cols * 4 + k * 4 + 8 * (3 * d + 16))
-        assert rows >= 1 and cols >= 1 and used <= budget * 2 ** 20
+        assert rows >= 1 and cols >= 1 and used <= budget * 2**20
 
 
 def test_progress_bar_moves_within_a_block_of_points(monkeypatch):
@@ -390,8 +397,9 @@ def test_keras_backend_under_jax_matches_numpy():
     pytest.importorskip("jax", reason="JAX is not installed")
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _JAX_SCRIPT], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "jax" and result["precision"] == "highest"
@@ -399,29 +407,32 @@ def test_keras_backend_under_jax_matches_numpy():
     assert result["loose_f64"] == 0 and result["loose_diff"] <= result["loose_bound"] + ATOL
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"points": np.full((3, 2), np.nan)}, "NaN"),
-    ({"means": np.array([[0.0, np.inf]])}, "NaN"),
-    ({"points": np.zeros((3, 3))}, "features"),
-    ({"stds": np.zeros((4, 2))}, "positive"),
-    ({"stds": -1.0}, "positive"),
-    ({"stds": np.ones((4, 3))}, "stds must be"),
-    ({"stds": np.ones(4)}, "stds must be"),
-    ({"groups": np.array([0, 1, 0])}, "entries"),
-    ({"groups": np.array([0, -1, 0, 1])}, "negative"),
-    ({"groups": np.array([0, 2, 0, 2])}, "empty"),
-    ({"groups": np.array([0.5, 1, 0, 1])}, "integer"),
-    ({"backend": "torch"}, "backend"),
-    ({"backend": "tensorflow"}, "backend"),
-    ({"dtype": "float16"}, "dtype"),
-    ({"max_memory_mb": 0}, "max_memory_mb"),
-    ({"atol": -1.0}, "atol"),
-    ({"points": np.zeros((3, 2, 1))}, "2-D"),
-    ({"stds": 1e-200}, "rescale"),
-    ({"means": np.full((4, 2), 1e200)}, "rescale"),
-    ({"stds": "0.5"}, "stds"),
-    ({"leave_out": np.array([0, 1, 4])}, "leave_out"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"points": np.full((3, 2), np.nan)}, "NaN"),
+        ({"means": np.array([[0.0, np.inf]])}, "NaN"),
+        ({"points": np.zeros((3, 3))}, "features"),
+        ({"stds": np.zeros((4, 2))}, "positive"),
+        ({"stds": -1.0}, "positive"),
+        ({"stds": np.ones((4, 3))}, "stds must be"),
+        ({"stds": np.ones(4)}, "stds must be"),
+        ({"groups": np.array([0, 1, 0])}, "entries"),
+        ({"groups": np.array([0, -1, 0, 1])}, "negative"),
+        ({"groups": np.array([0, 2, 0, 2])}, "empty"),
+        ({"groups": np.array([0.5, 1, 0, 1])}, "integer"),
+        ({"backend": "torch"}, "backend"),
+        ({"backend": "tensorflow"}, "backend"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"max_memory_mb": 0}, "max_memory_mb"),
+        ({"atol": -1.0}, "atol"),
+        ({"points": np.zeros((3, 2, 1))}, "2-D"),
+        ({"stds": 1e-200}, "rescale"),
+        ({"means": np.full((4, 2), 1e200)}, "rescale"),
+        ({"stds": "0.5"}, "stds"),
+        ({"leave_out": np.array([0, 1, 4])}, "leave_out"),
+    ],
+)
 def test_bad_input(kwargs, match):
     args = {"points": np.zeros((3, 2)), "means": np.zeros((4, 2)), "stds": np.ones((4, 2))}
     args.update(kwargs)
@@ -461,7 +472,7 @@ def test_tiny_terms_within_the_bound(d, sigma, raised, flush, monkeypatch):
                 pytest.skip("this platform gives no flush-to-zero")
     else:
         monkeypatch.setattr(numpy_backend, "flush_to_zero", no_flush)
-    rng = np.random.default_rng(d + int(1000 * sigma))      # (the narrow case of the test above)
+    rng = np.random.default_rng(d + int(1000 * sigma))  # (the narrow case of the test above)
     z, f, s, _ = dropout_problem(rng, 500, d, sigma)
     mix = prepare_mixture(f, s)
     b, v = mix.terms(np.dtype(np.float32))

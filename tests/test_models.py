@@ -1,4 +1,5 @@
 """Shapes, dropout placement, augmentation and option checks of the paper's networks."""
+
 import math
 
 import keras
@@ -12,19 +13,26 @@ from utils.nets import NETS
 
 
 def _build(net, dropout="gaussian", shape=(28, 28, 1), **kwargs):
-    return build_model(net, **{"dropout": dropout, "p": 0.2, "input_shape": shape, "n_classes": 10,
-                               "n_train": 1000, **kwargs})
+    return build_model(
+        net, **{"dropout": dropout, "p": 0.2, "input_shape": shape, "n_classes": 10, "n_train": 1000, **kwargs}
+    )
 
 
 def _images(shape, n=2, seed=0):
     return np.random.default_rng(seed).uniform(size=(n, *shape)).astype("float32")
 
 
-@pytest.mark.parametrize("net, shape, dim", [
-    ("fc", (28, 28, 1), 32), ("fc", (8, 8, 1), 32),
-    ("lenet", (28, 28, 1), 84), ("lenet", (8, 8, 1), 84),
-    ("convnet", (32, 32, 3), 128), ("allcnn", (32, 32, 3), 16 * 16 * 96),
-])
+@pytest.mark.parametrize(
+    "net, shape, dim",
+    [
+        ("fc", (28, 28, 1), 32),
+        ("fc", (8, 8, 1), 32),
+        ("lenet", (28, 28, 1), 84),
+        ("lenet", (8, 8, 1), 84),
+        ("convnet", (32, 32, 3), 128),
+        ("allcnn", (32, 32, 3), 16 * 16 * 96),
+    ],
+)
 @pytest.mark.parametrize("dropout", DROPOUT_KINDS)
 def test_each_net_and_dropout_kind_builds_with_one_named_dropout_layer(net, shape, dim, dropout):
     model = _build(net, dropout, shape)
@@ -51,7 +59,7 @@ def test_resnet18_has_a_128_unit_bottleneck_before_the_classifier(dropout):
     assert layer.output.shape[1:] == (128,)
     assert model.get_layer("predictions").input.shape[1:] == (128,)
     # the paper's bottleneck is linear; information dropout needs f > 0 and gets a softplus
-    activations = [l for l in model.layers if l.name == "dropout_input_activation"]
+    activations = [layer for layer in model.layers if layer.name == "dropout_input_activation"]
     assert len(activations) == (1 if dropout == "information" else 0)
 
 
@@ -102,29 +110,44 @@ def test_same_seed_gives_same_weights_and_noise():
 
 def test_nets_list_dataset_family_and_dropout_kinds():
     assert {net: spec.family for net, spec in NETS.items()} == {
-        "fc": "mnist", "lenet": "mnist", "resnet18": "cifar10", "convnet": "cifar10", "allcnn": "cifar10"}
+        "fc": "mnist",
+        "lenet": "mnist",
+        "resnet18": "cifar10",
+        "convnet": "cifar10",
+        "allcnn": "cifar10",
+    }
     assert NETS["allcnn"].default_dropout == "information"
     assert all(spec.default_dropout in spec.dropouts for spec in NETS.values())
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"net": "vgg"}, "unknown net 'vgg'"),
-    ({"dropout": "alpha"}, "cannot take dropout 'alpha'"),
-    ({"p": 0.0}, r"p must be in \(0, 1\)"),
-    ({"p": 1.0}, r"p must be in \(0, 1\)"),
-    ({"p": None}, r"p must be in \(0, 1\)"),
-    ({"filters": 0.25}, "filters applies to the CIFAR-10"),
-    ({"net": "allcnn", "filters": 0.0}, "filters must be"),
-    ({"input_shape": (784,)}, "input_shape"),
-    ({"n_classes": 1}, "n_classes"),
-    ({"n_train": 0}, "n_train"),
-    ({"beta": -1.0}, "beta"),
-    ({"normalization": ([0.5, 0.5], [0.2, 0.2])}, "normalization needs 1"),
-    ({"normalization": ([0.5], [0.0])}, "stds"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"net": "vgg"}, "unknown net 'vgg'"),
+        ({"dropout": "alpha"}, "cannot take dropout 'alpha'"),
+        ({"p": 0.0}, r"p must be in \(0, 1\)"),
+        ({"p": 1.0}, r"p must be in \(0, 1\)"),
+        ({"p": None}, r"p must be in \(0, 1\)"),
+        ({"filters": 0.25}, "filters applies to the CIFAR-10"),
+        ({"net": "allcnn", "filters": 0.0}, "filters must be"),
+        ({"input_shape": (784,)}, "input_shape"),
+        ({"n_classes": 1}, "n_classes"),
+        ({"n_train": 0}, "n_train"),
+        ({"beta": -1.0}, "beta"),
+        ({"normalization": ([0.5, 0.5], [0.2, 0.2])}, "normalization needs 1"),
+        ({"normalization": ([0.5], [0.0])}, "stds"),
+    ],
+)
 def test_bad_options_raise_one_line_value_errors(kwargs, match):
-    args = {"net": "fc", "dropout": "gaussian", "p": 0.2, "input_shape": (28, 28, 1), "n_classes": 10,
-            "n_train": 100, **kwargs}
+    args = {
+        "net": "fc",
+        "dropout": "gaussian",
+        "p": 0.2,
+        "input_shape": (28, 28, 1),
+        "n_classes": 10,
+        "n_train": 100,
+        **kwargs,
+    }
     if args["net"] == "allcnn":
         args["input_shape"] = (32, 32, 3)
     with pytest.raises(ValueError, match=match) as err:

@@ -1,4 +1,5 @@
 """Run-folder I/O: atomic writes, pickle-free loads with clear errors, config validation, file names."""
+
 import json
 import math
 import os
@@ -14,8 +15,16 @@ def _gaussian_layer(name="dropout", p=0.2, dim=4):
 
 
 def _info_layer(name="dropout", dim=4):
-    return {"name": name, "dim": dim, "dropout": "information", "p": None, "noise_std": None,
-            "alpha_max": 0.7, "beta": 3.0, "prior": "lognormal"}
+    return {
+        "name": name,
+        "dim": dim,
+        "dropout": "information",
+        "p": None,
+        "noise_std": None,
+        "alpha_max": 0.7,
+        "beta": 3.0,
+        "prior": "lognormal",
+    }
 
 
 def _run(tmp_path, layers):
@@ -87,9 +96,12 @@ def test_file_names_follow_the_readme(tmp_path):
     assert rf.ip_path(tmp_path, "test", "mi_zy").relative_to(tmp_path).as_posix() == "IP/test_mi_zy.json"
     assert rf.ip_path(tmp_path, "train", "mean_kl", "d").name == "train_mean_kl_d.json"
     assert rf.ip_path(tmp_path, "train", "mi_zy", "d").name == "train_mi_zy.json"
-    for bad in (lambda: rf.representation_path(tmp_path, "val", 0), lambda: rf.alpha_path(tmp_path, "train", -1),
-                lambda: rf.representation_path(tmp_path, "train", 1, "a/b"),
-                lambda: rf.ip_path(tmp_path, "train", "mi_xy")):
+    for bad in (
+        lambda: rf.representation_path(tmp_path, "val", 0),
+        lambda: rf.alpha_path(tmp_path, "train", -1),
+        lambda: rf.representation_path(tmp_path, "train", 1, "a/b"),
+        lambda: rf.ip_path(tmp_path, "train", "mi_xy"),
+    ):
         with pytest.raises(ValueError):
             bad()
 
@@ -99,11 +111,13 @@ def test_load_config_checks_the_layers(tmp_path):
     assert rf.load_config(run)["layers"][0]["noise_std"] == pytest.approx(0.5)
     with pytest.raises(FileNotFoundError, match="run folder"):
         rf.load_config(tmp_path / "elsewhere")
-    defects = {r"\.noise_std": dict(_gaussian_layer(), noise_std=0.2),
-               r"\.dropout": dict(_gaussian_layer(), dropout="poisson"),
-               r"\.p must": dict(_gaussian_layer(), p=1.0, noise_std=1.0),
-               r"\.dim": dict(_gaussian_layer(), dim=0),
-               "lacks 'alpha_max'": {k: v for k, v in _info_layer().items() if k != "alpha_max"}}
+    defects = {
+        r"\.noise_std": dict(_gaussian_layer(), noise_std=0.2),
+        r"\.dropout": dict(_gaussian_layer(), dropout="poisson"),
+        r"\.p must": dict(_gaussian_layer(), p=1.0, noise_std=1.0),
+        r"\.dim": dict(_gaussian_layer(), dim=0),
+        "lacks 'alpha_max'": {k: v for k, v in _info_layer().items() if k != "alpha_max"},
+    }
     for pattern, layer in defects.items():
         _run(tmp_path, [layer])
         with pytest.raises(ValueError, match=pattern):

@@ -2,6 +2,7 @@
 levels, bit-identical resume after SIGKILL and after a NaN, seeding, the mirrored strategy, fast start
 without Keras, silenced native logs and the JAX backend. Bad input (and the one-writer lock):
 tests/test_training_bad_input.py."""
+
 import csv
 import importlib.util
 import math
@@ -17,16 +18,30 @@ import pytest
 
 import mi_cifar_dropout
 import mi_mnist_dropout
-from utils.cli import CommandError
 from utils import run_folder as rf
-from utils.models import build_model
-from utils.cli import native_logs_silenced
-from utils.train_command import main, parse_args, remove_leftovers, run_dir_for, train
+from utils.cli import CommandError, native_logs_silenced
 from utils.keras_training import CHECKPOINT_NAME
+from utils.models import build_model
+from utils.train_command import main, parse_args, remove_leftovers, run_dir_for, train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--dataset", "digits", "--epochs", "3", "--save-every", "2", "--train-subset", "200", "--repr-subset", "120",
-        "--metrics-subset", "80", "--batch-size", "50", "--no-analyze"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "3",
+    "--save-every",
+    "2",
+    "--train-subset",
+    "200",
+    "--repr-subset",
+    "120",
+    "--metrics-subset",
+    "80",
+    "--batch-size",
+    "50",
+    "--no-analyze",
+]
 
 
 def _main(argv):
@@ -62,16 +77,35 @@ def tiny_run(tmp_path_factory):
 
 def test_script_defaults_are_the_papers():
     mnist = parse_args([], mi_mnist_dropout.DEFAULTS, family="mnist")
-    assert (mnist.dataset, mnist.net, mnist.dropout, mnist.lr, mnist.batch_size, mnist.epochs, mnist.p,
-            mnist.weight_decay, mnist.save_every, mnist.analyze) == (
-        "mnist", "fc", "gaussian", 0.1, 256, 200, 0.2, 1e-3, 2, True)
+    assert (
+        mnist.dataset,
+        mnist.net,
+        mnist.dropout,
+        mnist.lr,
+        mnist.batch_size,
+        mnist.epochs,
+        mnist.p,
+        mnist.weight_decay,
+        mnist.save_every,
+        mnist.analyze,
+    ) == ("mnist", "fc", "gaussian", 0.1, 256, 200, 0.2, 1e-3, 2, True)
     assert run_dir_for(mnist) == Path("runs/mnist-fc-gaussian-p0.2-seed0")
     cifar = parse_args([], mi_cifar_dropout.DEFAULTS, family="cifar10")
-    assert (cifar.dataset, cifar.net, cifar.dropout, cifar.lr, cifar.batch_size, cifar.epochs, cifar.p,
-            cifar.weight_decay, cifar.save_every, cifar.analyze) == (
-        "cifar10", "resnet18", "gaussian", 0.05, 64, 200, 0.4, 5e-4, 10, False)
-    allcnn = parse_args(["--net", "allcnn", "--beta", "20", "--filters", "0.25"], mi_cifar_dropout.DEFAULTS,
-                        family="cifar10")
+    assert (
+        cifar.dataset,
+        cifar.net,
+        cifar.dropout,
+        cifar.lr,
+        cifar.batch_size,
+        cifar.epochs,
+        cifar.p,
+        cifar.weight_decay,
+        cifar.save_every,
+        cifar.analyze,
+    ) == ("cifar10", "resnet18", "gaussian", 0.05, 64, 200, 0.4, 5e-4, 10, False)
+    allcnn = parse_args(
+        ["--net", "allcnn", "--beta", "20", "--filters", "0.25"], mi_cifar_dropout.DEFAULTS, family="cifar10"
+    )
     assert allcnn.dropout == "information" and run_dir_for(allcnn).name == "cifar10-allcnn-information-beta20-seed0"
 
 
@@ -79,12 +113,20 @@ def test_tiny_run_folder_is_complete(tiny_run):
     config = rf.load_config(tiny_run)
     assert config["flags"]["lr"] == 0.1 and config["flags"]["save_every"] == 2
     assert config["dataset"] | {"source": None} == {
-        "name": "digits", "source": None, "n_train": 200, "n_test": 450, "n_classes": 10, "input_shape": [8, 8, 1],
-        "n_repr_train": 120, "n_repr_test": 450, "n_metrics_train": 80}
+        "name": "digits",
+        "source": None,
+        "n_train": 200,
+        "n_test": 450,
+        "n_classes": 10,
+        "input_shape": [8, 8, 1],
+        "n_repr_train": 120,
+        "n_repr_test": 450,
+        "n_metrics_train": 80,
+    }
     assert config["versions"]["backend"] == keras.backend.backend() == "tensorflow"
     assert set(config["versions"]) >= {"python", "tensorflow", "keras", "numpy"}
     assert "resumed_at" not in config
-    layer, = config["layers"]
+    (layer,) = config["layers"]
     assert layer == {"name": "dropout", "dim": 32, "shape": [32], "dropout": "gaussian", "p": 0.2, "noise_std": 0.5}
     # The recorded noise is what the network's dropout layer draws.
     model = build_model("fc", dropout="gaussian", p=0.2, input_shape=(8, 8, 1), n_classes=10, n_train=200)
@@ -104,8 +146,9 @@ def test_tiny_run_folder_is_complete(tiny_run):
     assert all(v <= math.log(10) for v in rf.load_ip(tiny_run, "test", "mi_zy").values())
     rows = _history(tiny_run)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert {"loss", "accuracy", "test_loss", "test_accuracy", "learning_rate", "seconds",
-            "callback_seconds"} <= set(rows[0])
+    assert {"loss", "accuracy", "test_loss", "test_accuracy", "learning_rate", "seconds", "callback_seconds"} <= set(
+        rows[0]
+    )
     # Cosine decay over the whole run: lr(t) = lr0 (1 + cos(pi t / T)) / 2 after t of T steps.
     lrs = [float(r["learning_rate"]) for r in rows]
     np.testing.assert_allclose(lrs, [0.1 * (1 + math.cos(math.pi * e / 3)) / 2 for e in (1, 2, 3)], atol=1e-6)
@@ -116,12 +159,37 @@ def test_tiny_run_folder_is_complete(tiny_run):
 
 def test_information_dropout_run_in_the_default_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _main(["--dataset", "digits", "--net", "lenet", "--dropout", "information", "--beta", "2", "--epochs", "1",
-                  "--train-subset", "60", "--batch-size", "30", "--no-analyze"]) == 0
+    assert (
+        _main(
+            [
+                "--dataset",
+                "digits",
+                "--net",
+                "lenet",
+                "--dropout",
+                "information",
+                "--beta",
+                "2",
+                "--epochs",
+                "1",
+                "--train-subset",
+                "60",
+                "--batch-size",
+                "30",
+                "--no-analyze",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "runs" / "digits-lenet-information-beta2-seed0"
-    layer, = rf.load_config(run)["layers"]
-    assert (layer["dropout"], layer["dim"], layer["beta"], layer["alpha_max"], layer["noise_std"]) == \
-        ("information", 84, 2.0, 0.7, None)
+    (layer,) = rf.load_config(run)["layers"]
+    assert (layer["dropout"], layer["dim"], layer["beta"], layer["alpha_max"], layer["noise_std"]) == (
+        "information",
+        84,
+        2.0,
+        0.7,
+        None,
+    )
     assert rf.saved_epochs(run, "test") == [0, 1]
     alpha = rf.load_alphas(run, "train", 1)
     assert alpha.shape == (60, 84) and np.all((alpha > 0.001) & (alpha <= 0.701))
@@ -172,20 +240,32 @@ def test_killed_runs_resume_to_the_same_bytes(tiny_run, tmp_path, capsys):
     rng = np.random.default_rng()
     # a TINY run writes 33 files (config, 4 inputs and labels, per epoch the IP files, the representations
     # of epochs 0, 2 and 3, history.csv and the checkpoint) and takes 3 x 4 training steps
-    trials = [("write", int(rng.integers(1, 34))) if rng.random() < 0.5 else ("step", int(rng.integers(1, 13)))
-              for _ in range(3)]
-    procs = [subprocess.Popen([sys.executable, "-c", _KILLER, kind, str(at), *TINY, "--out", str(tmp_path / str(i))],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for i, (kind, at) in enumerate(trials)]
+    trials = [
+        ("write", int(rng.integers(1, 34))) if rng.random() < 0.5 else ("step", int(rng.integers(1, 13)))
+        for _ in range(3)
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _KILLER, kind, str(at), *TINY, "--out", str(tmp_path / str(i))],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i, (kind, at) in enumerate(trials)
+    ]
     for proc in procs:
         assert proc.wait(timeout=300) == -signal.SIGKILL, (trials, proc.stderr.read().decode()[-2000:])
-    expected = {str(p.relative_to(tiny_run)): p.read_bytes() for sub in (rf.REPR_DIR, rf.IP_DIR)
-                for p in (tiny_run / sub).iterdir()}
+    expected = {
+        str(p.relative_to(tiny_run)): p.read_bytes()
+        for sub in (rf.REPR_DIR, rf.IP_DIR)
+        for p in (tiny_run / sub).iterdir()
+    }
     for i in range(len(trials)):
         out = tmp_path / str(i)
         assert _main(TINY + ["--out", str(out)]) == 0
-        assert {str(p.relative_to(out)): p.read_bytes() for sub in (rf.REPR_DIR, rf.IP_DIR)
-                for p in (out / sub).iterdir()} == expected, f"killed at {trials[i]} (the n-th write or step)"
+        assert {
+            str(p.relative_to(out)): p.read_bytes() for sub in (rf.REPR_DIR, rf.IP_DIR) for p in (out / sub).iterdir()
+        } == expected, f"killed at {trials[i]} (the n-th write or step)"
         _same_numbers(out, tiny_run)
         assert not list(out.rglob("*.tmp"))
         assert rf.load_config(out).get("resumed_at", [0])[0] < 3
@@ -201,10 +281,18 @@ def test_killed_runs_resume_to_the_same_bytes(tiny_run, tmp_path, capsys):
 
 
 def test_leftovers_of_killed_writes_are_removed_but_not_the_analysis_files(tmp_path):
-    ours = [".config.json.k2j.tmp", ".checkpoint.npz.8s.tmp", "representations/.train_inputs.npy.x1.tmp",
-            "IP/.test_mi_zy.json.q0.tmp"]
-    theirs = ["IP/.estimates.json.a9.tmp", "IP/.estimates.json.lock", "figures/.information_plane.png.z.tmp",
-              "config.json"]
+    ours = [
+        ".config.json.k2j.tmp",
+        ".checkpoint.npz.8s.tmp",
+        "representations/.train_inputs.npy.x1.tmp",
+        "IP/.test_mi_zy.json.q0.tmp",
+    ]
+    theirs = [
+        "IP/.estimates.json.a9.tmp",
+        "IP/.estimates.json.lock",
+        "figures/.information_plane.png.z.tmp",
+        "config.json",
+    ]
     for name in ours + theirs:
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("")
@@ -216,8 +304,9 @@ def test_nan_loss_stops_with_one_line_and_the_run_resumes_from_the_last_good_epo
     run = tmp_path / "run"
     argv = TINY + ["--out", str(run)]
     with pytest.raises(CommandError, match=r"training loss is nan at step 1 of epoch 3; .* last good epoch, 2"):
-        train(parse_args(argv, mi_mnist_dropout.DEFAULTS, family="mnist"), extra_callbacks=[_PoisonWeights()],
-              verbose=0)
+        train(
+            parse_args(argv, mi_mnist_dropout.DEFAULTS, family="mnist"), extra_callbacks=[_PoisonWeights()], verbose=0
+        )
     assert [int(r["epoch"]) for r in _history(run)] == [1, 2]
     assert sorted(rf.load_ip(run, "test", "mi_zy")) == [0, 1, 2] and rf.saved_epochs(run, "test") == [0, 2]
     with np.load(run / CHECKPOINT_NAME) as checkpoint:
@@ -235,8 +324,9 @@ def test_nan_loss_stops_with_one_line_and_the_run_resumes_from_the_last_good_epo
 def test_another_seed_gives_other_weights(tiny_run, tmp_path):
     # (the same seed gives the same numbers: the resume tests compare separate runs bit for bit)
     assert _main(TINY + ["--out", str(tmp_path / "seed1"), "--seed", "1", "--epochs", "1"]) == 0
-    assert not np.allclose(rf.load_representations(tiny_run, "test", 0),
-                           rf.load_representations(tmp_path / "seed1", "test", 0))
+    assert not np.allclose(
+        rf.load_representations(tiny_run, "test", 0), rf.load_representations(tmp_path / "seed1", "test", 0)
+    )
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tiny_run, tmp_path):
@@ -248,29 +338,33 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_run, tmp_path):
         "import mi_mnist_dropout\n"
         "from utils.train_command import main\n"
         f"sys.exit(main({TINY + ['--out', str(out), '--distribute', 'mirrored', '--epochs', '2']!r}, "
-        "defaults=mi_mnist_dropout.DEFAULTS, family='mnist'))\n")
+        "defaults=mi_mnist_dropout.DEFAULTS, family='mnist'))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert rf.load_config(out)["model"]["replicas"] == 2
     assert [int(r["epoch"]) for r in _history(out)] == [1, 2]
     # Same seed, same initial weights: epoch 0 must match the single-device run row by row.
     for split in rf.SPLITS:
-        np.testing.assert_allclose(rf.load_representations(out, split, 0),
-                                   rf.load_representations(tiny_run, split, 0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            rf.load_representations(out, split, 0), rf.load_representations(tiny_run, split, 0), rtol=1e-5, atol=1e-6
+        )
         assert rf.saved_epochs(out, split) == [0, 2]
 
 
 def test_help_and_flag_errors_answer_without_keras():
     """``--help`` and a flag error load neither Keras nor TensorFlow nor JAX (they take seconds to import)."""
-    code = ("import sys, mi_mnist_dropout\n"
-            "from utils.train_command import main\n"
-            "def run(argv):\n"
-            "    try:\n"
-            "        return main(argv, defaults=mi_mnist_dropout.DEFAULTS, family='mnist')\n"
-            "    except SystemExit as stop:\n"
-            "        return stop.code\n"
-            "codes = [run(['--help']), run(['--dataset', 'digits', '--lr', '-1'])]\n"
-            "print(codes, sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'jax'}))\n")
+    code = (
+        "import sys, mi_mnist_dropout\n"
+        "from utils.train_command import main\n"
+        "def run(argv):\n"
+        "    try:\n"
+        "        return main(argv, defaults=mi_mnist_dropout.DEFAULTS, family='mnist')\n"
+        "    except SystemExit as stop:\n"
+        "        return stop.code\n"
+        "codes = [run(['--help']), run(['--dataset', 'digits', '--lr', '-1'])]\n"
+        "print(codes, sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'jax'}))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip().splitlines()[-1] == "[0, 2] []"
     assert proc.stderr == "train: error: argument --lr: must be a finite number > 0, got -1.0\n"
@@ -288,15 +382,33 @@ def test_native_start_up_messages_are_silenced_unless_verbose(capfd):
     assert capfd.readouterr().err == "replayed when the start fails\n"
 
 
-@pytest.mark.parametrize("script, argv, backend, needle", [
-    ("mi_mnist_dropout.py", ["--dataset", "digits", "--p", "2"], "tensorflow", "--p must lie strictly between 0 and 1"),
-    ("mi_cifar_dropout.py", ["--data-dir", "/nonexistent/cifar", "--epochs", "1"], "tensorflow", "--data-dir"),
-    ("mi_mnist_dropout.py", ["--dataset", "digits", "--epochs", "1"], "theano",
-     "cannot start Keras with the backend KERAS_BACKEND=theano"),
-])
+@pytest.mark.parametrize(
+    "script, argv, backend, needle",
+    [
+        (
+            "mi_mnist_dropout.py",
+            ["--dataset", "digits", "--p", "2"],
+            "tensorflow",
+            "--p must lie strictly between 0 and 1",
+        ),
+        ("mi_cifar_dropout.py", ["--data-dir", "/nonexistent/cifar", "--epochs", "1"], "tensorflow", "--data-dir"),
+        (
+            "mi_mnist_dropout.py",
+            ["--dataset", "digits", "--epochs", "1"],
+            "theano",
+            "cannot start Keras with the backend KERAS_BACKEND=theano",
+        ),
+    ],
+)
 def test_scripts_exit_2_with_one_line(script, argv, backend, needle, tmp_path):
-    proc = subprocess.run([sys.executable, script, *argv, "--out", str(tmp_path / "run")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env=dict(os.environ, KERAS_BACKEND=backend))
+    proc = subprocess.run(
+        [sys.executable, script, *argv, "--out", str(tmp_path / "run")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, KERAS_BACKEND=backend),
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith(f"{script}: error:") and proc.stderr.count("\n") == 1 and needle in proc.stderr
     assert not (tmp_path / "run").exists()
@@ -306,22 +418,51 @@ def test_scripts_exit_2_with_one_line(script, argv, backend, needle, tmp_path):
 def test_readme_digits_job_runs_on_jax(tmp_path):
     out = tmp_path / "jax"
     # the README's digits job, shortened; batch sizes that divide the sets keep JAX's compilations few
-    readme = ["--dataset", "digits", "--epochs", "2", "--batch-size", "16", "--lr", "0.01", "--train-subset", "320",
-              "--eval-batch-size", "512", "--out", str(out), "--no-analyze"]
-    odd = ["--dataset", "digits", "--train-subset", "301", "--batch-size", "16", "--distribute", "mirrored",
-           "--out", str(tmp_path / "odd")]
-    code = ("import mi_mnist_dropout\n"
-            "from utils.train_command import main\n"
-            "print([main(argv, defaults=mi_mnist_dropout.DEFAULTS, family='mnist')"
-            f" for argv in ({readme!r}, {odd!r})])\n")
+    readme = [
+        "--dataset",
+        "digits",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.01",
+        "--train-subset",
+        "320",
+        "--eval-batch-size",
+        "512",
+        "--out",
+        str(out),
+        "--no-analyze",
+    ]
+    odd = [
+        "--dataset",
+        "digits",
+        "--train-subset",
+        "301",
+        "--batch-size",
+        "16",
+        "--distribute",
+        "mirrored",
+        "--out",
+        str(tmp_path / "odd"),
+    ]
+    code = (
+        "import mi_mnist_dropout\n"
+        "from utils.train_command import main\n"
+        "print([main(argv, defaults=mi_mnist_dropout.DEFAULTS, family='mnist')"
+        f" for argv in ({readme!r}, {odd!r})])\n"
+    )
     env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.stdout.strip().splitlines()[-1] == "[0, 2]", proc.stderr[-2000:]
     # no native start-up noise, no warnings; DataParallel's even split checked before anything is written
-    assert proc.stderr == ("train: error: --distribute mirrored on JAX splits every batch evenly over the 2 devices; "
-                           "not a multiple of 2: the last training batch (13), the last batch of the saved training "
-                           "inputs (45), the last batch of the --metrics-subset (45); choose --batch-size, "
-                           "--eval-batch-size or --train-subset to fit\n")
+    assert proc.stderr == (
+        "train: error: --distribute mirrored on JAX splits every batch evenly over the 2 devices; "
+        "not a multiple of 2: the last training batch (13), the last batch of the saved training "
+        "inputs (45), the last batch of the --metrics-subset (45); choose --batch-size, "
+        "--eval-batch-size or --train-subset to fit\n"
+    )
     assert not (tmp_path / "odd").exists()
     versions = rf.load_config(out)["versions"]
     assert versions["backend"] == "jax" and "jax" in versions and "tensorflow" not in versions

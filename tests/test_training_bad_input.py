@@ -2,6 +2,7 @@
 with exit code 2 and one ``train: error:`` line naming the flag or file, every API case with a one-line
 ValueError naming the argument or file; never a traceback, and no file changes (the lock file aside).
 The scripts' own processes: tests/test_training.py."""
+
 import dataclasses
 import gzip
 import os
@@ -16,25 +17,33 @@ import mi_mnist_dropout
 from utils import run_folder as rf
 from utils.callback import HistoryCSV, RepresentationCallback
 from utils.data import CIFAR_BIN_FILES, CIFAR_PY_FILES, IDX_FILES, load_dataset
+from utils.keras_training import CHECKPOINT_NAME, load_checkpoint
 from utils.layers import InformationDropout
 from utils.models import build_model
-from utils.train_command import flags_of, main, parse_args, run_lock
 from utils.nets import NETS
-from utils.keras_training import CHECKPOINT_NAME, load_checkpoint
+from utils.train_command import flags_of, main, parse_args, run_lock
 
 DIGITS = ["--dataset", "digits", "--epochs", "1", "--train-subset", "100", "--batch-size", "50"]
 
 
 def _snapshot(root):
     """Every path under ``root`` with its bytes and modification time (the lock file left out)."""
-    return {str(p.relative_to(root)): (None if p.is_dir() else (p.read_bytes(), p.stat().st_mtime_ns))
-            for p in sorted(root.rglob("*")) if p.name != rf.TRAIN_LOCK_NAME}
+    return {
+        str(p.relative_to(root)): (None if p.is_dir() else (p.read_bytes(), p.stat().st_mtime_ns))
+        for p in sorted(root.rglob("*"))
+        if p.name != rf.TRAIN_LOCK_NAME
+    }
 
 
 # -- fixtures written by the cases ---------------------------------------------------------------------
 
+
 def _write_idx(path, array):
-    raw = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape) + array.astype(np.uint8).tobytes()
+    raw = (
+        bytes([0, 0, 0x08, array.ndim])
+        + struct.pack(f">{array.ndim}i", *array.shape)
+        + array.astype(np.uint8).tobytes()
+    )
     if path.suffix == ".gz":
         raw = gzip.compress(raw, mtime=0)
     path.write_bytes(raw)
@@ -42,8 +51,12 @@ def _write_idx(path, array):
 
 def _mnist(folder, ext=".gz"):
     rng = np.random.default_rng(0)
-    arrays = [rng.integers(0, 256, (12, 28, 28)), rng.integers(0, 10, 12), rng.integers(0, 256, (5, 28, 28)),
-              rng.integers(0, 10, 5)]
+    arrays = [
+        rng.integers(0, 256, (12, 28, 28)),
+        rng.integers(0, 10, 12),
+        rng.integers(0, 256, (5, 28, 28)),
+        rng.integers(0, 10, 5),
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     for stem, array in zip(IDX_FILES, arrays):
         _write_idx(folder / (stem + ext), array)
@@ -61,8 +74,13 @@ def _corrupt_middle(path):
 
 
 def _npz(folder, **overrides):
-    arrays = {"x_train": np.zeros((4, 28, 28), np.uint8), "y_train": np.zeros(4, np.int64),
-              "x_test": np.zeros((2, 28, 28), np.uint8), "y_test": np.zeros(2, np.int64), **overrides}
+    arrays = {
+        "x_train": np.zeros((4, 28, 28), np.uint8),
+        "y_train": np.zeros(4, np.int64),
+        "x_test": np.zeros((2, 28, 28), np.uint8),
+        "y_test": np.zeros(2, np.int64),
+        **overrides,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / "mnist.npz", **{k: v for k, v in arrays.items() if v is not None})
 
@@ -107,49 +125,88 @@ CLI_CASES = {
     "repr subset too big": (["--repr-subset", "5000"], "--repr-subset 5000 exceeds the 100 training inputs", None),
     # run folder
     "out is a file": (["--out", "{tmp}/afile"], "cannot write to --out", lambda tmp: (tmp / "afile").write_text("")),
-    "out below a file": (["--out", "{tmp}/afile/run"], "cannot write to --out",
-                         lambda tmp: (tmp / "afile").write_text("")),
-    "out holds other files": (["--out", "{tmp}/mine"], "holds no config.json; choose an empty or new --out",
-                              lambda tmp: (tmp / "mine").mkdir() or (tmp / "mine" / "notes.txt").write_text("x")),
-    "out holds a broken config": (["--out", "{tmp}/broken"], "broken/config.json",
-                                  lambda tmp: (tmp / "broken").mkdir() or (tmp / "broken" / "config.json").write_text("{")),
-    "out holds a config that is a list": (["--out", "{tmp}/listed"], "listed/config.json",
-                                          lambda tmp: (tmp / "listed").mkdir() or
-                                          (tmp / "listed" / "config.json").write_text("[]")),
+    "out below a file": (
+        ["--out", "{tmp}/afile/run"],
+        "cannot write to --out",
+        lambda tmp: (tmp / "afile").write_text(""),
+    ),
+    "out holds other files": (
+        ["--out", "{tmp}/mine"],
+        "holds no config.json; choose an empty or new --out",
+        lambda tmp: (tmp / "mine").mkdir() or (tmp / "mine" / "notes.txt").write_text("x"),
+    ),
+    "out holds a broken config": (
+        ["--out", "{tmp}/broken"],
+        "broken/config.json",
+        lambda tmp: (tmp / "broken").mkdir() or (tmp / "broken" / "config.json").write_text("{"),
+    ),
+    "out holds a config that is a list": (
+        ["--out", "{tmp}/listed"],
+        "listed/config.json",
+        lambda tmp: (tmp / "listed").mkdir() or (tmp / "listed" / "config.json").write_text("[]"),
+    ),
     # local data files
     "data dir missing": (["--dataset", "mnist", "--data-dir", "{tmp}/absent"], "--data-dir", None),
-    "data dir is a file": (["--dataset", "mnist", "--data-dir", "{tmp}/afile"], "is not a folder",
-                           lambda tmp: (tmp / "afile").write_text("")),
+    "data dir is a file": (
+        ["--dataset", "mnist", "--data-dir", "{tmp}/afile"],
+        "is not a folder",
+        lambda tmp: (tmp / "afile").write_text(""),
+    ),
     "data dir empty": (MNIST_DATA, "none of the expected files found", lambda tmp: (tmp / "data").mkdir()),
-    "idx file missing": (MNIST_DATA, "t10k-labels-idx1-ubyte",
-                         _mnist_case(lambda p: (p.parent / (IDX_FILES[3] + ".gz")).unlink())),
+    "idx file missing": (
+        MNIST_DATA,
+        "t10k-labels-idx1-ubyte",
+        _mnist_case(lambda p: (p.parent / (IDX_FILES[3] + ".gz")).unlink()),
+    ),
     "truncated gz": (MNIST_DATA, "train-images-idx3-ubyte.gz cannot be read", _mnist_case(_truncate)),
-    "gz that is not gzip": (MNIST_DATA, "train-images-idx3-ubyte.gz cannot be read",
-                            _mnist_case(lambda p: p.write_bytes(b"plain bytes, not gzip"))),
+    "gz that is not gzip": (
+        MNIST_DATA,
+        "train-images-idx3-ubyte.gz cannot be read",
+        _mnist_case(lambda p: p.write_bytes(b"plain bytes, not gzip")),
+    ),
     "corrupt deflate stream": (MNIST_DATA, "train-images-idx3-ubyte.gz cannot be read", _mnist_case(_corrupt_middle)),
-    "idx bad header": (MNIST_DATA, "train-images-idx3-ubyte is not an idx file",
-                       _mnist_case(lambda p: p.write_bytes(b"\x00\x00\x09\x03" + bytes(20)), ext="")),
-    "idx size mismatch": (MNIST_DATA, "train-images-idx3-ubyte holds 10 bytes of data",
-                          _mnist_case(lambda p: p.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3i", 5, 28, 28)
-                                                              + bytes(10)), ext="")),
-    "npz not a zip": (MNIST_DATA, "mnist.npz is not a readable .npz file",
-                      lambda tmp: (tmp / "data").mkdir() or (tmp / "data" / "mnist.npz").write_bytes(b"PK\x03\x04junk")),
+    "idx bad header": (
+        MNIST_DATA,
+        "train-images-idx3-ubyte is not an idx file",
+        _mnist_case(lambda p: p.write_bytes(b"\x00\x00\x09\x03" + bytes(20)), ext=""),
+    ),
+    "idx size mismatch": (
+        MNIST_DATA,
+        "train-images-idx3-ubyte holds 10 bytes of data",
+        _mnist_case(lambda p: p.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3i", 5, 28, 28) + bytes(10)), ext=""),
+    ),
+    "npz not a zip": (
+        MNIST_DATA,
+        "mnist.npz is not a readable .npz file",
+        lambda tmp: (tmp / "data").mkdir() or (tmp / "data" / "mnist.npz").write_bytes(b"PK\x03\x04junk"),
+    ),
     "npz lacks arrays": (MNIST_DATA, "mnist.npz lacks the arrays y_test", lambda tmp: _npz(tmp / "data", y_test=None)),
-    "npz pixels out of range": (MNIST_DATA, "mnist.npz: train pixels are not uint8 or floats in [0, 1]",
-                                lambda tmp: _npz(tmp / "data", x_train=np.full((4, 28, 28), 2.0))),
-    "npz labels out of range": (MNIST_DATA, "mnist.npz: test labels outside 0..9",
-                                lambda tmp: _npz(tmp / "data", y_test=np.array([3, 10]))),
-    "npz images of another shape": (MNIST_DATA, "mnist.npz: train split has images (4, 32, 32, 1)",
-                                    lambda tmp: _npz(tmp / "data", x_train=np.zeros((4, 32, 32), np.uint8))),
+    "npz pixels out of range": (
+        MNIST_DATA,
+        "mnist.npz: train pixels are not uint8 or floats in [0, 1]",
+        lambda tmp: _npz(tmp / "data", x_train=np.full((4, 28, 28), 2.0)),
+    ),
+    "npz labels out of range": (
+        MNIST_DATA,
+        "mnist.npz: test labels outside 0..9",
+        lambda tmp: _npz(tmp / "data", y_test=np.array([3, 10])),
+    ),
+    "npz images of another shape": (
+        MNIST_DATA,
+        "mnist.npz: train split has images (4, 32, 32, 1)",
+        lambda tmp: _npz(tmp / "data", x_train=np.zeros((4, 32, 32), np.uint8)),
+    ),
 }
 
 CIFAR_CASES = {
-    "cifar binary batch of the wrong size": ("data_batch_1.bin is not a CIFAR-10 binary batch",
-                                             lambda folder: [(folder / n).write_bytes(bytes(3000))
-                                                             for n in CIFAR_BIN_FILES]),
-    "cifar python batch that is no pickle": ("data_batch_1 is not a CIFAR-10 python-version batch",
-                                             lambda folder: [(folder / n).write_bytes(b"\x80\x02garbage")
-                                                             for n in CIFAR_PY_FILES]),
+    "cifar binary batch of the wrong size": (
+        "data_batch_1.bin is not a CIFAR-10 binary batch",
+        lambda folder: [(folder / n).write_bytes(bytes(3000)) for n in CIFAR_BIN_FILES],
+    ),
+    "cifar python batch that is no pickle": (
+        "data_batch_1 is not a CIFAR-10 python-version batch",
+        lambda folder: [(folder / n).write_bytes(b"\x80\x02garbage") for n in CIFAR_PY_FILES],
+    ),
 }
 
 
@@ -198,6 +255,7 @@ def test_dropout_kind_the_net_cannot_take(tmp_path, capsys, monkeypatch):
 
 # -- a run folder whose configuration matches, holding damaged state ---------------------------------
 
+
 def _matching_run(tmp_path, **config):
     run = tmp_path / "run"
     argv = DIGITS + ["--out", str(run)]
@@ -208,17 +266,28 @@ def _matching_run(tmp_path, **config):
 
 
 RESUME_CASES = {
-    "checkpoint that is no zip": (lambda run: (run / CHECKPOINT_NAME).write_bytes(b"not a checkpoint"),
-                                  "checkpoint.npz is not a readable checkpoint"),
-    "checkpoint of another model": (lambda run: np.savez(run / CHECKPOINT_NAME, epochs_done=1,
-                                                         model_00000=np.zeros(3)),
-                                    "checkpoint.npz holds 1 model variables that do not fit"),
-    "checkpoint without its epoch": (lambda run: np.savez(run / CHECKPOINT_NAME, model_00000=np.zeros(3)),
-                                     "checkpoint.npz is not a readable checkpoint"),
-    "history without an epoch column": (lambda run: (run / rf.HISTORY_NAME).write_text("loss\n0.5\n"),
-                                        "history.csv is not a history file"),
-    "damaged IP file": (lambda run: rf.ip_path(run, "train", "mi_zy").parent.mkdir() or
-                        rf.ip_path(run, "train", "mi_zy").write_text('{"0": '), "IP/train_mi_zy.json"),
+    "checkpoint that is no zip": (
+        lambda run: (run / CHECKPOINT_NAME).write_bytes(b"not a checkpoint"),
+        "checkpoint.npz is not a readable checkpoint",
+    ),
+    "checkpoint of another model": (
+        lambda run: np.savez(run / CHECKPOINT_NAME, epochs_done=1, model_00000=np.zeros(3)),
+        "checkpoint.npz holds 1 model variables that do not fit",
+    ),
+    "checkpoint without its epoch": (
+        lambda run: np.savez(run / CHECKPOINT_NAME, model_00000=np.zeros(3)),
+        "checkpoint.npz is not a readable checkpoint",
+    ),
+    "history without an epoch column": (
+        lambda run: (run / rf.HISTORY_NAME).write_text("loss\n0.5\n"),
+        "history.csv is not a history file",
+    ),
+    "damaged IP file": (
+        lambda run: (
+            rf.ip_path(run, "train", "mi_zy").parent.mkdir() or rf.ip_path(run, "train", "mi_zy").write_text('{"0": ')
+        ),
+        "IP/train_mi_zy.json",
+    ),
 }
 
 
@@ -237,8 +306,10 @@ def test_run_of_another_backend(tmp_path, capsys):
     config = rf.load_json(run / rf.CONFIG_NAME)
     rf.save_json(run / rf.CONFIG_NAME, {**config, "versions": {"backend": "jax"}})
     before = _snapshot(tmp_path)
-    _assert_one_line(*_call(argv, "mnist", capsys), "trained with the jax backend, this is tensorflow; resume it "
-                                                    "with KERAS_BACKEND=jax")
+    _assert_one_line(
+        *_call(argv, "mnist", capsys),
+        "trained with the jax backend, this is tensorflow; resume it with KERAS_BACKEND=jax",
+    )
     assert _snapshot(tmp_path) == before
 
 
@@ -253,11 +324,14 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path, capsys):
     run, argv = _matching_run(tmp_path)
     with run_lock(run):
         before = _snapshot(tmp_path)
-        _assert_one_line(*_call(argv, "mnist", capsys), f"being written by another training process (PID {os.getpid()})")
+        _assert_one_line(
+            *_call(argv, "mnist", capsys), f"being written by another training process (PID {os.getpid()})"
+        )
         assert _snapshot(tmp_path) == before
 
 
 # -- Python API -------------------------------------------------------------------------------------
+
 
 def _models():
     inputs = keras.Input((4,))
@@ -292,8 +366,14 @@ def test_callback_arguments(name, tmp_path):
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("name, needle", [("no dropout", "has no Gaussian, information or Bernoulli dropout"),
-                                          ("nested", "sits inside a nested model"), ("two outputs", "one output")])
+@pytest.mark.parametrize(
+    "name, needle",
+    [
+        ("no dropout", "has no Gaussian, information or Bernoulli dropout"),
+        ("nested", "sits inside a nested model"),
+        ("two outputs", "one output"),
+    ],
+)
 def test_callback_on_unusable_models(name, needle, tmp_path):
     callback = RepresentationCallback(tmp_path / "run", (X, Y), (X, Y))
     callback.set_model(_models()[name])
@@ -302,43 +382,54 @@ def test_callback_on_unusable_models(name, needle, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"name": "svhn"}, "unknown dataset 'svhn'"),
-    ({"name": "digits", "data_dir": "."}, "data_dir does not apply to 'digits'"),
-    ({"name": "digits", "train_subset": 0}, "train_subset"),
-    ({"name": "digits", "train_subset": 2.5}, "train_subset"),
-    ({"name": "digits", "train_subset": True}, "train_subset"),
-    ({"name": "digits", "train_subset": 1348}, "train_subset must be an integer between 1 and 1347"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"name": "svhn"}, "unknown dataset 'svhn'"),
+        ({"name": "digits", "data_dir": "."}, "data_dir does not apply to 'digits'"),
+        ({"name": "digits", "train_subset": 0}, "train_subset"),
+        ({"name": "digits", "train_subset": 2.5}, "train_subset"),
+        ({"name": "digits", "train_subset": True}, "train_subset"),
+        ({"name": "digits", "train_subset": 1348}, "train_subset must be an integer between 1 and 1347"),
+    ],
+)
 def test_load_dataset_arguments(kwargs, needle):
     with pytest.raises(ValueError, match=needle) as err:
         load_dataset(**kwargs)
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"kl_weight": 0.1, "alpha_max": "0.5"}, "alpha_max must be a number"),
-    ({"kl_weight": 0.1, "beta": float("inf")}, "beta must be a finite number"),
-    ({"kl_weight": -0.1}, "kl_weight"),
-    ({"kl_weight": 0.1, "prior": "normal"}, "prior must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"kl_weight": 0.1, "alpha_max": "0.5"}, "alpha_max must be a number"),
+        ({"kl_weight": 0.1, "beta": float("inf")}, "beta must be a finite number"),
+        ({"kl_weight": -0.1}, "kl_weight"),
+        ({"kl_weight": 0.1, "prior": "normal"}, "prior must be one of"),
+    ],
+)
 def test_information_dropout_arguments(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         InformationDropout(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"n_classes": True}, "n_classes"),
-    ({"p": float("nan")}, r"p must be in \(0, 1\)"),
-    ({"p": "0.2"}, r"p must be in \(0, 1\)"),
-    ({"input_shape": (8, 0, 1)}, "input_shape"),
-    ({"normalization": ([float("nan")], [0.2])}, "normalization means must be finite"),
-    ({"n_train": 10.0}, "n_train"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"n_classes": True}, "n_classes"),
+        ({"p": float("nan")}, r"p must be in \(0, 1\)"),
+        ({"p": "0.2"}, r"p must be in \(0, 1\)"),
+        ({"input_shape": (8, 0, 1)}, "input_shape"),
+        ({"normalization": ([float("nan")], [0.2])}, "normalization means must be finite"),
+        ({"n_train": 10.0}, "n_train"),
+    ],
+)
 def test_build_model_arguments(kwargs, needle):
     with pytest.raises(ValueError, match=needle) as err:
-        build_model("fc", **{"dropout": "gaussian", "p": 0.2, "input_shape": (8, 8, 1), "n_classes": 10,
-                             "n_train": 100, **kwargs})
+        build_model(
+            "fc",
+            **{"dropout": "gaussian", "p": 0.2, "input_shape": (8, 8, 1), "n_classes": 10, "n_train": 100, **kwargs},
+        )
     assert "\n" not in str(err.value)
 
 

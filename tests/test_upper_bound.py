@@ -1,4 +1,5 @@
 """The Ledoit-Wolf Gaussian upper bound on h(Z) and I(X;Z)."""
+
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ K_SE = 4.0
 def _log_var_sd(z):
     """Sampling standard deviation of 1/2 log of the sample variance (delta method), per coordinate."""
     c = z - z.mean(axis=0)
-    return 0.5 * np.sqrt(((c ** 2).var(axis=0) / len(z))) / (c ** 2).mean(axis=0)
+    return 0.5 * np.sqrt(((c**2).var(axis=0) / len(z))) / (c**2).mean(axis=0)
 
 
 def test_gaussian_points_give_their_entropy():
@@ -36,7 +37,7 @@ def test_bound_is_above_the_truth_on_the_toy_problem(v):
     z = (2 * x + 0.5) * (1 + math.sqrt(v) * np.random.default_rng(3).standard_normal((n, 2, 1))[:, :, 0])
     sd = _log_var_sd(z.reshape(-1, 1))[0]
     assert res.mi_xz >= toy_truth(v) - K_SE * sd
-    assert res.mi_xz < toy_truth(v) + 0.25                    # loose but sane (gaps seen: 0.013, 0.10)
+    assert res.mi_xz < toy_truth(v) + 0.25  # loose but sane (gaps seen: 0.013, 0.10)
     assert res.log_n == pytest.approx(math.log(n)) and res.h_z_given_x < res.h_z
 
 
@@ -63,14 +64,17 @@ def test_huge_values_give_the_scaled_bound():
         assert gaussian_entropy_upper_bound(c * z).h_z == pytest.approx(base + 3 * math.log(c), rel=1e-12)
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: gaussian_entropy_upper_bound(np.ones((1, 3))), "at least 2"),
-    (lambda: gaussian_entropy_upper_bound(np.full((5, 2), np.nan)), "NaN"),
-    (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), 0.0), "noise_std"),
-    (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), -1.0), "noise_std"),
-    (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), 0.5, draws=0), "draws"),
-    (lambda: gaussian_dropout_upper_bound(np.ones((1, 2)), 0.5), "at least 2"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: gaussian_entropy_upper_bound(np.ones((1, 3))), "at least 2"),
+        (lambda: gaussian_entropy_upper_bound(np.full((5, 2), np.nan)), "NaN"),
+        (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), 0.0), "noise_std"),
+        (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), -1.0), "noise_std"),
+        (lambda: gaussian_dropout_upper_bound(np.ones((5, 2)), 0.5, draws=0), "draws"),
+        (lambda: gaussian_dropout_upper_bound(np.ones((1, 2)), 0.5), "at least 2"),
+    ],
+)
 def test_bad_input(call, match):
     with pytest.raises(InputError, match=match):
         call()

@@ -4,6 +4,7 @@ The scripts run in-process through their ``main(argv)`` (a fresh interpreter wou
 imports); one bad-input case per script runs as a real process, to check the command line as a user
 meets it (exit status, one line on stderr, no traceback).
 """
+
 import contextlib
 import io
 import json
@@ -18,8 +19,12 @@ import pytest
 from estimator_validation import common, error_calibration, known_MI, mc_convergence, upper_bound_check
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {"known_MI": known_MI, "mc_convergence": mc_convergence, "upper_bound_check": upper_bound_check,
-           "error_calibration": error_calibration}
+SCRIPTS = {
+    "known_MI": known_MI,
+    "mc_convergence": mc_convergence,
+    "upper_bound_check": upper_bound_check,
+    "error_calibration": error_calibration,
+}
 
 
 def _run_json(tmp_path_factory, script: str, *args: str) -> dict:
@@ -63,8 +68,12 @@ def test_known_mi_json(known_mi):
     assert all(0 <= v["value"] <= log_points + 1e-9 for v in binning.values())
     assert all(len(v["value_range"]) == 2 for v in binning.values())
     # a grid that refines another (same start, width divided by an integer) cannot lower H(T_b)
-    for chain in (["bins_2", "bins_10", "bins_20", "bins_100"], ["bins_5", "bins_50", "bins_100"],
-                  ["size_0.5", "size_0.1"], ["size_0.2", "size_0.1", "size_0.001"]):
+    for chain in (
+        ["bins_2", "bins_10", "bins_20", "bins_100"],
+        ["bins_5", "bins_50", "bins_100"],
+        ["size_0.5", "size_0.1"],
+        ["size_0.2", "size_0.1", "size_0.001"],
+    ):
         values = [est[f"binning_{c}"]["value"] for c in chain]
         assert values == sorted(values), chain
     for family in ("gaussian", "logistic"):
@@ -78,9 +87,21 @@ def test_known_mi_json(known_mi):
 
 def test_known_mi_keeps_the_backends_native_start_up_messages_off_the_terminal(tmp_path):
     # a fresh process: TensorFlow writes its start-up lines (oneDNN, cuInit) before it reads its log level
-    done = subprocess.run([sys.executable, str(ROOT / "estimator_validation" / "known_MI.py"), "--quick", "--n", "60",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
-                          env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "estimator_validation" / "known_MI.py"),
+            "--quick",
+            "--n",
+            "60",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+    )
     assert done.returncode == 0, done.stderr
     assert "doe_gaussian" in done.stdout
     native = [line for line in done.stderr.splitlines() if line.startswith(("I0000", "E0000", "W0000", "WARNING: All"))]
@@ -143,6 +164,7 @@ def test_error_calibration_json(tmp_path_factory):
 
 # -- bad input: one `<script>.py: error: ...` line naming the culprit, exit 2, nothing written --------
 
+
 def _file(tmp_path: Path) -> Path:
     path = tmp_path / "a_file"
     path.write_text("keep me\n")
@@ -163,8 +185,12 @@ def _json_is_a_folder(tmp_path: Path) -> Path:
     return tmp_path / "holder"
 
 
-OUT_CASES = {"file": (_file, "--out"), "file_parent": (lambda t: _file(t) / "sub", "--out"),
-             "unwritable": (_unwritable, "--out"), "json_is_a_folder": (_json_is_a_folder, "known_MI.json")}
+OUT_CASES = {
+    "file": (_file, "--out"),
+    "file_parent": (lambda t: _file(t) / "sub", "--out"),
+    "unwritable": (_unwritable, "--out"),
+    "json_is_a_folder": (_json_is_a_folder, "known_MI.json"),
+}
 
 BAD = [
     ("known_MI", ["--n", "19"], "argument --n: must be an integer >= 20"),
@@ -186,14 +212,14 @@ BAD = [
     ("known_MI", ["--repeats", "0"], "argument --repeats: must be an integer >= 1"),
     ("known_MI", ["--bogus"], "unrecognized arguments: --bogus"),
     ("known_MI", ["--out", ""], "argument --out: must name a folder"),
-    ("known_MI", ["--n", "100000000"], "GiB of memory"),        # the OOM-killed run of issue 10
-    ("known_MI", ["--n", str(10 ** 12)], "lower --n, --draws, --dim or --fdim"),
+    ("known_MI", ["--n", "100000000"], "GiB of memory"),  # the OOM-killed run of issue 10
+    ("known_MI", ["--n", str(10**12)], "lower --n, --draws, --dim or --fdim"),
     ("mc_convergence", ["--mi-max-n", "3"], "argument --mi-max-n: must be an integer >= 10"),
     ("mc_convergence", ["--fdim", "2"], "--fdim 2 > --dim 1"),
     ("mc_convergence", ["--noise-var", "0"], "argument --noise-var: must be a finite number > 0"),
     ("mc_convergence", ["--n", "5"], "argument --n: must be an integer >= 10"),
     ("mc_convergence", ["--repeats", "-1"], "argument --repeats"),
-    ("mc_convergence", ["--n", str(10 ** 11)], "GiB of memory"),
+    ("mc_convergence", ["--n", str(10**11)], "GiB of memory"),
     ("upper_bound_check", ["--draws", "0"], "argument --draws"),
     ("upper_bound_check", ["--dim", "2", "--fdim", "3"], "--fdim 3 > --dim 2"),
     ("upper_bound_check", ["--noise-var", "1e5"], "--noise-var 100000 is outside"),
@@ -201,7 +227,7 @@ BAD = [
     ("upper_bound_check", ["--n", "200000000", "--draws", "20"], "GiB of memory"),
     ("error_calibration", ["--fdim", "2"], "--fdim 2 > --dim 1"),
     ("error_calibration", ["--n", "10"], "argument --n: must be an integer >= 20"),
-    ("error_calibration", ["--n", str(10 ** 11)], "GiB of memory"),
+    ("error_calibration", ["--n", str(10**11)], "GiB of memory"),
 ]
 
 
@@ -215,7 +241,7 @@ def _assert_one_line(code: int, stderr: str, script: str, message: str) -> None:
 @pytest.fixture
 def machine_24gib(monkeypatch):
     """A machine with 24 GiB available (this one's size), so that the memory cases do not depend on the host."""
-    monkeypatch.setattr(common, "available_memory", lambda: 24 * 2 ** 30)
+    monkeypatch.setattr(common, "available_memory", lambda: 24 * 2**30)
 
 
 @pytest.mark.parametrize("script,args,message", BAD)
@@ -243,10 +269,10 @@ def test_bad_out_is_one_line_before_any_work(case, tmp_path, capsys):
 def test_memory_estimate_and_what_the_machine_has(monkeypatch, capsys, tmp_path):
     # the quick defaults need about 1.6 GiB (Keras included): refused, with the figures, on a 1 GiB machine
     need = sum(known_MI._memory(known_MI.parse_args(["--quick"])).values())
-    assert 2 ** 30 < need < 2 * 2 ** 30
-    monkeypatch.setattr(common, "available_memory", lambda: 2 ** 30)
+    assert 2**30 < need < 2 * 2**30
+    monkeypatch.setattr(common, "available_memory", lambda: 2**30)
     code = known_MI.main(["--quick", "--out", str(tmp_path / "out")])
-    _assert_one_line(code, capsys.readouterr().err, "known_MI", f"needs about {need / 2 ** 30:.1f} GiB of memory")
+    _assert_one_line(code, capsys.readouterr().err, "known_MI", f"needs about {need / 2**30:.1f} GiB of memory")
     monkeypatch.undo()
     assert 0 < common.available_memory() < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     monkeypatch.setattr(common, "MEMINFO", tmp_path / "no_meminfo")  # elsewhere: free pages
@@ -262,25 +288,36 @@ def test_help_lists_the_noise_flags(capsys):
 
 def test_noise_flags_name_one_quantity():
     """--noise-std s, --noise-var s^2 and the reference alias --noise s^2 give the same noise level."""
-    levels = [(a.noise_std, a.noise_var) for a in map(known_MI.parse_args, (
-        ["--noise-std", "0.5"], ["--noise-var", "0.25"], ["--noise", "0.25"]))]
+    levels = [
+        (a.noise_std, a.noise_var)
+        for a in map(known_MI.parse_args, (["--noise-std", "0.5"], ["--noise-var", "0.25"], ["--noise", "0.25"]))
+    ]
     assert levels == [(0.5, 0.25)] * 3
     args = upper_bound_check.parse_args([])
     assert (args.noise_std, args.noise_var) == (math.sqrt(0.1), 0.1) and "noisestd0.3162" in str(args.out)
     assert not hasattr(args, "noise")
 
 
-REAL = {"known_MI": (["--out", "README.md"], "--out README.md is a file"),
-        "mc_convergence": (["--seed", "-1"], "argument --seed: must be an integer >= 0"),
-        "upper_bound_check": (["--noise", "1e-12"], "--noise 1e-12 is outside")}
+REAL = {
+    "known_MI": (["--out", "README.md"], "--out README.md is a file"),
+    "mc_convergence": (["--seed", "-1"], "argument --seed: must be an integer >= 0"),
+    "upper_bound_check": (["--noise", "1e-12"], "--noise 1e-12 is outside"),
+}
 
 
 @pytest.fixture(scope="module")
 def real_processes():
     """The three scripts started at once as real processes (their imports take seconds each)."""
-    procs = {script: subprocess.Popen([sys.executable, str(ROOT / "estimator_validation" / f"{script}.py"), *args],
-                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for script, (args, _) in REAL.items()}
+    procs = {
+        script: subprocess.Popen(
+            [sys.executable, str(ROOT / "estimator_validation" / f"{script}.py"), *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for script, (args, _) in REAL.items()
+    }
     yield procs
     for proc in procs.values():
         proc.kill()

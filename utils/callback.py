@@ -24,6 +24,7 @@ on JAX under a keras.distribution, the passes are split over the replicas.
 
 :class:`HistoryCSV` writes ``history.csv`` (one row per epoch, rewritten atomically, resume-safe).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,16 @@ from utils.layers import CALLBACK_NOISE, InformationDropout, dropout_layers, noi
 PROB_FLOOR = 1e-7
 """Probabilities are clipped here before the log, as Keras' cross-entropy does."""
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy", "learning_rate", "seconds",
-                   "callback_seconds")
+HISTORY_COLUMNS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "test_loss",
+    "test_accuracy",
+    "learning_rate",
+    "seconds",
+    "callback_seconds",
+)
 
 
 class _AlwaysNoisy(keras.layers.Layer):
@@ -111,8 +120,10 @@ def analysed_layers(model: keras.Model) -> list[keras.layers.Layer]:
     top = {id(layer) for layer in model.layers}
     for layer in layers:
         if id(layer) not in top:
-            raise InputError(f"dropout layer {layer.name!r} sits inside a nested model; the callback needs "
-                             "dropout layers at the top level of the model")
+            raise InputError(
+                f"dropout layer {layer.name!r} sits inside a nested model; the callback needs "
+                "dropout layers at the top level of the model"
+            )
         try:
             layer.input
         except (AttributeError, ValueError) as err:
@@ -152,8 +163,7 @@ def _check_xy(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y).reshape(-1)
     if len(x) != len(y) or len(x) == 0:
-        raise InputError(f"{split} inputs and labels must be non-empty and of equal length, "
-                         f"got {len(x)} and {len(y)}")
+        raise InputError(f"{split} inputs and labels must be non-empty and of equal length, got {len(x)} and {len(y)}")
     if not np.issubdtype(y.dtype, np.integer):
         raise InputError(f"{split} labels must be integer class indices, got dtype {y.dtype}")
     return x, y.astype(np.int64)
@@ -171,9 +181,19 @@ class RepresentationCallback(keras.callbacks.Callback):
     Seconds spent per epoch are added to the epoch's logs as ``callback_seconds``.
     """
 
-    def __init__(self, run_dir: str | Path, train: tuple[np.ndarray, np.ndarray],
-                 test: tuple[np.ndarray, np.ndarray], *, save_every: int = 1, metrics_subset: int | None = None,
-                 seed: int = 0, batch_size: int = 1024, from_logits: bool = False, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        train: tuple[np.ndarray, np.ndarray],
+        test: tuple[np.ndarray, np.ndarray],
+        *,
+        save_every: int = 1,
+        metrics_subset: int | None = None,
+        seed: int = 0,
+        batch_size: int = 1024,
+        from_logits: bool = False,
+        verbose: bool = False,
+    ) -> None:
         super().__init__()
         self.save_every = check_int(save_every, "save_every")
         self.batch_size = check_int(batch_size, "batch_size")
@@ -183,8 +203,11 @@ class RepresentationCallback(keras.callbacks.Callback):
         n_train = len(self.data["train"][1])
         if metrics_subset is not None:
             metrics_subset = check_int(metrics_subset, "metrics_subset")
-        self.metric_rows = (None if metrics_subset is None or metrics_subset >= n_train
-                            else rf.seeded_rows(n_train, metrics_subset, seed))
+        self.metric_rows = (
+            None
+            if metrics_subset is None or metrics_subset >= n_train
+            else rf.seeded_rows(n_train, metrics_subset, seed)
+        )
         self.from_logits = from_logits
         self.verbose = verbose
         self.seconds: dict[int, float] = {}
@@ -198,8 +221,11 @@ class RepresentationCallback(keras.callbacks.Callback):
         if self._prepared:
             return
         self._build()
-        self.ip = {(split, q, tag): rf.load_ip(self.run_dir, split, q, tag)
-                   for split in rf.SPLITS for q, tag in self._ip_keys()}
+        self.ip = {
+            (split, q, tag): rf.load_ip(self.run_dir, split, q, tag)
+            for split in rf.SPLITS
+            for q, tag in self._ip_keys()
+        }
         # Converted once: predict_on_batch on tensor slices saves a numpy-to-tensor copy per pass.
         as_input = keras.ops.convert_to_tensor if replicas(self.model) == 1 else np.asarray
         self._x = {split: as_input(x) for split, (x, _) in self.data.items()}
@@ -214,8 +240,9 @@ class RepresentationCallback(keras.callbacks.Callback):
         self.is_info = [isinstance(layer, InformationDropout) for layer in layers]
         dropout_ids = {id(layer) for layer in layers}
         # A dropout input computed downstream of another (noisy) dropout layer is not noise-free.
-        roots = all(not any(id(a) in dropout_ids for a in keras.Model(model.inputs, inp).layers)
-                    for inp in layer_inputs)
+        roots = all(
+            not any(id(a) in dropout_ids for a in keras.Model(model.inputs, inp).layers) for inp in layer_inputs
+        )
         with _scope(model):
             wrapped = {}
 
@@ -264,8 +291,12 @@ class RepresentationCallback(keras.callbacks.Callback):
 
     def _epoch_complete(self, epoch: int) -> bool:
         files = [rf.representation_path(self.run_dir, s, epoch, t) for s in rf.SPLITS for t in self.tags]
-        files += [rf.alpha_path(self.run_dir, s, epoch, t)
-                  for s in rf.SPLITS for t, info in zip(self.tags, self.is_info) if info]
+        files += [
+            rf.alpha_path(self.run_dir, s, epoch, t)
+            for s in rf.SPLITS
+            for t, info in zip(self.tags, self.is_info)
+            if info
+        ]
         return all(p.exists() for p in files) and all(epoch in d for d in self.ip.values())
 
     def _predict(self, model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
@@ -276,9 +307,14 @@ class RepresentationCallback(keras.callbacks.Callback):
         # A loop of predict_on_batch skips predict()'s tf.data pipeline: half the time for the fc net.
         starts = range(0, len(x), self.batch_size)
         parts = []
-        for i in tqdm(starts, desc="representations", unit="batch", leave=False,
-                      disable=True if not self.verbose or len(starts) < 20 else None):
-            out = model.predict_on_batch(x[i:i + self.batch_size])
+        for i in tqdm(
+            starts,
+            desc="representations",
+            unit="batch",
+            leave=False,
+            disable=True if not self.verbose or len(starts) < 20 else None,
+        ):
+            out = model.predict_on_batch(x[i : i + self.batch_size])
             parts.append(list(out) if isinstance(out, (list, tuple)) else [out])
         return [np.concatenate(arrays) for arrays in zip(*parts)]
 
@@ -300,12 +336,16 @@ class RepresentationCallback(keras.callbacks.Callback):
         it = iter(arrays)
         for tag, info in zip(self.tags, self.is_info):
             f = next(it)
-            rf.save_npy(rf.representation_path(self.run_dir, split, epoch, tag),
-                        f.reshape(len(f), -1).astype(np.float32, copy=False))
+            rf.save_npy(
+                rf.representation_path(self.run_dir, split, epoch, tag),
+                f.reshape(len(f), -1).astype(np.float32, copy=False),
+            )
             if info:
                 alpha = next(it)
-                rf.save_npy(rf.alpha_path(self.run_dir, split, epoch, tag),
-                            alpha.reshape(len(alpha), -1).astype(np.float32, copy=False))
+                rf.save_npy(
+                    rf.alpha_path(self.run_dir, split, epoch, tag),
+                    alpha.reshape(len(alpha), -1).astype(np.float32, copy=False),
+                )
 
     def _passes(self, epoch: int, save: bool) -> None:
         """Queue both splits' surrogates and, with ``save``, write their representations."""
@@ -337,8 +377,9 @@ class RepresentationCallback(keras.callbacks.Callback):
         for key, value in self._pending.items():
             self.ip[key][epoch] = value if np.isfinite(value) else None
             split, quantity, tag = key
-            rf.save_json(rf.ip_path(self.run_dir, split, quantity, tag),
-                         {str(e): v for e, v in sorted(self.ip[key].items())})
+            rf.save_json(
+                rf.ip_path(self.run_dir, split, quantity, tag), {str(e): v for e, v in sorted(self.ip[key].items())}
+            )
         seconds = time.perf_counter() - start
         self.seconds[epoch] = seconds
         if self.verbose and save:
@@ -375,8 +416,11 @@ class HistoryCSV(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = epoch + 1
-        row = {"epoch": str(done), "seconds": repr(time.perf_counter() - self._start),
-               "learning_rate": repr(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))}
+        row = {
+            "epoch": str(done),
+            "seconds": repr(time.perf_counter() - self._start),
+            "learning_rate": repr(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))),
+        }
         for key, value in (logs or {}).items():
             name = "test_" + key[4:] if key.startswith("val_") else key
             row[name] = repr(float(value))

@@ -7,6 +7,7 @@ operating-system error about a named file: a missing or unwritable path, a full 
 ``<prog>: error: ...`` line and exit code 2. Anything else is a bug: its traceback is printed with one
 line asking to report it, and the exit code is 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,7 @@ def _arg_type(convert: Callable[[str], Any], check: Callable[[Any], Any], kind: 
             return check(value)
         except InputError as err:
             raise argparse.ArgumentTypeError(str(err).removeprefix("value ")) from None
+
     return parse
 
 
@@ -54,11 +56,13 @@ def int_arg(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int
     return _arg_type(int, lambda v: check_int(v, "value", minimum=minimum, maximum=maximum), "an integer")
 
 
-def float_arg(minimum: float = -math.inf, *, inclusive: bool = True,
-              maximum: float | None = None) -> Callable[[str], float]:
+def float_arg(
+    minimum: float = -math.inf, *, inclusive: bool = True, maximum: float | None = None
+) -> Callable[[str], float]:
     """argparse ``type=``: a finite number above (``inclusive``: at least) ``minimum``."""
-    return _arg_type(float, lambda v: check_float(v, "value", minimum=minimum, inclusive=inclusive, maximum=maximum),
-                     "a number")
+    return _arg_type(
+        float, lambda v: check_float(v, "value", minimum=minimum, inclusive=inclusive, maximum=maximum), "a number"
+    )
 
 
 def is_user_error(err: BaseException) -> bool:
@@ -66,7 +70,8 @@ def is_user_error(err: BaseException) -> bool:
     FileNotFoundErrors name the path), not readable or writable, or a full disk. Those concern the
     user's files and disk, name the file, and no change to the code would cure them."""
     return isinstance(err, (InputError, CommandError, FileNotFoundError)) or (
-        isinstance(err, OSError) and err.filename is not None)
+        isinstance(err, OSError) and err.filename is not None
+    )
 
 
 def user_message(err: BaseException) -> str:

@@ -13,6 +13,7 @@ Nothing is unpickled: the CIFAR-10 python-version batches are pickles, which are
 ``pickletools.genops`` (an opcode disassembler that never builds objects or imports modules) to pick out
 the pixel bytes and the label list.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -27,8 +28,7 @@ import numpy as np
 
 from mi_estimators.checks import InputError, check_int
 
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-             "t10k-labels-idx1-ubyte")
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CIFAR_BIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
 CIFAR_PY_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 CIFAR_ORIGIN = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -53,15 +53,25 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo((28, 28, 1), 10, ("", "mnist"),
-                         f"the four MNIST idx files ({', '.join(IDX_FILES)}, optionally .gz) or mnist.npz"),
-    "fashion_mnist": DatasetInfo((28, 28, 1), 10, ("", "fashion-mnist", "fashion_mnist"),
-                                 f"the four Fashion-MNIST idx files ({', '.join(IDX_FILES)}, optionally .gz) "
-                                 "or fashion_mnist.npz"),
-    "cifar10": DatasetInfo((32, 32, 3), 10, ("", "cifar-10-batches-bin", "cifar-10-batches-py",
-                                              "cifar-10-batches-py-target/cifar-10-batches-py"),
-                           f"the CIFAR-10 binary batches ({', '.join(CIFAR_BIN_FILES)}), the python-version "
-                           f"batches ({', '.join(CIFAR_PY_FILES)}) or cifar10.npz"),
+    "mnist": DatasetInfo(
+        (28, 28, 1),
+        10,
+        ("", "mnist"),
+        f"the four MNIST idx files ({', '.join(IDX_FILES)}, optionally .gz) or mnist.npz",
+    ),
+    "fashion_mnist": DatasetInfo(
+        (28, 28, 1),
+        10,
+        ("", "fashion-mnist", "fashion_mnist"),
+        f"the four Fashion-MNIST idx files ({', '.join(IDX_FILES)}, optionally .gz) or fashion_mnist.npz",
+    ),
+    "cifar10": DatasetInfo(
+        (32, 32, 3),
+        10,
+        ("", "cifar-10-batches-bin", "cifar-10-batches-py", "cifar-10-batches-py-target/cifar-10-batches-py"),
+        f"the CIFAR-10 binary batches ({', '.join(CIFAR_BIN_FILES)}), the python-version "
+        f"batches ({', '.join(CIFAR_PY_FILES)}) or cifar10.npz",
+    ),
     "digits": DatasetInfo((8, 8, 1), 10, (), "nothing (bundled with scikit-learn)"),
 }
 
@@ -95,7 +105,8 @@ def _unavailable(name: str, reason: str, data_dir: Path | None) -> DatasetUnavai
     sub = f" (or its sub-folder {' or '.join(subdirs)})" if subdirs else ""
     return DatasetUnavailableError(
         f"Dataset {name!r} is not available {where}({reason}). Pass --data-dir DIR with {info.files} in "
-        f"DIR{sub}, or run once with internet access so that Keras can download it into its cache.")
+        f"DIR{sub}, or run once with internet access so that Keras can download it into its cache."
+    )
 
 
 def _keras_cache() -> Path:
@@ -169,8 +180,18 @@ def _cifar_records(raw: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), records[:, 0]
 
 
-_STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
-               "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"}
+_STRING_OPS = {
+    "STRING",
+    "BINSTRING",
+    "SHORT_BINSTRING",
+    "BINUNICODE",
+    "SHORT_BINUNICODE",
+    "BINUNICODE8",
+    "BINBYTES",
+    "SHORT_BINBYTES",
+    "BINBYTES8",
+    "BYTEARRAY8",
+}
 _INT_OPS = {"BININT", "BININT1", "BININT2", "INT", "LONG1"}
 
 
@@ -200,8 +221,9 @@ def _read_cifar_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except ValueError as err:
         raise DatasetUnavailableError(f"{path} is not a CIFAR-10 python-version batch ({err})") from err
     if data is None or not labels or len(data) != 3072 * len(labels):
-        raise DatasetUnavailableError(f"{path} is not a CIFAR-10 python-version batch (no matching "
-                                      "'data' and 'labels' entries)")
+        raise DatasetUnavailableError(
+            f"{path} is not a CIFAR-10 python-version batch (no matching 'data' and 'labels' entries)"
+        )
     pixels = np.frombuffer(data, np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return pixels, np.asarray(labels, dtype=np.int64)
 
@@ -241,8 +263,9 @@ def _download(name: str) -> tuple[tuple[np.ndarray, ...], str]:
     import keras  # only here: loading local files should not pay for importing Keras
 
     if name == "cifar10":
-        folder = keras.utils.get_file(fname="cifar-10-batches-py-target", origin=CIFAR_ORIGIN, extract=True,
-                                      file_hash=CIFAR_SHA256)
+        folder = keras.utils.get_file(
+            fname="cifar-10-batches-py-target", origin=CIFAR_ORIGIN, extract=True, file_hash=CIFAR_SHA256
+        )
         folder = Path(folder) / "cifar-10-batches-py"
         return _load_cifar(folder, CIFAR_PY_FILES, binary=False), f"Keras download into {folder}"
     loader = keras.datasets.mnist if name == "mnist" else keras.datasets.fashion_mnist
@@ -257,8 +280,8 @@ def _load_digits() -> tuple[tuple[np.ndarray, ...], str]:
     digits = load_digits()
     images = (digits.images / 16.0)[..., None]
     x_train, x_test, y_train, y_test = train_test_split(
-        images, digits.target, test_size=DIGITS_TEST_FRACTION, stratify=digits.target,
-        random_state=DIGITS_SPLIT_SEED)
+        images, digits.target, test_size=DIGITS_TEST_FRACTION, stratify=digits.target, random_state=DIGITS_SPLIT_SEED
+    )
     return (x_train, y_train, x_test, y_test), "scikit-learn load_digits (bundled)"
 
 
@@ -270,8 +293,10 @@ def _finish(name: str, arrays: tuple[np.ndarray, ...], source: str) -> Dataset:
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         y = np.asarray(y).reshape(-1).astype(np.int64)
         if x.shape[1:] != info.shape or len(x) != len(y):
-            raise DatasetUnavailableError(f"{source}: {split} split has images {x.shape} and {len(y)} labels; "
-                                          f"expected (n, {', '.join(map(str, info.shape))}) and n labels")
+            raise DatasetUnavailableError(
+                f"{source}: {split} split has images {x.shape} and {len(y)} labels; "
+                f"expected (n, {', '.join(map(str, info.shape))}) and n labels"
+            )
         if y.size and (y.min() < 0 or y.max() >= info.n_classes):
             raise DatasetUnavailableError(f"{source}: {split} labels outside 0..{info.n_classes - 1}")
         x = x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x.astype(np.float32)
@@ -298,12 +323,20 @@ def _subset(ds: Dataset, n: int, seed: int) -> Dataset:
     else:
         idx = np.random.default_rng(seed).choice(n_train, size=int(n), replace=False)
     idx = np.sort(idx)
-    return Dataset(ds.name, ds.x_train[idx], ds.y_train[idx], ds.x_test, ds.y_test, ds.n_classes,
-                   f"{ds.source}, training subset of {n} (seed {seed})")
+    return Dataset(
+        ds.name,
+        ds.x_train[idx],
+        ds.y_train[idx],
+        ds.x_test,
+        ds.y_test,
+        ds.n_classes,
+        f"{ds.source}, training subset of {n} (seed {seed})",
+    )
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, train_subset: int | None = None,
-                 seed: int = 0) -> Dataset:
+def load_dataset(
+    name: str, data_dir: str | os.PathLike | None = None, train_subset: int | None = None, seed: int = 0
+) -> Dataset:
     """Load ``name`` (a key of :data:`DATASETS`) with pixels in [0, 1] as float32 (n, H, W, C).
 
     ``train_subset=N`` keeps a fixed seeded subset of N training examples (the test split stays whole).

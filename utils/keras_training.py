@@ -17,6 +17,7 @@ the files of the epochs it repeats are rewritten with the same bytes. (Keras' ``
 keeps neither the SeedGenerator states nor the input order.) A NaN or infinite training loss stops
 the run before anything of that epoch is written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -126,15 +127,21 @@ def check_even_split(plan: RunPlan, replicas: int) -> None:
         return
     args, n_train, n_repr = plan.args, len(plan.data.y_train), len(plan.repr_rows)
     evaluation = args.eval_batch_size or 16 * args.batch_size
-    sizes = {"--batch-size": args.batch_size, "the last training batch": n_train % args.batch_size,
-             "--eval-batch-size": evaluation, "the last batch of the saved training inputs": n_repr % evaluation,
-             "the last batch of the --metrics-subset": min(args.metrics_subset, n_repr) % evaluation,
-             "the last test batch": len(plan.data.y_test) % evaluation}
+    sizes = {
+        "--batch-size": args.batch_size,
+        "the last training batch": n_train % args.batch_size,
+        "--eval-batch-size": evaluation,
+        "the last batch of the saved training inputs": n_repr % evaluation,
+        "the last batch of the --metrics-subset": min(args.metrics_subset, n_repr) % evaluation,
+        "the last test batch": len(plan.data.y_test) % evaluation,
+    }
     odd = [f"{name} ({size})" for name, size in sizes.items() if size % replicas]
     if odd:
-        raise InputError(f"--distribute mirrored on JAX splits every batch evenly over the {replicas} devices; "
-                           f"not a multiple of {replicas}: {', '.join(odd)}; choose --batch-size, "
-                           "--eval-batch-size or --train-subset to fit")
+        raise InputError(
+            f"--distribute mirrored on JAX splits every batch evenly over the {replicas} devices; "
+            f"not a multiple of {replicas}: {', '.join(odd)}; choose --batch-size, "
+            "--eval-batch-size or --train-subset to fit"
+        )
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -168,7 +175,7 @@ class EpochBatches(keras.utils.PyDataset):
         epoch, step = divmod(index, self.steps)
         if self._order[0] != self.first + epoch:
             self._order = (self.first + epoch, epoch_order(self.seed, self.first + epoch, len(self.y)))
-        rows = self._order[1][step * self.batch_size:(step + 1) * self.batch_size]
+        rows = self._order[1][step * self.batch_size : (step + 1) * self.batch_size]
         return self.x[rows], self.y[rows]
 
 
@@ -177,13 +184,17 @@ def _tf_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first:
     tf.gather, prefetch): on TensorFlow a Python dataset costs ~10% of an fc epoch."""
     import tensorflow as tf  # the backend itself, imported by Keras already
 
-    orders = tf.data.Dataset.from_generator(lambda: (epoch_order(seed, e, len(y)) for e in range(first, epochs)),
-                                            output_signature=tf.TensorSpec((len(y),), tf.int64))
+    orders = tf.data.Dataset.from_generator(
+        lambda: (epoch_order(seed, e, len(y)) for e in range(first, epochs)),
+        output_signature=tf.TensorSpec((len(y),), tf.int64),
+    )
     rows = orders.flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
     arrays = tf.data.Dataset.from_tensors((x, y)).repeat()  # not captured as a constant: no copy per epoch
-    return (tf.data.Dataset.zip((rows, arrays))
-            .map(lambda r, xy: (tf.gather(xy[0], r), tf.gather(xy[1], r)), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    return (
+        tf.data.Dataset.zip((rows, arrays))
+        .map(lambda r, xy: (tf.gather(xy[0], r), tf.gather(xy[1], r)), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def training_feed(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, first: int, epochs: int) -> Feed:
@@ -234,8 +245,10 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         value = float((logs or {}).get(key, 0.0))
         if not math.isfinite(value):
             name = "test loss" if key.startswith("val_") else "training loss"
-            raise NonFiniteLossError(f"the {name} is {value} at {where}; training stopped, {self.run_dir} keeps "
-                               f"the last good epoch, {self.epoch} (lower --lr?)")
+            raise NonFiniteLossError(
+                f"the {name} is {value} at {where}; training stopped, {self.run_dir} keeps "
+                f"the last good epoch, {self.epoch} (lower --lr?)"
+            )
 
 
 def save_checkpoint(path: Path, model: keras.Model, epochs_done: int) -> None:
@@ -250,8 +263,10 @@ def _assign(path: Path, prefix: str, variables: Sequence[keras.Variable], arrays
     keys = sorted(k for k in arrays if k.startswith(prefix + "_"))
     shapes = [arrays[k].shape for k in keys]
     if shapes != [tuple(v.shape) for v in variables]:
-        raise InputError(f"{path} holds {len(keys)} {prefix} variables that do not fit this run's "
-                         f"{len(variables)}; move it away to train from the start")
+        raise InputError(
+            f"{path} holds {len(keys)} {prefix} variables that do not fit this run's "
+            f"{len(variables)}; move it away to train from the start"
+        )
     for key, variable in zip(keys, variables):
         variable.assign(arrays[key])
 
@@ -287,23 +302,42 @@ class Checkpoint(keras.callbacks.Callback):
 def library_versions() -> dict[str, str]:
     """Python, the Keras backend and the versions of the libraries a run depends on."""
     backend = keras.backend.backend()
-    modules = {"keras": "keras", "numpy": "numpy", "scipy": "scipy", "scikit-learn": "sklearn",
-               **{name: name for name in BACKEND_MODULES.get(backend, ())}}
-    return {"python": platform.python_version(), "backend": backend,
-            **{name: importlib.import_module(module).__version__ for name, module in modules.items()}}
+    modules = {
+        "keras": "keras",
+        "numpy": "numpy",
+        "scipy": "scipy",
+        "scikit-learn": "sklearn",
+        **{name: name for name in BACKEND_MODULES.get(backend, ())},
+    }
+    return {
+        "python": platform.python_version(),
+        "backend": backend,
+        **{name: importlib.import_module(module).__version__ for name, module in modules.items()},
+    }
 
 
 def _compiled_model(plan: RunPlan, placement: Placement) -> keras.Model:
     """The net, compiled with SGD + momentum, decoupled weight decay and cosine decay; optimiser built."""
     args, ds = plan.args, plan.data
     with placement.scope:
-        model = build_model(args.net, dropout=args.dropout, p=args.p, input_shape=ds.input_shape,
-                            n_classes=ds.n_classes, n_train=len(ds.y_train), beta=args.beta,
-                            alpha_max=args.alpha_max, filters=args.filters,
-                            normalization=ds.channel_stats() if NETS[args.net].family == "cifar10" else None)
+        model = build_model(
+            args.net,
+            dropout=args.dropout,
+            p=args.p,
+            input_shape=ds.input_shape,
+            n_classes=ds.n_classes,
+            n_train=len(ds.y_train),
+            beta=args.beta,
+            alpha_max=args.alpha_max,
+            filters=args.filters,
+            normalization=ds.channel_stats() if NETS[args.net].family == "cifar10" else None,
+        )
         steps = args.epochs * math.ceil(len(ds.y_train) / args.batch_size)
-        optimizer = keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps),
-                                         momentum=MOMENTUM, weight_decay=args.weight_decay)
+        optimizer = keras.optimizers.SGD(
+            keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps),
+            momentum=MOMENTUM,
+            weight_decay=args.weight_decay,
+        )
         # The learned log-normal prior of information dropout is part of the KL term, not a weight.
         optimizer.exclude_from_weight_decay(var_names=["prior_mean", "prior_log_std"])
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
@@ -314,11 +348,22 @@ def _compiled_model(plan: RunPlan, placement: Placement) -> keras.Model:
 def _callbacks(plan: RunPlan) -> RunCallbacks:
     args, ds, rows = plan.args, plan.data, plan.repr_rows
     recorder = RepresentationCallback(
-        plan.run_dir, (ds.x_train[rows], ds.y_train[rows]), (ds.x_test, ds.y_test), save_every=args.save_every,
-        metrics_subset=args.metrics_subset, seed=args.seed, batch_size=args.eval_batch_size or 16 * args.batch_size,
-        verbose=True)
-    return RunCallbacks(StopOnNonFiniteLoss(plan.run_dir), SeededEpochs(args.seed), recorder,
-                        HistoryCSV(plan.run_dir / rf.HISTORY_NAME), Checkpoint(plan.run_dir / CHECKPOINT_NAME))
+        plan.run_dir,
+        (ds.x_train[rows], ds.y_train[rows]),
+        (ds.x_test, ds.y_test),
+        save_every=args.save_every,
+        metrics_subset=args.metrics_subset,
+        seed=args.seed,
+        batch_size=args.eval_batch_size or 16 * args.batch_size,
+        verbose=True,
+    )
+    return RunCallbacks(
+        StopOnNonFiniteLoss(plan.run_dir),
+        SeededEpochs(args.seed),
+        recorder,
+        HistoryCSV(plan.run_dir / rf.HISTORY_NAME),
+        Checkpoint(plan.run_dir / CHECKPOINT_NAME),
+    )
 
 
 def _check_backend(plan: RunPlan) -> None:
@@ -327,8 +372,10 @@ def _check_backend(plan: RunPlan) -> None:
         return
     stored = rf.load_json(plan.run_dir / rf.CONFIG_NAME)["versions"]["backend"]
     if stored != keras.backend.backend():
-        raise InputError(f"{plan.run_dir} was trained with the {stored} backend, this is {keras.backend.backend()}; "
-                           f"resume it with KERAS_BACKEND={stored}")
+        raise InputError(
+            f"{plan.run_dir} was trained with the {stored} backend, this is {keras.backend.backend()}; "
+            f"resume it with KERAS_BACKEND={stored}"
+        )
 
 
 def _restore(plan: RunPlan, model: keras.Model, callbacks: RunCallbacks) -> int:
@@ -349,20 +396,32 @@ def _write_config(plan: RunPlan, model: keras.Model, replicas: int, epochs_done:
         rf.save_json(path, config)
         return
     ds, args, n_train = plan.data, plan.args, len(plan.data.y_train)
-    rf.save_json(path, {
-        "script": plan.prog, "flags": plan.flags,
-        "dataset": {"name": ds.name, "source": ds.source, "n_train": n_train, "n_test": len(ds.y_test),
-                    "n_classes": ds.n_classes, "input_shape": list(ds.input_shape),
-                    "n_repr_train": len(plan.repr_rows), "n_repr_test": len(ds.y_test),
-                    "n_metrics_train": min(args.metrics_subset, len(plan.repr_rows))},
-        "model": {"name": model.name, "n_params": int(model.count_params()), "replicas": replicas},
-        "versions": library_versions(),
-        "layers": layer_entries(model),
-    })
+    rf.save_json(
+        path,
+        {
+            "script": plan.prog,
+            "flags": plan.flags,
+            "dataset": {
+                "name": ds.name,
+                "source": ds.source,
+                "n_train": n_train,
+                "n_test": len(ds.y_test),
+                "n_classes": ds.n_classes,
+                "input_shape": list(ds.input_shape),
+                "n_repr_train": len(plan.repr_rows),
+                "n_repr_test": len(ds.y_test),
+                "n_metrics_train": min(args.metrics_subset, len(plan.repr_rows)),
+            },
+            "model": {"name": model.name, "n_params": int(model.count_params()), "replicas": replicas},
+            "versions": library_versions(),
+            "layers": layer_entries(model),
+        },
+    )
 
 
-def train_run(plan: RunPlan, *, extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-              verbose: int | None = None) -> None:
+def train_run(
+    plan: RunPlan, *, extra_callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int | None = None
+) -> None:
     """Train (or resume) the run of ``plan``; ``extra_callbacks`` run before the run's own."""
     args, ds = plan.args, plan.data
     _check_backend(plan)
@@ -376,11 +435,21 @@ def train_run(plan: RunPlan, *, extra_callbacks: Sequence[keras.callbacks.Callba
         print(f"{plan.run_dir} is complete ({done} epochs); nothing to do", flush=True)
         return
     _write_config(plan, model, placement.replicas, done)
-    print(f"{'resuming' if plan.resume else 'starting'} {plan.run_dir} at epoch {done}: {args.net} with "
-          f"{args.dropout} dropout on {ds.name} ({len(ds.y_train)} train / {len(ds.y_test)} test, "
-          f"{placement.replicas} replica(s), {keras.backend.backend()})", flush=True)
+    print(
+        f"{'resuming' if plan.resume else 'starting'} {plan.run_dir} at epoch {done}: {args.net} with "
+        f"{args.dropout} dropout on {ds.name} ({len(ds.y_train)} train / {len(ds.y_test)} test, "
+        f"{placement.replicas} replica(s), {keras.backend.backend()})",
+        flush=True,
+    )
     feed = training_feed(ds.x_train, ds.y_train, args.batch_size, args.seed, done, args.epochs)
-    model.fit(feed.batches, steps_per_epoch=feed.steps, epochs=args.epochs, initial_epoch=done, shuffle=False,
-              validation_data=(ds.x_test, ds.y_test), validation_batch_size=callbacks.recorder.batch_size,
-              callbacks=[*extra_callbacks, *callbacks.ordered()],
-              verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
+    model.fit(
+        feed.batches,
+        steps_per_epoch=feed.steps,
+        epochs=args.epochs,
+        initial_epoch=done,
+        shuffle=False,
+        validation_data=(ds.x_test, ds.y_test),
+        validation_batch_size=callbacks.recorder.batch_size,
+        callbacks=[*extra_callbacks, *callbacks.ordered()],
+        verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose,
+    )

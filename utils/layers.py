@@ -9,6 +9,7 @@
 Adilova, Geiger & Fischer (ICLR 2023) analyse the information plane of exactly these layers;
 :func:`noise_spec` is what the run folder's ``config.json`` records and what the estimators read.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,8 +72,11 @@ class InformationDropout(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape: Any) -> None:
-        if not (isinstance(input_shape, (list, tuple)) and len(input_shape) == 2
-                and all(isinstance(s, (list, tuple)) for s in input_shape)):
+        if not (
+            isinstance(input_shape, (list, tuple))
+            and len(input_shape) == 2
+            and all(isinstance(s, (list, tuple)) for s in input_shape)
+        ):
             raise ValueError("InformationDropout is called on [f, alpha_logits], two tensors of the same shape")
         f_shape, logit_shape = (tuple(s) for s in input_shape)
         if f_shape[1:] != logit_shape[1:]:
@@ -96,8 +100,12 @@ class InformationDropout(keras.layers.Layer):
             log_std = ops.cast(self.prior_log_std, self.compute_dtype)
             mean = ops.cast(self.prior_mean, self.compute_dtype)
             log_f = ops.log(ops.maximum(f, LOG_FLOOR))
-            per_unit = (log_std - ops.log(alpha)
-                        + (ops.square(alpha) + ops.square(log_f - mean)) / (2.0 * ops.exp(2.0 * log_std)) - 0.5)
+            per_unit = (
+                log_std
+                - ops.log(alpha)
+                + (ops.square(alpha) + ops.square(log_f - mean)) / (2.0 * ops.exp(2.0 * log_std))
+                - 0.5
+            )
         else:
             per_unit = math.log(self.alpha_max + ALPHA_MIN) - ops.log(alpha)
         axes = tuple(range(1, len(per_unit.shape)))
@@ -116,8 +124,14 @@ class InformationDropout(keras.layers.Layer):
         return input_shape[0]
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "alpha_max": self.alpha_max, "beta": self.beta,
-                "kl_weight": self.kl_weight, "prior": self.prior, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "alpha_max": self.alpha_max,
+            "beta": self.beta,
+            "kl_weight": self.kl_weight,
+            "prior": self.prior,
+            "seed": self.seed,
+        }
 
 
 def noise_spec(layer: keras.layers.Layer) -> dict | None:
@@ -128,8 +142,15 @@ def noise_spec(layer: keras.layers.Layer) -> dict | None:
     Gaussian) and, for information dropout, ``alpha_max``, ``beta``, ``kl_weight`` and ``prior``.
     """
     if isinstance(layer, InformationDropout):
-        return {"dropout": "information", "p": None, "noise_std": None, "alpha_max": layer.alpha_max,
-                "beta": layer.beta, "kl_weight": layer.kl_weight, "prior": layer.prior}
+        return {
+            "dropout": "information",
+            "p": None,
+            "noise_std": None,
+            "alpha_max": layer.alpha_max,
+            "beta": layer.beta,
+            "kl_weight": layer.kl_weight,
+            "prior": layer.prior,
+        }
     if isinstance(layer, keras.layers.GaussianDropout):
         p = float(layer.rate)
         if not 0.0 <= p < 1.0:
@@ -161,6 +182,7 @@ def dropout_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
 TRAINING_NOISE, CALLBACK_NOISE, SHUFFLE = 0, 1, 2
 """Stream numbers: a run's random keys are (seed, stream, epoch), one stream per consumer (the training
 steps' noise and augmentation, the callback's noisy passes, the order of the training inputs)."""
+
 
 def seed_states(model: keras.layers.Layer) -> list[keras.Variable]:
     """The state variables of every ``keras.random.SeedGenerator`` of ``model``, in model order:

@@ -11,6 +11,7 @@ CIFAR-10 nets start with augmentation (random shift of up to 4 pixels with zero 
 32x32 crop of the image padded by 4, and a horizontal flip), which Keras runs only in training mode,
 so inference-mode calls see the un-augmented inputs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,8 +56,9 @@ class _Options:
         return max(1, int(round(channels * self.filters)))
 
 
-def _dropout_block(x: keras.KerasTensor, make_f: Callable[[str], keras.layers.Layer],
-                   opts: _Options, *, f_activation: str | None) -> keras.KerasTensor:
+def _dropout_block(
+    x: keras.KerasTensor, make_f: Callable[[str], keras.layers.Layer], opts: _Options, *, f_activation: str | None
+) -> keras.KerasTensor:
     """f = activation(make_f(...)(x)) followed by the dropout layer named "dropout"; information dropout
     uses softplus for f and adds the parallel alpha-logit layer make_f(...)(x) of the same shape."""
     f = make_f("dropout_input")(x)
@@ -68,8 +70,9 @@ def _dropout_block(x: keras.KerasTensor, make_f: Callable[[str], keras.layers.La
     if opts.dropout == "bernoulli":
         return keras.layers.Dropout(opts.p, name=DROPOUT_NAME)(f)
     logits = make_f(ALPHA_LOGITS_NAME)(x)
-    layer = InformationDropout(opts.alpha_max, opts.beta, kl_weight=opts.kl_weight, prior="lognormal",
-                               name=DROPOUT_NAME)
+    layer = InformationDropout(
+        opts.alpha_max, opts.beta, kl_weight=opts.kl_weight, prior="lognormal", name=DROPOUT_NAME
+    )
     return layer([f, logits])
 
 
@@ -141,8 +144,7 @@ def _allcnn(x: keras.KerasTensor, n_classes: int, opts: _Options) -> keras.Keras
     x = _conv_bn_relu(x, opts.width(96))
     x = _conv_bn_relu(x, opts.width(96))
     width = opts.width(96)
-    x = _dropout_block(x, lambda name: _conv(width, 3, strides=2, name=name),
-                       opts, f_activation="softplus")
+    x = _dropout_block(x, lambda name: _conv(width, 3, strides=2, name=name), opts, f_activation="softplus")
     x = _conv_bn_relu(x, opts.width(192))
     x = _conv_bn_relu(x, opts.width(192))
     x = _conv_bn_relu(x, opts.width(192), strides=2)
@@ -159,8 +161,14 @@ _BUILDERS = {"fc": _fc, "lenet": _lenet, "resnet18": _resnet18, "convnet": _conv
 def _augment(x: keras.KerasTensor, height: int, width: int) -> keras.KerasTensor:
     # A zero-filled integer shift of up to 4 pixels per image equals a random crop of the 4-padded image
     # (keras.layers.RandomCrop would crop a whole batch at one offset and changes shape at inference).
-    x = keras.layers.RandomTranslation(CROP_PADDING / height, CROP_PADDING / width, fill_mode="constant",
-                                       fill_value=0.0, interpolation="nearest", name="random_crop")(x)
+    x = keras.layers.RandomTranslation(
+        CROP_PADDING / height,
+        CROP_PADDING / width,
+        fill_mode="constant",
+        fill_value=0.0,
+        interpolation="nearest",
+        name="random_crop",
+    )(x)
     return keras.layers.RandomFlip("horizontal", name="random_flip")(x)
 
 
@@ -180,15 +188,17 @@ def _check_normalization(normalization: tuple, channels: int) -> tuple[np.ndarra
     return mean, std
 
 
-def _check_options(net: str, dropout: str, p: float | None, n_classes: int, n_train: int, beta: float,
-                   alpha_max: float, filters: float) -> _Options:
+def _check_options(
+    net: str, dropout: str, p: float | None, n_classes: int, n_train: int, beta: float, alpha_max: float, filters: float
+) -> _Options:
     if net not in NETS:
         raise ValueError(f"unknown net {net!r}; choose one of: {', '.join(NETS)}")
     spec = NETS[net]
     if dropout not in spec.dropouts:
         raise ValueError(f"net {net!r} cannot take dropout {dropout!r}; it takes: {', '.join(spec.dropouts)}")
-    if dropout != "information" and (isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating))
-                                     or not 0.0 < float(p) < 1.0):
+    if dropout != "information" and (
+        isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 < float(p) < 1.0
+    ):
         raise ValueError(f"dropout rate p must be in (0, 1), got {p!r}")
     check_int(n_classes, "n_classes", minimum=2)
     check_int(n_train, "n_train", minimum=1)
@@ -197,13 +207,22 @@ def _check_options(net: str, dropout: str, p: float | None, n_classes: int, n_tr
     filters = check_float(filters, "filters")
     if filters != 1.0 and spec.family != "cifar10":
         raise ValueError(f"net {net!r} has fixed widths; filters applies to the CIFAR-10 conv nets only")
-    return _Options(dropout, None if dropout == "information" else float(p), beta / n_train, beta, alpha_max,
-                    filters)
+    return _Options(dropout, None if dropout == "information" else float(p), beta / n_train, beta, alpha_max, filters)
 
 
-def build_model(net: str, *, dropout: str, p: float | None, input_shape: Sequence[int], n_classes: int,
-                n_train: int, beta: float = 3.0, alpha_max: float = 0.7, filters: float = 1.0,
-                normalization: tuple | None = None) -> keras.Model:
+def build_model(
+    net: str,
+    *,
+    dropout: str,
+    p: float | None,
+    input_shape: Sequence[int],
+    n_classes: int,
+    n_train: int,
+    beta: float = 3.0,
+    alpha_max: float = 0.7,
+    filters: float = 1.0,
+    normalization: tuple | None = None,
+) -> keras.Model:
     """Build ``net`` (a key of :data:`NETS`) with one dropout layer named ``"dropout"``.
 
     ``p`` is the Gaussian/Bernoulli dropout rate (Gaussian noise std sqrt(p/(1-p))); information dropout

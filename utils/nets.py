@@ -3,6 +3,7 @@
 The training scripts check their flags against :data:`NETS` before Keras (and TensorFlow or JAX) is
 imported, so ``--help`` and flag errors answer at once; ``utils.models`` builds the nets themselves.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,18 +27,33 @@ _MNIST = ("mnist", "fashion_mnist", "digits")
 _CIFAR = ("cifar10",)
 
 NETS: dict[str, NetSpec] = {
-    "fc": NetSpec("mnist", _MNIST, DROPOUT_KINDS, "gaussian",
-                  "784-512-128-32-10 softplus MLP, dropout on the 32 units"),
-    "lenet": NetSpec("mnist", _MNIST, DROPOUT_KINDS, "gaussian",
-                     "LeNet-5 (conv 6@5x5, pool, conv 16@5x5, pool, fc 120, fc 84, fc 10), softplus, "
-                     "dropout on the 84 units"),
-    "resnet18": NetSpec("cifar10", _CIFAR, DROPOUT_KINDS, "gaussian",
-                        "CIFAR ResNet18 (3x3 stem, basic blocks [2,2,2,2]) + 128-unit bottleneck, dropout "
-                        "before the classifier"),
-    "convnet": NetSpec("cifar10", _CIFAR, DROPOUT_KINDS, "gaussian",
-                       "small 3-conv net for quick CPU runs, dropout on a 128-unit softplus bottleneck"),
-    "allcnn": NetSpec("cifar10", _CIFAR, DROPOUT_KINDS, "information",
-                      "All-CNN-C-style net, dropout after the third (stride-2) conv"),
+    "fc": NetSpec(
+        "mnist", _MNIST, DROPOUT_KINDS, "gaussian", "784-512-128-32-10 softplus MLP, dropout on the 32 units"
+    ),
+    "lenet": NetSpec(
+        "mnist",
+        _MNIST,
+        DROPOUT_KINDS,
+        "gaussian",
+        "LeNet-5 (conv 6@5x5, pool, conv 16@5x5, pool, fc 120, fc 84, fc 10), softplus, dropout on the 84 units",
+    ),
+    "resnet18": NetSpec(
+        "cifar10",
+        _CIFAR,
+        DROPOUT_KINDS,
+        "gaussian",
+        "CIFAR ResNet18 (3x3 stem, basic blocks [2,2,2,2]) + 128-unit bottleneck, dropout before the classifier",
+    ),
+    "convnet": NetSpec(
+        "cifar10",
+        _CIFAR,
+        DROPOUT_KINDS,
+        "gaussian",
+        "small 3-conv net for quick CPU runs, dropout on a 128-unit softplus bottleneck",
+    ),
+    "allcnn": NetSpec(
+        "cifar10", _CIFAR, DROPOUT_KINDS, "information", "All-CNN-C-style net, dropout after the third (stride-2) conv"
+    ),
 }
 
 

@@ -9,6 +9,7 @@ Every writer goes through a temporary file in the destination folder and ``os.re
 interrupted process never leaves a half-written file. Every ``.npy`` is loaded with
 ``allow_pickle=False``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,24 @@ IP_QUANTITIES = ("mean_kl", "mi_zy")
 """What the callback logs per epoch in ``IP/``: the mean KL term of each dropout layer (the training
 loss's I(X;Z) surrogate of information dropout, 0 for other layers: not an estimate of I(X;Z)) and
 H(Y) - cross-entropy (a lower bound on I(Y;Z))."""
-DEFINING_FLAGS = ("dataset", "net", "dropout", "p", "beta", "alpha_max", "filters", "epochs", "batch_size", "lr",
-                  "weight_decay", "save_every", "train_subset", "repr_subset", "metrics_subset", "seed")
+DEFINING_FLAGS = (
+    "dataset",
+    "net",
+    "dropout",
+    "p",
+    "beta",
+    "alpha_max",
+    "filters",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "save_every",
+    "train_subset",
+    "repr_subset",
+    "metrics_subset",
+    "seed",
+)
 """The flags in ``config.json`` that define a run's numbers: a folder whose flags differ in any of them
 holds another run (it is not resumed), and runs that differ only in ``seed`` form a group in a
 comparison. The other flags say where the data and the output live, how to distribute, what to print
@@ -289,8 +306,9 @@ def load_alphas(run_dir: PathLike, split: str, epoch: int, layer: str | None = N
     tag = file_layer(config, layer)
     entry = next(e for e in config["layers"] if tag in (None, e["name"]))
     if entry["dropout"] != "information":
-        raise InputError(f"layer {entry['name']!r} is {entry['dropout']} dropout; alphas exist only for "
-                         "information dropout")
+        raise InputError(
+            f"layer {entry['name']!r} is {entry['dropout']} dropout; alphas exist only for information dropout"
+        )
     return load_npy(alpha_path(run_dir, split, epoch, tag))
 
 
@@ -298,8 +316,9 @@ def load_inputs_labels(run_dir: PathLike, split: str) -> tuple[np.ndarray, np.nd
     """The inputs whose representations were saved and their integer labels (rows aligned)."""
     x, y = load_npy(inputs_path(run_dir, split)), load_npy(labels_path(run_dir, split))
     if len(x) != len(y):
-        raise InputError(f"{inputs_path(run_dir, split)} has {len(x)} rows but "
-                         f"{labels_path(run_dir, split)} has {len(y)}")
+        raise InputError(
+            f"{inputs_path(run_dir, split)} has {len(x)} rows but {labels_path(run_dir, split)} has {len(y)}"
+        )
     return x, y
 
 
@@ -384,11 +403,16 @@ def load_estimates(run_dir: PathLike) -> dict[str, Any]:
     if not path.exists():
         return {"format": ESTIMATES_FORMAT, "estimates": {}}
     data = load_json(path)
-    if not isinstance(data, dict) or data.get("format") != ESTIMATES_FORMAT \
-            or not isinstance(data.get("estimates"), dict):
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != ESTIMATES_FORMAT
+        or not isinstance(data.get("estimates"), dict)
+    ):
         found = f"format {data.get('format')!r}" if isinstance(data, dict) else "no estimates file"
-        raise InputError(f"{path} is not an estimates file of format {ESTIMATES_FORMAT} ({found}); move it away and "
-                         f"re-run the estimation (python -m utils.analysis.information_plane {Path(run_dir)})")
+        raise InputError(
+            f"{path} is not an estimates file of format {ESTIMATES_FORMAT} ({found}); move it away and "
+            f"re-run the estimation (python -m utils.analysis.information_plane {Path(run_dir)})"
+        )
     return data
 
 
@@ -411,7 +435,13 @@ def store_estimates(run_dir: PathLike, entries: dict[tuple[str, str, str, int], 
 def _canonical_order(estimates: dict) -> dict:
     """Estimators, layers and splits by name, epochs by number: the file does not depend on the order in
     which entries were computed (processes sharing the epochs, a cluster's tasks finishing in any order)."""
-    return {name: {layer: {split: dict(sorted(by_epoch.items(), key=lambda kv: int(kv[0])))
-                           for split, by_epoch in sorted(splits.items())}
-                   for layer, splits in sorted(layers.items())}
-            for name, layers in sorted(estimates.items())}
+    return {
+        name: {
+            layer: {
+                split: dict(sorted(by_epoch.items(), key=lambda kv: int(kv[0])))
+                for split, by_epoch in sorted(splits.items())
+            }
+            for layer, splits in sorted(layers.items())
+        }
+        for name, layers in sorted(estimates.items())
+    }

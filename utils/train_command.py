@@ -12,6 +12,7 @@ Re-running the same command resumes an interrupted run with the same numbers as 
 a finished run is left as it is. TensorFlow's and JAX's native start-up messages are kept off the
 terminal unless ``--verbose``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ from utils.nets import NETS, family_choices
 METRICS_SUBSET = 5000
 MAX_EPOCHS = 100_000
 """Sanity limit: a larger --epochs is a typo (the paper trains 200), not a run that could finish."""
-MAX_COUNT = 10 ** 9
+MAX_COUNT = 10**9
 """Sanity limit of the size flags (batch, subsets, save interval): beyond any dataset this toolkit reads."""
 """Default number of training inputs behind the per-epoch KL / cross-entropy means (standard error of
 a mean cross-entropy of spread ~0.5 nats: ~0.005 nats)."""
@@ -44,41 +45,74 @@ _OWN_TEMPS = {".": ("",), rf.REPR_DIR: ("",), rf.IP_DIR: tuple(f"{split}_" for s
 """Where training's atomic writes leave ``.<name>.<random>.tmp`` files when killed, and the names they
 start with (the analysis writes IP/estimates.json beside them and keeps its own)."""
 
+
 def _add_net_flags(add: Callable[..., Any], datasets: list[str], nets: list[str]) -> None:
     add("--dataset", choices=datasets, help="dataset (default: %(default)s)")
     add("--data-dir", help="folder with local copies of the dataset (never downloads when given; not for digits)")
     add("--net", choices=nets, help="network (default: %(default)s)")
     add("--dropout", choices=DROPOUT_KINDS, help="dropout kind (default: the net's own)")
-    add("--p", type=float_arg(),
-        help="Gaussian/Bernoulli dropout rate; Gaussian noise std sqrt(p/(1-p)) (default: %(default)s)")
-    add("--beta", type=float_arg(0.0), default=3.0,
-        help="information dropout: loss = CE + beta * KL / N_train (default: %(default)s)")
-    add("--alpha-max", type=float_arg(0.0, inclusive=False), default=0.7,
-        help="information dropout: largest alpha(x) (default: %(default)s)")
-    add("--filters", type=float_arg(0.0, inclusive=False), default=1.0,
-        help="fraction of conv filters, CIFAR-10 conv nets only (default: %(default)s)")
+    add(
+        "--p",
+        type=float_arg(),
+        help="Gaussian/Bernoulli dropout rate; Gaussian noise std sqrt(p/(1-p)) (default: %(default)s)",
+    )
+    add(
+        "--beta",
+        type=float_arg(0.0),
+        default=3.0,
+        help="information dropout: loss = CE + beta * KL / N_train (default: %(default)s)",
+    )
+    add(
+        "--alpha-max",
+        type=float_arg(0.0, inclusive=False),
+        default=0.7,
+        help="information dropout: largest alpha(x) (default: %(default)s)",
+    )
+    add(
+        "--filters",
+        type=float_arg(0.0, inclusive=False),
+        default=1.0,
+        help="fraction of conv filters, CIFAR-10 conv nets only (default: %(default)s)",
+    )
 
 
 def _add_schedule_flags(add: Callable[..., Any]) -> None:
     add("--epochs", type=int_arg(1, MAX_EPOCHS), help=f"training epochs, at most {MAX_EPOCHS:,} (default: %(default)s)")
     add("--batch-size", type=int_arg(1, MAX_COUNT), help="batch size, global over all replicas (default: %(default)s)")
-    add("--lr", type=float_arg(0.0, inclusive=False),
-        help="initial learning rate, cosine decay to 0 over the run (default: %(default)s)")
+    add(
+        "--lr",
+        type=float_arg(0.0, inclusive=False),
+        help="initial learning rate, cosine decay to 0 over the run (default: %(default)s)",
+    )
     add("--weight-decay", type=float_arg(0.0), help="SGD weight decay, decoupled (default: %(default)s)")
-    add("--save-every", type=int_arg(1, MAX_COUNT),
-        help="save representations every N epochs, and at 0 and the last (default: %(default)s)")
+    add(
+        "--save-every",
+        type=int_arg(1, MAX_COUNT),
+        help="save representations every N epochs, and at 0 and the last (default: %(default)s)",
+    )
     # (at least 2: an information plane needs two inputs to tell apart)
     add("--train-subset", type=int_arg(2, MAX_COUNT), help="train on a fixed seeded subset of N training inputs")
-    add("--repr-subset", type=int_arg(2, MAX_COUNT),
-        help="save the representations of a fixed seeded subset of N training inputs (default: all)")
-    add("--metrics-subset", type=int_arg(1, MAX_COUNT), default=METRICS_SUBSET,
-        help="saved training inputs behind the per-epoch KL and cross-entropy means (default: %(default)s)")
-    add("--eval-batch-size", type=int_arg(1, MAX_COUNT),
-        help="batch size of the callback's passes and the test loss (default: 16 x batch)")
+    add(
+        "--repr-subset",
+        type=int_arg(2, MAX_COUNT),
+        help="save the representations of a fixed seeded subset of N training inputs (default: all)",
+    )
+    add(
+        "--metrics-subset",
+        type=int_arg(1, MAX_COUNT),
+        default=METRICS_SUBSET,
+        help="saved training inputs behind the per-epoch KL and cross-entropy means (default: %(default)s)",
+    )
+    add(
+        "--eval-batch-size",
+        type=int_arg(1, MAX_COUNT),
+        help="batch size of the callback's passes and the test loss (default: 16 x batch)",
+    )
 
 
-def build_parser(defaults: Mapping[str, Any], *, family: str, prog: str | None = None,
-                 description: str | None = None) -> OneLineParser:
+def build_parser(
+    defaults: Mapping[str, Any], *, family: str, prog: str | None = None, description: str | None = None
+) -> OneLineParser:
     """The command line of a training script; ``defaults`` sets dataset, net, lr, batch_size, epochs,
     p, weight_decay and save_every (and may set any other flag, such as ``analyze``)."""
     nets, datasets = family_choices(family)
@@ -86,18 +120,32 @@ def build_parser(defaults: Mapping[str, Any], *, family: str, prog: str | None =
     add = parser.add_argument
     _add_net_flags(add, datasets, nets)
     _add_schedule_flags(add)
-    add("--out", help="run folder (default: runs/<dataset>-<net>-<dropout>-p<p>-seed<seed>, "
-                      "beta<beta> in place of p<p> for information dropout)")
-    add("--seed", type=int_arg(0), default=0,
-        help="seed of weights, noise, input order and subsets (default: %(default)s)")
-    add("--distribute", choices=("none", "mirrored"), default="none",
+    add(
+        "--out",
+        help="run folder (default: runs/<dataset>-<net>-<dropout>-p<p>-seed<seed>, "
+        "beta<beta> in place of p<p> for information dropout)",
+    )
+    add(
+        "--seed",
+        type=int_arg(0),
+        default=0,
+        help="seed of weights, noise, input order and subsets (default: %(default)s)",
+    )
+    add(
+        "--distribute",
+        choices=("none", "mirrored"),
+        default="none",
         help="mirrored: data parallel over all GPUs, else all logical CPUs (tf.distribute.MirroredStrategy "
-             "on TensorFlow, keras.distribution.DataParallel on JAX) (default: %(default)s)")
-    add("--verbose", action="store_true",
-        help="show TensorFlow's and JAX's native log messages (silenced by default)")
-    add("--analyze", action=argparse.BooleanOptionalAction, default=False,
+        "on TensorFlow, keras.distribution.DataParallel on JAX) (default: %(default)s)",
+    )
+    add("--verbose", action="store_true", help="show TensorFlow's and JAX's native log messages (silenced by default)")
+    add(
+        "--analyze",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="after training, estimate the information plane (utils.analysis.information_plane with its "
-             "defaults) and draw it under <run>/figures (default: %(default)s)")
+        "defaults) and draw it under <run>/figures (default: %(default)s)",
+    )
     parser.set_defaults(**defaults)
     return parser
 
@@ -116,16 +164,23 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.filters != 1.0 and spec.family != "cifar10":
         raise CommandError(f"--filters applies to the CIFAR-10 conv nets only, not to {args.net!r}")
     if args.data_dir is not None and args.dataset == "digits":
-        raise CommandError(f"--data-dir does not apply to --dataset digits (bundled with scikit-learn), "
-                           f"got --data-dir {args.data_dir}")
+        raise CommandError(
+            f"--data-dir does not apply to --dataset digits (bundled with scikit-learn), got --data-dir {args.data_dir}"
+        )
     for flag in ("epochs", "batch_size", "save_every", "lr", "weight_decay"):
         if getattr(args, flag) is None:
             raise CommandError(f"--{flag.replace('_', '-')} has no default here; pass it")
     return args
 
 
-def parse_args(argv: Sequence[str] | None, defaults: Mapping[str, Any], *, family: str, prog: str | None = None,
-               description: str | None = None) -> argparse.Namespace:
+def parse_args(
+    argv: Sequence[str] | None,
+    defaults: Mapping[str, Any],
+    *,
+    family: str,
+    prog: str | None = None,
+    description: str | None = None,
+) -> argparse.Namespace:
     """Parse and check a training command line (CommandError with a one-line message on bad input)."""
     parser = build_parser(defaults, family=family, prog=prog, description=description)
     return check_args(parser.parse_args(argv))
@@ -166,11 +221,16 @@ def check_run_dir(run_dir: Path, flags: Mapping[str, Any]) -> bool:
             stored = rf.load_json(config_path).get("flags", {})
         except (ValueError, OSError, AttributeError) as err:
             raise CommandError(f"cannot read {config_path} ({err}); choose another --out") from None
-        diff = [f"{k}: {stored.get(k)!r} there, {flags.get(k)!r} now" for k in rf.DEFINING_FLAGS
-                if stored.get(k) != flags.get(k)]
+        diff = [
+            f"{k}: {stored.get(k)!r} there, {flags.get(k)!r} now"
+            for k in rf.DEFINING_FLAGS
+            if stored.get(k) != flags.get(k)
+        ]
         if diff:
-            raise CommandError(f"{run_dir} holds a run with a different configuration ({'; '.join(diff)}); "
-                               "repeat its flags to resume it or choose another --out")
+            raise CommandError(
+                f"{run_dir} holds a run with a different configuration ({'; '.join(diff)}); "
+                "repeat its flags to resume it or choose another --out"
+            )
         return True
     if run_dir.is_dir() and any(not _is_leftover(p.name) for p in run_dir.iterdir()):
         raise CommandError(f"{run_dir} is not empty and holds no {rf.CONFIG_NAME}; choose an empty or new --out")
@@ -188,8 +248,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     try:
         lock.enter_context(rf.exclusive_lock(run_dir / rf.TRAIN_LOCK_NAME, wait=False, owner=f"PID {os.getpid()}"))
     except rf.LockedError as err:
-        raise CommandError(f"{run_dir} is being written by another training process ({err.holder}); "
-                           "wait for it to finish or choose another --out") from None
+        raise CommandError(
+            f"{run_dir} is being written by another training process ({err.holder}); "
+            "wait for it to finish or choose another --out"
+        ) from None
     except OSError as err:
         raise CommandError(f"cannot write to --out {run_dir}: {err.strerror or err}") from None
     with lock:
@@ -254,8 +316,13 @@ def _start_keras(verbose: bool) -> ModuleType:
     return keras_training
 
 
-def train(args: argparse.Namespace, *, prog: str | None = None, extra_callbacks: Sequence[Any] = (),
-          verbose: int | None = None) -> Path:
+def train(
+    args: argparse.Namespace,
+    *,
+    prog: str | None = None,
+    extra_callbacks: Sequence[Any] = (),
+    verbose: int | None = None,
+) -> Path:
     """Train as ``args`` says, writing (or resuming) the run folder; returns its path.
 
     Flags, run folder and data are checked first; then, with the folder locked, Keras is imported and
@@ -269,8 +336,9 @@ def train(args: argparse.Namespace, *, prog: str | None = None, extra_callbacks:
         resume = check_run_dir(run_dir, flags)  # again: another process may have written it meanwhile
         remove_leftovers(run_dir)
         keras_training = _start_keras(args.verbose)
-        plan = keras_training.RunPlan(args=args, run_dir=run_dir, flags=flags, resume=resume, data=ds,
-                                     repr_rows=repr_rows, prog=prog)
+        plan = keras_training.RunPlan(
+            args=args, run_dir=run_dir, flags=flags, resume=resume, data=ds, repr_rows=repr_rows, prog=prog
+        )
         try:
             keras_training.train_run(plan, extra_callbacks=extra_callbacks, verbose=verbose)
         except keras_training.NonFiniteLossError as err:  # raised inside a Keras callback
@@ -281,8 +349,10 @@ def train(args: argparse.Namespace, *, prog: str | None = None, extra_callbacks:
 def _summary(run_dir: Path) -> str:
     with open(run_dir / rf.HISTORY_NAME, newline="") as fh:
         last = list(csv.DictReader(fh))[-1]
-    return (f"done: {run_dir} after {last['epoch']} epochs, test accuracy {float(last['test_accuracy']):.4f}, "
-            f"test loss {float(last['test_loss']):.4f}")
+    return (
+        f"done: {run_dir} after {last['epoch']} epochs, test accuracy {float(last['test_accuracy']):.4f}, "
+        f"test loss {float(last['test_loss']):.4f}"
+    )
 
 
 def _analyze(run_dir: Path) -> None:
@@ -296,8 +366,9 @@ def _analyze(run_dir: Path) -> None:
         raise CommandError(f"analysis of {run_dir} failed: {err}") from None
 
 
-def main(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any], family: str,
-         description: str | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any], family: str, description: str | None = None
+) -> int:
     """Entry point of the training scripts; returns the exit code: 0, 2 with one ``error:`` line for bad
     input, 1 with the traceback for a bug (:func:`utils.cli.run_command`).
 

@@ -32,10 +32,25 @@ restarted shift per group and float64 for groups far from a point; ``log_density
 what I(Y;Z) needs, log p(z) and log p(z | own group), in one ungrouped pass plus one pass per group
 over its own points (about 1 + 1/G the pairs).
 """
-from mi_estimators.mixture.api import (BACKENDS, Mixture, check_options, direct_log_density, mixture_log_density,
-                                       prepare_mixture)
+
+from mi_estimators.mixture.api import (
+    BACKENDS,
+    Mixture,
+    check_options,
+    direct_log_density,
+    mixture_log_density,
+    prepare_mixture,
+)
 from mi_estimators.mixture.keras_backend import full_precision_matmul
 from mi_estimators.mixture.streaming import chunk_plan
 
-__all__ = ["BACKENDS", "Mixture", "check_options", "chunk_plan", "direct_log_density", "full_precision_matmul",
-           "mixture_log_density", "prepare_mixture"]
+__all__ = [
+    "BACKENDS",
+    "Mixture",
+    "check_options",
+    "chunk_plan",
+    "direct_log_density",
+    "full_precision_matmul",
+    "mixture_log_density",
+    "prepare_mixture",
+]

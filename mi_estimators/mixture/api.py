@@ -3,6 +3,7 @@
 See :mod:`mi_estimators.mixture` for the expansion and :mod:`mi_estimators.mixture.bound` for the
 accuracy guarantee.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -20,10 +21,19 @@ BACKENDS = ("numpy", "keras")
 _MAX_SCALE = 1e150
 
 
-def mixture_log_density(points: np.ndarray, means: np.ndarray, stds: np.ndarray | float, *,
-                        groups: np.ndarray | None = None, leave_out: np.ndarray | None = None,
-                        backend: str = "numpy", dtype: str = "float32", max_memory_mb: float = 256,
-                        progress: bool = False, atol: float = 1e-3) -> np.ndarray:
+def mixture_log_density(
+    points: np.ndarray,
+    means: np.ndarray,
+    stds: np.ndarray | float,
+    *,
+    groups: np.ndarray | None = None,
+    leave_out: np.ndarray | None = None,
+    backend: str = "numpy",
+    dtype: str = "float32",
+    max_memory_mb: float = 256,
+    progress: bool = False,
+    atol: float = 1e-3,
+) -> np.ndarray:
     """log p(z) of each point z under the equal-weight mixture of N diagonal Gaussians (nats).
 
     ``points`` (M, d), ``means`` (N, d), ``stds`` (N, d), (N, 1) or a scalar. With ``groups`` (N
@@ -38,8 +48,15 @@ def mixture_log_density(points: np.ndarray, means: np.ndarray, stds: np.ndarray 
     addition).
     """
     mix = prepare_mixture(means, stds, groups=groups)
-    out, _ = mix.log_density(points, leave_out=leave_out, backend=backend, dtype=dtype,
-                             max_memory_mb=max_memory_mb, progress=progress, atol=atol)
+    out, _ = mix.log_density(
+        points,
+        leave_out=leave_out,
+        backend=backend,
+        dtype=dtype,
+        max_memory_mb=max_memory_mb,
+        progress=progress,
+        atol=atol,
+    )
     return out if groups is not None else out[:, 0]
 
 
@@ -51,8 +68,9 @@ def prepare_mixture(means: np.ndarray, stds: np.ndarray | float, *, groups: np.n
         raise InputError(f"stds must be a number or an array, got {stds!r}")
     s = np.asarray(stds, dtype=np.float64) if np.ndim(stds) else np.full((n, 1), float(stds))
     if s.ndim != 2 or s.shape[0] != n or s.shape[1] not in (1, d):
-        raise InputError(f"stds must be a scalar, ({n}, 1) or ({n}, {d}) for means of shape {mu.shape}; "
-                         f"got shape {np.shape(stds)}")
+        raise InputError(
+            f"stds must be a scalar, ({n}, 1) or ({n}, {d}) for means of shape {mu.shape}; got shape {np.shape(stds)}"
+        )
     bad = ~np.isfinite(s) | (s <= 0)
     if bad.any():
         raise InputError(f"stds must be positive and finite; {int(bad.sum())} entries are not")
@@ -61,9 +79,11 @@ def prepare_mixture(means: np.ndarray, stds: np.ndarray | float, *, groups: np.n
     order = spread[np.argsort(ids[spread], kind="stable")]
     # Squares of values beyond 1e150 (means, their distances, 1/s^2) leave float64: rescale instead of NaN.
     if np.abs(mu).max() > _MAX_SCALE or s.max() > _MAX_SCALE or s.min() < 1.0 / _MAX_SCALE:
-        raise InputError(f"means and stds must lie within 1e-150..1e150 in magnitude (largest |mean| "
-                         f"{np.abs(mu).max():.3g}, stds {s.min():.3g}..{s.max():.3g}): their squares would "
-                         "leave float64; rescale the problem")
+        raise InputError(
+            f"means and stds must lie within 1e-150..1e150 in magnitude (largest |mean| "
+            f"{np.abs(mu).max():.3g}, stds {s.min():.3g}..{s.max():.3g}): their squares would "
+            "leave float64; rescale the problem"
+        )
     prec = 1.0 / s[order] ** 2
     log_norm = -np.log(s[order]).sum(axis=1) * (d / s.shape[1]) - 0.5 * d * LOG_2PI
     return _build(mu[order], prec, log_norm, ids[order], order)
@@ -89,12 +109,19 @@ def _build(mu: np.ndarray, prec: np.ndarray, log_norm: np.ndarray, ids: np.ndarr
     bounds = np.searchsorted(ids, np.arange(ids.max() + 2))
     position = np.empty_like(order)
     position[order] = np.arange(len(order))
-    return Mixture(mu, prec, log_norm, centre, offset_sq, bounds, position,
-                   float(np.median(log_norm - 0.5 * offset_sq)))
+    return Mixture(
+        mu, prec, log_norm, centre, offset_sq, bounds, position, float(np.median(log_norm - 0.5 * offset_sq))
+    )
 
 
-def direct_log_density(points: np.ndarray, means: np.ndarray, stds: np.ndarray | float, *,
-                       groups: np.ndarray | None = None, leave_out: np.ndarray | None = None) -> np.ndarray:
+def direct_log_density(
+    points: np.ndarray,
+    means: np.ndarray,
+    stds: np.ndarray | float,
+    *,
+    groups: np.ndarray | None = None,
+    leave_out: np.ndarray | None = None,
+) -> np.ndarray:
     """The reference for checks: ``mixture_log_density`` from float64 differences z - mu_j, one point
     at a time (M N d operations, no expansion, no bound)."""
     mu = as_samples(means, "means", min_rows=1)
@@ -102,7 +129,7 @@ def direct_log_density(points: np.ndarray, means: np.ndarray, stds: np.ndarray |
     ids = _group_ids(groups, len(mu))
     z = as_samples(points, "points", min_rows=1)
     skip = _leave_out_ids(leave_out, len(z), len(mu))
-    w = 1.0 / s ** 2
+    w = 1.0 / s**2
     log_norm = -np.log(s).sum(axis=1) - 0.5 * mu.shape[1] * LOG_2PI
     out = np.empty((len(z), ids.max() + 1))
     for i, zi in enumerate(z):
@@ -154,14 +181,14 @@ def check_options(backend: str, dtype: str, max_memory_mb: float, atol: float = 
 class Mixture:
     """Components sorted by group, with the float64 pieces of the expansion (package docstring)."""
 
-    means: np.ndarray       # (N, d)
-    prec: np.ndarray        # (N, q), q = d or 1: 1 / s^2
-    log_norm: np.ndarray    # (N,) kappa_j
-    centre: np.ndarray      # (d,)
-    offset_sq: np.ndarray   # (N,) C_j
-    bounds: np.ndarray      # (G + 1,) group g is rows bounds[g]:bounds[g+1]
-    position: np.ndarray    # (N,) where the caller's component j sits in the sorted order
-    ref: float = 0.0        # s_0
+    means: np.ndarray  # (N, d)
+    prec: np.ndarray  # (N, q), q = d or 1: 1 / s^2
+    log_norm: np.ndarray  # (N,) kappa_j
+    centre: np.ndarray  # (d,)
+    offset_sq: np.ndarray  # (N,) C_j
+    bounds: np.ndarray  # (G + 1,) group g is rows bounds[g]:bounds[g+1]
+    position: np.ndarray  # (N,) where the caller's component j sits in the sorted order
+    ref: float = 0.0  # s_0
     _terms: dict = field(default_factory=dict, repr=False)
     _parts: dict = field(default_factory=dict, repr=False)
 
@@ -178,15 +205,19 @@ class Mixture:
             return self
         if group not in self._parts:
             # The whole mixture's components spread over its chunks again (``_spread``), not group by group.
-            rows = _spread(len(self.means)) if group is None \
-                else np.arange(self.bounds[group], self.bounds[group + 1])
-            self._parts[group] = _build(self.means[rows], self.prec[rows], self.log_norm[rows],
-                                        np.zeros(len(rows), dtype=np.int64), rows - rows.min())
+            rows = _spread(len(self.means)) if group is None else np.arange(self.bounds[group], self.bounds[group + 1])
+            self._parts[group] = _build(
+                self.means[rows],
+                self.prec[rows],
+                self.log_norm[rows],
+                np.zeros(len(rows), dtype=np.int64),
+                rows - rows.min(),
+            )
         return self._parts[group]
 
-    def log_density_own_group(self, points: np.ndarray, point_groups: np.ndarray, *,
-                              leave_out: np.ndarray | None = None,
-                              **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    def log_density_own_group(
+        self, points: np.ndarray, point_groups: np.ndarray, *, leave_out: np.ndarray | None = None, **options: Any
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """(M, 2): log p(z) under the whole mixture and log p(z | g_m) under each point's own group g_m.
 
         What the I(Y;Z) estimate needs (the whole mixture weighs group g by N_g / N), from one
@@ -202,9 +233,12 @@ class Mixture:
             raise InputError(f"point_groups must be group indices 0..{self.n_groups - 1}")
         sorted_out = self._sorted_leave_out(leave_out, len(z))
         out = np.empty((len(z), 2))
-        whole_mixture = self.part(None)     # (itself when it has one group: positions unchanged)
-        whole_out = sorted_out if whole_mixture is self else \
-            np.where(sorted_out >= 0, whole_mixture.position[np.maximum(sorted_out, 0)], -1)
+        whole_mixture = self.part(None)  # (itself when it has one group: positions unchanged)
+        whole_out = (
+            sorted_out
+            if whole_mixture is self
+            else np.where(sorted_out >= 0, whole_mixture.position[np.maximum(sorted_out, 0)], -1)
+        )
         whole, info = whole_mixture._evaluate(z, None, whole_out, **options)
         out[:, 0] = whole[:, 0]
         bound = info["error_bound"].copy()
@@ -245,8 +279,14 @@ class Mixture:
             self._terms[dtype] = (np.ascontiguousarray(b, dtype=dtype), np.ascontiguousarray(v, dtype=dtype))
         return self._terms[dtype]
 
-    def log_density(self, points: np.ndarray, *, shift_hint: np.ndarray | None = None,
-                    leave_out: np.ndarray | None = None, **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    def log_density(
+        self,
+        points: np.ndarray,
+        *,
+        shift_hint: np.ndarray | None = None,
+        leave_out: np.ndarray | None = None,
+        **options: Any,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """(M, G) log-densities of every group's sub-mixture, and diagnostics.
 
         ``shift_hint`` (M, G), optional: the exact log-density of one component of group g at point
@@ -268,29 +308,52 @@ class Mixture:
         ids = _leave_out_ids(leave_out, m, len(self.means))
         return np.where(ids >= 0, self.position[np.maximum(ids, 0)], -1)
 
-    def _evaluate(self, z: np.ndarray, shift_hint: np.ndarray | None, left_out: np.ndarray, *,
-                  backend: str = "numpy", dtype: str = "float32", max_memory_mb: float = 256,
-                  progress: bool = False, atol: float = 1e-3) -> tuple[np.ndarray, dict[str, Any]]:
+    def _evaluate(
+        self,
+        z: np.ndarray,
+        shift_hint: np.ndarray | None,
+        left_out: np.ndarray,
+        *,
+        backend: str = "numpy",
+        dtype: str = "float32",
+        max_memory_mb: float = 256,
+        progress: bool = False,
+        atol: float = 1e-3,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """``log_density`` for validated points and ``left_out`` in the sorted order."""
         if z.shape[1] != self.means.shape[1]:
             raise InputError(f"points have {z.shape[1]} features but the components have {self.means.shape[1]}")
         check_options(backend, dtype, max_memory_mb, atol)
         hint = np.full((len(z), self.n_groups), np.nan) if shift_hint is None else np.asarray(shift_hint, np.float64)
-        with tqdm(total=len(z), unit="point", disable=not progress, leave=False, desc="mixture log-density",
-                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} points "
-                             "[{elapsed}<{remaining}]") as bar:
+        with tqdm(
+            total=len(z),
+            unit="point",
+            disable=not progress,
+            leave=False,
+            desc="mixture log-density",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} points [{elapsed}<{remaining}]",
+        ) as bar:
             run = Run(self, z, hint, left_out, backend, np.dtype(str(dtype)), max_memory_mb, atol, bar)
             out, bound = run.all_rows()
         # A density is finite and positive, so +inf or NaN means the float64 products lost every digit.
         broken = np.isnan(out) | (out == np.inf)
         if broken.any():
-            raise InputError(f"{int(broken.any(axis=1).sum())} points got no finite log-density: the means are "
-                             "too far apart for stds this small to be resolved in float64 (rounding errors of "
-                             "many nats); rescale the problem or use wider components")
+            raise InputError(
+                f"{int(broken.any(axis=1).sum())} points got no finite log-density: the means are "
+                "too far apart for stds this small to be resolved in float64 (rounding errors of "
+                "many nats); rescale the problem or use wider components"
+            )
         if bound.size and bound.max() > atol:
-            warnings.warn(f"{int((bound > atol).sum())} points have a rounding-error bound above atol={atol} "
-                          f"even with float64 products (largest {bound.max():.2g} nats): the components are "
-                          "extremely narrow compared with their distance from each other", RuntimeWarning,
-                          stacklevel=3)
-        return out, {"float64_rows": run.n64, "max_error_bound": float(bound.max()) if bound.size else 0.0,
-                     "exact_pairs": run.exact_pairs, "error_bound": bound}
+            warnings.warn(
+                f"{int((bound > atol).sum())} points have a rounding-error bound above atol={atol} "
+                f"even with float64 products (largest {bound.max():.2g} nats): the components are "
+                "extremely narrow compared with their distance from each other",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return out, {
+            "float64_rows": run.n64,
+            "max_error_bound": float(bound.max()) if bound.size else 0.0,
+            "exact_pairs": run.exact_pairs,
+            "error_bound": bound,
+        }

@@ -54,6 +54,7 @@ one comparison pass per chunk and 5 exact differences per point. Re-centring per
 cannot help (different points' relevant components are far apart at relative precision 0.5 in
 every unit); a compensated or split (2 x float32) product would double the product cost.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,7 +78,7 @@ TOP_GAP = 4.0
 MAX_HITS of them in a chunk (broad overlap), so that the exact work stays bounded."""
 MAX_HITS = 64
 EXP_ULP = 4
-UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0 ** -24, np.dtype(np.float64): 2.0 ** -53}
+UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0**-24, np.dtype(np.float64): 2.0**-53}
 
 
 def gamma(k: int, u: float) -> float:
@@ -95,7 +96,7 @@ def raise_tiny(k: int, dtype: np.dtype, v_max: float) -> bool:
     or result costs a microcode assist: on a Xeon, 8% subnormals made the exp 10x and the sums 20x
     slower, and the 0.4% among the early Fashion-MNIST codes of benchmarks/data cost 15% of the estimate.
     """
-    if np.dtype(dtype) != np.float32:       # (float64 exps are subnormal only below -708)
+    if np.dtype(dtype) != np.float32:  # (float64 exps are subnormal only below -708)
         return False
     dot_gamma = gamma(k + 2, UNIT_ROUNDOFF[np.dtype(dtype)])
     return dot_gamma / (1 - 2 * dot_gamma) * v_max <= 1.0
@@ -105,26 +106,26 @@ def raise_tiny(k: int, dtype: np.dtype, v_max: float) -> bool:
 class Segment:
     """What a backend returns for one chunk of pairs; sums are relative to ``frame`` (float64)."""
 
-    frame: np.ndarray       # (m,) shift the sums refer to
-    sums: np.ndarray        # (m, 2) sum over the rest of e^P^ [1, v_j]
-    row_max: np.ndarray     # (m,) largest P^ of the chunk before re-shifting (-inf where unknown)
-    rows: np.ndarray        # hits: point rows
-    cols: np.ndarray        # hits: component indices
+    frame: np.ndarray  # (m,) shift the sums refer to
+    sums: np.ndarray  # (m, 2) sum over the rest of e^P^ [1, v_j]
+    row_max: np.ndarray  # (m,) largest P^ of the chunk before re-shifting (-inf where unknown)
+    rows: np.ndarray  # hits: point rows
+    cols: np.ndarray  # hits: component indices
 
 
 @dataclass
 class Accumulator:
     """Running state of one group for a block of points (shift r relative to s_0, step 1)."""
 
-    shift: np.ndarray       # (m,) r, float32-representable
-    top: np.ndarray         # (m,) running largest term (reduced frame), -inf where unknown
-    forced: np.ndarray      # (m,) no shift known yet
-    rest: np.ndarray        # (m, 2) X and V in units e^r
-    hits: np.ndarray        # (m,) exact sum of the hits in units e^r
-    err64: np.ndarray       # (m,) largest |kappa| + Q/2 among the hits
-    shift_abs: np.ndarray   # (m,) max |r| over the shifts of the products
-    sigma_max: np.ndarray   # (m,) max over chunks of |r| - 2 f, f the frame of the chunk's terms
-    dtype: np.dtype         # of the products: shifts are representable in it
+    shift: np.ndarray  # (m,) r, float32-representable
+    top: np.ndarray  # (m,) running largest term (reduced frame), -inf where unknown
+    forced: np.ndarray  # (m,) no shift known yet
+    rest: np.ndarray  # (m, 2) X and V in units e^r
+    hits: np.ndarray  # (m,) exact sum of the hits in units e^r
+    err64: np.ndarray  # (m,) largest |kappa| + Q/2 among the hits
+    shift_abs: np.ndarray  # (m,) max |r| over the shifts of the products
+    sigma_max: np.ndarray  # (m,) max over chunks of |r| - 2 f, f the frame of the chunk's terms
+    dtype: np.dtype  # of the products: shifts are representable in it
 
     @classmethod
     def start(cls, hint: np.ndarray, dtype: np.dtype) -> "Accumulator":
@@ -132,8 +133,17 @@ class Accumulator:
         shift = np.where(forced, 0.0, hint).astype(dtype).astype(np.float64)
         top = np.where(forced, -np.inf, shift)
         m = len(hint)
-        return cls(shift, top, forced, np.zeros((m, 2)), np.zeros(m), np.zeros(m), np.full(m, -np.inf),
-                   np.full(m, -np.inf), dtype)
+        return cls(
+            shift,
+            top,
+            forced,
+            np.zeros((m, 2)),
+            np.zeros(m),
+            np.zeros(m),
+            np.full(m, -np.inf),
+            np.full(m, -np.inf),
+            dtype,
+        )
 
     def absorb(self, seg: Segment, hits: tuple[np.ndarray, np.ndarray]) -> None:
         """Merge a chunk: rescale to its new shift, add its rest sums and its exact hits."""
@@ -154,8 +164,9 @@ class Accumulator:
         # A row stays unshifted only while every term it has seen was left out (a chunk of one column).
         self.forced = self.forced & (seg.row_max == -np.inf)
 
-    def finish(self, n: int, left_out: np.ndarray, k: int, n_cols: int, d: int, v_max: float,
-               ref: float) -> tuple[np.ndarray, np.ndarray]:
+    def finish(
+        self, n: int, left_out: np.ndarray, k: int, n_cols: int, d: int, v_max: float, ref: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """log of the mean over the n components (n - 1 in rows with ``left_out``) and its bound (steps 1-4).
 
         ``k`` columns of the product, ``n_cols`` columns per chunk, ``d`` features, ``v_max`` the largest
@@ -172,11 +183,13 @@ class Accumulator:
         sigma = self.shift_abs - 2 * self.shift
         # (capped where the bound is hopeless anyway, so that nothing overflows)
         big_e = np.clip(dot_gamma * (max(v_max, STAT_FLOOR) - 2 * TINY + self.sigma_max) - 2 * TINY * u, 0.0, 100.0)
-        first = dot_gamma * (v * (1 + eta) + sigma * np.where(sigma > 0, x_hi, x_lo) + 2 * entropy) - 2 * TINY * u * x_hi
+        first = (
+            dot_gamma * (v * (1 + eta) + sigma * np.where(sigma > 0, x_hi, x_lo) + 2 * entropy) - 2 * TINY * u * x_hi
+        )
         # Terms below TINY: true value <= e^(E + TINY); exp and sums of subnormals err by < 2^-140 each.
-        rest_err = np.exp(big_e) * first + eta * x + n * (2 * np.exp(big_e + TINY) + 2.0 ** -140)
+        rest_err = np.exp(big_e) * first + eta * x + n * (2 * np.exp(big_e + TINY) + 2.0**-140)
         total = self.hits + x
-        hits_err = self.hits * gamma(d + n + 8, 2.0 ** -53) * (1 + self.err64)
+        hits_err = self.hits * gamma(d + n + 8, 2.0**-53) * (1 + self.err64)
         log_terms = np.where(left_out, math.log(n - 1) if n > 1 else 0.0, math.log(n))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             slack = total - rest_err - hits_err

@@ -11,6 +11,7 @@ bytes of the 32 of ``fenv_t`` (after the 28-byte x87 environment), read and writ
 Elsewhere nothing changes and the caller keeps raising. Whether it took effect is checked, not
 assumed: float32 1.2e-38 / 2 must give 0.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,7 +52,7 @@ def flush_to_zero() -> Iterator[bool]:
     if _LIBM is None:
         yield flushes_to_zero()
         return
-    saved = ctypes.create_string_buffer(2 * _ENV_BYTES)     # (twice the size: room to spare)
+    saved = ctypes.create_string_buffer(2 * _ENV_BYTES)  # (twice the size: room to spare)
     if _LIBM.fegetenv(saved) != 0:
         yield flushes_to_zero()
         return

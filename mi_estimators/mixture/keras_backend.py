@@ -6,6 +6,7 @@ are sent once and the shift is subtracted after the product (step 2 of
 of a row that pass the threshold. Reduced-precision matrix products (TF32) are switched off during
 ``session``: they would void step 1 of the bound.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +16,7 @@ import numpy as np
 
 from mi_estimators.mixture.bound import SAFE_EXP, TOP_GAP, Segment
 
-DEVICE_TOP_K = 15      # k + 1 = 16: within the fast top-k of XLA on GPUs
+DEVICE_TOP_K = 15  # k + 1 = 16: within the fast top-k of XLA on GPUs
 DEVICE_MAX = 32768
 
 
@@ -54,13 +55,23 @@ class KerasSegments:
         a[:, -1] = 0.0
         self.a = self.ops.convert_to_tensor(a)
 
-    def segment(self, shift: np.ndarray, c0: int, c1: int, top: np.ndarray, forced: np.ndarray | None,
-                left_out: np.ndarray | None) -> Segment:
+    def segment(
+        self,
+        shift: np.ndarray,
+        c0: int,
+        c1: int,
+        top: np.ndarray,
+        forced: np.ndarray | None,
+        left_out: np.ndarray | None,
+    ) -> Segment:
         m, pad = self.m, self.n_rows - self.m
         forced = np.zeros(m, dtype=bool) if forced is None else forced
         # The left-out column relative to the chunk (-1: none here; padding rows leave out nothing).
-        local = np.full(m, -1, dtype=np.int32) if left_out is None else np.where(
-            (left_out >= c0) & (left_out < c1), left_out - c0, -1).astype(np.int32)
+        local = (
+            np.full(m, -1, dtype=np.int32)
+            if left_out is None
+            else np.where((left_out >= c0) & (left_out < c1), left_out - c0, -1).astype(np.int32)
+        )
         args = [np.pad(x, (0, pad)) for x in (shift.astype(self.dtype), top.astype(self.dtype), forced)]
         args.append(np.pad(local, (0, pad), constant_values=-1))
         # Chunk offsets as tensors on TensorFlow (a Python int would retrace), plain ints elsewhere.
@@ -70,8 +81,13 @@ class KerasSegments:
         outs = self.fn(self.a, self.b, self.v, *[self.ops.convert_to_tensor(x) for x in args], *where, self.n_cols)
         frame, sums, row_max, idx, hit = (self.ops.convert_to_numpy(x)[:m] for x in outs)
         rows, j = np.nonzero(hit)
-        return Segment(frame.astype(np.float64), sums.astype(np.float64), row_max.astype(np.float64) - shift,
-                       rows, c0 + idx[rows, j].astype(np.int64))
+        return Segment(
+            frame.astype(np.float64),
+            sums.astype(np.float64),
+            row_max.astype(np.float64) - shift,
+            rows,
+            c0 + idx[rows, j].astype(np.int64),
+        )
 
 
 @contextlib.contextmanager
@@ -120,7 +136,8 @@ def _segment_fn(backend: str, top_k: int) -> Callable[..., Any]:
         products, rest = _segment_ops(top_k)
         products, rest = _compile(backend, products), _compile(backend, rest)
         _COMPILED[key] = lambda a, b, v, shift, top, forced, left_out, offset, n_valid, n_cols: rest(
-            *products(a, b, offset, n_valid, left_out, n_cols), v, offset, shift, top, forced, n_cols)
+            *products(a, b, offset, n_valid, left_out, n_cols), v, offset, shift, top, forced, n_cols
+        )
     return _COMPILED[key]
 
 
@@ -145,7 +162,7 @@ def _segment_ops(top_k: int) -> tuple[Callable[..., Any], Callable[..., Any]]:
         grows = ops.logical_or(forced, row_max - shift > SAFE_EXP)
         frame = ops.where(ops.logical_and(grows, row_max > -np.inf), row_max, shift)
         # Hits: at least the threshold (as in NumPy) and above the (k+1)-th largest, so at most k per row.
-        thr, kth = (top + shift - TOP_GAP)[:, None], vals[:, top_k:top_k + 1]
+        thr, kth = (top + shift - TOP_GAP)[:, None], vals[:, top_k : top_k + 1]
         hit = ops.logical_and(vals[:, :top_k] >= thr, vals[:, :top_k] > kth)
         e = ops.where(ops.logical_and(prod >= thr, prod > kth), 0.0, ops.exp(prod - frame[:, None]))
         return frame, ops.matmul(e, v), row_max, idx[:, :top_k], hit

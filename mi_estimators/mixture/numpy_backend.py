@@ -3,6 +3,7 @@
 After each product the passes run over blocks of rows small enough to stay in cache; see
 :mod:`mi_estimators.mixture.bound` for what the hits are and why.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,9 +15,9 @@ from mi_estimators.mixture.bound import MAX_HITS, SAFE_EXP, TINY, TOP_GAP, Segme
 from mi_estimators.mixture.flush import flush_to_zero
 
 MAX_COLS = 2048
-BLOCK_SIZE = 2 ** 19
+BLOCK_SIZE = 2**19
 """Pairs per block of rows of each product call, per 64 product columns (measured)."""
-PART_SIZE = 2 ** 19
+PART_SIZE = 2**19
 """Pairs per part of a block that the passes after the product go through together (2 MiB in float32)."""
 
 
@@ -54,8 +55,15 @@ class NumpySegments:
     def load(self, a: np.ndarray) -> None:
         self.a = a
 
-    def segment(self, shift: np.ndarray, c0: int, c1: int, top: np.ndarray, forced: np.ndarray | None,
-                left_out: np.ndarray | None) -> Segment:
+    def segment(
+        self,
+        shift: np.ndarray,
+        c0: int,
+        c1: int,
+        top: np.ndarray,
+        forced: np.ndarray | None,
+        left_out: np.ndarray | None,
+    ) -> Segment:
         """Chunk c0:c1 (``top``, each row's largest term so far relative to ``shift``, is >= 0 where
         the shift is known, so NumPy needs only the fixed threshold). ``left_out`` (m,): the component
         each row leaves out of its sum (-1: none).
@@ -71,11 +79,11 @@ class NumpySegments:
         for r0 in range(0, m, self.block_rows):
             r1 = min(r0 + self.block_rows, m)
             blk = self.buf[: (r1 - r0) * n].reshape(r1 - r0, n)
-            with np.errstate(invalid="ignore", over="ignore"):     # (overflowing rows are redone in float64)
+            with np.errstate(invalid="ignore", over="ignore"):  # (overflowing rows are redone in float64)
                 np.matmul(a[r0:r1], b, out=blk)
             for p0 in range(r0, r1, self.part_rows):
                 p1 = min(p0 + self.part_rows, r1)
-                part = blk[p0 - r0:p1 - r0]
+                part = blk[p0 - r0 : p1 - r0]
                 left = None
                 if left_out is not None:
                     rows = np.flatnonzero(outside[p0:p1] >= 0)
@@ -86,13 +94,20 @@ class NumpySegments:
         seg.cols = c0 + (np.concatenate(seg.cols) if seg.cols else np.zeros(0, dtype=np.int64))
         return seg
 
-    def _block(self, blk: np.ndarray, vt: np.ndarray, forced: np.ndarray | None, seg: Segment, r0: int,
-               left: tuple[np.ndarray, np.ndarray] | None) -> None:
+    def _block(
+        self,
+        blk: np.ndarray,
+        vt: np.ndarray,
+        forced: np.ndarray | None,
+        seg: Segment,
+        r0: int,
+        left: tuple[np.ndarray, np.ndarray] | None,
+    ) -> None:
         """Shift forced rows to their maximum, find the hits, re-shift rows that grew, exp, sums
         (``left``: the left-out pairs, already -inf)."""
         m, n = blk.shape
         flat = blk.reshape(-1)
-        frame = seg.frame[r0:r0 + m]
+        frame = seg.frame[r0 : r0 + m]
         first = None
         if forced is not None and forced.any():
             top = blk.max(axis=1)
@@ -104,7 +119,7 @@ class NumpySegments:
         # the pairs within TOP_GAP of it (and a few more where it is above the shift).
         hits = np.flatnonzero(blk >= -TOP_GAP)
         rows, cols = np.divmod(hits, n)
-        row_max = seg.row_max[r0:r0 + m]        # (-inf: rows without hits)
+        row_max = seg.row_max[r0 : r0 + m]  # (-inf: rows without hits)
         # (in the row maxima's float64: ufunc.at with a cast takes a path 20 times slower)
         np.maximum.at(row_max, rows, flat[hits].astype(np.float64, copy=False))
         # A row with more than MAX_HITS hits in a chunk keeps none: its mass is spread over many broad,
@@ -121,16 +136,15 @@ class NumpySegments:
             blk[grew] -= row_max[grew].astype(blk.dtype)[:, None]
             frame[grew] += row_max[grew]
         if first is not None:
-            row_max += first        # (the chunk's largest terms in the frame it came in)
+            row_max += first  # (the chunk's largest terms in the frame it came in)
         # Subnormal exps are slow (see raise_tiny); then the hits leave the sum.
         if self.raise_tiny and not self.flushing:
             np.maximum(blk, TINY, out=blk)
             if left is not None:
-                blk[left] = -np.inf         # (raised with the rest)
+                blk[left] = -np.inf  # (raised with the rest)
         flat[hits] = -np.inf
         np.exp(blk, out=blk)
-        seg.sums[r0:r0 + m, 0] = blk @ vt[0]
-        seg.sums[r0:r0 + m, 1] = blk @ vt[1]
+        seg.sums[r0 : r0 + m, 0] = blk @ vt[0]
+        seg.sums[r0 : r0 + m, 1] = blk @ vt[1]
         seg.rows.append(r0 + rows)
         seg.cols.append(cols)
-

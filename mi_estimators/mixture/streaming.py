@@ -7,6 +7,7 @@ exp (with subnormal results flushed to 0, or else after the raise of tiny terms:
 and the sums; rows with no shift yet (the first chunk of a group without ``shift_hint``) also pay a row
 maximum and a subtraction.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,17 @@ if TYPE_CHECKING:
 MAX_ROWS = 2048
 
 
-def chunk_plan(m: int, n_max: int, k: int, itemsize: int, d: int, n_groups: int, max_memory_mb: float,
-               cap: int = MAX_COLS, buffers: int = 1) -> tuple[int, int]:
+def chunk_plan(
+    m: int,
+    n_max: int,
+    k: int,
+    itemsize: int,
+    d: int,
+    n_groups: int,
+    max_memory_mb: float,
+    cap: int = MAX_COLS,
+    buffers: int = 1,
+) -> tuple[int, int]:
     """Chunk sizes (rows, columns) whose working buffers fit ``max_memory_mb``, for ``m`` points against
     groups of at most ``n_max`` components, ``k`` product columns of ``itemsize`` bytes and ``d`` features.
 
@@ -32,7 +42,7 @@ def chunk_plan(m: int, n_max: int, k: int, itemsize: int, d: int, n_groups: int,
     get slow) only when fewer than 64 rows would fit; they are balanced so that the last chunk of the
     largest group is not much smaller than the others.
     """
-    budget = max_memory_mb * 2 ** 20
+    budget = max_memory_mb * 2**20
     fixed = k * itemsize + 8 * (3 * d + 8 * n_groups + 8)
     n_cols = min(n_max, cap)
     per_col = buffers * itemsize
@@ -46,8 +56,17 @@ def chunk_plan(m: int, n_max: int, k: int, itemsize: int, d: int, n_groups: int,
 def _make_kernel(mix: "Mixture", backend: str, dt: np.dtype, m: int, max_memory_mb: float):
     b, v = mix.terms(dt)
     cls = NumpySegments if backend == "numpy" else KerasSegments
-    n_rows, n_cols = chunk_plan(m, int(mix.group_sizes().max()), b.shape[1], dt.itemsize, mix.means.shape[1],
-                                mix.n_groups, max_memory_mb, cap=cls.cap, buffers=cls.buffers)
+    n_rows, n_cols = chunk_plan(
+        m,
+        int(mix.group_sizes().max()),
+        b.shape[1],
+        dt.itemsize,
+        mix.means.shape[1],
+        mix.n_groups,
+        max_memory_mb,
+        cap=cls.cap,
+        buffers=cls.buffers,
+    )
     return cls(b, v, n_rows, n_cols, mix.bounds)
 
 
@@ -58,8 +77,18 @@ class Run:
     ``left_out`` (M,): the component (in the mixture's sorted order) each point leaves out (-1: none).
     """
 
-    def __init__(self, mix: "Mixture", z: np.ndarray, hint: np.ndarray, left_out: np.ndarray, backend: str,
-                 dt: np.dtype, max_memory_mb: float, atol: float, bar: Any):
+    def __init__(
+        self,
+        mix: "Mixture",
+        z: np.ndarray,
+        hint: np.ndarray,
+        left_out: np.ndarray,
+        backend: str,
+        dt: np.dtype,
+        max_memory_mb: float,
+        atol: float,
+        bar: Any,
+    ):
         self.mix, self.z, self.hint, self.left_out, self.atol, self.bar = mix, z, hint, left_out, atol, bar
         self.memory = max_memory_mb / 2
         # Beyond STAT_CAP the magnitude sums could overflow float32 and the bound could not be trusted;
@@ -123,7 +152,7 @@ class Run:
                 out[group] = -np.inf
                 continue
             t = terms[lo:hi]
-            e = np.where(np.isfinite(t), err[lo:hi], 0.0)     # (a term of -inf, overflowed, adds nothing)
+            e = np.where(np.isfinite(t), err[lo:hi], 0.0)  # (a term of -inf, overflowed, adds nothing)
             out[group] = _log_sum_exp(t) - np.log(count)
             bound = max(bound, _log_sum_exp(t + e) - _log_sum_exp(t), _log_sum_exp(t) - _log_sum_exp(t - e))
         return out, bound
@@ -137,7 +166,7 @@ class Run:
             self.bar.total += len(idx)
         kernel = self.kernels[f64]
         for r0 in range(0, len(idx), kernel.n_rows):
-            part = idx[r0:r0 + kernel.n_rows]
+            part = idx[r0 : r0 + kernel.n_rows]
             out[part], bound[part] = self.rows(kernel, part)
         self.n64 += len(idx)
 
@@ -149,21 +178,22 @@ class Run:
         a = np.zeros((len(zc), kernel.k), dtype=kernel.dtype)
         # Points beyond float32's range give inf/NaN products, whose rows are redone in float64.
         with np.errstate(over="ignore"):
-            a[:, :q] = zc ** 2 if q > 1 else (zc ** 2).sum(axis=1, keepdims=True)
+            a[:, :q] = zc**2 if q > 1 else (zc**2).sum(axis=1, keepdims=True)
             a[:, q:-2] = zc
         a[:, -2] = 1.0
         kernel.load(a)
         out = np.empty((len(z), mix.n_groups))
         bound = np.zeros(len(z))
-        self.progress = [0, 0]      # components done, points shown as done
+        self.progress = [0, 0]  # components done, points shown as done
         left_out = self.left_out[rows]
         for group in range(mix.n_groups):
             out[:, group], err = self._group(kernel, z, group, self.hint[rows, group], left_out)
             np.maximum(bound, err, out=bound)
         return out, bound
 
-    def _group(self, kernel, z: np.ndarray, group: int, hint: np.ndarray,
-               left_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _group(
+        self, kernel, z: np.ndarray, group: int, hint: np.ndarray, left_out: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Streaming log-sum-exp over one group with exact hits; returns (log p(z|group), error bound)."""
         mix = self.mix
         acc = Accumulator.start(hint - mix.ref, kernel.dtype)
@@ -172,8 +202,7 @@ class Run:
         skip = left_out if in_group.any() else None
         for c0 in range(lo, hi, kernel.n_cols):
             c1 = min(c0 + kernel.n_cols, hi)
-            seg = kernel.segment(acc.shift, c0, c1, acc.top - acc.shift, acc.forced if acc.forced.any() else None,
-                                 skip)
+            seg = kernel.segment(acc.shift, c0, c1, acc.top - acc.shift, acc.forced if acc.forced.any() else None, skip)
             acc.absorb(seg, self._hit_values(z, seg))
             self.exact_pairs += len(seg.rows)
             # The bar moves after every chunk of pairs, in whole points (a fraction of this row block).
@@ -187,7 +216,7 @@ class Run:
     def _hit_values(self, z: np.ndarray, seg: Segment) -> tuple[np.ndarray, np.ndarray]:
         """Exact L_j(z) - s_0 of the hits (float64 differences) and their float64 error magnitudes."""
         mix, c = self.mix, seg.cols
-        diff = np.take(z, seg.rows, axis=0)        # (np.take: a tenth faster than a fancy index here)
+        diff = np.take(z, seg.rows, axis=0)  # (np.take: a tenth faster than a fancy index here)
         diff -= np.take(mix.means, c, axis=0)
         half_quad = 0.5 * _quadratic(diff, np.take(mix.prec, c, axis=0))
         log_norm = mix.log_norm[c]

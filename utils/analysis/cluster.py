@@ -20,6 +20,7 @@ nanny environment), so ``--workers`` equal to the cores does not oversubscribe t
 in a window of a few per worker thread: the client and the scheduler never hold more than that many
 tasks' arrays.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,16 @@ if TYPE_CHECKING:  # Dask is imported only where a cluster is asked for
     from distributed import Client
 
 
-PINNED_THREADS = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                         "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+PINNED_THREADS = {
+    name: "1"
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    )
+}
 """Set in every worker process before it starts: one thread per task, whatever the machine."""
 TASKS_PER_THREAD = 3
 """Tasks in flight per worker thread: enough to keep every worker busy while the client stores results."""
@@ -72,9 +81,13 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         return
     distributed = _distributed()
     if workers is not None:
-        with pinned_threads(), distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None) as local, distributed.Client(local) as client:
+        with (
+            pinned_threads(),
+            distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as local,
+            distributed.Client(local) as client,
+        ):
             yield client
         return
     try:
@@ -119,8 +132,18 @@ def estimate_on_cluster(client: Client, prepared: Sequence[PreparedRun], request
                 for job in run.jobs:
                     f, alphas = job_arrays(job)
                     for name, settings in job.wanted.items():
-                        future = client.submit(estimate_entry, name, settings, job.layer, job.inputs, job.epoch,
-                                               f, alphas, on_worker, pure=False)
+                        future = client.submit(
+                            estimate_entry,
+                            name,
+                            settings,
+                            job.layer,
+                            job.inputs,
+                            job.epoch,
+                            f,
+                            alphas,
+                            on_worker,
+                            pure=False,
+                        )
                         where[future.key] = (index, entry_key(name, job))
                         pending.add(future)
                         while pending.count() >= window:

@@ -4,8 +4,8 @@
 (dataset, net, dropout, p or beta, seed, epochs) and every field of the estimate (both errors of each
 coordinate, saturation, N, log N, H(Y)); for the mixture also the upper (leave-one-out) estimate
 ``mi_xz_upper`` with both errors, and both estimates on the nested N/4 and N/16 subsets behind the
-saturation (``mi_xz_quarter``, ``mi_xz_sixteenth``, ``mi_xz_upper_quarter``, ...). Runs whose flags differ only in ``seed``
-(and in flags that do not change the experiment: where the data or the output live, distribution,
+saturation (``mi_xz_quarter``, ``mi_xz_sixteenth``, ``mi_xz_upper_quarter``, ...). Runs whose flags differ
+only in ``seed`` (and in flags that do not change the experiment: where the data or the output live, distribution,
 verbosity) form a group.
 ``aggregate.csv`` has per group, layer, split, epoch and estimator (and N, where the runs of a group were
 estimated with different numbers of inputs: the group's name then ends in ``N=...``) the mean over seeds, the standard
@@ -15,6 +15,7 @@ quadrature) of I(X;Z), its upper estimate and I(Y;Z), and the mean and largest s
 fall, and whether the bracket shows a fall or a rise of the population value (:func:`compression_rows`);
 its group names, and the sections of ``summary.md``, are split by N the same way.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,19 +36,59 @@ from utils.analysis.figures import draw_comparison_figures
 from utils.cli import OneLineParser, run_command
 
 CONFIG_COLUMNS = ("run", "group", "dataset", "net", "dropout", "p", "beta", "seed", "epochs")
-ESTIMATE_COLUMNS = ("layer", "split", "epoch", "estimator", "sees", "mi_xz", "mi_xz_stderr",
-                    "mi_xz_sampling_stderr", "mi_xz_upper", "mi_xz_upper_stderr", "mi_xz_upper_sampling_stderr",
-                    "mi_zy", "mi_zy_stderr", "mi_zy_sampling_stderr", "saturation", "mi_xz_quarter",
-                    "mi_xz_sixteenth", "mi_xz_upper_quarter", "mi_xz_upper_sixteenth", "n_inputs", "log_n", "h_y",
-                    "draws", "skipped")
-_SUBSET_COLUMNS = {"mi_xz_quarter": ("mi_xz", -2), "mi_xz_sixteenth": ("mi_xz", -3),
-                   "mi_xz_upper_quarter": ("mi_xz_upper", -2), "mi_xz_upper_sixteenth": ("mi_xz_upper", -3)}
+ESTIMATE_COLUMNS = (
+    "layer",
+    "split",
+    "epoch",
+    "estimator",
+    "sees",
+    "mi_xz",
+    "mi_xz_stderr",
+    "mi_xz_sampling_stderr",
+    "mi_xz_upper",
+    "mi_xz_upper_stderr",
+    "mi_xz_upper_sampling_stderr",
+    "mi_zy",
+    "mi_zy_stderr",
+    "mi_zy_sampling_stderr",
+    "saturation",
+    "mi_xz_quarter",
+    "mi_xz_sixteenth",
+    "mi_xz_upper_quarter",
+    "mi_xz_upper_sixteenth",
+    "n_inputs",
+    "log_n",
+    "h_y",
+    "draws",
+    "skipped",
+)
+_SUBSET_COLUMNS = {
+    "mi_xz_quarter": ("mi_xz", -2),
+    "mi_xz_sixteenth": ("mi_xz", -3),
+    "mi_xz_upper_quarter": ("mi_xz_upper", -2),
+    "mi_xz_upper_sixteenth": ("mi_xz_upper", -3),
+}
 """Columns taken from the nested N/4 and N/16 subsets behind the saturation (entry ``convergence``)."""
 AGGREGATED = ("xz", "xz_upper", "zy")
-AGGREGATE_COLUMNS = ("group", "dataset", "net", "dropout", "p", "beta", "epochs", "n_seeds", "layer", "split",
-                     "epoch", "estimator", *(f"mi_{q}_{stat}" for q in AGGREGATED
-                                             for stat in ("mean", "seed_sd", "seed_error")),
-                     "saturation_mean", "saturation_max", "log_n", "h_y")
+AGGREGATE_COLUMNS = (
+    "group",
+    "dataset",
+    "net",
+    "dropout",
+    "p",
+    "beta",
+    "epochs",
+    "n_seeds",
+    "layer",
+    "split",
+    "epoch",
+    "estimator",
+    *(f"mi_{q}_{stat}" for q in AGGREGATED for stat in ("mean", "seed_sd", "seed_error")),
+    "saturation_mean",
+    "saturation_max",
+    "log_n",
+    "h_y",
+)
 
 
 @dataclass(frozen=True)
@@ -64,19 +105,32 @@ class RunInfo:
 
     def describe(self, group: str) -> dict[str, Any]:
         layer = self.config["layers"][0]
-        return {"run": self.path.name, "group": group, "dataset": self.config.get("dataset", {}).get("name"),
-                "net": self.flags.get("net"), "dropout": layer["dropout"],
-                "p": layer.get("p") if layer["dropout"] != "information" else None,
-                "beta": layer.get("beta") if layer["dropout"] == "information" else None,
-                "seed": self.flags.get("seed"), "epochs": self.flags.get("epochs")}
+        return {
+            "run": self.path.name,
+            "group": group,
+            "dataset": self.config.get("dataset", {}).get("name"),
+            "net": self.flags.get("net"),
+            "dropout": layer["dropout"],
+            "p": layer.get("p") if layer["dropout"] != "information" else None,
+            "beta": layer.get("beta") if layer["dropout"] == "information" else None,
+            "seed": self.flags.get("seed"),
+            "epochs": self.flags.get("epochs"),
+        }
 
 
 def run_info(path: Path) -> RunInfo:
     config = rf.load_config(path)
     flags = config.get("flags", {})
-    defining = tuple(sorted((k, v) for k, v in flags.items() if k in rf.DEFINING_FLAGS and k != "seed"
-                            and not (k in ("p",) and config["layers"][0]["dropout"] == "information")
-                            and not (k in ("beta", "alpha_max") and config["layers"][0]["dropout"] != "information")))
+    defining = tuple(
+        sorted(
+            (k, v)
+            for k, v in flags.items()
+            if k in rf.DEFINING_FLAGS
+            and k != "seed"
+            and not (k in ("p",) and config["layers"][0]["dropout"] == "information")
+            and not (k in ("beta", "alpha_max") and config["layers"][0]["dropout"] != "information")
+        )
+    )
     return RunInfo(Path(path), config, defining)
 
 
@@ -84,13 +138,19 @@ def group_names(runs: Sequence[RunInfo]) -> dict[tuple, str]:
     """A short name per group: net, dropout and p or beta, plus any other flag whose value tells groups apart
     (a flag that only some dropout kinds have, such as ``alpha_max``, only where two groups have it)."""
     keys = list(dict.fromkeys(r.defining for r in runs))
-    varying = {k for k in {k for key in keys for k, _ in key}
-               if len({dict(key)[k] for key in keys if k in dict(key)}) > 1} - {"net", "dropout", "p", "beta"}
+    varying = {
+        k for k in {k for key in keys for k, _ in key} if len({dict(key)[k] for key in keys if k in dict(key)}) > 1
+    } - {"net", "dropout", "p", "beta"}
     names = {}
     for key in keys:
         d = dict(key)
-        level = f"beta={d['beta']:g}" if d.get("dropout") == "information" and "beta" in d \
-            else f"p={d['p']:g}" if d.get("p") is not None else ""
+        level = (
+            f"beta={d['beta']:g}"
+            if d.get("dropout") == "information" and "beta" in d
+            else f"p={d['p']:g}"
+            if d.get("p") is not None
+            else ""
+        )
         extra = " ".join(f"{k}={d[k]}" for k in sorted(varying) if k in d)
         names[key] = " ".join(x for x in (str(d.get("net")), str(d.get("dropout")), level, extra) if x)
     return names
@@ -128,8 +188,16 @@ def estimate_rows(runs: Sequence[RunInfo]) -> list[dict[str, Any]]:
             for layer, splits in layers.items():
                 for split, by_epoch in splits.items():
                     for epoch, entry in sorted(by_epoch.items(), key=lambda kv: int(kv[0])):
-                        rows.append({**described, "layer": layer, "split": split, "epoch": int(epoch),
-                                     "estimator": name, **_estimate_fields(entry)})
+                        rows.append(
+                            {
+                                **described,
+                                "layer": layer,
+                                "split": split,
+                                "epoch": int(epoch),
+                                "estimator": name,
+                                **_estimate_fields(entry),
+                            }
+                        )
     return rows
 
 
@@ -169,8 +237,11 @@ def aggregate_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     cells: dict[tuple, list[dict]] = {}
     for row in rows:
         found = sizes.get(row["group"], [])
-        names = [row["group"]] if len(found) < 2 else \
-            [_sized(row["group"], n, sizes) for n in found if row.get("n_inputs") in (None, n)]
+        names = (
+            [row["group"]]
+            if len(found) < 2
+            else [_sized(row["group"], n, sizes) for n in found if row.get("n_inputs") in (None, n)]
+        )
         for group in names:
             cells.setdefault((group, row["layer"], row["split"], row["epoch"], row["estimator"]), []).append(row)
     out = []
@@ -202,6 +273,7 @@ def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
     """Rows of ``estimates.csv`` or ``aggregate.csv`` with numbers parsed (empty cells become None)."""
+
     def parse(value: str) -> Any:
         if value == "":
             return None
@@ -210,12 +282,14 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
         except ValueError:
             return value
         return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+
     with open(path, newline="") as fh:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def write_comparison(run_dirs: Sequence[Path], out: Path, *, plots: bool = True,
-                     formats: Sequence[str] = ("png",)) -> list[Path]:
+def write_comparison(
+    run_dirs: Sequence[Path], out: Path, *, plots: bool = True, formats: Sequence[str] = ("png",)
+) -> list[Path]:
     """Write ``out/estimates.csv``, ``out/aggregate.csv``, ``out/compression.csv``, ``out/summary.md`` and
     (``plots``) the seed-aggregated planes."""
     runs = [run_info(Path(r)) for r in run_dirs]
@@ -226,8 +300,9 @@ MERGE_KEY = ("run", "layer", "split", "epoch", "estimator")
 _FAMILY_COLUMNS = ("dataset", "net", "dropout", "p", "beta", "epochs")
 
 
-def merge_comparisons(tables: Sequence[Path], out: Path, *, plots: bool = True,
-                      formats: Sequence[str] = ("png",)) -> list[Path]:
+def merge_comparisons(
+    tables: Sequence[Path], out: Path, *, plots: bool = True, formats: Sequence[str] = ("png",)
+) -> list[Path]:
     """One comparison from the ``estimates.csv`` of several (runs estimated in different sessions or on
     different machines): the same files as :func:`write_comparison`. A row given twice with different
     values (the same run, layer, split, epoch and estimator) is an InputError naming both tables; groups
@@ -243,8 +318,10 @@ def merge_comparisons(tables: Sequence[Path], out: Path, *, plots: bool = True,
                 raise InputError(f"{table} is not an estimates.csv of a comparison (no column {missing[0]!r})")
             key = tuple(row[c] for c in MERGE_KEY)
             if key in rows and rows[key] != row:
-                raise InputError(f"{table} and {source[key]} disagree on run {key[0]}, {key[1]}/{key[2]} epoch "
-                                 f"{key[3]}, {key[4]}: merge tables of different runs (rename a run folder)")
+                raise InputError(
+                    f"{table} and {source[key]} disagree on run {key[0]}, {key[1]}/{key[2]} epoch "
+                    f"{key[3]}, {key[4]}: merge tables of different runs (rename a run folder)"
+                )
             rows[key], source[key] = row, Path(table)
     merged = list(rows.values())
     defining = {r["group"]: _merged_defining(r) for r in merged}
@@ -260,8 +337,14 @@ def _merged_defining(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple((c, row.get(c)) for c in _FAMILY_COLUMNS) + tuple(extra)
 
 
-def _write(rows: list[dict[str, Any]], family_list: list[tuple[str, list[str]]], out: Path, *, plots: bool,
-           formats: Sequence[str]) -> list[Path]:
+def _write(
+    rows: list[dict[str, Any]],
+    family_list: list[tuple[str, list[str]]],
+    out: Path,
+    *,
+    plots: bool,
+    formats: Sequence[str],
+) -> list[Path]:
     aggregates = aggregate_rows(rows)
     written = [out / "estimates.csv", out / "aggregate.csv", out / "compression.csv", out / "summary.md"]
     rf.save_text(written[0], csv_text(rows, CONFIG_COLUMNS + ESTIMATE_COLUMNS))
@@ -284,10 +367,31 @@ FALL_ERRORS = 4.0
 """The largest fall over all pairs of epochs counts beyond this many errors: pure noise over 51 saved
 epochs exceeds 2 errors in 99.6% of runs and 4 in 2.8% (16 epochs: 0.4%)."""
 
-COMPRESSION_COLUMNS = ("group", "layer", "split", "estimator", "run", "seed", "first_epoch", "first", "peak_epoch",
-                       "peak", "last_epoch", "last", "drop", "drop_error", "compressed", "saturation_peak",
-                       "saturation_last", "limited_by_n", "largest_fall", "fall_from_epoch", "fall_to_epoch",
-                       "fall_error", *BRACKET_COLUMNS)
+COMPRESSION_COLUMNS = (
+    "group",
+    "layer",
+    "split",
+    "estimator",
+    "run",
+    "seed",
+    "first_epoch",
+    "first",
+    "peak_epoch",
+    "peak",
+    "last_epoch",
+    "last",
+    "drop",
+    "drop_error",
+    "compressed",
+    "saturation_peak",
+    "saturation_last",
+    "limited_by_n",
+    "largest_fall",
+    "fall_from_epoch",
+    "fall_to_epoch",
+    "fall_error",
+    *BRACKET_COLUMNS,
+)
 
 
 def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -318,14 +422,30 @@ def compression_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         first, last = points[0], points[-1]
         drop = peak["mi_xz"] - last["mi_xz"]
         error = _difference_error(peak, last)
-        out.append({"group": group, "layer": layer, "split": split, "estimator": name, "run": run,
-                    "seed": first["seed"], "first_epoch": first["epoch"], "first": first["mi_xz"],
-                    "peak_epoch": peak["epoch"], "peak": peak["mi_xz"], "last_epoch": last["epoch"],
-                    "last": last["mi_xz"], "drop": drop, "drop_error": error,
-                    "compressed": bool(peak["epoch"] < last["epoch"] and drop > DROP_ERRORS * (error or 0.0)),
-                    "saturation_peak": peak.get("saturation"), "saturation_last": last.get("saturation"),
-                    "limited_by_n": any((p.get("saturation") or 0.0) > SATURATION_LIMIT for p in (peak, last)),
-                    **_largest_fall(points), **bracket_verdict(points)})
+        out.append(
+            {
+                "group": group,
+                "layer": layer,
+                "split": split,
+                "estimator": name,
+                "run": run,
+                "seed": first["seed"],
+                "first_epoch": first["epoch"],
+                "first": first["mi_xz"],
+                "peak_epoch": peak["epoch"],
+                "peak": peak["mi_xz"],
+                "last_epoch": last["epoch"],
+                "last": last["mi_xz"],
+                "drop": drop,
+                "drop_error": error,
+                "compressed": bool(peak["epoch"] < last["epoch"] and drop > DROP_ERRORS * (error or 0.0)),
+                "saturation_peak": peak.get("saturation"),
+                "saturation_last": last.get("saturation"),
+                "limited_by_n": any((p.get("saturation") or 0.0) > SATURATION_LIMIT for p in (peak, last)),
+                **_largest_fall(points),
+                **bracket_verdict(points),
+            }
+        )
     return sorted(out, key=lambda r: (r["group"], r["layer"], r["estimator"], r["split"], r["seed"] or 0))
 
 
@@ -341,8 +461,12 @@ def _largest_fall(points: Sequence[dict]) -> dict[str, Any]:
             top = point
     if pair is None:
         return {"largest_fall": 0.0, "fall_from_epoch": None, "fall_to_epoch": None, "fall_error": None}
-    return {"largest_fall": best, "fall_from_epoch": pair[0]["epoch"], "fall_to_epoch": pair[1]["epoch"],
-            "fall_error": _difference_error(*pair)}
+    return {
+        "largest_fall": best,
+        "fall_from_epoch": pair[0]["epoch"],
+        "fall_to_epoch": pair[1]["epoch"],
+        "fall_error": _difference_error(*pair),
+    }
 
 
 def _difference_error(a: dict, b: dict) -> float | None:
@@ -370,8 +494,11 @@ def _errors(points: Sequence[dict], q: str) -> str:
     return "-" if parts == ["-", "-"] else " / ".join(parts)
 
 
-def summary_markdown(rows: Sequence[dict[str, Any]], compression: Sequence[dict[str, Any]],
-                     estimators: Sequence[str] = ("mixture", "callback", "binning_f", "binning")) -> str:
+def summary_markdown(
+    rows: Sequence[dict[str, Any]],
+    compression: Sequence[dict[str, Any]],
+    estimators: Sequence[str] = ("mixture", "callback", "binning_f", "binning"),
+) -> str:
     """Markdown tables per group: I(X;Z) and I(Y;Z) at the first trained epoch, at each run's I(X;Z) peak and
     at the last epoch (mean ± standard deviation between seeds, mean Monte Carlo / sampling error; "-"
     where an estimator does not report one), the upper estimate of I(X;Z) where there is one, the
@@ -380,32 +507,43 @@ def summary_markdown(rows: Sequence[dict[str, Any]], compression: Sequence[dict[
     index = {(r["layer"], r["split"], r["estimator"], r["run"], r["epoch"]): r for r in rows}
     lines = []
     for group in sorted({c["group"] for c in compression}):
-        lines += [f"### {group}", "", "| estimator | split | point | epoch | I(X;Z) | errors X | upper I(X;Z) "
-                  "| errors upper | I(Y;Z) | errors Y | saturation | compressed seeds | largest fall | bracket |",
-                  "|" + " --- |" * 14]
+        lines += [
+            f"### {group}",
+            "",
+            "| estimator | split | point | epoch | I(X;Z) | errors X | upper I(X;Z) "
+            "| errors upper | I(Y;Z) | errors Y | saturation | compressed seeds | largest fall | bracket |",
+            "|" + " --- |" * 14,
+        ]
         for name in estimators:
             for split in rf.SPLITS:
-                runs = [c for c in compression if c["group"] == group and c["estimator"] == name and c["split"] == split]
+                runs = [
+                    c for c in compression if c["group"] == group and c["estimator"] == name and c["split"] == split
+                ]
                 for point in ("first", "peak", "last") if runs else ():
                     picked = [index[(c["layer"], split, name, c["run"], c[f"{point}_epoch"])] for c in runs]
                     epochs = sorted({p["epoch"] for p in picked})
                     epoch = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
-                    verdicts = (f"{_verdict(runs)} | {_falls(runs)} | {summarise_verdicts(runs)}" if point == "last"
-                                else " | |")
-                    lines.append(f"| {name} | {split} | {point} | {epoch} | {_fmt([p['mi_xz'] for p in picked])} | "
-                                 f"{_errors(picked, 'xz')} | {_fmt([p.get('mi_xz_upper') for p in picked])} | "
-                                 f"{_errors(picked, 'xz_upper')} | {_fmt([p.get('mi_zy') for p in picked])} | "
-                                 f"{_errors(picked, 'zy')} | {_fmt([p.get('saturation') for p in picked], 2)} | "
-                                 f"{verdicts} |")
+                    verdicts = (
+                        f"{_verdict(runs)} | {_falls(runs)} | {summarise_verdicts(runs)}" if point == "last" else " | |"
+                    )
+                    lines.append(
+                        f"| {name} | {split} | {point} | {epoch} | {_fmt([p['mi_xz'] for p in picked])} | "
+                        f"{_errors(picked, 'xz')} | {_fmt([p.get('mi_xz_upper') for p in picked])} | "
+                        f"{_errors(picked, 'xz_upper')} | {_fmt([p.get('mi_zy') for p in picked])} | "
+                        f"{_errors(picked, 'zy')} | {_fmt([p.get('saturation') for p in picked], 2)} | "
+                        f"{verdicts} |"
+                    )
         lines.append("")
     return "\n".join(lines)
 
 
 def _verdict(runs: Sequence[dict]) -> str:
     limited = sum(c["limited_by_n"] for c in runs)
-    return (f"{sum(c['compressed'] for c in runs)} of {len(runs)}"
-            + (" (no error bars)" if all(c["drop_error"] is None for c in runs) else "")
-            + (f" ({limited} limited by N)" if limited else ""))
+    return (
+        f"{sum(c['compressed'] for c in runs)} of {len(runs)}"
+        + (" (no error bars)" if all(c["drop_error"] is None for c in runs) else "")
+        + (f" ({limited} limited by N)" if limited else "")
+    )
 
 
 def _falls(runs: Sequence[dict]) -> str:
@@ -418,9 +556,11 @@ def _falls(runs: Sequence[dict]) -> str:
 
 
 def _parser() -> OneLineParser:
-    parser = OneLineParser(prog="python -m utils.analysis.comparison",
-                           description="Merge the estimates.csv of several comparisons into one comparison "
-                                       "(runs estimated in different sessions or on different machines).")
+    parser = OneLineParser(
+        prog="python -m utils.analysis.comparison",
+        description="Merge the estimates.csv of several comparisons into one comparison "
+        "(runs estimated in different sessions or on different machines).",
+    )
     parser.add_argument("tables", nargs="+", type=Path, metavar="CSV", help="estimates.csv files of comparisons")
     parser.add_argument("--out", type=Path, required=True, help="folder for the merged comparison")
     parser.add_argument("--no-plots", action="store_true", help="tables only, no figures")
@@ -429,6 +569,7 @@ def _parser() -> OneLineParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0; 2 with one ``error:`` line for bad input)."""
+
     def body() -> None:
         args = _parser().parse_args(argv)
         for path in merge_comparisons(args.tables, args.out, plots=not args.no_plots):

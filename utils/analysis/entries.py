@@ -1,5 +1,6 @@
 """How to read an entry of ``IP/estimates.json``: its plane coordinates, their total error and when a
 point is limited by the number of inputs. The figures, the comparison tables and the command share it."""
+
 from __future__ import annotations
 
 import math

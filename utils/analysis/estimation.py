@@ -7,6 +7,7 @@ will read before anything is written; :func:`estimate_entry` computes one entry 
 unit of work of a cluster, :mod:`utils.analysis.cluster`); :func:`estimate_run` runs the jobs here,
 storing the entries after every epoch (:func:`utils.run_folder.store_estimates`).
 """
+
 from __future__ import annotations
 
 import sys
@@ -99,6 +100,7 @@ def parse_epochs(text: str) -> Callable[[int], bool]:
 
 # -- planning: which (estimator, layer, split, epoch) entries are missing or stale ---------------------
 
+
 @dataclass(frozen=True)
 class SplitInputs:
     """The analysed inputs of a split: rows of the saved arrays, their labels and H(Y)."""
@@ -125,8 +127,14 @@ class Job:
 def _split_inputs(run_dir: Path, split: str, request: Request) -> SplitInputs:
     _, labels = rf.load_inputs_labels(run_dir, split)
     rows = rf.seeded_rows(len(labels), request.max_inputs, request.seed)
-    return SplitInputs(split, rows, labels[rows], discrete_entropy(labels[rows]), len(labels),
-                       rf.file_fingerprint(rf.labels_path(run_dir, split)))
+    return SplitInputs(
+        split,
+        rows,
+        labels[rows],
+        discrete_entropy(labels[rows]),
+        len(labels),
+        rf.file_fingerprint(rf.labels_path(run_dir, split)),
+    )
 
 
 def _layer_files(run_dir: Path, config: dict, layer: dict, split: str, epoch: int) -> dict[str, Path]:
@@ -153,8 +161,11 @@ def plan(run_dir: Path, config: dict, data: dict, request: Request) -> tuple[lis
         for layer in config["layers"]:
             for epoch in chosen:
                 files = _layer_files(run_dir, config, layer, split, epoch)
-                key = {"files": {k: rf.file_fingerprint(p) for k, p in files.items()},
-                       "labels": inputs.labels_fingerprint, "layer": _noise_key(layer)}
+                key = {
+                    "files": {k: rf.file_fingerprint(p) for k, p in files.items()},
+                    "labels": inputs.labels_fingerprint,
+                    "layer": _noise_key(layer),
+                }
                 wanted = {}
                 for name in request.estimators:
                     settings = {**request.settings(name, split), **key}
@@ -170,13 +181,16 @@ def plan(run_dir: Path, config: dict, data: dict, request: Request) -> tuple[lis
 
 # -- running --------------------------------------------------------------------------------------
 
+
 def _load_flat(path: Path, job: Job) -> np.ndarray:
     """Rows of a saved array as (n, dim), checked against the labels and config.json."""
     array = rf.load_npy(path)
     layer, n_rows = job.layer, job.inputs.n_rows
     if array.ndim < 2 or len(array) != n_rows or int(np.prod(array.shape[1:])) != layer["dim"]:
-        raise InputError(f"{path} has shape {array.shape}; expected {n_rows} rows (as the labels file) of "
-                         f"dim {layer['dim']} (layer {layer['name']!r} in config.json)")
+        raise InputError(
+            f"{path} has shape {array.shape}; expected {n_rows} rows (as the labels file) of "
+            f"dim {layer['dim']} (layer {layer['name']!r} in config.json)"
+        )
     return array[job.inputs.rows].reshape(len(job.inputs.rows), -1)
 
 
@@ -190,26 +204,46 @@ EntryKey = tuple[str, str, str, int]
 """(estimator, layer, split, epoch): where an entry lives in ``estimates.json``."""
 
 
-def estimate_entry(name: str, settings: dict, layer: dict, inputs: SplitInputs, epoch: int, f: np.ndarray,
-                   alphas: np.ndarray | None, request: Request) -> dict:
+def estimate_entry(
+    name: str,
+    settings: dict,
+    layer: dict,
+    inputs: SplitInputs,
+    epoch: int,
+    f: np.ndarray,
+    alphas: np.ndarray | None,
+    request: Request,
+) -> dict:
     """One entry of ``estimates.json``: estimator ``name`` on one layer, split and epoch. The unit of work
     of a cluster (:mod:`utils.analysis.cluster`); it reads no file, so a worker needs only its arguments."""
     split = inputs.split
     if layer["dropout"] not in ESTIMATORS[name].kinds:
-        reason = INFINITE_MI if layer["dropout"] == "bernoulli" else \
-            f"{name} does not apply to {layer['dropout']} dropout"
+        reason = (
+            INFINITE_MI if layer["dropout"] == "bernoulli" else f"{name} does not apply to {layer['dropout']} dropout"
+        )
         return {"skipped": reason, "settings": settings}
     spec = ESTIMATORS[name]
-    data = LayerData(layer, f, alphas, inputs.labels, request.draws_of(split), request.seed,
-                     progress=request.progress, clip_min=request.clip_min)
+    data = LayerData(
+        layer,
+        f,
+        alphas,
+        inputs.labels,
+        request.draws_of(split),
+        request.seed,
+        progress=request.progress,
+        clip_min=request.clip_min,
+    )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = spec.run(data, spec.settings)
     except InputError as err:  # anything else is a bug and keeps its traceback
         raise InputError(f"{name} on {split} epoch {epoch} (layer {layer['name']}): {err}") from None
-    return {**plane_entry(spec, result, n_inputs=len(f), h_y=inputs.h_y), "settings": settings,
-            "warnings": sorted({str(w.message) for w in caught})}
+    return {
+        **plane_entry(spec, result, n_inputs=len(f), h_y=inputs.h_y),
+        "settings": settings,
+        "warnings": sorted({str(w.message) for w in caught}),
+    }
 
 
 def entry_key(name: str, job: Job) -> EntryKey:
@@ -219,9 +253,10 @@ def entry_key(name: str, job: Job) -> EntryKey:
 def run_job(job: Job, request: Request) -> dict[EntryKey, dict]:
     """Compute the wanted entries of one job, in this process."""
     f, alphas = job_arrays(job)
-    return {entry_key(name, job): estimate_entry(name, settings, job.layer, job.inputs, job.epoch, f, alphas,
-                                                 request)
-            for name, settings in job.wanted.items()}
+    return {
+        entry_key(name, job): estimate_entry(name, settings, job.layer, job.inputs, job.epoch, f, alphas, request)
+        for name, settings in job.wanted.items()
+    }
 
 
 def _callback_entries(run_dir: Path, config: dict, split: str) -> dict:
@@ -236,10 +271,12 @@ def _callback_entries(run_dir: Path, config: dict, split: str) -> dict:
         for epoch in sorted(set(mean_kl) | set(mi_zy)):
             out[(CALLBACK, layer["name"], split, epoch)] = {
                 "mi_xz": mean_kl.get(epoch) if layer["dropout"] == "information" else None,
-                "mi_zy": mi_zy.get(epoch), "h_y": h_y, "settings": {},
+                "mi_zy": mi_zy.get(epoch),
+                "h_y": h_y,
+                "settings": {},
                 "sees": "noisy Z (training loss terms)",
-                "params": {"source": "callback: mean KL and H(Y) - cross-entropy",
-                           "beta": layer.get("beta")}}
+                "params": {"source": "callback: mean KL and H(Y) - cross-entropy", "beta": layer.get("beta")},
+            }
     return out
 
 
@@ -248,8 +285,9 @@ def _check_inputs(jobs: Sequence[Job], request: Request) -> None:
     the mixture's and the bound's codes as ``activations`` takes them), before anything is written: a
     bad file at the last epoch must not leave the earlier epochs estimated and the command failed."""
     for job in jobs:
-        uses_codes = any(ESTIMATORS[name].clips and job.layer["dropout"] in ESTIMATORS[name].kinds
-                         for name in job.wanted)
+        uses_codes = any(
+            ESTIMATORS[name].clips and job.layer["dropout"] in ESTIMATORS[name].kinds for name in job.wanted
+        )
         for key, path in job.files.items():
             values = _load_flat(path, job)
             try:
@@ -268,9 +306,9 @@ class PreparedRun:
     """What :func:`estimate_run` reads, read and checked, with nothing written yet."""
 
     run_dir: Path
-    callback: dict          # the callback's entries
-    jobs: list[Job]         # the estimates to compute
-    stale: list[str]        # the entries they replace because a file changed
+    callback: dict  # the callback's entries
+    jobs: list[Job]  # the estimates to compute
+    stale: list[str]  # the entries they replace because a file changed
 
 
 def prepare_run(run_dir: str | Path, request: Request) -> PreparedRun:
@@ -285,15 +323,20 @@ def prepare_run(run_dir: str | Path, request: Request) -> PreparedRun:
     return PreparedRun(run_dir, callback, jobs, stale)
 
 
-def estimate_run(run_dir: str | Path, request: Request | None = None, *,
-                 prepared: PreparedRun | None = None) -> dict[str, Any]:
+def estimate_run(
+    run_dir: str | Path, request: Request | None = None, *, prepared: PreparedRun | None = None
+) -> dict[str, Any]:
     """Fill the run's ``IP/estimates.json`` with what is missing or stale and return its content. Every
     input is checked first (:func:`prepare_run`, unless ``prepared`` says it was)."""
     request = request or Request()
     prepared = prepared or prepare_run(run_dir, request)
     data = begin_estimates(prepared)
-    bar = tqdm(prepared.jobs, desc=f"estimating {prepared.run_dir.name}", unit="epoch",
-               disable=not request.progress or not prepared.jobs)
+    bar = tqdm(
+        prepared.jobs,
+        desc=f"estimating {prepared.run_dir.name}",
+        unit="epoch",
+        disable=not request.progress or not prepared.jobs,
+    )
     for job in bar:
         bar.set_postfix_str(f"{job.inputs.split} epoch {job.epoch}")
         data = rf.store_estimates(prepared.run_dir, run_job(job, request))
@@ -304,8 +347,11 @@ def begin_estimates(prepared: PreparedRun) -> dict[str, Any]:
     """Store the callback's entries, say which entries will be recomputed, and return the file's content."""
     if prepared.stale:
         stale = prepared.stale
-        print(f"{prepared.run_dir}: recomputing {len(stale)} entries whose representation or label files changed "
-              f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})", flush=True)
+        print(
+            f"{prepared.run_dir}: recomputing {len(stale)} entries whose representation or label files changed "
+            f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})",
+            flush=True,
+        )
     return rf.store_estimates(prepared.run_dir, prepared.callback)
 
 

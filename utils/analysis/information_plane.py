@@ -15,6 +15,7 @@ layer, split, epoch and estimator) with seed-aggregated planes (:mod:`utils.anal
 With ``--workers`` or ``--scheduler`` the estimates are computed on a Dask cluster, one task per entry,
 and stored by this process as they arrive (:mod:`utils.analysis.cluster`); the entries are the same.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,14 @@ from threadpoolctl import threadpool_limits
 from mi_estimators.checks import InputError
 from utils.analysis.cluster import dask_client, estimate_on_cluster
 from utils.analysis.comparison import write_comparison
-from utils.analysis.estimation import (DEFAULT_DRAWS, DEFAULT_ESTIMATORS, Request, estimate_run, parse_epochs,
-                                       prepare_run)
+from utils.analysis.estimation import (
+    DEFAULT_DRAWS,
+    DEFAULT_ESTIMATORS,
+    Request,
+    estimate_run,
+    parse_epochs,
+    prepare_run,
+)
 from utils.analysis.figures import draw_run_figures
 from utils.analysis.registry import ESTIMATORS
 from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
@@ -59,8 +66,10 @@ def draws_arg(text: str) -> tuple[tuple[str, int], ...]:
 
 def summary_table(data: dict[str, Any]) -> str:
     """One line per estimator, layer and split: first and last epoch's (I(X;Z), I(Y;Z))."""
-    rows = [f"{'estimator':<12} {'layer':<14} {'split':<6} {'epochs':>7}  {'first (I_XZ, I_YZ)':>20}  "
-            f"{'last (I_XZ, I_YZ)':>20}"]
+    rows = [
+        f"{'estimator':<12} {'layer':<14} {'split':<6} {'epochs':>7}  {'first (I_XZ, I_YZ)':>20}  "
+        f"{'last (I_XZ, I_YZ)':>20}"
+    ]
 
     def fmt(entry: dict) -> str:
         if "skipped" in entry:
@@ -72,26 +81,34 @@ def summary_table(data: dict[str, Any]) -> str:
         for layer, splits in layers.items():
             for split, by_epoch in splits.items():
                 epochs = sorted(by_epoch, key=int)
-                rows.append(f"{name:<12} {layer:<14} {split:<6} {len(epochs):>7}  {fmt(by_epoch[epochs[0]])}  "
-                            f"{fmt(by_epoch[epochs[-1]])}")
+                rows.append(
+                    f"{name:<12} {layer:<14} {split:<6} {len(epochs):>7}  {fmt(by_epoch[epochs[0]])}  "
+                    f"{fmt(by_epoch[epochs[-1]])}"
+                )
     return "\n".join(rows)
 
 
-def analyze(run_dir: str | Path, *, plots: bool = True, formats: Sequence[str] = ("png",),
-            request: Request | None = None) -> list[Path]:
+def analyze(
+    run_dir: str | Path, *, plots: bool = True, formats: Sequence[str] = ("png",), request: Request | None = None
+) -> list[Path]:
     """:func:`estimate_run`, print the summary table, draw the run's figures and print their paths."""
     request = request or Request()
     return report_run(run_dir, estimate_run(run_dir, request), request, plots=plots, formats=formats)
 
 
-def report_run(run_dir: str | Path, data: dict[str, Any], request: Request, *, plots: bool = True,
-               formats: Sequence[str] = ("png",)) -> list[Path]:
+def report_run(
+    run_dir: str | Path,
+    data: dict[str, Any],
+    request: Request,
+    *,
+    plots: bool = True,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
     """Print the summary table of a run's estimates, draw its figures and print their paths."""
     print(summary_table(data), flush=True)
     if not plots:
         return []
-    selected = {"epochs": parse_epochs(request.epochs), "suffix": "_epochs" + request.epochs} \
-        if request.epochs else {}
+    selected = {"epochs": parse_epochs(request.epochs), "suffix": "_epochs" + request.epochs} if request.epochs else {}
     written = draw_run_figures(run_dir, formats=formats, estimates=data, **selected)
     for path in written:
         print(f"figure: {path}", flush=True)
@@ -99,15 +116,23 @@ def report_run(run_dir: str | Path, data: dict[str, Any], request: Request, *, p
 
 
 def comparison_dir(runs: Sequence[Path], out: Path | None) -> Path | None:
-    """Where a comparison of runs goes: ``out``, or with several runs ``<the deepest folder holding them>/comparison``."""
+    """Where a comparison of runs goes: ``out``, or with several runs
+    ``<the deepest folder holding them>/comparison``."""
     if out is not None or len(runs) == 1:
         return out
     # The deepest folder holding every run (not the current folder, which may be anywhere).
     return Path(os.path.commonpath([Path(run).absolute().parent for run in runs])) / "comparison"
 
 
-def analyze_runs(runs: Sequence[str | Path], *, out: str | Path | None = None, request: Request | None = None,
-                 plots: bool = True, formats: Sequence[str] = ("png",), client: Any = None) -> list[Path]:
+def analyze_runs(
+    runs: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    request: Request | None = None,
+    plots: bool = True,
+    formats: Sequence[str] = ("png",),
+    client: Any = None,
+) -> list[Path]:
     """Estimate every run (in this process, or with a ``dask.distributed.Client`` on its cluster:
     :mod:`utils.analysis.cluster`), print and draw each, then (several runs, or ``out``) write the
     comparison table and the seed-aggregated planes (:func:`utils.analysis.comparison.write_comparison`);
@@ -143,8 +168,9 @@ def _distinct_runs(runs: Sequence[str | Path]) -> list[Path]:
     """The run folders as paths: at least one, none given twice (a run counted twice would be two seeds
     with no spread between them)."""
     if isinstance(runs, (str, Path)) or not runs:
-        raise InputError("no run folders given: name at least one (a comparison of nothing would only "
-                         "overwrite an earlier one)")
+        raise InputError(
+            "no run folders given: name at least one (a comparison of nothing would only overwrite an earlier one)"
+        )
     paths, seen = [Path(r) for r in runs], {}
     for path in paths:
         key = path.resolve()
@@ -166,52 +192,102 @@ def notebook_runs(root: str | Path, default: Sequence[str]) -> list[Path]:
     missing = [str(p) for p in paths if not p.is_dir()]
     if missing:
         source = "RUN_DIR" if chosen else "the notebook's default (RUN_DIR is not set)"
-        raise InputError(f"{source}: no run folder {', '.join(missing)}. Train one with mi_mnist_dropout.py or "
-                         f"mi_cifar_dropout.py (--out <folder>), or set RUN_DIR to run folders separated by "
-                         f"{os.pathsep!r}, relative to the repository root")
+        raise InputError(
+            f"{source}: no run folder {', '.join(missing)}. Train one with mi_mnist_dropout.py or "
+            f"mi_cifar_dropout.py (--out <folder>), or set RUN_DIR to run folders separated by "
+            f"{os.pathsep!r}, relative to the repository root"
+        )
     return paths
 
 
 def _parser() -> OneLineParser:
-    p = OneLineParser(prog="python -m utils.analysis.information_plane", description=__doc__.split("\n\n")[0],
-                      epilog="Estimators: " + "; ".join(f"{k}: {v.describe}" for k, v in ESTIMATORS.items()))
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
-                   help="run folders written by mi_mnist_dropout.py / mi_cifar_dropout.py")
-    p.add_argument("--estimators", default=",".join(DEFAULT_ESTIMATORS),
-                   help=f"comma-separated, from {sorted(ESTIMATORS)} (default %(default)s); the callback's "
-                        "KL / cross-entropy values are always included")
+    p = OneLineParser(
+        prog="python -m utils.analysis.information_plane",
+        description=__doc__.split("\n\n")[0],
+        epilog="Estimators: " + "; ".join(f"{k}: {v.describe}" for k, v in ESTIMATORS.items()),
+    )
+    p.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        metavar="RUN",
+        help="run folders written by mi_mnist_dropout.py / mi_cifar_dropout.py",
+    )
+    p.add_argument(
+        "--estimators",
+        default=",".join(DEFAULT_ESTIMATORS),
+        help=f"comma-separated, from {sorted(ESTIMATORS)} (default %(default)s); the callback's "
+        "KL / cross-entropy values are always included",
+    )
     p.add_argument("--splits", default="train,test", help="comma-separated from train,test (default %(default)s)")
-    p.add_argument("--epochs", default=None,
-                   help="epoch selection, e.g. 0-20,30 or 40- (default: all saved); the figures then show these "
-                        "epochs only and are named information_plane_epochs<selection>.png")
-    p.add_argument("--draws", type=draws_arg, default=tuple(DEFAULT_DRAWS.items()),
-                   help="noise draws per input, for both splits (6) or per split (train=2,test=6); default "
-                        + ",".join(f"{k}={v}" for k, v in DEFAULT_DRAWS.items()))
-    p.add_argument("--max-inputs", type=int_arg(2), default=None,
-                   help="analyse a seeded subset of this many inputs of each split (the same for every epoch)")
+    p.add_argument(
+        "--epochs",
+        default=None,
+        help="epoch selection, e.g. 0-20,30 or 40- (default: all saved); the figures then show these "
+        "epochs only and are named information_plane_epochs<selection>.png",
+    )
+    p.add_argument(
+        "--draws",
+        type=draws_arg,
+        default=tuple(DEFAULT_DRAWS.items()),
+        help="noise draws per input, for both splits (6) or per split (train=2,test=6); default "
+        + ",".join(f"{k}={v}" for k, v in DEFAULT_DRAWS.items()),
+    )
+    p.add_argument(
+        "--max-inputs",
+        type=int_arg(2),
+        default=None,
+        help="analyse a seeded subset of this many inputs of each split (the same for every epoch)",
+    )
     p.add_argument("--seed", type=int_arg(0), default=0, help="seed of the noise draws and the subset (default 0)")
-    p.add_argument("--clip-min", type=float_arg(0.0, inclusive=False), default=None,
-                   help="raise |f| below this to it before the mixture estimate and the upper bound (softplus codes "
-                        "that underflowed to exactly 0 in float32 make the density degenerate; the count clipped is "
-                        "stored with each entry). Default: refuse exactly-zero codes")
-    p.add_argument("--out", type=_folder_arg, default=None,
-                   help="write estimates.csv and the seed-aggregated planes of all runs here (default with "
-                        "several runs: <the deepest folder holding them>/comparison)")
+    p.add_argument(
+        "--clip-min",
+        type=float_arg(0.0, inclusive=False),
+        default=None,
+        help="raise |f| below this to it before the mixture estimate and the upper bound (softplus codes "
+        "that underflowed to exactly 0 in float32 make the density degenerate; the count clipped is "
+        "stored with each entry). Default: refuse exactly-zero codes",
+    )
+    p.add_argument(
+        "--out",
+        type=_folder_arg,
+        default=None,
+        help="write estimates.csv and the seed-aggregated planes of all runs here (default with "
+        "several runs: <the deepest folder holding them>/comparison)",
+    )
     p.add_argument("--no-plots", action="store_true", help="estimate only, draw no figures")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
-                   help="progress bars: epochs done, and noisy points done with the time left inside each estimate "
-                        "(default: on in a terminal)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=sys.stderr.isatty(),
+        help="progress bars: epochs done, and noisy points done with the time left inside each estimate "
+        "(default: on in a terminal)",
+    )
     cluster = p.add_mutually_exclusive_group()
-    cluster.add_argument("--workers", type=int_arg(1, MAX_WORKERS), default=None, metavar="N",
-                         help="estimate on a local Dask cluster of N worker processes, one thread each (one task "
-                              "per run, layer, split, epoch and estimator; the results are identical)")
-    cluster.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                         help="estimate on the Dask cluster whose scheduler is at ADDRESS, e.g. tcp://host:8786 "
-                              "(workers need the toolkit installed, not the run folders)")
-    p.add_argument("--threads", type=int_arg(1, MAX_THREADS), default=None, metavar="N",
-                   help="BLAS threads of the in-process estimation (default: the BLAS library's, all cores). "
-                        "Use 1 when other jobs share the cores (training, other estimations): waiting BLAS "
-                        "threads spin, and an oversubscribed estimate can run several times slower")
+    cluster.add_argument(
+        "--workers",
+        type=int_arg(1, MAX_WORKERS),
+        default=None,
+        metavar="N",
+        help="estimate on a local Dask cluster of N worker processes, one thread each (one task "
+        "per run, layer, split, epoch and estimator; the results are identical)",
+    )
+    cluster.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="estimate on the Dask cluster whose scheduler is at ADDRESS, e.g. tcp://host:8786 "
+        "(workers need the toolkit installed, not the run folders)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int_arg(1, MAX_THREADS),
+        default=None,
+        metavar="N",
+        help="BLAS threads of the in-process estimation (default: the BLAS library's, all cores). "
+        "Use 1 when other jobs share the cores (training, other estimations): waiting BLAS "
+        "threads spin, and an oversubscribed estimate can run several times slower",
+    )
     p.add_argument("--formats", default="png", help="figure formats, comma-separated from png,pdf,svg")
     return p
 
@@ -219,14 +295,23 @@ def _parser() -> OneLineParser:
 def _request(args: Any) -> Request:
     def items(text: str) -> tuple[str, ...]:
         return tuple(t for t in text.split(",") if t)
-    return Request(estimators=items(args.estimators), splits=items(args.splits), epochs=args.epochs,
-                   draws=args.draws, max_inputs=args.max_inputs, seed=args.seed,
-                   clip_min=args.clip_min, progress=args.progress)
+
+    return Request(
+        estimators=items(args.estimators),
+        splits=items(args.splits),
+        epochs=args.epochs,
+        draws=args.draws,
+        max_inputs=args.max_inputs,
+        seed=args.seed,
+        clip_min=args.clip_min,
+        progress=args.progress,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code: 0, 2 with one ``error:`` line for bad input, 1 with the
     traceback for a bug (:func:`utils.cli.run_command`)."""
+
     def body() -> None:
         args = _parser().parse_args(argv)
         request = _request(args)
@@ -237,8 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.threads is not None and (args.workers is not None or args.scheduler is not None):
             raise CommandError("--threads sets the in-process estimation's threads; Dask workers run one each")
         with threadpool_limits(args.threads), dask_client(args.scheduler, args.workers) as client:
-            analyze_runs(args.runs, out=args.out, request=request, plots=not args.no_plots, formats=formats,
-                         client=client)
+            analyze_runs(
+                args.runs, out=args.out, request=request, plots=not args.no_plots, formats=formats, client=client
+            )
 
     return run_command("information_plane", body)
 

@@ -5,33 +5,31 @@ x = I(X;Z) against y = I(Y;Z). As in Adilova, Geiger & Fischer (ICLR 2023) point
 epoch with a colour bar, and the ceilings log N (for I(X;Z) with X uniform over N inputs) and H(Y)
 (for I(Y;Z)) are drawn as dashed lines.
 """
+
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import Normalize  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from mi_estimators.checks import InputError  # noqa: E402
-from utils.analysis.entries import SATURATION_LIMIT  # noqa: E402
-from utils.run_folder import atomic_write  # noqa: E402
-
+from mi_estimators.checks import InputError
+from utils.analysis.entries import SATURATION_LIMIT
+from utils.run_folder import atomic_write
 
 SATURATED_LABEL = f"hollow: limited by N (dI/dlog N > {SATURATION_LIMIT})"
 BRACKET_LABEL = "whisker: lower (point) to upper (|) estimate of I(X;Z)"
-BRACKET_CAPTION = ("bracket: in expectation the population I(X;Z) lies between the lower (mixture) and the upper "
-                   "(leave-one-out) estimate")
+BRACKET_CAPTION = (
+    "bracket: in expectation the population I(X;Z) lies between the lower (mixture) and the upper "
+    "(leave-one-out) estimate"
+)
 BRACKET_COLOR = "tab:red"
 LOG_AXIS_RATIO = 4.0
 """The I(X;Z) axis turns logarithmic where an upper estimate exceeds the largest lower one this many times."""
@@ -69,8 +67,9 @@ class Panel:
     own_scale: bool = False
 
 
-def plot_information_plane(ax: plt.Axes, panel: Panel, *, cmap: str = "viridis",
-                           norm: Normalize | None = None) -> matplotlib.cm.ScalarMappable | None:
+def plot_information_plane(
+    ax: plt.Axes, panel: Panel, *, cmap: str = "viridis", norm: Normalize | None = None
+) -> matplotlib.cm.ScalarMappable | None:
     """Draw ``panel`` on ``ax``: epoch-coloured points (hollow where saturated), error bars, a thin line
     through the epochs, the log N and H(Y) ceilings; the legend goes below the axes, never on the data."""
     all_epochs = [e for s in panel.series for e in s.epochs]
@@ -112,8 +111,7 @@ def plot_information_plane(ax: plt.Axes, panel: Panel, *, cmap: str = "viridis",
     ax.set_ylabel("I(Y;Z) [nats]")
     ax.set_title(panel.title, fontsize=9)
     if handles:
-        ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
-                  frameon=False)
+        ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     ax.grid(alpha=0.3)
     return mappable
 
@@ -128,8 +126,17 @@ def _draw_series(ax: plt.Axes, s: PlaneSeries, cmap: str, norm: Normalize | None
         ax.hlines(y, x, upper, color=s.color or BRACKET_COLOR, lw=0.8, alpha=0.6, zorder=1)
         ax.scatter(upper, y, marker="|", color=s.color or BRACKET_COLOR, s=30, zorder=2)
     if s.mi_xz_err is not None or s.mi_zy_err is not None:
-        ax.errorbar(x, y, xerr=_err(s.mi_xz_err), yerr=_err(s.mi_zy_err), fmt="none", ecolor=s.color or "0.4",
-                    elinewidth=0.8, capsize=1.5, zorder=2)
+        ax.errorbar(
+            x,
+            y,
+            xerr=_err(s.mi_xz_err),
+            yerr=_err(s.mi_zy_err),
+            fmt="none",
+            ecolor=s.color or "0.4",
+            elinewidth=0.8,
+            capsize=1.5,
+            zorder=2,
+        )
     hollow = np.zeros(len(x), bool) if s.saturated is None else np.asarray(s.saturated, bool)
     epochs = np.asarray(s.epochs)
     style = dict(s=28, linewidths=0.6, zorder=3)
@@ -150,21 +157,28 @@ def _err(values: Sequence[float | None] | None) -> np.ndarray | None:
     return None if np.all(np.isnan(arr)) else np.nan_to_num(arr)
 
 
-def plot_plane_grid(panels: list[Panel], *, ncols: int = 2, cmap: str = "viridis",
-                    suptitle: str | None = None, caption: str | None = None) -> plt.Figure:
+def plot_plane_grid(
+    panels: list[Panel],
+    *,
+    ncols: int = 2,
+    cmap: str = "viridis",
+    suptitle: str | None = None,
+    caption: str | None = None,
+) -> plt.Figure:
     """Panels side by side (e.g. estimators x splits) sharing one epoch colour bar with integer ticks."""
     if not panels:
         raise InputError("no information-plane panels to draw")
     ncols = max(1, min(ncols, len(panels)))
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols + 0.8, 4.3 * nrows), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.4 * ncols + 0.8, 4.3 * nrows), squeeze=False, constrained_layout=True
+    )
     epochs = [e for p in panels for s in p.series for e in s.epochs]
     norm = Normalize(vmin=min(epochs), vmax=max(max(epochs), min(epochs) + 1)) if epochs else None
     mappable = None
     for ax, panel in zip(axes.flat, panels):
         mappable = plot_information_plane(ax, panel, cmap=cmap, norm=norm) or mappable
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     if mappable is not None:
         bar = fig.colorbar(mappable, ax=axes, label="epoch", shrink=min(0.9, 1.8 / nrows), aspect=30)
@@ -184,8 +198,7 @@ def read_history(path: str | Path) -> dict[str, np.ndarray]:
         rows = list(csv.DictReader(fh))
     if not rows:
         raise InputError(f"training history is empty: {path}")
-    return {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows])
-            for k in rows[0]}
+    return {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows]) for k in rows[0]}
 
 
 def plot_training_curves(history: dict[str, np.ndarray], title: str | None = None) -> plt.Figure:
@@ -206,8 +219,9 @@ def plot_training_curves(history: dict[str, np.ndarray], title: str | None = Non
     return fig
 
 
-def save_figure(fig: plt.Figure, path_stem: str | Path, formats: Sequence[str] = ("png",),
-                **savefig_kwargs: Any) -> list[Path]:
+def save_figure(
+    fig: plt.Figure, path_stem: str | Path, formats: Sequence[str] = ("png",), **savefig_kwargs: Any
+) -> list[Path]:
     """Save ``fig`` as ``<path_stem>.<fmt>`` for each format (atomically) and close it.
 
     ``savefig_kwargs`` go to ``Figure.savefig`` (default ``dpi=150``)."""

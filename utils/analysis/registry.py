@@ -15,6 +15,7 @@ noise (:func:`mi_estimators.noise.noisy_representations`), so EDGE, KSG and binn
 Z as the dropout estimator (Adilova, Geiger & Fischer, ICLR 2023); ``binning_f`` bins the noise-free
 f(x) instead, as Shwartz-Ziv & Tishby (2017) did, and says so.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,10 @@ from mi_estimators.results import MIResult
 from mi_estimators.upper_bound import gaussian_dropout_upper_bound
 from utils.analysis.entries import COORDINATES, UPPER
 
-INFINITE_MI = ("I(X;Z) is infinite under Bernoulli dropout (the all-ones mask has positive probability; "
-               "Adilova et al. 2023): only binning and the cross-entropy bound are defined")
+INFINITE_MI = (
+    "I(X;Z) is infinite under Bernoulli dropout (the all-ones mask has positive probability; "
+    "Adilova et al. 2023): only binning and the cross-entropy bound are defined"
+)
 
 
 @dataclass(frozen=True)
@@ -83,13 +86,23 @@ class EstimatorSpec:
 
 
 def _mixture(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
-    return estimate_layer_mi(data.layer, data.f, alphas=data.alphas, labels=data.labels, clip_min=data.clip_min,
-                             draws=data.draws, seed=data.seed, progress=data.progress, **settings)
+    return estimate_layer_mi(
+        data.layer,
+        data.f,
+        alphas=data.alphas,
+        labels=data.labels,
+        clip_min=data.clip_min,
+        draws=data.draws,
+        seed=data.seed,
+        progress=data.progress,
+        **settings,
+    )
 
 
 def _upper_bound(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
-    return gaussian_dropout_upper_bound(data.f, data.layer["noise_std"], draws=data.draws,
-                                        seed=data.seed, clip_min=data.clip_min, **settings)
+    return gaussian_dropout_upper_bound(
+        data.f, data.layer["noise_std"], draws=data.draws, seed=data.seed, clip_min=data.clip_min, **settings
+    )
 
 
 def _binning(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
@@ -109,21 +122,46 @@ def _ksg(data: LayerData, settings: Mapping[str, Any]) -> MIResult:
 
 
 ESTIMATORS: dict[str, EstimatorSpec] = {
-    "mixture": EstimatorSpec("dropout mixture estimator of I(X;Z) and I(Y;Z) (log space for information dropout)",
-                             _mixture, {"mi_xz": "mi_xz", "mi_zy": "mi_zy", UPPER: UPPER},
-                             kinds=("gaussian", "information"), uses_noise=True, clips=True, version=2),
-    "binning": EstimatorSpec("binning (Shwartz-Ziv & Tishby) of one noisy draw of Z, 30 bins over its range",
-                             _binning, {"mi_xz": "mi_xz", "mi_zy": "mi_zy"}, settings={"n_bins": 30},
-                             uses_noise=True, version=2),
-    "binning_f": EstimatorSpec("binning of the noise-free f(x), 30 bins over its range", _binning_f,
-                               {"mi_xz": "mi_xz", "mi_zy": "mi_zy"}, settings={"n_bins": 30}, sees="noise-free f(x)",
-                               version=2),
-    "upper_bound": EstimatorSpec("Gaussian (Ledoit-Wolf) upper bound on I(X;Z)", _upper_bound, {"mi_xz": "mi_xz"},
-                                 kinds=("gaussian",), uses_noise=True, clips=True),
-    "edge": EstimatorSpec("EDGE estimate of I(Y;Z) from one noisy draw of Z", _edge, {"mi_zy": "mi"},
-                          uses_noise=True),
-    "ksg": EstimatorSpec("KSG (Ross 2014 form for discrete Y) estimate of I(Y;Z) from one noisy draw of Z", _ksg,
-                         {"mi_zy": "mi"}, uses_noise=True),
+    "mixture": EstimatorSpec(
+        "dropout mixture estimator of I(X;Z) and I(Y;Z) (log space for information dropout)",
+        _mixture,
+        {"mi_xz": "mi_xz", "mi_zy": "mi_zy", UPPER: UPPER},
+        kinds=("gaussian", "information"),
+        uses_noise=True,
+        clips=True,
+        version=2,
+    ),
+    "binning": EstimatorSpec(
+        "binning (Shwartz-Ziv & Tishby) of one noisy draw of Z, 30 bins over its range",
+        _binning,
+        {"mi_xz": "mi_xz", "mi_zy": "mi_zy"},
+        settings={"n_bins": 30},
+        uses_noise=True,
+        version=2,
+    ),
+    "binning_f": EstimatorSpec(
+        "binning of the noise-free f(x), 30 bins over its range",
+        _binning_f,
+        {"mi_xz": "mi_xz", "mi_zy": "mi_zy"},
+        settings={"n_bins": 30},
+        sees="noise-free f(x)",
+        version=2,
+    ),
+    "upper_bound": EstimatorSpec(
+        "Gaussian (Ledoit-Wolf) upper bound on I(X;Z)",
+        _upper_bound,
+        {"mi_xz": "mi_xz"},
+        kinds=("gaussian",),
+        uses_noise=True,
+        clips=True,
+    ),
+    "edge": EstimatorSpec("EDGE estimate of I(Y;Z) from one noisy draw of Z", _edge, {"mi_zy": "mi"}, uses_noise=True),
+    "ksg": EstimatorSpec(
+        "KSG (Ross 2014 form for discrete Y) estimate of I(Y;Z) from one noisy draw of Z",
+        _ksg,
+        {"mi_zy": "mi"},
+        uses_noise=True,
+    ),
 }
 
 
@@ -138,7 +176,15 @@ def plane_entry(spec: EstimatorSpec, result: MIResult, *, n_inputs: int, h_y: fl
         for suffix in ("", "_stderr", "_sampling_stderr"):
             entry[coordinate + suffix] = None if source is None else values.get(source + suffix)
     params = values["params"]
-    entry.update({"n_inputs": n_inputs, "log_n": math.log(n_inputs), "h_y": h_y,
-                  "saturation": values["saturation"], "convergence": params.pop("convergence", None),
-                  "sees": spec.sees, "params": params})
+    entry.update(
+        {
+            "n_inputs": n_inputs,
+            "log_n": math.log(n_inputs),
+            "h_y": h_y,
+            "saturation": values["saturation"],
+            "convergence": params.pop("convergence", None),
+            "sees": spec.sees,
+            "params": params,
+        }
+    )
     return entry

@@ -1,0 +1,1 @@
+"""Benchmarks of the estimators, the cluster path and a GPU check (see benchmarks/README.md)."""
