@@ -23,10 +23,13 @@ tasks' arrays.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from mi_estimators.checks import InputError
@@ -90,12 +93,72 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         ):
             yield client
         return
-    try:
-        client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError, ValueError) as err:
-        raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {err}") from None
-    with client:
+    _handshake(distributed, scheduler)
+    with distributed.Client(scheduler, timeout=CONNECT_TIMEOUT_S) as client:
+        _check_toolkit(client, scheduler)
         yield client
+
+
+def _handshake(distributed: Any, scheduler: str) -> None:
+    """Ask the scheduler who it is, in a loop of its own and within CONNECT_TIMEOUT_S: a port where
+    something else answers, or nothing does, would otherwise hang the client or end in an unrelated
+    exception (Dask's connect timeout does not cover the handshake)."""
+
+    async def identity() -> dict[str, Any]:
+        async with distributed.rpc(scheduler, timeout=CONNECT_TIMEOUT_S) as remote:
+            return await remote.identity()
+
+    why = None
+    try:
+        answer = asyncio.run(asyncio.wait_for(identity(), CONNECT_TIMEOUT_S))
+    except (asyncio.TimeoutError, TimeoutError):
+        why = f"no Dask answer within {CONNECT_TIMEOUT_S} s"
+    except Exception as err:  # every failure of the client's comm stack is the address's problem
+        why = f"{type(err).__name__}: {err}"
+    else:
+        if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
+            why = f"it answers as {answer.get('type') if isinstance(answer, dict) else answer!r}, not as a scheduler"
+    if why is not None:
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {why}")
+
+
+def _toolkit_missing() -> str | None:
+    """Runs in a scheduler or worker process (sent by value, so it needs nothing of the toolkit there):
+    None where the toolkit imports, else the import error."""
+    import importlib
+
+    try:
+        importlib.import_module("utils.analysis.estimation")
+    except Exception as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _check_toolkit(client: Client, scheduler: str) -> None:
+    """The scheduler unpickles the tasks as well as the workers: both must import the toolkit."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        missing = {f"the scheduler at {scheduler}": client.run_on_scheduler(_toolkit_missing)}
+        missing.update({f"the worker at {address}": why for address, why in client.run(_toolkit_missing).items()})
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    bad = {who: why for who, why in missing.items() if why is not None}
+    if bad:
+        who, why = next(iter(bad.items()))
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise InputError(
+            f"{who}{more} cannot import this toolkit ({why}): start every Dask scheduler and worker from "
+            "the environment where `pip install -e .` installed it (see docs/cluster.md)"
+        )
+
+
+def estimate_pinned(*args: Any) -> dict[str, Any]:
+    """A Dask task: :func:`~utils.analysis.estimation.estimate_entry` with one BLAS/OpenMP thread, whatever
+    the worker was started with, so that its entry is the in-process one with one thread."""
+    with threadpool_limits(limits=1):
+        return estimate_entry(*args)
 
 
 def _threads(client: Client) -> int:
@@ -133,7 +196,7 @@ def estimate_on_cluster(client: Client, prepared: Sequence[PreparedRun], request
                     f, alphas = job_arrays(job)
                     for name, settings in job.wanted.items():
                         future = client.submit(
-                            estimate_entry,
+                            estimate_pinned,
                             name,
                             settings,
                             job.layer,
