@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import sys
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Iterator, Sequence
 
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
@@ -83,7 +83,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         yield None
         return
     distributed = _distributed()
-    if workers is not None:
+    if scheduler is None:
         with (
             pinned_threads(),
             distributed.LocalCluster(
@@ -176,7 +176,7 @@ def estimate_on_cluster(client: Client, prepared: Sequence[PreparedRun], request
     total = sum(len(job.wanted) for run in prepared for job in run.jobs)
     window = TASKS_PER_THREAD * _threads(client)
     pending = distributed.as_completed()
-    where: dict[str, tuple[int, tuple]] = {}
+    where: dict[Hashable, tuple[int, tuple]] = {}
     bar = tqdm(total=total, desc="estimates on the cluster", unit="estimate", disable=not request.progress)
 
     def store(futures: Sequence[Any]) -> None:
