@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UNTRACKED = {".venv", ".git", "runs", "results"}
 DOCUMENTS = [
     "README.md",
-    *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("*/**/*.md") if not UNTRACKED & set(p.parts)),
+    *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("*/**/*.md") if not UNTRACKED & set(p.relative_to(ROOT).parts)),
 ]
 NOT_OURS = {"venv", "pip", "pytest", "jupyter", "nbconvert"}
 FENCE = re.compile(r"^```([a-z]*)\n(.*?)^```", re.S | re.M)
