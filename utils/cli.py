@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -97,6 +98,26 @@ def run_command(prog: str, body: Callable[[], int | None], *, interrupted: str =
         traceback.print_exc()
         print(f"{prog}: {REPORT}", file=sys.stderr)
         return BUG_EXIT
+
+
+@contextlib.contextmanager
+def log_to_stderr(prog: str, logger: str = "utils") -> Iterator[None]:
+    """Show what the project's modules log (announcements of long work, progress lines) on stderr as
+    ``<prog>: <message>`` lines for the ``with`` block, whether or not stderr is a terminal; the Python API
+    leaves the routing of its ``logging`` records to the caller."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    target = logging.getLogger(logger)
+    saved = target.level, target.propagate
+    target.addHandler(handler)
+    target.setLevel(logging.INFO)
+    target.propagate = False
+    try:
+        yield
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(saved[0])
+        target.propagate = saved[1]
 
 
 @contextlib.contextmanager

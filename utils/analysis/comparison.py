@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from utils.analysis.bracket import BRACKET_COLUMNS, bracket_verdict, summarise_v
 from utils.analysis.entries import SATURATION_LIMIT, total_error
 from utils.analysis.figures import draw_comparison_figures
 from utils.cli import OneLineParser, run_command
+from utils.run_folder_schema import Entry, Flags, RunConfig
 
 CONFIG_COLUMNS = ("run", "group", "dataset", "net", "dropout", "p", "beta", "seed", "epochs")
 ESTIMATE_COLUMNS = (
@@ -96,11 +98,11 @@ class RunInfo:
     """A run folder's configuration as the comparison sees it."""
 
     path: Path
-    config: dict
+    config: RunConfig
     defining: tuple[tuple[str, Any], ...]
 
     @property
-    def flags(self) -> dict:
+    def flags(self) -> Flags:
         return self.config.get("flags", {})
 
     def describe(self, group: str) -> dict[str, Any]:
@@ -201,7 +203,7 @@ def estimate_rows(runs: Sequence[RunInfo]) -> list[dict[str, Any]]:
     return rows
 
 
-def _estimate_fields(entry: dict) -> dict[str, Any]:
+def _estimate_fields(entry: Entry) -> dict[str, Any]:
     derived = (*_SUBSET_COLUMNS, "draws", "skipped")
     fields = {k: entry.get(k) for k in ESTIMATE_COLUMNS[4:] if k not in derived}
     subsets = sorted(entry.get("convergence") or [], key=lambda point: point["n"])
@@ -287,11 +289,39 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
+TABLES = ("estimates.csv", "aggregate.csv", "compression.csv", "summary.md")
+FIGURES_DIR = "figures"
+
+
+def check_comparison_out(out: Path, *, plots: bool) -> None:
+    """InputError unless a comparison can be written to ``out``: a folder (or one that can be made: its
+    nearest existing ancestor is a writable folder) whose tables, and (``plots``) ``figures/`` with every
+    file in it, are no links, folders or special files. Nothing is created."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is not a folder: a comparison writes {len(TABLES)} tables and figures into one")
+    if not out.exists():
+        ancestor = out.absolute().parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if ancestor.is_symlink() or not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise InputError(f"--out {out} cannot be made: {ancestor} is not a writable folder")
+        return
+    for name in TABLES:
+        rf.check_write_target(out / name, root=out)
+    figures = out / FIGURES_DIR
+    if plots and (figures.is_symlink() or (figures.exists() and not figures.is_dir())):
+        raise InputError(f"{figures} is a link or a file, not a folder of figures: refusing to draw into it")
+    for child in figures.iterdir() if plots and figures.is_dir() else ():
+        rf.check_write_target(child, root=out)
+
+
 def write_comparison(
     run_dirs: Sequence[Path], out: Path, *, plots: bool = True, formats: Sequence[str] = ("png",)
 ) -> list[Path]:
     """Write ``out/estimates.csv``, ``out/aggregate.csv``, ``out/compression.csv``, ``out/summary.md`` and
-    (``plots``) the seed-aggregated planes."""
+    (``plots``) the seed-aggregated planes; every run and the folder ``out`` are read and checked first."""
+    check_comparison_out(out, plots=plots)
     runs = [run_info(Path(r)) for r in run_dirs]
     return _write(estimate_rows(runs), families(runs), out, plots=plots, formats=formats)
 
@@ -346,14 +376,14 @@ def _write(
     formats: Sequence[str],
 ) -> list[Path]:
     aggregates = aggregate_rows(rows)
-    written = [out / "estimates.csv", out / "aggregate.csv", out / "compression.csv", out / "summary.md"]
+    written = [out / name for name in TABLES]
     rf.save_text(written[0], csv_text(rows, CONFIG_COLUMNS + ESTIMATE_COLUMNS))
     rf.save_text(written[1], csv_text(aggregates, AGGREGATE_COLUMNS))
     compression = compression_rows(rows)
     rf.save_text(written[2], csv_text(compression, COMPRESSION_COLUMNS))
     rf.save_text(written[3], summary_markdown(rows, compression))
     if plots:
-        written += draw_comparison_figures(aggregates, family_list, out / "figures", formats=formats)
+        written += draw_comparison_figures(aggregates, family_list, out / FIGURES_DIR, formats=formats)
     return written
 
 

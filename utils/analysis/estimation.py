@@ -10,7 +10,9 @@ storing the entries after every epoch (:func:`utils.run_folder.store_estimates`)
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +25,11 @@ from mi_estimators.checks import InputError, as_samples, check_float, check_int
 from mi_estimators.discrete import discrete_entropy
 from mi_estimators.dropout_MI import activations, log_noise_stds
 from utils import run_folder as rf
+from utils import run_folder_schema as schema
 from utils.analysis.registry import ESTIMATORS, INFINITE_MI, LayerData, plane_entry
+from utils.run_folder_schema import LayerSpec, RunConfig
 
+log = logging.getLogger(__name__)
 CALLBACK = "callback"
 DEFAULT_ESTIMATORS = ("mixture", "binning", "binning_f")
 DEFAULT_DRAWS = {"train": 1, "test": 6}
@@ -117,7 +122,7 @@ class SplitInputs:
 class Job:
     """One layer, split and epoch, with the entries to (re)compute: ``{estimator: settings}``."""
 
-    layer: dict
+    layer: LayerSpec
     inputs: SplitInputs
     epoch: int
     files: dict[str, Path]
@@ -125,7 +130,7 @@ class Job:
 
 
 def _split_inputs(run_dir: Path, split: str, request: Request) -> SplitInputs:
-    _, labels = rf.load_inputs_labels(run_dir, split)
+    labels = rf.load_labels(run_dir, split)
     rows = rf.seeded_rows(len(labels), request.max_inputs, request.seed)
     return SplitInputs(
         split,
@@ -137,7 +142,7 @@ def _split_inputs(run_dir: Path, split: str, request: Request) -> SplitInputs:
     )
 
 
-def _layer_files(run_dir: Path, config: dict, layer: dict, split: str, epoch: int) -> dict[str, Path]:
+def _layer_files(run_dir: Path, config: RunConfig, layer: LayerSpec, split: str, epoch: int) -> dict[str, Path]:
     tag = layer["name"] if len(config["layers"]) > 1 else None
     files = {"f": rf.representation_path(run_dir, split, epoch, tag)}
     if layer["dropout"] == "information":
@@ -145,18 +150,30 @@ def _layer_files(run_dir: Path, config: dict, layer: dict, split: str, epoch: in
     return files
 
 
-def _noise_key(layer: dict) -> dict[str, Any]:
+def _noise_key(layer: LayerSpec) -> dict[str, Any]:
     return {k: layer.get(k) for k in ("dropout", "p", "noise_std", "alpha_max", "beta")}
 
 
-def plan(run_dir: Path, config: dict, data: dict, request: Request) -> tuple[list[Job], list[str]]:
+def _no_epochs(run_dir: Path, config: RunConfig, split: str, request: Request, available: list[int]) -> InputError:
+    """Why no epoch of ``split`` can be estimated: none selected, or the run's representation files are gone."""
+    if available:
+        return InputError(f"no saved {split} epochs match {request.epochs!r} in {run_dir} (saved: {available})")
+    missing = rf.missing_epoch_files(run_dir, config, rf.expected_epochs(config, 10**9)[:1] or [0])
+    return InputError(
+        f"no saved {split} epochs in {run_dir}: {rf.REPR_DIR}/ lacks the representation files the run's "
+        f"config.json implies (e.g. {missing[0].name if missing else rf.REPR_DIR})"
+        "; they can only be made by training: train the run again into a new folder"
+    )
+
+
+def plan(run_dir: Path, config: RunConfig, data: Any, request: Request) -> tuple[list[Job], list[str]]:
     """Jobs for what is missing or stale in ``data`` (the run's estimates), and the stale entries' names."""
     jobs, stale = [], []
     for split in request.splits:
         available = rf.saved_epochs(run_dir, split)
         chosen = [e for e in available if request.epochs is None or parse_epochs(request.epochs)(e)]
         if not chosen:
-            raise InputError(f"no saved {split} epochs match {request.epochs!r} in {run_dir} (saved: {available})")
+            raise _no_epochs(run_dir, config, split, request, available)
         inputs = _split_inputs(run_dir, split, request)
         for layer in config["layers"]:
             for epoch in chosen:
@@ -184,7 +201,7 @@ def plan(run_dir: Path, config: dict, data: dict, request: Request) -> tuple[lis
 
 def _load_flat(path: Path, job: Job) -> np.ndarray:
     """Rows of a saved array as (n, dim), checked against the labels and config.json."""
-    array = rf.load_npy(path)
+    array = rf.load_npy(path, schema.ALPHA if path.name.startswith("alpha_") else schema.REPRESENTATION)
     layer, n_rows = job.layer, job.inputs.n_rows
     if array.ndim < 2 or len(array) != n_rows or int(np.prod(array.shape[1:])) != layer["dim"]:
         raise InputError(
@@ -207,7 +224,7 @@ EntryKey = tuple[str, str, str, int]
 def estimate_entry(
     name: str,
     settings: dict,
-    layer: dict,
+    layer: LayerSpec,
     inputs: SplitInputs,
     epoch: int,
     f: np.ndarray,
@@ -259,11 +276,11 @@ def run_job(job: Job, request: Request) -> dict[EntryKey, dict]:
     }
 
 
-def _callback_entries(run_dir: Path, config: dict, split: str) -> dict:
+def _callback_entries(run_dir: Path, config: RunConfig, split: str) -> dict:
     """The callback's logged surrogates: mean KL for I(X;Z) (information dropout only: the callback logs 0
     for other layers, which is no estimate), H(Y) - cross-entropy for I(Y;Z)."""
     several = len(config["layers"]) > 1
-    h_y = discrete_entropy(rf.load_inputs_labels(run_dir, split)[1])
+    h_y = discrete_entropy(rf.load_labels(run_dir, split))
     mi_zy = rf.load_ip(run_dir, split, "mi_zy")
     out = {}
     for layer in config["layers"]:
@@ -309,10 +326,31 @@ class PreparedRun:
     callback: dict  # the callback's entries
     jobs: list[Job]  # the estimates to compute
     stale: list[str]  # the entries they replace because a file changed
+    seconds: float = 0.0  # the predicted time of the jobs in this process (:func:`predicted_seconds`)
 
 
-def prepare_run(run_dir: str | Path, request: Request) -> PreparedRun:
-    """Read the run's config, the callback's files and every array its jobs need, and check them."""
+def check_outputs(run_dir: Path, *, figures: bool) -> None:
+    """Every file the estimation (and, with ``figures``, the drawing) of a run writes may be written: no
+    link, folder or special file in its place and no link on the way from the run folder; nothing is
+    created. ``history.csv``, which the figures read, is checked too."""
+    estimates = rf.estimates_path(run_dir)
+    for path in (estimates, estimates.with_name(f".{rf.ESTIMATES_NAME}.lock")):
+        rf.check_write_target(path, root=run_dir)
+    if not figures:
+        return
+    folder = run_dir / FIGURES_DIR
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise InputError(f"{folder} is not a folder of the run (a link or a file): refusing to draw into it")
+    for child in folder.iterdir() if folder.is_dir() else ():
+        rf.check_write_target(child, root=run_dir)
+    history = run_dir / rf.HISTORY_NAME
+    if history.exists() or history.is_symlink():
+        rf.load_history(history)
+
+
+def prepare_run(run_dir: str | Path, request: Request, *, figures: bool = False) -> PreparedRun:
+    """Read the run's config, the callback's files and every array its jobs need, check them and the files
+    it will write (:func:`check_outputs`), and predict the time: nothing is written."""
     run_dir = _run_folder(run_dir)
     config = rf.load_config(run_dir)
     callback = {}
@@ -320,16 +358,103 @@ def prepare_run(run_dir: str | Path, request: Request) -> PreparedRun:
         callback.update(_callback_entries(run_dir, config, split))
     jobs, stale = plan(run_dir, config, rf.load_estimates(run_dir)["estimates"], request)
     _check_inputs(jobs, request)
-    return PreparedRun(run_dir, callback, jobs, stale)
+    check_outputs(run_dir, figures=figures)
+    _warn_missing_epochs(run_dir, config)
+    return PreparedRun(run_dir, callback, jobs, stale, predicted_seconds(jobs, request))
+
+
+def _warn_missing_epochs(run_dir: Path, config: RunConfig) -> None:
+    """Log the saved epochs that the run's history says it reached but whose files are gone."""
+    history = run_dir / rf.HISTORY_NAME
+    if not history.is_file():
+        return
+    done = max(rf.load_history(history), default=0)
+    missing = rf.missing_epoch_files(run_dir, config, rf.expected_epochs(config, done))
+    if missing:
+        log.warning(
+            "%s: %d representation files of the %d epochs trained are missing (%s%s); those epochs are not "
+            "estimated, and only training the run again makes them",
+            run_dir,
+            len(missing),
+            done,
+            ", ".join(p.name for p in missing[:3]),
+            " ..." if len(missing) > 3 else "",
+        )
+
+
+FIGURES_DIR = "figures"
+MIXTURE_SECONDS_PER_PAIR = 40e-9
+"""Seconds per (noisy point, mixture component) pair of the mixture estimate, and per pair and unit of
+``dim`` (:data:`MIXTURE_SECONDS_PER_PAIR_DIM`): the NumPy kernel on one core of a current x86-64 CPU,
+measured at N = 4,000 with d = 32 and 128. A rough guide, to announce long work, not a benchmark."""
+MIXTURE_SECONDS_PER_PAIR_DIM = 0.3e-9
+ANNOUNCE_SECONDS = 60.0
+"""Work predicted to take longer is announced (stderr from a command, ``logging`` from the API)."""
+MAX_SECONDS = 7 * 24 * 3600.0
+"""In-process work predicted to take longer than a week is refused with the figure (a typo, or a job for a
+cluster: ``--workers`` / ``--scheduler``)."""
+
+
+def predicted_seconds(jobs: Sequence[Job], request: Request) -> float:
+    """Predicted time of ``jobs`` in one process: the mixture's (draws x N) noisy points against N components
+    dominate, (40 + 0.3 dim) ns per pair, plus its nested N/4 and N/16 subsets; other estimators are linear
+    in N and counted at 1 us per input and unit."""
+    total = 0.0
+    for job in jobs:
+        n, dim = len(job.inputs.rows), job.layer["dim"]
+        for name in job.wanted:
+            if job.layer["dropout"] not in ESTIMATORS[name].kinds:
+                continue
+            if name == "mixture":
+                pairs = request.draws_of(job.inputs.split) * n * n * (1 + 1 / 16 + 1 / 256)
+                total += pairs * (MIXTURE_SECONDS_PER_PAIR + MIXTURE_SECONDS_PER_PAIR_DIM * dim)
+            else:
+                total += 1e-6 * n * dim * request.draws_of(job.inputs.split)
+    return total
+
+
+def duration(seconds: float) -> str:
+    """``"40 s"``, ``"12 min"``, ``"3.5 h"``, ``"2.1 days"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def announce(prepared: Sequence[PreparedRun], *, in_process: bool) -> None:
+    """Say how long the estimation of ``prepared`` will take when that is more than about a minute
+    (``logging`` warning of ``utils.analysis``: a command prints it on stderr); refuse in-process work
+    predicted to take more than :data:`MAX_SECONDS`."""
+    seconds = sum(p.seconds for p in prepared)
+    entries = sum(len(job.wanted) for p in prepared for job in p.jobs)
+    if in_process and seconds > MAX_SECONDS:
+        raise InputError(
+            f"the {entries} estimates would take about {duration(seconds)} in this process; estimate fewer "
+            "inputs (--max-inputs), draws (--draws) or epochs (--epochs), or share them out on a cluster "
+            "(--workers, --scheduler)"
+        )
+    if seconds > ANNOUNCE_SECONDS:
+        log.warning(
+            "%d estimates predicted to take about %s%s",
+            entries,
+            duration(seconds),
+            "" if in_process else " of one worker's time, shared out over the cluster",
+        )
 
 
 def estimate_run(
     run_dir: str | Path, request: Request | None = None, *, prepared: PreparedRun | None = None
 ) -> dict[str, Any]:
     """Fill the run's ``IP/estimates.json`` with what is missing or stale and return its content. Every
-    input is checked first (:func:`prepare_run`, unless ``prepared`` says it was)."""
+    input is checked first (:func:`prepare_run`, unless ``prepared`` says it was); work predicted to take
+    more than a minute is announced, and then reported job by job through ``logging`` (no progress bar)."""
     request = request or Request()
-    prepared = prepared or prepare_run(run_dir, request)
+    if prepared is None:
+        prepared = prepare_run(run_dir, request)
+        announce([prepared], in_process=True)
     data = begin_estimates(prepared)
     bar = tqdm(
         prepared.jobs,
@@ -337,9 +462,22 @@ def estimate_run(
         unit="epoch",
         disable=not request.progress or not prepared.jobs,
     )
-    for job in bar:
+    start, lines = time.monotonic(), not request.progress and prepared.seconds > ANNOUNCE_SECONDS
+    for i, job in enumerate(bar, start=1):
         bar.set_postfix_str(f"{job.inputs.split} epoch {job.epoch}")
-        data = rf.store_estimates(prepared.run_dir, run_job(job, request))
+        data = dict(rf.store_estimates(prepared.run_dir, run_job(job, request)))
+        if lines:
+            elapsed = time.monotonic() - start
+            log.info(
+                "%s: %d of %d epochs estimated (%s %d), %s elapsed, about %s left",
+                prepared.run_dir.name,
+                i,
+                len(prepared.jobs),
+                job.inputs.split,
+                job.epoch,
+                duration(elapsed),
+                duration(elapsed / i * (len(prepared.jobs) - i)),
+            )
     return data
 
 
@@ -352,7 +490,7 @@ def begin_estimates(prepared: PreparedRun) -> dict[str, Any]:
             f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})",
             flush=True,
         )
-    return rf.store_estimates(prepared.run_dir, prepared.callback)
+    return dict(rf.store_estimates(prepared.run_dir, prepared.callback))
 
 
 def _run_folder(run_dir: str | Path) -> Path:

@@ -27,19 +27,22 @@ from typing import Any, Sequence
 from threadpoolctl import threadpool_limits
 
 from mi_estimators.checks import InputError
+from utils import run_folder as rf
 from utils.analysis.cluster import dask_client, estimate_on_cluster
-from utils.analysis.comparison import write_comparison
+from utils.analysis.comparison import check_comparison_out, write_comparison
 from utils.analysis.estimation import (
     DEFAULT_DRAWS,
     DEFAULT_ESTIMATORS,
+    PreparedRun,
     Request,
+    announce,
     estimate_run,
     parse_epochs,
     prepare_run,
 )
 from utils.analysis.figures import draw_run_figures
 from utils.analysis.registry import ESTIMATORS
-from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
+from utils.cli import CommandError, OneLineParser, float_arg, int_arg, log_to_stderr, run_command
 
 MAX_WORKERS = 1024
 """Local worker processes beyond this are a typo: a machine with more cores runs a cluster (--scheduler)."""
@@ -92,8 +95,7 @@ def analyze(
     run_dir: str | Path, *, plots: bool = True, formats: Sequence[str] = ("png",), request: Request | None = None
 ) -> list[Path]:
     """:func:`estimate_run`, print the summary table, draw the run's figures and print their paths."""
-    request = request or Request()
-    return report_run(run_dir, estimate_run(run_dir, request), request, plots=plots, formats=formats)
+    return analyze_runs([run_dir], request=request, plots=plots, formats=formats)
 
 
 def report_run(
@@ -108,8 +110,16 @@ def report_run(
     print(summary_table(data), flush=True)
     if not plots:
         return []
-    selected = {"epochs": parse_epochs(request.epochs), "suffix": "_epochs" + request.epochs} if request.epochs else {}
-    written = draw_run_figures(run_dir, formats=formats, estimates=data, **selected)
+    if request.epochs:
+        written = draw_run_figures(
+            run_dir,
+            formats=formats,
+            estimates=data,
+            epochs=parse_epochs(request.epochs),
+            suffix="_epochs" + request.epochs,
+        )
+    else:
+        written = draw_run_figures(run_dir, formats=formats, estimates=data)
     for path in written:
         print(f"figure: {path}", flush=True)
     return written
@@ -136,12 +146,24 @@ def analyze_runs(
     """Estimate every run (in this process, or with a ``dask.distributed.Client`` on its cluster:
     :mod:`utils.analysis.cluster`), print and draw each, then (several runs, or ``out``) write the
     comparison table and the seed-aggregated planes (:func:`utils.analysis.comparison.write_comparison`);
-    returns the written paths."""
+    returns the written paths.
+
+    Plan, check, then write: every run's inputs, every file that will be written (estimates, figures, the
+    comparison) and the predicted time are checked before the first byte is written, so a command that
+    fails at that stage changes nothing."""
     runs = _distinct_runs(runs)
     if out is not None and not str(out).strip():
         raise InputError("out must name a folder, got an empty string")
+    bad = [f for f in formats if f not in FORMATS]
+    if isinstance(formats, str) or bad or not formats:
+        raise InputError(f"unknown figure format(s) {bad or formats!r}; use {', '.join(FORMATS)}")
     request = request or Request()
-    prepared = [prepare_run(run, request) for run in runs]  # every run's inputs, before the first estimate
+    folder = comparison_dir(runs, None if out is None else Path(out))
+    if folder is not None:
+        check_comparison_out(folder, plots=plots)
+    prepared = [prepare_run(run, request, figures=plots) for run in runs]
+    same_runs(prepared)
+    announce(prepared, in_process=client is None)
     if client is None:
         estimated = [estimate_run(run, request, prepared=ready) for run, ready in zip(runs, prepared)]
     else:
@@ -149,12 +171,14 @@ def analyze_runs(
     written = []
     for run, data in zip(runs, estimated):
         written += report_run(run, data, request, plots=plots, formats=formats)
-    folder = comparison_dir(runs, None if out is None else Path(out))
     if folder is not None:
         for path in write_comparison(runs, folder, plots=plots, formats=formats):
             print(f"comparison: {path}", flush=True)
             written.append(path)
     return written
+
+
+FORMATS = ("png", "pdf", "svg")
 
 
 def _folder_arg(text: str) -> Path:
@@ -171,13 +195,28 @@ def _distinct_runs(runs: Sequence[str | Path]) -> list[Path]:
         raise InputError(
             "no run folders given: name at least one (a comparison of nothing would only overwrite an earlier one)"
         )
-    paths, seen = [Path(r) for r in runs], {}
+    paths = [Path(r) for r in runs]
+    seen: dict[Path, Path] = {}
     for path in paths:
         key = path.resolve()
         if key in seen:
             raise InputError(f"run folder {path} is given twice (also as {seen[key]}): each run counts once")
         seen[key] = path
     return paths
+
+
+def same_runs(prepared: Sequence[PreparedRun]) -> None:
+    """InputError when two of the runs are one run (a copy, however made): the same ``config.json`` content
+    and the same label and representation files (:func:`utils.run_folder.run_identity`)."""
+    seen: dict[str, Path] = {}
+    for ready in prepared:
+        key = rf.run_identity(ready.run_dir)
+        if key in seen:
+            raise InputError(
+                f"{ready.run_dir} and {seen[key]} hold the same run (the same config.json and representation "
+                "files: a copy): each run counts once, so name only one of them"
+            )
+        seen[key] = ready.run_dir
 
 
 def notebook_runs(root: str | Path, default: Sequence[str]) -> list[Path]:
@@ -316,8 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         request = _request(args)
         formats = tuple(f for f in args.formats.split(",") if f)
-        bad = [f for f in formats if f not in ("png", "pdf", "svg")]
-        if bad:
+        bad = [f for f in formats if f not in FORMATS]
+        if bad or not formats:
             raise CommandError(f"--formats: unknown figure format(s) {bad}; use png, pdf or svg")
         if args.threads is not None and (args.workers is not None or args.scheduler is not None):
             raise CommandError("--threads sets the in-process estimation's threads; Dask workers run one each")
@@ -326,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.runs, out=args.out, request=request, plots=not args.no_plots, formats=formats, client=client
             )
 
-    return run_command("information_plane", body)
+    with log_to_stderr("information_plane"):
+        return run_command("information_plane", body)
 
 
 if __name__ == "__main__":
