@@ -28,7 +28,7 @@ sys.meta_path.insert(0, Blocked())
 def readme_example() -> str:
     """The first Python block under the README's heading on the estimators on your own arrays."""
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("### The estimators on your own arrays") :]
+    section = text[text.index("## Use the estimators on your own arrays") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
