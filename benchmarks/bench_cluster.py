@@ -70,6 +70,8 @@ def measure(runs: Sequence[Path], workers: int, request: est.Request, scratch: P
     prepared = [est.prepare_run(copy, request) for copy in copies]
     tasks = sum(len(job.wanted) for run in prepared for job in run.jobs)
     with dask_client(workers=workers) as client:
+        if client is None:  # dask_client gives None only when no workers are asked for
+            raise RuntimeError("no local cluster was started")
         client.wait_for_workers(workers)
         client.run(lambda: None)  # every worker imported and ready before the clock starts
         start = time.perf_counter()

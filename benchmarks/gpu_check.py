@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -125,9 +126,12 @@ def kernel_check(n: int, d: int, spot: int, max_memory_mb: float) -> dict:
     }
 
 
-def environment() -> dict:
+def environment() -> dict[str, str | list[str] | None]:
     """What this machine runs: Keras and its backend, JAX devices, Python."""
-    env = {"python": platform.python_version(), "keras_backend_env": os.environ.get("KERAS_BACKEND")}
+    env: dict[str, str | list[str] | None] = {
+        "python": platform.python_version(),
+        "keras_backend_env": os.environ.get("KERAS_BACKEND"),
+    }
     try:
         import keras
 
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-memory-mb", type=float, default=16384, help="kernel working memory (default 16384)")
     args = parser.parse_args(argv)
     n = args.n or (3000 if args.quick else 60_000)
-    report = {"environment": environment()}
+    report: dict[str, Any] = {"environment": environment()}
     if args.data_dir:
         report["training"] = train(
             args.data_dir,

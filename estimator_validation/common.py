@@ -23,10 +23,11 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import matplotlib.pyplot as plt
 import numpy as np
+from numpy.typing import NDArray
 
 from estimator_validation.ground_truth import toy_truth
 from estimator_validation.toy_problem import ToyData, child_seeds, make_toy
@@ -297,12 +298,16 @@ def finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def summarise(values: Sequence[float], stderrs: Sequence[float | None] | None = None) -> dict[str, Any]:
+def summarise(
+    values: Sequence[float | None] | NDArray[np.floating],
+    stderrs: Sequence[float | None] | NDArray[np.floating] | None = None,
+) -> dict[str, Any]:
     """Mean over repeats, the standard error of that mean (sqrt(sum se^2) / R) and the spread."""
     vals = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     stderr = None
-    if stderrs is not None and all(s is not None for s in stderrs):
-        stderr = math.sqrt(float(np.sum(np.square(stderrs)))) / len(stderrs)
+    known = [] if stderrs is None else [s for s in stderrs if s is not None]
+    if stderrs is not None and len(known) == len(stderrs):  # every repeat reported its error
+        stderr = math.sqrt(float(np.sum(np.square(known)))) / len(stderrs)
     spread = float(np.std(vals, ddof=1)) if vals.size > 1 else None
     return {
         "value": finite(vals.mean()),
@@ -359,6 +364,12 @@ def write_outputs(out_dir: Path, script: str, document: dict[str, Any], figure: 
     return 0
 
 
+class ScriptMain(Protocol):
+    """A script's ``main``: the exit status of one run with the command line ``argv`` (None: sys.argv)."""
+
+    def __call__(self, argv: Sequence[str] | None = None) -> int: ...
+
+
 def script_main(
     script: str,
     *,
@@ -367,7 +378,7 @@ def script_main(
     seconds: Callable[[argparse.Namespace], float],
     lower: str,
     compute: Callable[[argparse.Namespace], int],
-) -> Callable[[Sequence[str] | None], int]:
+) -> ScriptMain:
     """A script's ``main(argv=None)``: :func:`run_main` with the script's parts."""
 
     def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,8 +31,11 @@ from mi_estimators.checks import LOG_SQRT_2PI, as_samples, check_same_length
 from mi_estimators.results import MIResult
 from utils.cli import native_logs_silenced
 
+if TYPE_CHECKING:  # Keras is imported only when a model is fitted
+    import keras
+
 FAMILIES = ("gaussian", "logistic")
-_COMPILED: dict[tuple, object] = {}
+_COMPILED: dict[tuple[str, int, int, int, int], keras.Model] = {}
 """Compiled models by (family, dim, fdim, hidden, layers). A fit reuses one with fresh weights and optimizer
 state: tracing the training step costs seconds, often more than the fit itself."""
 
@@ -60,7 +64,7 @@ def _nll(family: str, z, loc, log_scale):
     return ops.sum(per_dim, axis=-1)
 
 
-def _build_model(family: str, dim: int, fdim: int, hidden: int, layers: int, seed: int):
+def _build_model(family: str, dim: int, fdim: int, hidden: int, layers: int, seed: int) -> keras.Model:
     """Keras model [x, z] -> (batch, 2): the two per-row cross-entropy terms, marginal first.
 
     The hidden layers' Glorot-uniform weights are seeded one by one from ``seed`` (not through
@@ -143,7 +147,9 @@ def _fit(model, train: tuple, val: tuple, *, epochs: int, batch_size: int, patie
     return epoch
 
 
-def _compiled_model(family: str, dim: int, fdim: int, hidden: int, layers: int, learning_rate: float, seed: int):
+def _compiled_model(
+    family: str, dim: int, fdim: int, hidden: int, layers: int, learning_rate: float, seed: int
+) -> keras.Model:
     """A compiled model in the state of a new one built with ``seed``."""
     import keras
     from keras import ops

@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -90,7 +91,17 @@ def _brute_force_i_n(f: np.ndarray, stds: np.ndarray, seed: int) -> dict[str, tu
     }
 
 
-def _coverage(values: np.ndarray, errors: np.ndarray, target: float) -> dict:
+def _with_error(value: float | None, *errors: float | None) -> tuple[float, float]:
+    """(value, its ``errors`` in quadrature); the mixture estimate reports all of them."""
+    known = [e for e in errors if e is not None]
+    if value is None or len(known) != len(errors):
+        raise RuntimeError("the mixture estimate reported no value or no error")
+    return value, math.hypot(*known)
+
+
+def _coverage(pairs: Sequence[tuple[float, float]], target: float) -> dict[str, Any]:
+    """How the (value, error) ``pairs`` of the seeds scatter around ``target``, in units of their errors."""
+    values, errors = (np.asarray(column) for column in zip(*pairs))
     z = (values - target) / errors
     mad = 1.4826 * float(np.median(np.abs(values - np.median(values))))
     return {
@@ -109,7 +120,12 @@ def _coverage(values: np.ndarray, errors: np.ndarray, target: float) -> dict:
 def _compute(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     truth = toy_truth(args.dim, args.fdim, args.noise_std)["mi"]
-    redrawn, fixed, upper_redrawn, upper_fixed = [], [], [], []
+    if truth is None:  # parse_args refuses --fdim > --dim, the only case without a truth
+        raise RuntimeError(f"no ground truth for --fdim {args.fdim} > --dim {args.dim}")
+    redrawn: list[tuple[float, float]] = []
+    fixed: list[tuple[float, float]] = []
+    upper_redrawn: list[tuple[float, float]] = []
+    upper_fixed: list[tuple[float, float]] = []
     first = make_toy(args.dim, args.fdim, min(args.n, FIXED_MAX_N), args.noise_std, seed=args.seed)
     i_n = _brute_force_i_n(first.f, args.noise_std * np.abs(first.f), args.seed)
     (i_n_lo, i_n_se), (i_n_up, i_n_up_se) = i_n["lower"], i_n["upper"]
@@ -117,11 +133,11 @@ def _compute(args: argparse.Namespace) -> int:
         for r in range(args.repeats):
             toy = make_toy(args.dim, args.fdim, args.n, args.noise_std, seed=args.seed + 1 + r)
             res = gaussian_dropout_mi(toy.f, args.noise_std, draws=args.draws, seed=r, nested=False)
-            redrawn.append((res.mi_xz, math.hypot(res.mi_xz_stderr, res.mi_xz_sampling_stderr)))
-            upper_redrawn.append((res.mi_xz_upper, math.hypot(res.mi_xz_upper_stderr, res.mi_xz_upper_sampling_stderr)))
+            redrawn.append(_with_error(res.mi_xz, res.mi_xz_stderr, res.mi_xz_sampling_stderr))
+            upper_redrawn.append(_with_error(res.mi_xz_upper, res.mi_xz_upper_stderr, res.mi_xz_upper_sampling_stderr))
             res = gaussian_dropout_mi(first.f, args.noise_std, draws=args.draws, seed=r, nested=False)
-            fixed.append((res.mi_xz, math.hypot(res.mi_xz_stderr, i_n_se)))
-            upper_fixed.append((res.mi_xz_upper, math.hypot(res.mi_xz_upper_stderr, i_n_up_se)))
+            fixed.append(_with_error(res.mi_xz, res.mi_xz_stderr, i_n_se))
+            upper_fixed.append(_with_error(res.mi_xz_upper, res.mi_xz_upper_stderr, i_n_up_se))
             bar.update()
     estimates = {
         name: common.summarise(*zip(*pairs))
@@ -139,12 +155,12 @@ def _compute(args: argparse.Namespace) -> int:
         math.log(args.n),
         estimates,
         i_n={"value": i_n_lo, "stderr": i_n_se, "upper": i_n_up, "upper_stderr": i_n_up_se, "n": len(first.f)},
-        inputs_redrawn=_coverage(*map(np.asarray, zip(*redrawn)), truth),
-        inputs_fixed=_coverage(*map(np.asarray, zip(*fixed)), i_n_lo),
+        inputs_redrawn=_coverage(redrawn, truth),
+        inputs_fixed=_coverage(fixed, i_n_lo),
         # The upper estimate's expectation at this N is not known in closed form (it is
         # above the truth): its spread is checked around the mean over seeds.
-        upper_inputs_redrawn=_coverage(*map(np.asarray, zip(*upper_redrawn)), float(upper_values.mean())),
-        upper_inputs_fixed=_coverage(*map(np.asarray, zip(*upper_fixed)), i_n_up),
+        upper_inputs_redrawn=_coverage(upper_redrawn, float(upper_values.mean())),
+        upper_inputs_fixed=_coverage(upper_fixed, i_n_up),
         truth_below_upper=float(np.mean(upper_values + 3 * np.asarray([e for _, e in upper_redrawn]) >= truth)),
         elapsed_s=round(time.perf_counter() - start, 2),
     )

@@ -26,6 +26,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -198,7 +199,7 @@ def _memory(args) -> dict[str, float]:
         "DoE": 8.0 * rows * (7 * (dim + fdim) + 2),  # x per draw, float32 copies, splits
         "exact I_N": (64 + 2e-4 * n) * 2**20 if fdim == 1 and n <= FINITE_TRUTH_MAX_N else 0.0,
     }
-    largest = max(estimators, key=estimators.get)
+    largest = max(estimators, key=estimators.__getitem__)
     return {
         "interpreter and Keras": common.BASE_BYTES + common.KERAS_BYTES,
         "toy data": common.toy_bytes(n, dim, fdim, ns),
@@ -254,8 +255,10 @@ def _summaries(values: dict) -> dict:
     return estimates
 
 
-def _finite_truth_entry(finite_truth: list) -> dict:
-    entry = {key: float(np.mean([t[key] for t in finite_truth])) for key in ("mi", "h_z", "h_z_given_x")}
+def _finite_truth_entry(finite_truth: list) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        key: float(np.mean([t[key] for t in finite_truth])) for key in ("mi", "h_z", "h_z_given_x")
+    }
     entry["values"] = [t["mi"] for t in finite_truth]
     entry["note"] = (
         "exact I_N = h(Z_N) - h(Z|X)_N for X uniform over each repeat's drawn inputs (quadrature), "
@@ -276,7 +279,7 @@ def _compute(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     values, finite_truth = _run(args)
     estimates = _summaries(values)
-    extra = {"log_n_points": math.log(args.n * args.draws)}
+    extra: dict[str, Any] = {"log_n_points": math.log(args.n * args.draws)}
     if finite_truth:
         extra["truth_finite_sample"] = _finite_truth_entry(finite_truth)
     doc = common.payload(SCRIPT, args, math.log(args.n), estimates, **extra)

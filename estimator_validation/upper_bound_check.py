@@ -73,7 +73,7 @@ def _memory(args) -> dict[str, float]:
         "Gaussian bound": common.gaussian_bound_bytes(n * ns, fdim),
         "mixture": common.mixture_bytes(n, fdim, ns),
     }
-    largest = max(estimators, key=estimators.get)
+    largest = max(estimators, key=estimators.__getitem__)
     return {
         "interpreter": common.BASE_BYTES,
         "toy data": common.toy_bytes(n, args.dim, fdim, ns),

@@ -92,9 +92,9 @@ def edge_mi(
     n = x.shape[0]
     rng = np.random.default_rng(seed)
     u = _hash_coordinates(x, rng)
-    v = None if discrete_y else _hash_coordinates(y, rng)
-    y_ids = symbol_ids(y) if discrete_y else None
-    dim = u.shape[1] + (0 if discrete_y else v.shape[1])
+    # Discrete labels are their own buckets at every bandwidth; continuous y is hashed like x.
+    y_coded = symbol_ids(y) if discrete_y else _hash_coordinates(y, rng)
+    dim = u.shape[1] + (0 if discrete_y else y_coded.shape[1])
     powers = (2.0, -float(dim)) if bias_powers is None else _check_powers(bias_powers)
     # One more bandwidth than the number of cancelled bias terms.
     t = np.linspace(
@@ -106,7 +106,7 @@ def edge_mi(
     base, capped, occupancy = np.empty(len(t)), np.empty(len(t)), np.empty(len(t))
     for idx, e in enumerate(eps):
         ix = _buckets(u, e, rng)
-        iy = y_ids if discrete_y else _buckets(v, e, rng)
+        iy = y_coded if discrete_y else _buckets(y_coded, e, rng)
         base[idx], capped[idx], n_edges = _dependence_graph_mi(ix, iy, U)
         occupancy[idx] = n / n_edges
     if capped.max() > 0:

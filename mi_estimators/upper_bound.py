@@ -11,6 +11,7 @@ the estimate of it has a sampling error of order sqrt(d / n) nats.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from sklearn.covariance import LedoitWolf
@@ -35,6 +36,12 @@ def gaussian_entropy_upper_bound(points: np.ndarray) -> MIResult:
     Fewer than 2 points, or points that do not vary (the Ledoit-Wolf covariance is then singular
     and the bound -inf): :class:`~mi_estimators.checks.InputError`. ``params["points"]`` is n.
     """
+    h_z, params = _entropy_bound(points)
+    return MIResult(method="gaussian_upper_bound", h_z=h_z, params=params)
+
+
+def _entropy_bound(points: np.ndarray) -> tuple[float, dict[str, Any]]:
+    """(h_z, params) of :func:`gaussian_entropy_upper_bound`."""
     z = as_samples(points, "points", min_rows=2)
     n, d = z.shape
     # Fit on z / c, c an exact power of two: Ledoit-Wolf's fourth powers overflow from |z| ~ 1e77 on,
@@ -49,7 +56,7 @@ def gaussian_entropy_upper_bound(points: np.ndarray) -> MIResult:
         )
     h_z = 0.5 * (logdet + d * (LOG_2PI + 1.0)) + d * math.log(scale)
     params = {"covariance": "ledoit_wolf", "shrinkage": float(lw.shrinkage_), "dim": d, "points": n}
-    return MIResult(method="gaussian_upper_bound", h_z=h_z, params=params)
+    return h_z, params
 
 
 def gaussian_dropout_upper_bound(
@@ -72,14 +79,17 @@ def gaussian_dropout_upper_bound(
     inputs = np.repeat(np.arange(n), draws)
     eps = standard_normal_draws(seed, inputs, np.tile(np.arange(draws), n), d)
     z = f[inputs] * (1.0 + sigma * eps)
-    bound = gaussian_entropy_upper_bound(z)
+    h_z, params = _entropy_bound(z)
     h_zx = conditional_entropy(sigma * np.abs(f))
-    bound.method = "gaussian_dropout_upper_bound"
-    bound.mi_xz = bound.h_z - h_zx
-    bound.h_z_given_x = h_zx
-    bound.log_n = math.log(n)
-    bound.n_inputs = n
-    bound.params.update(
+    params.update(
         {"noise_std": sigma, "draws": int(draws), "seed": int(seed), "clip_min": clip_min, "n_clipped": n_clipped}
     )
-    return bound
+    return MIResult(
+        method="gaussian_dropout_upper_bound",
+        mi_xz=h_z - h_zx,
+        h_z=h_z,
+        h_z_given_x=h_zx,
+        log_n=math.log(n),
+        n_inputs=n,
+        params=params,
+    )

@@ -176,7 +176,8 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     shape = tuple(input_shape)
     if len(shape) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape):
         raise ValueError(f"input_shape must be (height, width, channels) of positive ints, got {input_shape}")
-    return tuple(int(s) for s in shape)
+    height, width, channels = (int(s) for s in shape)
+    return height, width, channels
 
 
 def _check_normalization(normalization: tuple, channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,10 +197,11 @@ def _check_options(
     spec = NETS[net]
     if dropout not in spec.dropouts:
         raise ValueError(f"net {net!r} cannot take dropout {dropout!r}; it takes: {', '.join(spec.dropouts)}")
-    if dropout != "information" and (
-        isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 < float(p) < 1.0
-    ):
-        raise ValueError(f"dropout rate p must be in (0, 1), got {p!r}")
+    rate: float | None = None  # information dropout learns its rates
+    if dropout != "information":
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0.0 < float(p) < 1.0:
+            raise ValueError(f"dropout rate p must be in (0, 1), got {p!r}")
+        rate = float(p)
     check_int(n_classes, "n_classes", minimum=2)
     check_int(n_train, "n_train", minimum=1)
     beta = check_float(beta, "beta", minimum=0.0, inclusive=True)
@@ -207,7 +209,7 @@ def _check_options(
     filters = check_float(filters, "filters")
     if filters != 1.0 and spec.family != "cifar10":
         raise ValueError(f"net {net!r} has fixed widths; filters applies to the CIFAR-10 conv nets only")
-    return _Options(dropout, None if dropout == "information" else float(p), beta / n_train, beta, alpha_max, filters)
+    return _Options(dropout, rate, beta / n_train, beta, alpha_max, filters)
 
 
 def build_model(
