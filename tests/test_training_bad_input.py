@@ -261,7 +261,10 @@ def _matching_run(tmp_path, **config):
     argv = DIGITS + ["--out", str(run)]
     run.mkdir()
     flags = flags_of(parse_args(argv, mi_mnist_dropout.DEFAULTS, family="mnist"))
-    rf.save_json(run / rf.CONFIG_NAME, {"flags": flags, "versions": {"backend": "tensorflow"}, **config})
+    layers = [{"name": "dropout", "dim": 32, "dropout": "gaussian", "p": 0.2, "noise_std": 0.5}]
+    rf.save_json(
+        run / rf.CONFIG_NAME, {"flags": flags, "versions": {"backend": "tensorflow"}, "layers": layers, **config}
+    )
     return run, argv
 
 

@@ -139,7 +139,8 @@ def layer_entries(model: keras.Model) -> list[dict]:
     entries = []
     for layer in analysed_layers(model):
         shape = [int(s) for s in _f_tensor(layer.input).shape[1:]]
-        entries.append({"name": layer.name, "dim": int(np.prod(shape)), "shape": shape, **noise_spec(layer)})
+        spec = noise_spec(layer) or {}  # an analysed layer always has one
+        entries.append({"name": layer.name, "dim": int(np.prod(shape)), "shape": shape, **spec})
     return entries
 
 
@@ -229,7 +230,7 @@ class RepresentationCallback(keras.callbacks.Callback):
         # Converted once: predict_on_batch on tensor slices saves a numpy-to-tensor copy per pass.
         as_input = keras.ops.convert_to_tensor if replicas(self.model) == 1 else np.asarray
         self._x = {split: as_input(x) for split, (x, _) in self.data.items()}
-        self._x_metric = None if self.metric_rows is None else as_input(self.data["train"][0][self.metric_rows])
+        self._x_metric: Any = None if self.metric_rows is None else as_input(self.data["train"][0][self.metric_rows])
         self._prepared = True
 
     def _build(self) -> None:
@@ -399,14 +400,10 @@ class HistoryCSV(keras.callbacks.Callback):
 
     def load(self) -> None:
         """Read the rows already in the file (resume); InputError naming the file when it is damaged."""
-        if not self.path.exists():
+        if not self.path.exists() and not self.path.is_symlink():
             self.rows = {}
             return
-        try:
-            with open(self.path, newline="") as fh:
-                self.rows = {int(row["epoch"]): row for row in csv.DictReader(fh)}
-        except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError) as err:
-            raise InputError(f"{self.path} is not a history file with an integer 'epoch' column ({err!r})") from None
+        self.rows = rf.load_history(self.path)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.load()

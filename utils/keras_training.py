@@ -27,7 +27,6 @@ import math
 import platform
 import random
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,7 +43,7 @@ from utils.models import build_model
 from utils.nets import NETS
 
 MOMENTUM = 0.9
-CHECKPOINT_NAME = "checkpoint.npz"
+CHECKPOINT_NAME = rf.CHECKPOINT_NAME
 BACKEND_MODULES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 """The libraries behind each Keras backend, whose versions config.json records."""
 
@@ -253,7 +252,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
 def save_checkpoint(path: Path, model: keras.Model, epochs_done: int) -> None:
     """Write every model and optimiser variable and ``epochs_done`` to ``path`` (an .npz), atomically."""
-    arrays = {"epochs_done": np.asarray(epochs_done, dtype=np.int64)}
+    arrays: dict[str, Any] = {"epochs_done": np.asarray(epochs_done, dtype=np.int64)}
     for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
         arrays.update({f"{prefix}_{i:05d}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(variables)})
     rf.atomic_write(path, lambda fh: np.savez(fh, **arrays), "wb")
@@ -273,16 +272,11 @@ def _assign(path: Path, prefix: str, variables: Sequence[keras.Variable], arrays
 
 def load_checkpoint(path: Path, model: keras.Model) -> int:
     """Put the variables saved in ``path`` back into ``model`` and its (built) optimiser; returns the
-    completed epochs (0 without a checkpoint). InputError naming the file when it is damaged or
-    belongs to another model."""
-    if not path.exists():
+    completed epochs (0 without a checkpoint). InputError naming the file when it is damaged
+    (:func:`utils.run_folder.load_checkpoint`) or belongs to another model."""
+    if not path.exists() and not path.is_symlink():
         return 0
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-        epochs_done = int(arrays.pop("epochs_done"))
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        raise InputError(f"{path} is not a readable checkpoint ({err}); move it away to train from the start") from None
+    epochs_done, arrays = rf.load_checkpoint(path)
     _assign(path, "model", model.variables, arrays)
     _assign(path, "optimizer", model.optimizer.variables, arrays)
     return epochs_done
@@ -370,8 +364,8 @@ def _check_backend(plan: RunPlan) -> None:
     """A run continues on the backend it started on."""
     if not plan.resume:
         return
-    stored = rf.load_json(plan.run_dir / rf.CONFIG_NAME)["versions"]["backend"]
-    if stored != keras.backend.backend():
+    stored = rf.load_config(plan.run_dir).get("versions", {}).get("backend")
+    if stored is not None and stored != keras.backend.backend():
         raise InputError(
             f"{plan.run_dir} was trained with the {stored} backend, this is {keras.backend.backend()}; "
             f"resume it with KERAS_BACKEND={stored}"
@@ -387,11 +381,49 @@ def _restore(plan: RunPlan, model: keras.Model, callbacks: RunCallbacks) -> int:
     return load_checkpoint(plan.run_dir / CHECKPOINT_NAME, model) if plan.resume else 0
 
 
+def _check_state(plan: RunPlan, callbacks: RunCallbacks, done: int) -> None:
+    """A resumed run continues only when the files of its first ``done`` epochs are there (representations
+    of the saved epochs, the callback's values, the history): they cannot be recomputed from the last
+    checkpoint. InputError listing what is missing and how to recover; writes nothing."""
+    if not plan.resume or done == 0:
+        return
+    config = rf.load_config(plan.run_dir)
+    missing = [
+        p.relative_to(plan.run_dir).as_posix()
+        for p in rf.missing_epoch_files(plan.run_dir, config, [e for e in rf.expected_epochs(config, done)])
+    ]
+    missing += [f"{split} inputs/labels" for split in rf.SPLITS if not rf.labels_path(plan.run_dir, split).is_file()]
+    lacking = sorted({e for d in callbacks.recorder.ip.values() for e in range(done + 1) if e not in d})
+    if lacking:
+        missing.append(f"the callback's values of epochs {_ranges(lacking)} in {rf.IP_DIR}/")
+    rows = set(callbacks.history.rows)
+    if any(e not in rows for e in range(1, done + 1)):
+        missing.append(f"history.csv rows of epochs {_ranges([e for e in range(1, done + 1) if e not in rows])}")
+    if missing:
+        raise InputError(
+            f"{plan.run_dir} has trained {done} epochs (checkpoint.npz), but {len(missing)} of their files are "
+            f"missing ({', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}); they cannot be made from "
+            f"the checkpoint: move {CHECKPOINT_NAME} away and run the same command to train again from the "
+            "start (the same flags give the same numbers)"
+        )
+
+
+def _ranges(epochs: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    parts: list[list[int]] = []
+    for e in epochs:
+        if parts and e == parts[-1][1] + 1:
+            parts[-1][1] = e
+        else:
+            parts.append([e, e])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
+
+
 def _write_config(plan: RunPlan, model: keras.Model, replicas: int, epochs_done: int) -> None:
     """config.json of a new run; a resumed run's gets ``epochs_done`` appended to ``resumed_at``."""
     path = plan.run_dir / rf.CONFIG_NAME
     if plan.resume:
-        config = rf.load_json(path)
+        config = rf.load_config(plan.run_dir)
         config["resumed_at"] = [*config.get("resumed_at", []), epochs_done]
         rf.save_json(path, config)
         return
@@ -431,6 +463,7 @@ def train_run(
     model = _compiled_model(plan, placement)
     callbacks = _callbacks(plan)
     done = _restore(plan, model, callbacks)
+    _check_state(plan, callbacks, done)
     if done >= args.epochs:
         print(f"{plan.run_dir} is complete ({done} epochs); nothing to do", flush=True)
         return

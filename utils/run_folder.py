@@ -27,6 +27,7 @@ import os
 import re
 import stat
 import tempfile
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO, Callable, Iterator, cast
@@ -247,9 +248,7 @@ def load_npy(path: PathLike, spec: schema_.ArraySpec | None = None) -> np.ndarra
         shape, dtype = _npy_header(fh, path)
         if spec is not None:
             if dtype.kind not in spec.kinds:
-                raise InputError(
-                    f"{path} has dtype {dtype}; {spec.describe} must be of a {_KIND_NAMES[spec.kinds]} dtype"
-                )
+                raise InputError(f"{path} has dtype {dtype}; {spec.describe} must be {_KIND_NAMES[spec.kinds]} numbers")
             if len(shape) < spec.min_ndim or (spec.ndim is not None and len(shape) != spec.ndim):
                 raise InputError(f"{path} has shape {shape}; {spec.describe} must have {spec.dims()}")
         fh.seek(0)
@@ -259,7 +258,7 @@ def load_npy(path: PathLike, spec: schema_.ArraySpec | None = None) -> np.ndarra
             raise InputError(f"{path} is not a readable .npy file ({err})") from None
 
 
-_KIND_NAMES = {"f": "floating-point", "iu": "integer", "fiu": "numeric"}
+_KIND_NAMES = {"f": "floating-point", "iu": "integer", "fiu": "floating-point or integer"}
 
 
 def seeded_rows(n: int, k: int | None, seed: int) -> np.ndarray:
@@ -474,14 +473,17 @@ def load_history(path: PathLike) -> dict[int, dict[str, str]]:
     try:
         rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"), newline="")))
     except (csv.Error, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is not a CSV file ({err})") from None
+        raise InputError(f"{path} is not a history file: not a CSV file ({err})") from None
     out: dict[int, dict[str, str]] = {}
     for i, row in enumerate(rows, start=2):
         if None in row or any(v is None for v in row.values()):
-            raise InputError(f"{path}: line {i} has another number of cells than the header")
+            raise InputError(f"{path} is not a history file: line {i} has another number of cells than the header")
         epoch = row.get("epoch")
         if epoch is None or not re.match(r"^[1-9][0-9]*$", epoch) or (out and int(epoch) <= max(out)):
-            raise InputError(f"{path}: line {i}: epoch must be an integer >= 1 above the line before, got {epoch!r}")
+            raise InputError(
+                f"{path} is not a history file with an integer 'epoch' column: line {i}: epoch must be an integer "
+                f">= 1 above the line before, got {epoch!r}"
+            )
         for column, cell in row.items():
             if column != "epoch" and cell != "":
                 try:
@@ -489,9 +491,47 @@ def load_history(path: PathLike) -> dict[int, dict[str, str]]:
                 except ValueError:
                     value = math.nan
                 if not math.isfinite(value):
-                    raise InputError(f"{path}: line {i}, column {column!r}: not a finite number ({cell!r})")
+                    raise InputError(
+                        f"{path} is not a history file: line {i}, column {column!r}: not a finite number ({cell!r})"
+                    )
         out[int(epoch)] = dict(row)
     return out
+
+
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+def load_checkpoint(path: PathLike) -> tuple[int, dict[str, np.ndarray]]:
+    """``checkpoint.npz``: the completed epochs and the arrays ``model_<i>`` and ``optimizer_<i>``, checked
+    (an integer ``epochs_done`` >= 0, array names of the schema, numeric and finite arrays, stored
+    uncompressed as the toolkit writes them). :class:`MissingFileError` when absent; InputError naming
+    the file otherwise."""
+    path = Path(path)
+
+    def damaged(why: str) -> InputError:
+        return InputError(f"{path} is not a readable checkpoint ({why}); move it away to train from the start")
+
+    with open_regular(path) as fh:
+        try:
+            with zipfile.ZipFile(fh) as archive:
+                if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):
+                    raise damaged("compressed members: the toolkit writes none")
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile) as err:
+            if isinstance(err, InputError):
+                raise
+            raise damaged(str(err)) from None
+    done = arrays.pop("epochs_done", None)
+    if done is None or done.shape != () or done.dtype.kind not in "iu" or int(done) < 0:
+        raise damaged("'epochs_done' must be an integer scalar >= 0")
+    for key, array in arrays.items():
+        if not schema_.CHECKPOINT_KEY.match(key):
+            raise damaged(f"unknown array {key!r}")
+        if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and not np.isfinite(array).all()):
+            raise damaged(f"{key} is not an array of finite numbers")
+    return int(done), arrays
 
 
 # -- locks, fingerprints and the estimates file ---------------------------------------------------------

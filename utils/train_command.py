@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import numpy as np
 
 from mi_estimators.checks import DROPOUT_KINDS, InputError
 from utils import run_folder as rf
+from utils import run_folder_schema as schema
 from utils.cli import CommandError, OneLineParser, float_arg, int_arg, native_logs_silenced, run_command
 from utils.data import Dataset, DatasetUnavailableError, load_dataset
 from utils.nets import NETS, family_choices
@@ -216,11 +216,11 @@ def check_run_dir(run_dir: Path, flags: Mapping[str, Any]) -> bool:
     config_path = run_dir / rf.CONFIG_NAME
     if run_dir.exists() and not run_dir.is_dir():
         raise CommandError(f"cannot write to --out {run_dir}: it is a file")
-    if config_path.exists():
+    if config_path.exists() or config_path.is_symlink():
         try:
-            stored = rf.load_json(config_path).get("flags", {})
-        except (ValueError, OSError, AttributeError) as err:
-            raise CommandError(f"cannot read {config_path} ({err}); choose another --out") from None
+            stored: Mapping[str, Any] = rf.load_config(run_dir).get("flags", {})
+        except InputError as err:
+            raise CommandError(f"{err} (repair it or choose another --out)") from None
         diff = [
             f"{k}: {stored.get(k)!r} there, {flags.get(k)!r} now"
             for k in rf.DEFINING_FLAGS
@@ -235,6 +235,36 @@ def check_run_dir(run_dir: Path, flags: Mapping[str, Any]) -> bool:
     if run_dir.is_dir() and any(not _is_leftover(p.name) for p in run_dir.iterdir()):
         raise CommandError(f"{run_dir} is not empty and holds no {rf.CONFIG_NAME}; choose an empty or new --out")
     return False
+
+
+def check_run_files(run_dir: Path) -> None:
+    """Every file a training run reads or writes in ``run_dir``, checked before the lock is taken: no link or
+    special file where the run writes (no write goes through a link out of the folder), and a resumed
+    run's history, callback values and checkpoint readable. CommandError naming the file; writes nothing."""
+    if not run_dir.is_dir():
+        return
+    try:
+        for sub in (rf.REPR_DIR, rf.IP_DIR):
+            folder = run_dir / sub
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                raise InputError(f"{folder} is a link or a file, not a folder of the run: refusing to write into it")
+        for folder in (run_dir, run_dir / rf.REPR_DIR, run_dir / rf.IP_DIR):
+            for child in folder.iterdir() if folder.is_dir() else ():
+                if child.name == rf.TRAIN_LOCK_NAME:
+                    if child.is_symlink() or not child.is_file():
+                        raise InputError(f"{child} is a link or not a file: a lock is never taken through one")
+                elif not child.is_dir() or child.is_symlink():
+                    rf.check_write_target(child, root=run_dir)
+        history = run_dir / rf.HISTORY_NAME
+        if history.exists():
+            rf.load_history(history)
+        for path in sorted((run_dir / rf.IP_DIR).glob("*_*.json")):
+            if path.name != rf.ESTIMATES_NAME:
+                rf.load_json(path, schema.IPValues)
+        if (run_dir / rf.CHECKPOINT_NAME).exists():
+            rf.load_checkpoint(run_dir / rf.CHECKPOINT_NAME)
+    except InputError as err:
+        raise CommandError(str(err)) from None
 
 
 @contextlib.contextmanager
@@ -331,6 +361,7 @@ def train(
     run_dir = run_dir_for(args)
     flags = flags_of(args)
     check_run_dir(run_dir, flags)
+    check_run_files(run_dir)
     ds, repr_rows = load_run_data(args)
     with run_lock(run_dir):
         resume = check_run_dir(run_dir, flags)  # again: another process may have written it meanwhile
@@ -347,12 +378,14 @@ def train(
 
 
 def _summary(run_dir: Path) -> str:
-    with open(run_dir / rf.HISTORY_NAME, newline="") as fh:
-        last = list(csv.DictReader(fh))[-1]
-    return (
-        f"done: {run_dir} after {last['epoch']} epochs, test accuracy {float(last['test_accuracy']):.4f}, "
-        f"test loss {float(last['test_loss']):.4f}"
+    rows = rf.load_history(run_dir / rf.HISTORY_NAME)
+    last = rows[max(rows)] if rows else {}
+    scores = ", ".join(
+        f"{name} {float(last[key]):.4f}"
+        for key, name in (("test_accuracy", "test accuracy"), ("test_loss", "test loss"))
+        if last.get(key)
     )
+    return f"done: {run_dir} after {max(rows, default=0)} epochs" + (f", {scores}" if scores else "")
 
 
 def _analyze(run_dir: Path) -> None:

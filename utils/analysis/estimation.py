@@ -353,12 +353,12 @@ def prepare_run(run_dir: str | Path, request: Request, *, figures: bool = False)
     it will write (:func:`check_outputs`), and predict the time: nothing is written."""
     run_dir = _run_folder(run_dir)
     config = rf.load_config(run_dir)
+    check_outputs(run_dir, figures=figures)
+    jobs, stale = plan(run_dir, config, rf.load_estimates(run_dir)["estimates"], request)
     callback = {}
     for split in request.splits:
         callback.update(_callback_entries(run_dir, config, split))
-    jobs, stale = plan(run_dir, config, rf.load_estimates(run_dir)["estimates"], request)
     _check_inputs(jobs, request)
-    check_outputs(run_dir, figures=figures)
     _warn_missing_epochs(run_dir, config)
     return PreparedRun(run_dir, callback, jobs, stale, predicted_seconds(jobs, request))
 
