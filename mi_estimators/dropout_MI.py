@@ -55,6 +55,7 @@ set by N, not by the network.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
@@ -99,7 +100,8 @@ class MixtureOptions:
         check_int(self.draws, "draws")
         check_int(self.seed, "seed", minimum=0)
         if self.max_components is not None:
-            check_int(self.max_components, "max_components")
+            # one component has no leave-one-out density: the upper estimate would be undefined
+            check_int(self.max_components, "max_components", minimum=2)
         check_options(self.backend, self.dtype, self.max_memory_mb)
         check_bool(self.nested, "nested")
         check_bool(self.progress, "progress")
@@ -177,7 +179,12 @@ def information_dropout_mi(
 
 
 def estimate_layer_mi(
-    layer: dict, f: np.ndarray, *, alphas: np.ndarray | None = None, labels: np.ndarray | None = None, **kwargs: Any
+    layer: Mapping[str, Any],
+    f: np.ndarray,
+    *,
+    alphas: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    **kwargs: Any,
 ) -> MIResult:
     """Dispatch on a ``config.json`` layer entry: ``layer["dropout"]`` and ``layer["noise_std"]``.
 
@@ -361,8 +368,8 @@ def _evaluate(
     log_norm = -np.log(s).sum(axis=1) - d * LOG_SQRT_2PI  # log-normaliser of component k
     component_of = np.full(n, -1)
     component_of[comp] = np.arange(len(comp))
-    class_size = None if y is None else np.bincount(y[comp])
-    kernel_options = {
+    class_size = np.bincount(y[comp]) if y is not None else np.zeros(0, dtype=np.int64)
+    kernel_options: dict[str, Any] = {
         "backend": opts.backend,
         "dtype": opts.dtype,
         "max_memory_mb": 0.75 * opts.max_memory_mb,
@@ -372,7 +379,7 @@ def _evaluate(
     per_draw = 8 * (3 * d + 8)
     budget = max(1, int(opts.max_memory_mb * 2**20 / 4 // (per_draw * counts.max())))
     parts = []
-    stats = {"float64_rows": 0, "max_error_bound": 0.0}
+    float64_rows, max_error_bound = 0, 0.0
     for k0 in range(0, n, budget):
         inputs = np.repeat(np.arange(k0, min(k0 + budget, n)), counts[k0 : k0 + budget])
         draw = np.arange(len(inputs)) - np.searchsorted(inputs, inputs)  # 0, 1, ... within each input
@@ -388,14 +395,13 @@ def _evaluate(
         log_loo = loo[:, 0]
         log_p = _with_own(log_loo, log_own, own >= 0, len(comp))
         zy = None if y is None else _with_own(loo[:, 1], log_own, own >= 0, class_size[y[inputs]]) - log_p
-        stats["float64_rows"] += info["float64_rows"]
-        stats["max_error_bound"] = max(stats["max_error_bound"], info["max_error_bound"])
+        float64_rows += int(info["float64_rows"])
+        max_error_bound = max(max_error_bound, float(info["max_error_bound"]))
         entropy = 0.5 * d - log_norm[inputs]  # h_k
         parts.append((inputs, -log_p - entropy, -log_loo - entropy, 0.5 * (d - noise_sq), zy))
-    inputs, xz, xz_upper, cv, zy = (
-        None if parts[0][i] is None else np.concatenate([p[i] for p in parts]) for i in range(5)
-    )
-    return _Terms(inputs, xz, xz_upper, cv, zy, **stats)
+    inputs, xz, xz_upper, cv = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    zy = None if y is None else np.concatenate([p[4] for p in parts])
+    return _Terms(inputs, xz, xz_upper, cv, zy, float64_rows, max_error_bound)
 
 
 def _with_own(log_loo: np.ndarray, log_own: np.ndarray, left_out: np.ndarray, n: int | np.ndarray) -> np.ndarray:
@@ -422,7 +428,49 @@ def _mixture_mi(
     result = _result(method, full, params, opts)
     if opts.nested:
         _add_convergence(result, full, means, stds, y, opts)
+    for message in implausible(result):
+        result.warnings.append(message)
+        warnings.warn(message, ImplausibleEstimateWarning, stacklevel=3)
     return result
+
+
+PLAUSIBLE_ERRORS = 4.0
+"""An estimate further than this many total standard errors outside what it can be is flagged."""
+
+
+def implausible(result: MIResult) -> list[str]:
+    """Why a mixture result cannot be trusted as it stands: the lower I(X;Z) outside [0, log N] or the upper
+    one below 0, each by more than :data:`PLAUSIBLE_ERRORS` total errors (Monte Carlo and input sampling
+    in quadrature; 0 <= I_N <= log N for X uniform over N inputs, Adilova et al. 2023), or components
+    drawn from a random subsample (``max_components``): a biased estimate, not the mixture estimate of I_N."""
+    found = []
+    n, log_n = result.n_inputs or 0, result.log_n or 0.0
+    k = result.params.get("n_components", n)
+    if k < n:
+        found.append(
+            f"the mixture used a random subsample of {k} of the {n} inputs as components (max_components): "
+            "a biased estimate of I(X;Z), not the mixture estimate; use all components to trust it"
+        )
+    for name, value, low, high in (
+        ("I(X;Z)", result.mi_xz, 0.0, log_n),
+        ("the upper I(X;Z)", result.mi_xz_upper, 0.0, math.inf),
+    ):
+        stderr = result.mi_xz_stderr if name == "I(X;Z)" else result.mi_xz_upper_stderr
+        sampling = result.mi_xz_sampling_stderr if name == "I(X;Z)" else result.mi_xz_upper_sampling_stderr
+        tolerance = PLAUSIBLE_ERRORS * math.hypot(stderr or 0.0, sampling or 0.0) + 1e-9
+        if value is None or not math.isfinite(value):
+            found.append(f"{name} is not a finite number: the estimate failed")
+        elif not low - tolerance <= value <= high + tolerance:
+            found.append(
+                f"{name} = {value:.4g} nats lies outside [{low:g}, {high:.4g}] (log N = {log_n:.4g}) by more than "
+                f"{PLAUSIBLE_ERRORS:g} errors: it cannot be trusted"
+            )
+    return found
+
+
+class ImplausibleEstimateWarning(UserWarning):
+    """A mixture estimate outside what it can be, or from a component subsample (:func:`implausible`); the
+    message is also in the result's ``warnings``."""
 
 
 def _result(method: str, est: _Estimate, params: dict[str, Any], opts: MixtureOptions) -> MIResult:

@@ -44,6 +44,8 @@ class MIResult:
                                   1 the estimate is limited by N, not by the network (McAllester &
                                   Stratos 2020); the subset estimates are in ``params["convergence"]``
     ``params``                    the settings that produced the number (noise level, draws, bins, ...)
+    ``warnings``                  why the number cannot be trusted as it stands (outside what it can be, a
+                                  biased shortcut); empty for a sound estimate
     ============================  ===================================================================
     """
 
@@ -68,6 +70,7 @@ class MIResult:
     n_inputs: int | None = None
     saturation: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dictionary (floats, ints, strings, lists, None; NaN becomes None)."""

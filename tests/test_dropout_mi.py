@@ -7,14 +7,23 @@ independently by brute force, tests/oracles.py); the population truth is tested 
 (Monte Carlo and input sampling in quadrature). Calibration is checked over 30 seeds, never one.
 """
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from mi_estimators.dropout_MI import estimate_layer_mi, gaussian_dropout_mi, information_dropout_mi
+from mi_estimators.checks import InputError
+from mi_estimators.dropout_MI import (
+    ImplausibleEstimateWarning,
+    estimate_layer_mi,
+    gaussian_dropout_mi,
+    implausible,
+    information_dropout_mi,
+)
 from mi_estimators.noise import noisy_representations, standard_normal_draws
+from mi_estimators.results import MIResult
 from tests.oracles import TOY_TRUTH, component_log_densities, discrete_truth, mi_n_brute_force
 
 K_SE = 4.0
@@ -258,10 +267,28 @@ def test_component_subsample_is_reported():
     rng = np.random.default_rng(15)
     f = np.log1p(np.exp(rng.standard_normal((600, 4))))
     full = gaussian_dropout_mi(f, 0.5)
-    sub = gaussian_dropout_mi(f, 0.5, max_components=100)
+    with pytest.warns(ImplausibleEstimateWarning, match="subsample of 100 of the 600"):
+        sub = gaussian_dropout_mi(f, 0.5, max_components=100)
     assert not full.params["component_subsample"] and full.params["n_components"] == 600
     assert sub.params["component_subsample"] and sub.params["n_components"] == 100
     assert sub.mi_xz != full.mi_xz
+    assert full.warnings == [] and len(sub.warnings) == 1
+
+
+def test_estimates_outside_what_they_can_be_are_flagged():
+    """A tiny component subsample puts the lower I(X;Z) far above log N: the result and a warning say so;
+    one component (no leave-one-out density) is refused."""
+    f = (0.1 + np.random.default_rng(0).random((200, 8))).astype(np.float32)
+    with pytest.warns(ImplausibleEstimateWarning, match=r"outside \[0, 5.298\]"):
+        res = gaussian_dropout_mi(f, 0.5, max_components=2)
+    assert res.mi_xz > res.log_n + 4 * res.mi_xz_stderr and any("cannot be trusted" in w for w in res.warnings)
+    with pytest.raises(InputError, match="max_components must be an integer >= 2"):
+        gaussian_dropout_mi(f, 0.5, max_components=1)
+    sound = MIResult("x", mi_xz=1.0, mi_xz_stderr=0.1, mi_xz_upper=1.2, mi_xz_upper_stderr=0.1, log_n=5.0, n_inputs=148)
+    assert implausible(sound) == []
+    negative = dataclasses.replace(sound, mi_xz_upper=-1.0)
+    assert [w for w in implausible(negative) if w.startswith("the upper I(X;Z) = -1")]
+    assert implausible(dataclasses.replace(sound, mi_xz=-0.3)) == []  # within 4 errors of 0
 
 
 def test_clip_min():

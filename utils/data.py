@@ -23,6 +23,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -195,7 +196,7 @@ _STRING_OPS = {
 _INT_OPS = {"BININT", "BININT1", "BININT2", "INT", "LONG1"}
 
 
-def _as_bytes(arg: str | bytes) -> bytes:
+def _as_bytes(arg: Any) -> bytes:
     # Python 2 str and Python 3 protocol-2 bytes both reach us as latin-1 text.
     return arg.encode("latin-1") if isinstance(arg, str) else bytes(arg)
 
@@ -204,7 +205,9 @@ def _read_cifar_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A CIFAR-10 python-version batch (a pickled dict with 'data' and 'labels'), read without unpickling:
     the pixels are the first byte string of n * 3072 bytes after the key 'data' (short strings in between
     describe the numpy array), the labels the integers between the key 'labels' and the next string."""
-    data, labels, want_data, in_labels = None, None, False, False
+    data: bytes | None = None
+    labels: list[int] = []
+    want_data, in_labels = False, False
     try:
         for opcode, arg, _ in pickletools.genops(_read_bytes(path)):
             if opcode.name in _STRING_OPS:
@@ -217,7 +220,7 @@ def _read_cifar_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 if in_labels:
                     labels = []
             elif in_labels and opcode.name in _INT_OPS:
-                labels.append(int(arg))
+                labels.append(int(arg))  # type: ignore[arg-type]  # an int opcode's argument is an int
     except ValueError as err:
         raise DatasetUnavailableError(f"{path} is not a CIFAR-10 python-version batch ({err})") from err
     if data is None or not labels or len(data) != 3072 * len(labels):
@@ -289,7 +292,7 @@ def _finish(name: str, arrays: tuple[np.ndarray, ...], source: str) -> Dataset:
     """Scale pixels to [0, 1] float32, labels to int64, and check shapes and label range."""
     info = DATASETS[name]
     x_train, y_train, x_test, y_test = arrays
-    out = []
+    out: list[np.ndarray] = []
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         y = np.asarray(y).reshape(-1).astype(np.int64)
         if x.shape[1:] != info.shape or len(x) != len(y):

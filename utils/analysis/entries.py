@@ -19,6 +19,6 @@ Stratos 2020): another N gives another value. Figures draw such points hollow.""
 def total_error(entry: Mapping[str, Any], coordinate: str) -> float | None:
     """The Monte Carlo and input-sampling errors of ``coordinate`` (``"xz"``, ``"zy"`` or ``"xz_upper"``) in
     quadrature: the error of the population value at this N (None when the estimator reports neither)."""
-    parts = [entry.get(f"mi_{coordinate}_stderr"), entry.get(f"mi_{coordinate}_sampling_stderr")]
-    parts = [p for p in parts if p is not None]
+    found = [entry.get(f"mi_{coordinate}_stderr"), entry.get(f"mi_{coordinate}_sampling_stderr")]
+    parts = [float(p) for p in found if p is not None]
     return math.hypot(*parts) if parts else None
