@@ -1,5 +1,5 @@
 """The figures of run folders: information planes per dropout layer, convergence in N, training curves,
-and the seed-aggregated planes of a comparison of runs.
+and the seed-aggregated planes, epoch curves and overlays of a comparison of runs.
 
 Which planes are drawn depends on the dropout kind (Adilova, Geiger & Fischer, ICLR 2023):
 - Gaussian dropout: the mixture estimate of I(X;Z) against each I(Y;Z) estimate (mixture,
@@ -8,61 +8,86 @@ Which planes are drawn depends on the dropout kind (Adilova, Geiger & Fischer, I
 - Information dropout: the paper's KL / cross-entropy plane (with beta), the mixture estimate in log
   space, EDGE, KSG, binning.
 - Bernoulli dropout: I(X;Z) is infinite; binning of f(x) and the cross-entropy bound only.
-Error bars are the Monte Carlo and input-sampling errors in quadrature; hollow points are limited by
-the number of inputs (saturation dI/dlog N > 0.5, McAllester & Stratos 2020).
+Hollow points are limited by the number of inputs (saturation dI/dlog N > 0.5, McAllester & Stratos
+2020); whiskers run from the lower (mixture) to the upper (leave-one-out) estimate of I(X;Z).
+File names say what they hold: ``plane_<group>_<layer>``, ``epochs_<group>_<layer>`` and
+``overlay_<flag>_<what the groups share>_<what tells them apart>``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mi_estimators.checks import InputError
 from utils import run_folder as rf
 from utils.analysis.entries import SATURATION_LIMIT, UPPER, total_error
+from utils.analysis.figure_layout import (
+    COLUMN_WIDTH,
+    PAGE_WIDTH,
+    figure_legend,
+    new_figure,
+    save_figure,
+    styled,
+    title_and_caption,
+    unique_entries,
+)
 from utils.analysis.plotting import (
-    BRACKET_CAPTION,
+    H_Y_COLOR,
     LOG_AXIS_RATIO,
+    LOG_N_COLOR,
     Panel,
     PlaneSeries,
+    log_ticks,
     plot_plane_grid,
     plot_training_curves,
     read_history,
-    save_figure,
+    shared_ranges,
 )
 
 # (estimator giving I(X;Z), estimator giving I(Y;Z), panel title) in drawing order.
 PLANES = {
     "gaussian": [
-        ("mixture", "mixture", "dropout mixture estimate"),
-        ("mixture", "callback", "mixture I(X;Z), H(Y) - cross-entropy"),
-        ("mixture", "edge", "mixture I(X;Z), EDGE I(Y;Z)"),
-        ("mixture", "ksg", "mixture I(X;Z), KSG I(Y;Z)"),
-        ("upper_bound", "mixture", "Gaussian upper bound I(X;Z), mixture I(Y;Z)"),
-        ("binning", "binning", "binning of one noisy draw of Z"),
-        ("binning_f", "binning_f", "binning of the noise-free f(x)"),
+        ("mixture", "mixture", "mixture estimate"),
+        ("mixture", "callback", "I(Y;Z): H(Y) - cross-entropy"),
+        ("mixture", "edge", "I(Y;Z): EDGE"),
+        ("mixture", "ksg", "I(Y;Z): KSG"),
+        ("upper_bound", "mixture", "Gaussian upper bound"),
+        ("binning", "binning", "binning of noisy Z"),
+        ("binning_f", "binning_f", "binning of f(x)"),
     ],
     "information": [
-        ("callback", "callback", "KL term (beta = {beta:g}), H(Y) - cross-entropy"),
-        ("mixture", "mixture", "mixture estimate (log space)"),
-        ("mixture", "edge", "mixture I(X;Z), EDGE I(Y;Z)"),
-        ("mixture", "ksg", "mixture I(X;Z), KSG I(Y;Z)"),
-        ("binning", "binning", "binning of one noisy draw of Z"),
-        ("binning_f", "binning_f", "binning of the noise-free f(x)"),
+        ("callback", "callback", "KL term (beta = {beta:g})"),
+        ("mixture", "mixture", "mixture (log space)"),
+        ("mixture", "edge", "I(Y;Z): EDGE"),
+        ("mixture", "ksg", "I(Y;Z): KSG"),
+        ("binning", "binning", "binning of noisy Z"),
+        ("binning_f", "binning_f", "binning of f(x)"),
     ],
     "bernoulli": [
-        ("binning", "binning", "binning of f(x); Bernoulli dropout: I(X;Z) is infinite"),
-        ("binning", "callback", "binning I(X;Z) of f(x), H(Y) - cross-entropy"),
+        ("binning", "binning", "binning of f(x)"),
+        ("binning", "callback", "I(Y;Z): H(Y) - cross-entropy"),
     ],
 }
-OWN_SCALE = {"upper_bound"}
-ERROR_CAPTION = f"error bars: Monte Carlo and input-sampling errors in quadrature\n{BRACKET_CAPTION}"
+OWN_SCALE = {"upper_bound", "callback"}
+"""I(X;Z) estimators far beyond log N (a loose bound, the KL term): their panels get their own axis."""
+RUN_CAPTION = "error bars: Monte Carlo and input-sampling errors in quadrature"
+MAX_STEM = 120
+"""Longest figure file name (without its extension): the file system's limit is 255 bytes."""
+
+
+def _panel_title(title: str, split: str, log_n: float | None, beta: float | None = None) -> str:
+    """The estimator on one line, the split and its number of inputs N on the next."""
+    n = f", N = {round(np.exp(log_n)):,}" if log_n is not None else ""
+    return f"{title.format(beta=beta or 0)}\n{split}{n}"
 
 
 def _series(x_entries: dict, y_entries: dict, keep: Callable[[int], bool]) -> PlaneSeries | None:
@@ -87,7 +112,7 @@ def _series(x_entries: dict, y_entries: dict, keep: Callable[[int], bool]) -> Pl
     )
 
 
-def _log_n(estimates: dict, layer: str, split: str) -> float | None:
+def _log_n(estimates: Mapping[str, Any], layer: str, split: str) -> float | None:
     """log N of the analysed inputs of a split (from any estimate that records it)."""
     for by_layer in estimates.values():
         for entry in by_layer.get(layer, {}).get(split, {}).values():
@@ -97,13 +122,13 @@ def _log_n(estimates: dict, layer: str, split: str) -> float | None:
 
 
 def layer_panels(
-    estimates: dict[str, Any],
-    layer: dict,
+    estimates: Mapping[str, Any],
+    layer: Mapping[str, Any],
     splits: Sequence[str] = rf.SPLITS,
     epochs: Callable[[int], bool] | None = None,
 ) -> list[Panel]:
-    """Information-plane panels for one ``config.json`` layer entry: planes x splits (``epochs``
-    selects the epochs drawn; default all)."""
+    """Information-plane panels for one ``config.json`` layer entry: planes x splits, only those with data
+    (``epochs`` selects the epochs drawn; default all)."""
     panels = []
     for x_name, y_name, title in PLANES[layer["dropout"]]:
         for split in splits:
@@ -114,22 +139,25 @@ def layer_panels(
                 continue
             h_y = next((e.get("h_y") for e in y_entries.values() if e.get("h_y") is not None), None)
             warned = any(e.get("warnings") for e in (*x_entries.values(), *y_entries.values()))
-            flag = "\n[the estimator warned: see IP/estimates.json]" if warned else ""
+            log_n = _log_n(estimates, layer["name"], split)
             panels.append(
                 Panel(
-                    f"{title.format(beta=layer.get('beta') or 0)} ({split}){flag}",
+                    _panel_title(title, split, log_n, layer.get("beta")) + (" (warned)" if warned else ""),
                     [series],
-                    log_n=_log_n(estimates, layer["name"], split),
+                    log_n=log_n,
                     h_y=h_y,
                     own_scale=x_name in OWN_SCALE,
+                    x_key=x_name,
+                    y_key=y_name,
                 )
             )
     return panels
 
 
+@styled
 def plot_convergence(
-    estimates: dict[str, Any], layer: str, split: str, epochs: Callable[[int], bool] | None = None
-) -> plt.Figure:
+    estimates: Mapping[str, Any], layer: str, split: str, epochs: Callable[[int], bool] | None = None
+) -> Figure:
     """I(X;Z) of the mixture estimate against log n on the nested subsets of every saved epoch, with the
     ceiling I = log n: a curve that still follows the ceiling is limited by the number of inputs."""
     entries = estimates.get("mixture", {}).get(layer, {}).get(split, {})
@@ -138,9 +166,10 @@ def plot_convergence(
         raise InputError(
             f"no convergence-in-N points for layer {layer!r}, {split} split: estimate with the mixture estimator first"
         )
-    fig, ax = plt.subplots(figsize=(5.2, 4.2), constrained_layout=True)
+    fig = new_figure(COLUMN_WIDTH, 3.2)
+    ax = fig.subplots()
     norm = Normalize(vmin=min(chosen), vmax=max(max(chosen), min(chosen) + 1))
-    cmap = plt.get_cmap("viridis")
+    cmap = colormaps["viridis"]
     for epoch in chosen:
         points = entries[str(epoch)]["convergence"]
         ax.errorbar(
@@ -149,19 +178,19 @@ def plot_convergence(
             yerr=[p["mi_xz_stderr"] for p in points],
             color=cmap(norm(epoch)),
             marker="o",
-            ms=3,
-            lw=1,
+            ms=2.5,
+            lw=0.8,
         )
     top = max(p["log_n"] for e in chosen for p in entries[str(e)]["convergence"])
-    ax.plot([0, top], [0, top], "--", color="tab:red", lw=1, label="I = log n (the ceiling)")
+    ax.plot([0, top], [0, top], "--", color=LOG_N_COLOR, lw=0.8, label="I = log n (the ceiling)")
     ax.set_xlabel("log n (nested random subsets of the inputs)")
     ax.set_ylabel("mixture I(X;Z) [nats]")
-    ax.set_title(f"convergence in N: layer {layer}, {split} split", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
-    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="epoch")
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="epoch", aspect=30, pad=0.01)
     bar.locator = MaxNLocator(integer=True)
     bar.update_ticks()
+    title_and_caption(fig, f"convergence in N: layer {layer}, {split} split", "error bars: Monte Carlo errors")
+    figure_legend(fig, *unique_entries([ax]))
     return fig
 
 
@@ -169,7 +198,7 @@ def draw_run_figures(
     run_dir: str | Path,
     *,
     formats: Sequence[str] = ("png",),
-    estimates: dict[str, Any] | None = None,
+    estimates: Mapping[str, Any] | None = None,
     epochs: Callable[[int], bool] | None = None,
     suffix: str = "",
 ) -> list[Path]:
@@ -177,31 +206,30 @@ def draw_run_figures(
     and ``training_curves`` (each in every format); returns the written paths.
 
     ``estimates`` defaults to the content of ``IP/estimates.json``; ``epochs`` selects the epochs
-    drawn (e.g. to leave out epoch 0, which can set the scale)."""
+    drawn (e.g. to leave out epoch 0, which the axes leave out anyway)."""
     run_dir = Path(run_dir)
     config = rf.load_config(run_dir)
-    estimates = (estimates or rf.load_estimates(run_dir))["estimates"]
+    found: Mapping[str, Any] = (estimates or rf.load_estimates(run_dir))["estimates"]
     figures = run_dir / "figures"
     several = len(config["layers"]) > 1
     written = []
     for layer in config["layers"]:
         tag = f"_{layer['name']}" if several else ""
-        panels = layer_panels(estimates, layer, epochs=epochs)
+        panels = layer_panels(found, layer, epochs=epochs)
         if panels:
             level = f"p = {layer['p']}" if layer.get("p") is not None else f"beta = {layer.get('beta')}"
             title = f"{run_dir.name}: layer {layer['name']} ({layer['dropout']} dropout, {level})"
             written += save_figure(
-                plot_plane_grid(panels, ncols=2, suptitle=title, caption=ERROR_CAPTION),
+                plot_plane_grid(panels, suptitle=title, caption=RUN_CAPTION),
                 figures / f"information_plane{tag}{suffix}",
                 formats,
             )
         for split in rf.SPLITS:
             if any(
-                v.get("convergence")
-                for v in estimates.get("mixture", {}).get(layer["name"], {}).get(split, {}).values()
+                v.get("convergence") for v in found.get("mixture", {}).get(layer["name"], {}).get(split, {}).values()
             ):
                 written += save_figure(
-                    plot_convergence(estimates, layer["name"], split, epochs),
+                    plot_convergence(found, layer["name"], split, epochs),
                     figures / f"convergence_{split}{tag}{suffix}",
                     formats,
                 )
@@ -220,8 +248,14 @@ def draw_run_figures(
 # -- comparisons of runs (rows of utils.analysis.comparison's aggregate table) ---------------------------
 
 
+def _spread(row: dict, q: str) -> float | None:
+    """The error bar of an aggregate: the standard deviation between seeds, or the one seed's total error."""
+    sd = row.get(f"mi_{q}_seed_sd")
+    return sd if sd is not None else row.get(f"mi_{q}_seed_error")
+
+
 def _aggregate_series(
-    rows: list[dict], x_name: str, y_name: str, color: str | None = None, label: str | None = None
+    rows: list[dict], x_name: str, y_name: str, color: Any = None, label: str | None = None
 ) -> PlaneSeries | None:
     xs = {r["epoch"]: r for r in rows if r["estimator"] == x_name and r.get("mi_xz_mean") is not None}
     ys = {r["epoch"]: r for r in rows if r["estimator"] == y_name and r.get("mi_zy_mean") is not None}
@@ -233,8 +267,8 @@ def _aggregate_series(
         epochs,
         [xs[e]["mi_xz_mean"] for e in epochs],
         [ys[e]["mi_zy_mean"] for e in epochs],
-        [xs[e].get("mi_xz_seed_sd") for e in epochs],
-        [ys[e].get("mi_zy_seed_sd") for e in epochs],
+        [_spread(xs[e], "xz") for e in epochs],
+        [_spread(ys[e], "zy") for e in epochs],
         saturated=[(xs[e].get("saturation_mean") or 0.0) > SATURATION_LIMIT for e in epochs],
         label=label,
         color=color,
@@ -242,104 +276,104 @@ def _aggregate_series(
     )
 
 
-def _group_panels(rows: list[dict]) -> tuple[list[Panel], str]:
+def error_caption(rows: Sequence[dict], what: str = "error bars") -> str:
+    """What the error bars of seed aggregates are, in a few words."""
+    seeds = sorted({r.get("n_seeds") or 1 for r in rows})
+    if seeds[0] > 1:
+        return f"mean of {'-'.join(map(str, sorted({seeds[0], seeds[-1]})))} seeds, {what}: \u00b11 s.d. between seeds"
+    if seeds[-1] == 1:
+        return f"one seed, {what}: Monte Carlo and input-sampling errors in quadrature"
+    return f"mean of 1-{seeds[-1]} seeds, {what}: \u00b11 s.d. (1 seed: its error)"
+
+
+def _group_panels(rows: list[dict]) -> list[Panel]:
     first = rows[0]
-    kind = first["dropout"]
-    panels, errors = [], []
-    for x_name, y_name, title in PLANES[kind]:
+    panels = []
+    for x_name, y_name, title in PLANES[first["dropout"]]:
         for split in rf.SPLITS:
             cell = [r for r in rows if r["split"] == split]
             series = _aggregate_series(cell, x_name, y_name)
             if series is None:
                 continue
             log_n = next((r["log_n"] for r in cell if r.get("log_n") is not None), None)
-            errors += [r["mi_xz_seed_error"] for r in cell if r["estimator"] == x_name and r.get("mi_xz_seed_error")]
             panels.append(
                 Panel(
-                    f"{title.format(beta=first.get('beta') or 0)} ({split})",
+                    _panel_title(title, split, log_n, first.get("beta")),
                     [series],
                     log_n=log_n,
                     h_y=first.get("h_y"),
                     own_scale=x_name in OWN_SCALE,
+                    x_key=x_name,
+                    y_key=y_name,
                 )
             )
-    seeds = max(r["n_seeds"] for r in rows)
-    caption = (
-        f"mean over {seeds} seed{'s' if seeds > 1 else ''}; error bars: standard deviation between seeds "
-        f"(mean per-seed total error of I(X;Z): {np.mean(errors) if errors else float('nan'):.3g} nats)\n"
-        f"{BRACKET_CAPTION}"
-    )
-    return panels, caption
+    return panels
 
 
 TRAJECTORY_ESTIMATORS = {
-    "mixture": "mixture",
+    "mixture": "mixture: lower estimate",
     "binning": "binning of noisy Z",
     "binning_f": "binning of f(x)",
     "callback": "KL term",
 }
+COLORS = dict(zip(TRAJECTORY_ESTIMATORS, ("tab:blue", "tab:orange", "tab:green", "tab:purple")))
+CE_LABEL = "H(Y) - cross-entropy"
+GROUP_COLORS = [f"C{i}" for i in range(10)]
+"""One colour per group of an overlay (matplotlib's default cycle)."""
 
 
-def plot_trajectories(rows: list[dict], title: str) -> plt.Figure:
+@styled
+def plot_trajectories(rows: list[dict], title: str) -> Figure:
     """I(X;Z) and I(Y;Z) against the trained epochs (epoch 0, before training, would set the scale), one
-    line per estimator with a band of +-1 standard deviation between seeds (mean per-seed total error with
-    one seed): a compression phase is a fall of I(X;Z) after its peak, which the plane's axes, spanning
-    0 to log N, hide. The KL term of information dropout is on its own axis (many times log N)."""
+    line per estimator with a band of +-1 standard deviation between seeds (the total error with one
+    seed), the bracket of the mixture estimate shaded up to its upper estimate: a compression phase is a
+    fall of I(X;Z) after its peak, which the plane's axes hide. The KL term of information dropout is on
+    its own axis (many times log N). One column per split with data."""
     rows = [r for r in rows if r["epoch"] > 0]
+    splits = [s for s in rf.SPLITS if any(r["split"] == s and r.get("mi_xz_mean") is not None for r in rows)]
+    if not splits:
+        raise InputError(f"no trained epochs to draw for {title!r}")
     kl = any(r["estimator"] == "callback" and r.get("mi_xz_mean") is not None for r in rows)
     quantities = [("xz", "I(X;Z) [nats]"), ("zy", "I(Y;Z) [nats]")] + ([("kl", "KL term [nats]")] if kl else [])
-    fig, axes = plt.subplots(
-        len(quantities),
-        len(rf.SPLITS),
-        figsize=(6.2 * len(rf.SPLITS), 3.4 * len(quantities)),
-        squeeze=False,
-        sharex=True,
-    )
-    colors = dict(zip(TRAJECTORY_ESTIMATORS, plt.get_cmap("tab10").colors))
-    for col, split in enumerate(rf.SPLITS):
+    fig = new_figure(PAGE_WIDTH if len(splits) > 1 else COLUMN_WIDTH + 0.5, 1.75 * len(quantities) + 1.1)
+    axes = fig.subplots(len(quantities), len(splits), squeeze=False, sharex=True)
+    for col, split in enumerate(splits):
         cell = [r for r in rows if r["split"] == split]
+        log_n = next((r["log_n"] for r in cell if r.get("log_n") is not None), None)
         for row_i, (q, ylabel) in enumerate(quantities):
             ax = axes[row_i][col]
             names = ["callback"] if q == "kl" else [n for n in TRAJECTORY_ESTIMATORS if n != "callback" or q == "zy"]
             for name in names:
                 key = "xz" if q == "kl" else q
                 pts = [
-                    (
-                        r["epoch"],
-                        r[f"mi_{key}_mean"],
-                        r.get(f"mi_{key}_seed_sd") or r.get(f"mi_{key}_seed_error") or 0.0,
-                    )
+                    (r["epoch"], r[f"mi_{key}_mean"], _spread(r, key) or 0.0)
                     for r in cell
                     if r["estimator"] == name and r.get(f"mi_{key}_mean") is not None
                 ]
-                label = "H(Y) - cross-entropy" if name == "callback" and q == "zy" else TRAJECTORY_ESTIMATORS[name]
-                _band(ax, pts, colors[name], label)
+                label = CE_LABEL if name == "callback" and q == "zy" else TRAJECTORY_ESTIMATORS[name]
+                _band(ax, pts, COLORS[name], label)
                 if name == "mixture" and q == "xz":
-                    _bracket(ax, [r for r in cell if r["estimator"] == name], pts, colors[name])
-            ref = next(
-                (
-                    r.get("log_n") if q == "xz" else r.get("h_y")
-                    for r in cell
-                    if (r.get("log_n") if q == "xz" else r.get("h_y")) is not None
-                ),
-                None,
-            )
+                    _bracket(ax, [r for r in cell if r["estimator"] == name], pts, COLORS[name])
+            ref = log_n if q == "xz" else next((r["h_y"] for r in cell if r.get("h_y") is not None), None)
             if ref is not None and q != "kl":
-                ax.axhline(
-                    ref,
-                    color="tab:red" if q == "xz" else "tab:blue",
-                    ls="--",
-                    lw=1,
-                    label=f"{'log N' if q == 'xz' else 'H(Y)'} = {ref:.2f}",
-                )
+                ax.axhline(ref, color=LOG_N_COLOR if q == "xz" else H_Y_COLOR, ls="--", lw=0.8, label=_ref_label(q))
             ax.set_ylabel(ylabel)
-            ax.set_title(f"{ylabel.split(' [')[0]} ({split})")
             ax.grid(alpha=0.3)
-            _legend_below(ax)
+            if ax.get_yscale() == "linear":
+                ax.yaxis.set_major_locator(MaxNLocator(4))
+        n = f", N = {round(np.exp(log_n)):,}" if log_n is not None else ""
+        axes[0][col].set_title(f"{split}{n}")
         axes[-1][col].set_xlabel("epoch")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    caption = error_caption(rows, "bands")
+    if any(r.get("mi_xz_upper_mean") is not None for r in rows):
+        caption += "; light shade: lower to upper I(X;Z)"
+    title_and_caption(fig, title, caption)
+    figure_legend(fig, *unique_entries(list(axes.flat)))
     return fig
+
+
+def _ref_label(q: str) -> str:
+    return "log N (N: analysed inputs)" if q == "xz" else "H(Y)"
 
 
 def draw_comparison_figures(
@@ -349,23 +383,21 @@ def draw_comparison_figures(
     *,
     formats: Sequence[str] = ("png",),
 ) -> list[Path]:
-    """Per group the seed-aggregated planes (``plane_<group>``) and I(X;Z), I(Y;Z) against the epoch
-    (``epochs_<group>``); per family of groups that differ in one flag, the mixture planes overlaid
-    (``overlay_<flag>_<groups>``)."""
+    """Per group the seed-aggregated planes (``plane_<group>_<layer>``) and I(X;Z), I(Y;Z) against the epoch
+    (``epochs_<group>_<layer>``); per family of groups that differ in one flag, the mixture planes and
+    I(X;Z) against the epoch overlaid (``overlay_<flag>_...``, :func:`overlay_stem`)."""
     written = []
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in aggregates:
         groups.setdefault((row["group"], row["layer"]), []).append(row)
     for (group, layer), rows in groups.items():
-        panels, caption = _group_panels(rows)
+        panels = _group_panels(rows)
         if panels:
-            fig = plot_plane_grid(panels, ncols=2, suptitle=f"{group} (layer {layer})", caption=caption)
+            caption = error_caption(rows) + "; " + _axis_note(panels)
+            fig = plot_plane_grid(panels, suptitle=f"{group} (layer {layer})", caption=caption)
             written += save_figure(fig, folder / f"plane_{_slug(group)}_{layer}", formats)
-            seeds = max(r["n_seeds"] for r in rows)
-            band = "+-1 standard deviation between seeds" if seeds > 1 else "+-1 total error of the one seed"
-            fig = plot_trajectories(
-                rows, f"{group} (layer {layer}): mean over {seeds} seed{'s' if seeds > 1 else ''}; bands: {band}"
-            )
+        if any(r["epoch"] > 0 and r.get("mi_xz_mean") is not None for r in rows):
+            fig = plot_trajectories(rows, f"{group} (layer {layer})")
             written += save_figure(fig, folder / f"epochs_{_slug(group)}_{layer}", formats)
     present = sorted({group for group, _ in groups})
     for flag, names in families:
@@ -375,84 +407,129 @@ def draw_comparison_figures(
     return written
 
 
-MAX_STEM = 120
+def _axis_note(panels: Sequence[Panel]) -> str:
+    """What the caption says about the I(X;Z) axes: where a log axis and the bracket are drawn."""
+    brackets = any(s.mi_xz_upper is not None for p in panels for s in p.series)
+    logs = any(axis.log for axis in shared_ranges(panels)[0])
+    whiskers = "whiskers: lower to upper I(X;Z)" + (", log axis" if logs else "") + "; " if brackets else ""
+    return f"{whiskers}axes: trained epochs"
+
+
+def overlay_stem(flag: str, names: Sequence[str]) -> str:
+    """``overlay_<flag>_<tokens all groups share>_<each group's other tokens>``: the groups'
+    names (``fc gaussian p=0.2 N=60000``) say what to look for; past ``MAX_STEM`` characters, the first
+    and the last group and their number."""
+    tokens = [name.split() for name in names]
+    common = [t for t in tokens[0] if all(t in other for other in tokens)]
+    rest = [_slug("-".join(t for t in other if t not in common)) or "all" for other in tokens]
+    base = f"overlay_{flag}_{_slug('-'.join(common))}" if common else f"overlay_{flag}"
+    stem = f"{base}_{'_'.join(rest)}"
+    if len(stem) > MAX_STEM:
+        stem = f"{base}_{rest[0][:40]}_to_{rest[-1][:40]}_{len(names)}-groups"
+    return stem
 
 
 def _overlay(groups: dict, flag: str, names: list[str], folder: Path, formats: Sequence[str]) -> list[Path]:
-    colors = plt.get_cmap("tab10").colors
     panels = []
+    caption_rows = []
     for split in rf.SPLITS:
         series = []
+        log_n = None
         for i, name in enumerate(names):
             rows = [r for (g, _), rs in groups.items() if g == name for r in rs if r["split"] == split]
-            found = _aggregate_series(rows, "mixture", "mixture", color=colors[i % len(colors)], label=name)
+            found = _aggregate_series(rows, "mixture", "mixture", color=GROUP_COLORS[i % len(GROUP_COLORS)], label=name)
             if found is not None:
                 series.append(found)
+                caption_rows += rows
+                log_n = log_n or next((r["log_n"] for r in rows if r.get("log_n") is not None), None)
         if series:
-            panels.append(Panel(f"mixture estimate ({split})", series))
+            panels.append(Panel(f"mixture estimate\n{split}", series, h_y=_h_y(caption_rows), x_key="mixture"))
     if not panels:
         return []
+    stem = overlay_stem(flag, names)
     fig = plot_plane_grid(
         panels,
-        ncols=2,
         suptitle=f"groups differing in {flag}",
-        caption="mean over seeds; error bars: standard deviation between seeds",
+        caption=error_caption(caption_rows) + "; " + _axis_note(panels),
     )
-    stem = f"overlay_{flag}_{_slug('_'.join(names))}"
-    if len(stem) > MAX_STEM:  # (file names have a length limit; the figure's legend names the groups)
-        stem = f"overlay_{flag}_{len(names)}_groups_{hashlib.sha1(stem.encode()).hexdigest()[:8]}"
     written = save_figure(fig, folder / stem, formats)
     fig = _overlay_epochs(
-        groups,
-        names,
-        f"mixture I(X;Z) of groups differing in {flag}: mean over seeds, bands: +-1 standard deviation between seeds",
+        groups, names, f"mixture I(X;Z) of groups differing in {flag}", error_caption(caption_rows, "bands")
     )
     return written + save_figure(fig, folder / f"{stem}_epochs", formats)
 
 
-def _overlay_epochs(groups: dict, names: list[str], title: str) -> plt.Figure:
-    """The mixture I(X;Z) of several groups against the trained epochs, one panel per split."""
-    fig, axes = plt.subplots(1, len(rf.SPLITS), figsize=(6.2 * len(rf.SPLITS), 3.6), squeeze=False)
-    colors = plt.get_cmap("tab10").colors
-    for ax, split in zip(axes[0], rf.SPLITS):
-        log_n = None
-        for i, name in enumerate(names):
-            pts = [
-                (r["epoch"], r["mi_xz_mean"], r.get("mi_xz_seed_sd") or 0.0)
-                for (g, _), rs in groups.items()
-                if g == name
-                for r in rs
-                if r["split"] == split
-                and r["estimator"] == "mixture"
-                and r["epoch"] > 0
-                and r.get("mi_xz_mean") is not None
-            ]
-            if not pts:
-                continue
-            log_n = next(
-                (r["log_n"] for (g, _), rs in groups.items() if g == name for r in rs if r.get("log_n")), log_n
+def _h_y(rows: Sequence[dict]) -> float | None:
+    return next((r["h_y"] for r in rows if r.get("h_y") is not None), None)
+
+
+@styled
+def _overlay_epochs(groups: dict, names: list[str], title: str, caption: str) -> Figure:
+    """The mixture I(X;Z) of several groups against the trained epochs, one panel per split with data, and
+    log N of each number of inputs N among them."""
+    cells = {
+        split: [
+            (
+                i,
+                name,
+                [
+                    r
+                    for (g, _), rs in groups.items()
+                    if g == name
+                    for r in rs
+                    if r["split"] == split
+                    and r["estimator"] == "mixture"
+                    and r["epoch"] > 0
+                    and r.get("mi_xz_mean") is not None
+                ],
             )
-            _band(ax, pts, colors[i % len(colors)], name)
-        if log_n is not None:
-            ax.axhline(log_n, color="tab:red", ls="--", lw=1, label=f"log N = {log_n:.2f}")
-        ax.set(title=f"mixture I(X;Z) ({split})", xlabel="epoch", ylabel="I(X;Z) [nats]")
+            for i, name in enumerate(names)
+        ]
+        for split in rf.SPLITS
+    }
+    splits = [s for s in rf.SPLITS if any(found for _, _, found in cells[s])]
+    fig = new_figure(PAGE_WIDTH if len(splits) > 1 else COLUMN_WIDTH + 0.5, 3.0)
+    axes = fig.subplots(1, len(splits), squeeze=False)[0]
+    for ax, split in zip(axes, splits):
+        sizes = set()
+        for i, name, found in cells[split]:
+            _band(
+                ax,
+                [(r["epoch"], r["mi_xz_mean"], _spread(r, "xz") or 0.0) for r in found],
+                GROUP_COLORS[i % len(GROUP_COLORS)],
+                name,
+            )
+            sizes |= {r["log_n"] for r in found if r.get("log_n") is not None}
+        for log_n in sorted(sizes):
+            ax.axhline(log_n, color=LOG_N_COLOR, ls="--", lw=0.8, label=_ref_label("xz"))
+            ax.annotate(
+                f"N = {round(np.exp(log_n)):,}",
+                (1.0, log_n),
+                xycoords=("axes fraction", "data"),
+                xytext=(-2, 2),
+                textcoords="offset points",
+                ha="right",
+                va="bottom",
+                fontsize=6,
+                color=LOG_N_COLOR,
+            )
+        ax.set(title=split, xlabel="epoch", ylabel="I(X;Z) [nats]")
         ax.grid(alpha=0.3)
-        _legend_below(ax)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    title_and_caption(fig, title, caption)
+    figure_legend(fig, *unique_entries(list(axes)))
     return fig
 
 
-def _band(ax: plt.Axes, pts: list[tuple[float, float, float]], color, label: str) -> None:
+def _band(ax: Axes, pts: list[tuple[float, float, float]], color: Any, label: str) -> None:
     """One mean line over the epochs with a band of +-1 spread, from (epoch, mean, spread) points."""
     if not pts:
         return
     e, m, sd = (np.array(v, dtype=float) for v in zip(*sorted(pts)))
-    ax.plot(e, m, "-o", ms=2.5, lw=1, color=color, label=label)
+    ax.plot(e, m, "-o", ms=2, lw=0.9, color=color, label=label)
     ax.fill_between(e, m - sd, m + sd, color=color, alpha=0.25, lw=0)
 
 
-def _bracket(ax: plt.Axes, rows: list[dict], lower: list[tuple[float, float, float]], color) -> None:
+def _bracket(ax: Axes, rows: list[dict], lower: list[tuple[float, float, float]], color: Any) -> None:
     """The upper estimate of I(X;Z) as a dashed line, the bracket lower..upper shaded; a log axis where the
     upper estimate is far above the lower one."""
     upper = sorted((r["epoch"], r["mi_xz_upper_mean"]) for r in rows if r.get("mi_xz_upper_mean") is not None)
@@ -460,16 +537,11 @@ def _bracket(ax: plt.Axes, rows: list[dict], lower: list[tuple[float, float, flo
         return
     e, u = (np.array(v, dtype=float) for v in zip(*upper))
     low = dict((p[0], p[1]) for p in lower)
-    ax.plot(e, u, "--", lw=1, color=color, label="mixture: upper (leave-one-out)")
+    ax.plot(e, u, "--", lw=0.9, color=color, label="mixture: upper estimate")
     ax.fill_between(e, [low.get(x, np.nan) for x in e], u, color=color, alpha=0.08, lw=0)
-    if u.max() > LOG_AXIS_RATIO * max(p[1] for p in lower):
+    if u.max() > LOG_AXIS_RATIO * min(p[1] for p in lower):
         ax.set_yscale("log")
-
-
-def _legend_below(ax: plt.Axes) -> None:
-    """The legend under the axes, where it cannot cover a curve near log N."""
-    if ax.lines:
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+        log_ticks(ax.yaxis, u.max() / min(p[1] for p in lower))
 
 
 def _slug(text: str) -> str:

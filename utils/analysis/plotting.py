@@ -1,38 +1,58 @@
-"""Information-plane and training-curve figures (matplotlib, headless-safe).
+"""Information planes and training curves (matplotlib, headless-safe), drawn in the paper's style.
 
 An information plane (Tishby & Zaslavsky 2015; Shwartz-Ziv & Tishby 2017) plots, per saved epoch,
-x = I(X;Z) against y = I(Y;Z). As in Adilova, Geiger & Fischer (ICLR 2023) points are coloured by
-epoch with a colour bar, and the ceilings log N (for I(X;Z) with X uniform over N inputs) and H(Y)
-(for I(Y;Z)) are drawn as dashed lines.
+x = I(X;Z) against y = I(Y;Z). As in Adilova, Geiger & Fischer (ICLR 2023) points are coloured by epoch
+with one colour bar and joined in epoch order; the ceilings log N (for I(X;Z) with X uniform over N
+inputs) and H(Y) (for I(Y;Z)) are dashed lines. Where an upper estimate of I(X;Z) is known, a whisker
+runs from the point (the lower estimate) to it: the bracket. The axes span the trained epochs (epoch 0,
+before training, sits near the origin and would squeeze them), on a log I(X;Z) axis where the upper
+estimate exceeds the lower one by more than ``LOG_AXIS_RATIO``; a point outside is drawn at the edge as
+a labelled diamond. Panels of the same estimator share that axis.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from mi_estimators.checks import InputError
 from utils.analysis.entries import SATURATION_LIMIT
-from utils.run_folder import atomic_write
-
-SATURATED_LABEL = f"hollow: limited by N (dI/dlog N > {SATURATION_LIMIT})"
-BRACKET_LABEL = "whisker: lower (point) to upper (|) estimate of I(X;Z)"
-BRACKET_CAPTION = (
-    "bracket: in expectation the population I(X;Z) lies between the lower (mixture) and the upper "
-    "(leave-one-out) estimate"
+from utils.analysis.figure_layout import (
+    COLUMN_WIDTH,
+    PAGE_WIDTH,
+    figure_legend,
+    new_figure,
+    save_figure,
+    styled,
+    title_and_caption,
+    unique_entries,
 )
-BRACKET_COLOR = "tab:red"
-LOG_AXIS_RATIO = 4.0
-"""The I(X;Z) axis turns logarithmic where an upper estimate exceeds the largest lower one this many times."""
+
+__all__ = ["Panel", "PlaneSeries", "plot_information_plane", "plot_plane_grid", "plot_training_curves", "save_figure"]
+
+SATURATED_LABEL = f"hollow: limited by N (dI/dlog N > {SATURATION_LIMIT:g})"
+BRACKET_LABEL = "whisker: lower (point) to upper (|) estimate of I(X;Z)"
+OFF_AXES_LABEL = "diamond: epoch outside the axes, at its edge"
+LOG_N_LABEL = "log N (N: analysed inputs)"
+H_Y_LABEL = "H(Y)"
+LOG_AXIS_RATIO = 2.0
+"""The I(X;Z) axis turns logarithmic where the trained epochs' upper estimates exceed their smallest lower
+estimate (or log N) this many times."""
+LOG_N_COLOR, H_Y_COLOR = "tab:red", "0.2"
 
 
 @dataclass
@@ -48,7 +68,7 @@ class PlaneSeries:
     mi_zy_err: Sequence[float | None] | None = None
     saturated: Sequence[bool] | None = None
     label: str | None = None
-    color: str | None = None
+    color: Any = None
     mi_xz_upper: Sequence[float | None] | None = None
     """The upper estimate of I(X;Z) per epoch: drawn as a whisker from the point to it (the bracket)."""
 
@@ -57,135 +77,326 @@ class PlaneSeries:
 class Panel:
     """One information plane: a title, its series and the ceilings to draw.
 
-    ``own_scale``: the x axis fits the data (e.g. a loose upper bound far beyond log N), log N is stated
-    in the legend instead of drawn."""
+    ``own_scale``: the I(X;Z) axis fits this panel's data alone (e.g. a loose upper bound far beyond log N).
+    Panels with the same ``x_key`` (the I(X;Z) estimator) share their I(X;Z) axis, those with the same
+    ``y_key`` their I(Y;Z) axis."""
 
     title: str
     series: list[PlaneSeries] = field(default_factory=list)
     log_n: float | None = None
     h_y: float | None = None
     own_scale: bool = False
+    x_key: str = "I(X;Z)"
+    y_key: str = "I(Y;Z)"
+
+
+@dataclass(frozen=True)
+class AxisRange:
+    """The limits and scale of one axis."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def clip(self, values: np.ndarray) -> np.ndarray:
+        return np.clip(values, self.low, self.high)
+
+    def inside(self, values: np.ndarray) -> np.ndarray:
+        return (values >= self.low) & (values <= self.high)
+
+
+def _trained(s: PlaneSeries) -> np.ndarray:
+    """Which points set the axes: the trained epochs (all, where no epoch is after 0)."""
+    epochs = np.asarray(s.epochs)
+    return epochs > 0 if (epochs > 0).any() else np.ones(len(epochs), bool)
+
+
+def _floats(values: Sequence[float | None] | None, n: int) -> np.ndarray:
+    if values is None:
+        return np.full(n, np.nan)
+    return np.asarray([np.nan if v is None else v for v in values], float)
+
+
+def x_range(panels: Sequence[Panel]) -> AxisRange:
+    """The I(X;Z) axis of panels that share it: their trained epochs' lower and upper estimates and log N."""
+    lows, highs = [], []
+    for panel in panels:
+        for s in panel.series:
+            keep = _trained(s)
+            lows += list(_floats(s.mi_xz, len(keep))[keep])
+            highs += list(_floats(s.mi_xz_upper, len(keep))[keep])
+        if panel.log_n is not None and not panel.own_scale:
+            lows.append(panel.log_n)
+    lo_values = [v for v in lows if math.isfinite(v)]
+    hi_values = lo_values + [v for v in highs if math.isfinite(v)]
+    if not lo_values:
+        return AxisRange(0.0, 1.0)
+    low, high = min(lo_values), max(hi_values)
+    if low > 0 and len(hi_values) > len(lo_values) and high > LOG_AXIS_RATIO * low:
+        return AxisRange(low / 1.12, high * 1.12, log=True)
+    span = max(high - low, 0.02 * max(abs(high), 1.0))
+    return AxisRange(low - 0.06 * span, high + 0.06 * span)
+
+
+def y_range(panels: Sequence[Panel]) -> AxisRange:
+    """The I(Y;Z) axis of panels that share it: their trained epochs and H(Y)."""
+    values = [v for p in panels for s in p.series for v in _floats(s.mi_zy, len(s.epochs))[_trained(s)]]
+    values += [p.h_y for p in panels if p.h_y is not None]
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return AxisRange(0.0, 1.0)
+    low, high = min(values), max(values)
+    span = max(high - low, 0.02 * max(abs(high), 1.0))
+    return AxisRange(low - 0.08 * span, high + 0.08 * span)
+
+
+def shared_ranges(panels: Sequence[Panel]) -> tuple[list[AxisRange], list[AxisRange]]:
+    """Each panel's I(X;Z) and I(Y;Z) axes: shared by the panels of one ``x_key`` (``y_key``), the I(X;Z)
+    axis of an ``own_scale`` panel its own."""
+    xs: dict[str, list[Panel]] = {}
+    ys: dict[str, list[Panel]] = {}
+    for panel in panels:
+        if not panel.own_scale:
+            xs.setdefault(panel.x_key, []).append(panel)
+        ys.setdefault(panel.y_key, []).append(panel)
+    x_found = {key: x_range(members) for key, members in xs.items()}
+    y_found = {key: y_range(members) for key, members in ys.items()}
+    return [x_range([p]) if p.own_scale else x_found[p.x_key] for p in panels], [y_found[p.y_key] for p in panels]
+
+
+def epoch_norm(panels: Sequence[Panel]) -> Normalize | None:
+    epochs = [e for p in panels for s in p.series for e in s.epochs]
+    return Normalize(vmin=min(epochs), vmax=max(max(epochs), min(epochs) + 1)) if epochs else None
 
 
 def plot_information_plane(
-    ax: plt.Axes, panel: Panel, *, cmap: str = "viridis", norm: Normalize | None = None
-) -> matplotlib.cm.ScalarMappable | None:
-    """Draw ``panel`` on ``ax``: epoch-coloured points (hollow where saturated), error bars, a thin line
-    through the epochs, the log N and H(Y) ceilings; the legend goes below the axes, never on the data."""
-    all_epochs = [e for s in panel.series for e in s.epochs]
-    if norm is None and all_epochs:
-        norm = Normalize(vmin=min(all_epochs), vmax=max(max(all_epochs), min(all_epochs) + 1))
+    ax: Axes,
+    panel: Panel,
+    *,
+    cmap: str = "viridis",
+    norm: Normalize | None = None,
+    x_axis: AxisRange | None = None,
+    y_axis: AxisRange | None = None,
+    legend: bool = True,
+) -> ScalarMappable | None:
+    """Draw ``panel`` on ``ax`` and return the epoch colour mapping (None for one-colour series).
+
+    Points coloured by epoch (hollow where limited by N), joined in epoch order, error bars, the bracket's
+    whiskers, the log N and H(Y) lines. Axes default to this panel's trained epochs (:func:`x_range`,
+    :func:`y_range`); ``legend`` puts the panel's legend under it (figures draw one legend instead)."""
+    norm = norm or epoch_norm([panel]) or Normalize(0, 1)
+    x_axis = x_axis or x_range([panel])
+    y_axis = y_axis or y_range([panel])
     mappable = None
-    any_saturated = False
     for s in panel.series:
         if len(s.epochs):
-            mappable = _draw_series(ax, s, cmap, norm) or mappable
-            any_saturated |= bool(s.saturated is not None and any(s.saturated))
-    uppers = [u for s in panel.series for u in (s.mi_xz_upper or ()) if u is not None]
-    lowers = [x for s in panel.series for x in s.mi_xz if x is not None and x > 0]
-    log_axis = bool(uppers and lowers and max(uppers) > LOG_AXIS_RATIO * max(lowers + [panel.log_n or 0.0]))
-    handles, labels = ax.get_legend_handles_labels()
-    if uppers:
-        handles.append(Line2D([], [], color=BRACKET_COLOR, lw=1, marker="|"))
-        labels.append(BRACKET_LABEL)
-    if panel.log_n is not None:
-        if panel.own_scale:
-            handles.append(Line2D([], [], ls="none"))
-            labels.append(f"log N = {panel.log_n:.2f} (off this scale)")
-        else:
-            handles.append(ax.axvline(panel.log_n, ls="--", color="tab:red", lw=1))
-            labels.append(f"log N = {panel.log_n:.2f}")
+            mappable = _draw_series(ax, s, plt.get_cmap(cmap), norm, x_axis, y_axis) or mappable
+    if panel.log_n is not None and (not panel.own_scale or x_axis.inside(np.array([panel.log_n]))[0]):
+        ax.axvline(panel.log_n, ls="--", color=LOG_N_COLOR, lw=0.8, label=LOG_N_LABEL, zorder=0)
     if panel.h_y is not None:
-        handles.append(ax.axhline(panel.h_y, ls="--", color="tab:blue", lw=1))
-        labels.append(f"H(Y) = {panel.h_y:.2f}")
-    if any_saturated:
-        handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec="k"))
-        labels.append(SATURATED_LABEL)
-    if log_axis:
-        ax.set_xscale("log")
-        ax.set_xlim(left=0.5 * min(lowers))
-    elif not panel.own_scale:
-        ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
+        ax.axhline(panel.h_y, ls="--", color=H_Y_COLOR, lw=0.8, label=H_Y_LABEL, zorder=0)
+    _set_axes(ax, x_axis, y_axis)
+    ax.set_title(panel.title)
     ax.set_xlabel("I(X;Z) [nats]")
-    ax.set_ylabel("I(Y;Z) [nats]")
-    ax.set_title(panel.title, fontsize=9)
-    if handles:
-        ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
-    ax.grid(alpha=0.3)
+    if legend:
+        handles, labels = plane_legend_entries([panel], [x_axis], [y_axis], [ax])
+        if handles:
+            ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False, ncol=1)
+        ax.set_ylabel("I(Y;Z) [nats]")
     return mappable
 
 
-def _draw_series(ax: plt.Axes, s: PlaneSeries, cmap: str, norm: Normalize | None):
-    x, y = np.asarray(s.mi_xz, float), np.asarray(s.mi_zy, float)
-    line_color = s.color or "0.6"
-    if len(x) > 1:
-        ax.plot(x, y, "-", color=line_color, lw=0.8, zorder=1, label=s.label if s.color else None)
-    if s.mi_xz_upper is not None:
-        upper = np.asarray([np.nan if u is None else u for u in s.mi_xz_upper], float)
-        ax.hlines(y, x, upper, color=s.color or BRACKET_COLOR, lw=0.8, alpha=0.6, zorder=1)
-        ax.scatter(upper, y, marker="|", color=s.color or BRACKET_COLOR, s=30, zorder=2)
-    if s.mi_xz_err is not None or s.mi_zy_err is not None:
+def _set_axes(ax: Axes, x_axis: AxisRange, y_axis: AxisRange) -> None:
+    if x_axis.log:
+        ax.set_xscale("log")
+        log_ticks(ax.xaxis, x_axis.high / x_axis.low)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.yaxis.set_major_locator(MaxNLocator(4))
+    ax.set_xlim(x_axis.low, x_axis.high)
+    ax.set_ylim(y_axis.low, y_axis.high)
+    ax.grid(alpha=0.3)
+
+
+def log_ticks(axis: Any, ratio: float) -> None:
+    """Plain-number ticks on a log axis spanning ``ratio``: 1-2-5 within a decade or so, fewer on wider spans."""
+    decades = math.log10(max(ratio, 1.0))
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 0.8 else (1.0, 2.0, 5.0) if decades < 1.3 else (1.0, 3.0)
+    axis.set_major_locator(LogLocator(subs=subs if decades < 2.5 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _draw_series(
+    ax: Axes, s: PlaneSeries, cmap: Any, norm: Normalize, x_axis: AxisRange, y_axis: AxisRange
+) -> ScalarMappable | None:
+    x, y = _floats(s.mi_xz, len(s.epochs)), _floats(s.mi_zy, len(s.epochs))
+    epochs = np.asarray(s.epochs)
+    rgba = [s.color] * len(x) if s.color is not None else list(cmap(norm(epochs)))
+    inside = x_axis.inside(x) & y_axis.inside(y)
+    xc, yc = x_axis.clip(x), y_axis.clip(y)
+    if len(x) > 1:  # epochs joined in order; dotted towards a point drawn at the edge
+        segments = np.stack([np.column_stack([xc[:-1], yc[:-1]]), np.column_stack([xc[1:], yc[1:]])], axis=1)
+        styles = ["-" if a and b else ":" for a, b in zip(inside[:-1], inside[1:])]
+        ax.add_collection(LineCollection(list(segments), colors=s.color or "0.55", linestyles=styles, lw=0.7, zorder=1))
+    if s.label:
+        ax.plot([], [], "-o", color=s.color or "0.55", ms=3, lw=0.8, label=s.label)
+    upper = _floats(s.mi_xz_upper, len(x))
+    whisker = inside & np.isfinite(upper)
+    if whisker.any():
+        u = x_axis.clip(upper[whisker])
+        ax.add_collection(
+            LineCollection(
+                [[(a, b), (c, b)] for a, b, c in zip(x[whisker], y[whisker], u)],
+                colors=[rgba[i] for i in np.flatnonzero(whisker)],
+                lw=0.8,
+                alpha=0.8,
+                zorder=2,
+            )
+        )
+        ax.scatter(u, y[whisker], marker="|", c=[rgba[i] for i in np.flatnonzero(whisker)], s=22, lw=0.8, zorder=2)
+    xerr, yerr = _floats(s.mi_xz_err, len(x)), _floats(s.mi_zy_err, len(x))
+    if inside.any() and (np.isfinite(xerr).any() or np.isfinite(yerr).any()):
         ax.errorbar(
-            x,
-            y,
-            xerr=_err(s.mi_xz_err),
-            yerr=_err(s.mi_zy_err),
+            x[inside],
+            y[inside],
+            xerr=np.nan_to_num(xerr[inside]),
+            yerr=np.nan_to_num(yerr[inside]),
             fmt="none",
-            ecolor=s.color or "0.4",
-            elinewidth=0.8,
-            capsize=1.5,
+            ecolor=s.color or "0.35",
+            elinewidth=0.6,
+            capsize=1.2,
             zorder=2,
         )
     hollow = np.zeros(len(x), bool) if s.saturated is None else np.asarray(s.saturated, bool)
-    epochs = np.asarray(s.epochs)
-    style = dict(s=28, linewidths=0.6, zorder=3)
     mappable = None
-    if (~hollow).any():
-        fill = dict(color=s.color) if s.color else dict(c=epochs[~hollow], cmap=cmap, norm=norm)
-        mappable = ax.scatter(x[~hollow], y[~hollow], edgecolors="k", **fill, **style)
-    if hollow.any():
-        edge = s.color if s.color else plt.get_cmap(cmap)(norm(epochs[hollow]))
-        ax.scatter(x[hollow], y[hollow], facecolors="none", edgecolors=edge, **style)
-    return None if s.color else mappable
+    filled = inside & ~hollow
+    if filled.any():
+        if s.color is None:
+            mappable = ax.scatter(
+                x[filled], y[filled], c=epochs[filled], cmap=cmap, norm=norm, s=20, edgecolors="k", lw=0.4, zorder=3
+            )
+        else:
+            ax.scatter(x[filled], y[filled], color=s.color, s=20, edgecolors="k", lw=0.4, zorder=3)
+    empty = inside & hollow
+    if empty.any():
+        edges = [rgba[i] for i in np.flatnonzero(empty)]
+        ax.scatter(x[empty], y[empty], facecolors="none", edgecolors=edges, s=20, lw=0.9, zorder=3)
+    off = ~inside & np.isfinite(x) & np.isfinite(y)
+    _draw_off_axes(ax, x, y, xc, yc, epochs, off, rgba, x_axis, y_axis, labelled=s.color is None)
+    return mappable
 
 
-def _err(values: Sequence[float | None] | None) -> np.ndarray | None:
-    if values is None:
-        return None
-    arr = np.asarray([np.nan if v is None else v for v in values], float)
-    return None if np.all(np.isnan(arr)) else np.nan_to_num(arr)
+def _draw_off_axes(
+    ax: Axes,
+    x: np.ndarray,
+    y: np.ndarray,
+    xc: np.ndarray,
+    yc: np.ndarray,
+    epochs: np.ndarray,
+    off: np.ndarray,
+    rgba: list,
+    x_axis: AxisRange,
+    y_axis: AxisRange,
+    labelled: bool,
+) -> None:
+    """Points outside the axes (epoch 0, before training) as diamonds at the edge, labelled with their epoch
+    (not in overlays, whose groups would print the same label over each other)."""
+    for i in np.flatnonzero(off):
+        ax.scatter(
+            [xc[i]],
+            [yc[i]],
+            marker="D",
+            s=18,
+            facecolors="white",
+            edgecolors=[rgba[i]],
+            lw=1.0,
+            zorder=4,
+            clip_on=False,
+        )
+        if not labelled:
+            continue
+        dx = 4 if x[i] < x_axis.low else -4 if x[i] > x_axis.high else 4
+        dy = 4 if y[i] < y_axis.low else -4 if y[i] > y_axis.high else 4
+        ax.annotate(
+            f"epoch {epochs[i]}",
+            (xc[i], yc[i]),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha="left" if dx > 0 else "right",
+            va="bottom" if dy > 0 else "top",
+            fontsize=6,
+            zorder=4,
+        )
 
 
+def plane_legend_entries(
+    panels: Sequence[Panel], x_axes: Sequence[AxisRange], y_axes: Sequence[AxisRange], axes: Sequence[Axes]
+) -> tuple[list[Artist], list[str]]:
+    """The legend entries of information planes: series labels, the ceilings, and what the marks mean."""
+    handles, labels = unique_entries(axes)
+    series = [s for p in panels for s in p.series]
+    if any(np.isfinite(_floats(s.mi_xz_upper, len(s.epochs))).any() for s in series):
+        handles.append(Line2D([], [], color="0.3", marker="|", markersize=6, lw=0.8))
+        labels.append(BRACKET_LABEL)
+    if any(s.saturated is not None and any(s.saturated) for s in series):
+        handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec="k", markersize=4))
+        labels.append(SATURATED_LABEL)
+    off = False
+    for panel, x_axis, y_axis in zip(panels, x_axes, y_axes):
+        for s in panel.series:
+            x, y = _floats(s.mi_xz, len(s.epochs)), _floats(s.mi_zy, len(s.epochs))
+            finite = np.isfinite(x) & np.isfinite(y)
+            off |= bool((finite & ~(x_axis.inside(x) & y_axis.inside(y))).any())
+    if off:
+        handles.append(Line2D([], [], ls="none", marker="D", mfc="white", mec="k", markersize=4))
+        labels.append(OFF_AXES_LABEL)
+    return handles, labels
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """(rows, columns) for ``n`` panels on a page: 1-3 in a row, 4 as 2 x 2, 5-6 in 3 columns, more in 4."""
+    ncols = n if n <= 3 else 2 if n == 4 else 3 if n <= 6 else 4
+    return -(-n // ncols), ncols
+
+
+@styled
 def plot_plane_grid(
     panels: list[Panel],
     *,
-    ncols: int = 2,
+    ncols: int | None = None,
     cmap: str = "viridis",
     suptitle: str | None = None,
     caption: str | None = None,
-) -> plt.Figure:
-    """Panels side by side (e.g. estimators x splits) sharing one epoch colour bar with integer ticks."""
+) -> Figure:
+    """Panels on a grid (a journal column for one panel, the page width for more) sharing one epoch colour
+    bar with integer ticks, their axes (:func:`shared_x_ranges`, :func:`y_range`) and one legend."""
+    panels = [p for p in panels if any(len(s.epochs) for s in p.series)]
     if not panels:
-        raise InputError("no information-plane panels to draw")
-    ncols = max(1, min(ncols, len(panels)))
-    nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(4.4 * ncols + 0.8, 4.3 * nrows), squeeze=False, constrained_layout=True
-    )
-    epochs = [e for p in panels for s in p.series for e in s.epochs]
-    norm = Normalize(vmin=min(epochs), vmax=max(max(epochs), min(epochs) + 1)) if epochs else None
+        raise InputError("no information-plane panels with data to draw")
+    nrows, ncols = grid_shape(len(panels)) if ncols is None else (-(-len(panels) // ncols), min(ncols, len(panels)))
+    width = COLUMN_WIDTH if ncols == 1 else PAGE_WIDTH
+    row = min(2.4, max(1.55, 0.8 * (width - 0.9) / ncols))
+    fig = new_figure(width, nrows * row + 1.0 + 0.12 * len(panels[0].title.split("\n")))
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+    norm = epoch_norm(panels)
+    x_axes, y_axes = shared_ranges(panels)
     mappable = None
-    for ax, panel in zip(axes.flat, panels):
-        mappable = plot_information_plane(ax, panel, cmap=cmap, norm=norm) or mappable
-    for ax in list(axes.flat)[len(panels) :]:
+    for ax, panel, x_axis, y_axis in zip(axes, panels, x_axes, y_axes):
+        mappable = (
+            plot_information_plane(ax, panel, cmap=cmap, norm=norm, x_axis=x_axis, y_axis=y_axis, legend=False)
+            or mappable
+        )
+    drawn = axes[: len(panels)]
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
+    fig.supylabel("I(Y;Z) [nats]", fontsize=8)
     if mappable is not None:
-        bar = fig.colorbar(mappable, ax=axes, label="epoch", shrink=min(0.9, 1.8 / nrows), aspect=30)
+        bar = fig.colorbar(mappable, ax=drawn, label="epoch", aspect=30, pad=0.01, fraction=0.04)
         bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
-    if suptitle:
-        fig.suptitle(suptitle + (f"\n{caption}" if caption else ""), fontsize=10)
+    title_and_caption(fig, suptitle, caption)
+    figure_legend(fig, *plane_legend_entries(panels, x_axes, y_axes, drawn))
     return fig
 
 
@@ -201,38 +412,20 @@ def read_history(path: str | Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows]) for k in rows[0]}
 
 
-def plot_training_curves(history: dict[str, np.ndarray], title: str | None = None) -> plt.Figure:
+@styled
+def plot_training_curves(history: dict[str, np.ndarray], title: str | None = None) -> Figure:
     """Loss and accuracy per epoch, train and test, from ``history.csv`` columns (``epoch`` = completed
-    epochs, ``loss``, ``accuracy``, ``test_loss``, ``test_accuracy``)."""
+    epochs, ``loss``, ``accuracy``, ``test_loss``, ``test_accuracy``), one legend under both panels."""
     epoch = history["epoch"]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    fig = new_figure(PAGE_WIDTH, 2.6)
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        for prefix, label in (("", "train"), ("test_", "test")):
+        for prefix, label, color in (("", "train", "tab:blue"), ("test_", "test", "tab:orange")):
             if prefix + key in history:
-                ax.plot(epoch, history[prefix + key], label=label)
+                ax.plot(epoch, history[prefix + key], label=label, color=color)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
+    title_and_caption(fig, title, None)
+    figure_legend(fig, *unique_entries([ax_loss, ax_acc]))
     return fig
-
-
-def save_figure(
-    fig: plt.Figure, path_stem: str | Path, formats: Sequence[str] = ("png",), **savefig_kwargs: Any
-) -> list[Path]:
-    """Save ``fig`` as ``<path_stem>.<fmt>`` for each format (atomically) and close it.
-
-    ``savefig_kwargs`` go to ``Figure.savefig`` (default ``dpi=150``)."""
-    stem = Path(path_stem)
-    options = {"dpi": 150, **savefig_kwargs}
-    written = []
-    for fmt in formats:
-        if fmt not in ("png", "pdf", "svg"):
-            raise InputError(f"unknown figure format {fmt!r}; use png, pdf or svg")
-        target = stem.with_name(f"{stem.name}.{fmt}")
-        atomic_write(target, lambda fh: fig.savefig(fh, format=fmt, **options), "wb")
-        written.append(target)
-    plt.close(fig)
-    return written
