@@ -42,7 +42,16 @@ from utils.analysis.estimation import (
 )
 from utils.analysis.figures import draw_run_figures
 from utils.analysis.registry import ESTIMATORS
-from utils.cli import CommandError, OneLineParser, float_arg, int_arg, log_to_stderr, run_command
+from utils.cli import (
+    CommandError,
+    OneLineParser,
+    float_arg,
+    int_arg,
+    is_user_error,
+    log_to_stderr,
+    run_command,
+    user_message,
+)
 
 MAX_WORKERS = 1024
 """Local worker processes beyond this are a typo: a machine with more cores runs a cluster (--scheduler)."""
@@ -237,6 +246,25 @@ def notebook_runs(root: str | Path, default: Sequence[str]) -> list[Path]:
             f"{os.pathsep!r}, relative to the repository root"
         )
     return paths
+
+
+def draw_in_notebook(root: str | Path, default: Sequence[str], **options: Any) -> None:
+    """What the notebooks run: :func:`analyze_runs` of :func:`notebook_runs` (``options`` go to it), every PNG
+    shown in the cell, the announcements of long work on stderr. Bad input (an InputError, a missing or
+    unreadable file) is shown as its one ``error:`` line in the cell's output, not as a traceback."""
+    try:
+        with log_to_stderr("information_plane"):
+            written = analyze_runs(notebook_runs(root, default), **options)
+    except Exception as err:  # noqa: BLE001 - the user's errors become one line, bugs keep their traceback
+        if not is_user_error(err):
+            raise
+        print(f"error: {user_message(err)}", file=sys.stderr, flush=True)
+        return
+    from IPython.display import Image, display  # a notebook's kernel has IPython
+
+    for path in written:
+        if path.suffix == ".png":
+            display(Image(filename=str(path)))
 
 
 def _parser() -> OneLineParser:
