@@ -128,7 +128,8 @@ def is_colorbar(ax: Axes) -> bool:
 def layout_problems(fig: Figure, min_axes_fraction: float = MIN_AXES_FRACTION) -> list[str]:
     """What a reader would see wrong in the rendered ``fig``: text, a legend or a colour bar beyond the
     canvas; two legends, or a legend and a colour bar, over each other; a legend over a panel's data area;
-    a visible panel without data or narrower than ``min_axes_fraction`` of the figure. Empty when clean."""
+    tick labels over each other, or two panel titles or axis labels; a visible panel without data or
+    narrower than ``min_axes_fraction`` of the figure. Empty when clean."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     canvas = fig.bbox.padded(1.0)
@@ -167,11 +168,33 @@ def layout_problems(fig: Figure, min_axes_fraction: float = MIN_AXES_FRACTION) -
             if leg.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer)):
                 problems.append(f"a legend covers the panel {ax.get_title()!r}")
     for ax in panels:
+        for axis in (ax.xaxis, ax.yaxis):
+            if _overlapping([label.get_window_extent(renderer) for label in _drawn_tick_labels(axis)]):
+                problems.append(f"tick labels overlap in the panel {ax.get_title()!r}")
+    heads = [t for ax in panels for t in (ax.title, ax.xaxis.label, ax.yaxis.label) if t.get_visible() and t.get_text()]
+    if _overlapping([t.get_window_extent(renderer) for t in heads]):
+        problems.append("two panel titles or axis labels overlap")
+    for ax in panels:
         if not (ax.lines or ax.collections or ax.patches or ax.images):
             problems.append(f"the panel {ax.get_title()!r} is empty")
         if ax.get_position().width < min_axes_fraction:
             problems.append(f"the panel {ax.get_title()!r} is squeezed ({ax.get_position().width:.2f} of the width)")
     return problems
+
+
+def _drawn_tick_labels(axis: Any) -> list[Text]:
+    """The major tick labels matplotlib draws: those of ticks within the view (it keeps a few outside)."""
+    low, high = sorted(axis.get_view_interval())
+    span = 1e-9 * max(abs(low), abs(high), 1.0)
+    return [
+        label
+        for loc, label in zip(axis.get_majorticklocs(), axis.get_ticklabels())
+        if low - span <= loc <= high + span and label.get_visible() and label.get_text()
+    ]
+
+
+def _overlapping(boxes: Sequence[Bbox]) -> bool:
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
 
 
 def _inside(box: Bbox, canvas: Bbox) -> bool:

@@ -57,9 +57,9 @@ from utils.analysis.plotting import (
 PLANES = {
     "gaussian": [
         ("mixture", "mixture", "mixture estimate"),
-        ("mixture", "callback", "I(Y;Z): H(Y) - cross-entropy"),
-        ("mixture", "edge", "I(Y;Z): EDGE"),
-        ("mixture", "ksg", "I(Y;Z): KSG"),
+        ("mixture", "callback", "H(Y) - cross-entropy"),
+        ("mixture", "edge", "EDGE I(Y;Z)"),
+        ("mixture", "ksg", "KSG I(Y;Z)"),
         ("upper_bound", "mixture", "Gaussian upper bound"),
         ("binning", "binning", "binning of noisy Z"),
         ("binning_f", "binning_f", "binning of f(x)"),
@@ -67,14 +67,14 @@ PLANES = {
     "information": [
         ("callback", "callback", "KL term (beta = {beta:g})"),
         ("mixture", "mixture", "mixture (log space)"),
-        ("mixture", "edge", "I(Y;Z): EDGE"),
-        ("mixture", "ksg", "I(Y;Z): KSG"),
+        ("mixture", "edge", "EDGE I(Y;Z)"),
+        ("mixture", "ksg", "KSG I(Y;Z)"),
         ("binning", "binning", "binning of noisy Z"),
         ("binning_f", "binning_f", "binning of f(x)"),
     ],
     "bernoulli": [
         ("binning", "binning", "binning of f(x)"),
-        ("binning", "callback", "I(Y;Z): H(Y) - cross-entropy"),
+        ("binning", "callback", "H(Y) - cross-entropy"),
     ],
 }
 OWN_SCALE = {"upper_bound", "callback"}
@@ -279,11 +279,11 @@ def _aggregate_series(
 def error_caption(rows: Sequence[dict], what: str = "error bars") -> str:
     """What the error bars of seed aggregates are, in a few words."""
     seeds = sorted({r.get("n_seeds") or 1 for r in rows})
-    if seeds[0] > 1:
-        return f"mean of {'-'.join(map(str, sorted({seeds[0], seeds[-1]})))} seeds, {what}: \u00b11 s.d. between seeds"
     if seeds[-1] == 1:
-        return f"one seed, {what}: Monte Carlo and input-sampling errors in quadrature"
-    return f"mean of 1-{seeds[-1]} seeds, {what}: \u00b11 s.d. (1 seed: its error)"
+        return f"one seed; {what}: Monte Carlo and input-sampling error"
+    if seeds[0] > 1:
+        return f"{what}: \u00b11 s.d. between {'-'.join(map(str, sorted({seeds[0], seeds[-1]})))} seeds"
+    return f"{what}: \u00b11 s.d. between 1-{seeds[-1]} seeds (1 seed: its error)"
 
 
 def _group_panels(rows: list[dict]) -> list[Panel]:
@@ -366,7 +366,7 @@ def plot_trajectories(rows: list[dict], title: str) -> Figure:
         axes[-1][col].set_xlabel("epoch")
     caption = error_caption(rows, "bands")
     if any(r.get("mi_xz_upper_mean") is not None for r in rows):
-        caption += "; light shade: lower to upper I(X;Z)"
+        caption += "; pale: lower to upper I(X;Z)"
     title_and_caption(fig, title, caption)
     figure_legend(fig, *unique_entries(list(axes.flat)))
     return fig
@@ -541,7 +541,7 @@ def _bracket(ax: Axes, rows: list[dict], lower: list[tuple[float, float, float]]
     ax.fill_between(e, [low.get(x, np.nan) for x in e], u, color=color, alpha=0.08, lw=0)
     if u.max() > LOG_AXIS_RATIO * min(p[1] for p in lower):
         ax.set_yscale("log")
-        log_ticks(ax.yaxis, u.max() / min(p[1] for p in lower))
+        log_ticks(ax.yaxis, 0.95 * min(p[1] for p in lower), 1.05 * u.max())
 
 
 def _slug(text: str) -> str:

@@ -27,7 +27,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from mi_estimators.checks import InputError
 from utils.analysis.entries import SATURATION_LIMIT
@@ -209,20 +209,26 @@ def plot_information_plane(
 def _set_axes(ax: Axes, x_axis: AxisRange, y_axis: AxisRange) -> None:
     if x_axis.log:
         ax.set_xscale("log")
-        log_ticks(ax.xaxis, x_axis.high / x_axis.low)
+        inches = ax.get_position().width * ax.figure.get_figwidth()  # more ticks where there is room
+        log_ticks(ax.xaxis, x_axis.low, x_axis.high, nbins=max(3, min(6, int(2.2 * inches))))
     else:
-        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.xaxis.set_major_locator(MaxNLocator(3))
     ax.yaxis.set_major_locator(MaxNLocator(4))
     ax.set_xlim(x_axis.low, x_axis.high)
     ax.set_ylim(y_axis.low, y_axis.high)
     ax.grid(alpha=0.3)
 
 
-def log_ticks(axis: Any, ratio: float) -> None:
-    """Plain-number ticks on a log axis spanning ``ratio``: 1-2-5 within a decade or so, fewer on wider spans."""
-    decades = math.log10(max(ratio, 1.0))
-    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 0.8 else (1.0, 2.0, 5.0) if decades < 1.3 else (1.0, 3.0)
-    axis.set_major_locator(LogLocator(subs=subs if decades < 2.5 else (1.0,)))
+def log_ticks(axis: Any, low: float, high: float, nbins: int = 4) -> None:
+    """Plain-number ticks on a log axis from ``low`` to ``high``: evenly spaced round numbers within a decade
+    (where a log axis has few powers of ten to label), 1-2-5 or 1-3 per decade on wider spans."""
+    decades = math.log10(max(high / low, 1.0))
+    if decades < 1.0:
+        axis.set_major_locator(FixedLocator(MaxNLocator(nbins, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)))
+    else:
+        axis.set_major_locator(
+            LogLocator(subs=(1.0, 2.0, 5.0) if decades < 1.5 else (1.0, 3.0) if decades < 2.5 else (1.0,))
+        )
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
