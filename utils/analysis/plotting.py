@@ -209,7 +209,8 @@ def plot_information_plane(
 def _set_axes(ax: Axes, x_axis: AxisRange, y_axis: AxisRange) -> None:
     if x_axis.log:
         ax.set_xscale("log")
-        inches = ax.get_position().width * ax.figure.get_figwidth()  # more ticks where there is room
+        figure = ax.get_figure(root=True)
+        inches = ax.get_position().width * (figure.get_figwidth() if figure else PAGE_WIDTH)  # room for ticks
         log_ticks(ax.xaxis, x_axis.low, x_axis.high, nbins=max(3, min(6, int(2.2 * inches))))
     else:
         ax.xaxis.set_major_locator(MaxNLocator(3))
