@@ -14,10 +14,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mi_estimators.checks import LOG_2PI, InputError, as_labels, as_samples, check_float
+from mi_estimators.mixture import prune as pruning
 from mi_estimators.mixture.bound import STAT_FLOOR
 from mi_estimators.mixture.streaming import Run
 
 BACKENDS = ("numpy", "keras")
+PRUNE = ("auto", "never", "always")
 _MAX_SCALE = 1e150
 
 
@@ -319,12 +321,86 @@ class Mixture:
         max_memory_mb: float = 256,
         progress: bool = False,
         atol: float = 1e-3,
+        prune: str = "auto",
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """``log_density`` for validated points and ``left_out`` in the sorted order."""
         if z.shape[1] != self.means.shape[1]:
             raise InputError(f"points have {z.shape[1]} features but the components have {self.means.shape[1]}")
         check_options(backend, dtype, max_memory_mb, atol)
+        if prune not in PRUNE:
+            raise InputError(f"prune must be one of {PRUNE}, got {prune!r}")
         hint = np.full((len(z), self.n_groups), np.nan) if shift_hint is None else np.asarray(shift_hint, np.float64)
+        plan = self._prune_plan(z, left_out, backend, atol, prune)
+        if plan.get("path") == "pruned":
+            return self._pruned(z, hint, left_out, plan, backend, dtype, max_memory_mb, progress, atol)
+        return self._dense(z, hint, left_out, backend, dtype, max_memory_mb, progress, atol, plan)
+
+    def blocks(self) -> pruning.Blocks:
+        """The components' blocks for the pruned path (cached)."""
+        if "blocks" not in self._terms:
+            self._terms["blocks"] = pruning.build_blocks(self)
+        return self._terms["blocks"]
+
+    def _prune_plan(self, z: np.ndarray, left_out: np.ndarray, backend: str, atol: float, prune: str) -> dict[str, Any]:
+        """Whether the pruned path runs: one group, the NumPy backend, at least two blocks of components
+        (``MIN_COMPONENTS`` for ``"auto"``), and a pilot that says it pays (``"always"``: whatever it says)."""
+        n = len(self.means)
+        if prune == "never" or backend != "numpy" or self.n_groups > 1 or n < 2 * pruning.LEAF:
+            return {}
+        if prune == "auto" and n < pruning.MIN_COMPONENTS:
+            return {}
+        plan = pruning.pilot(self.blocks(), self, z, left_out, atol)
+        pays = prune == "always" or plan["relative_cost"] < pruning.PAYS
+        plan["path"] = "pruned" if pays else "dense"
+        return plan
+
+    def _pruned(
+        self,
+        z: np.ndarray,
+        hint: np.ndarray,
+        left_out: np.ndarray,
+        plan: dict[str, Any],
+        backend: str,
+        dtype: str,
+        max_memory_mb: float,
+        progress: bool,
+        atol: float,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The pruned path; points whose bound exceeds ``atol`` there (step 5) are redone on the dense path."""
+        value, bound, pairs = pruning.evaluate(self.blocks(), self, z, left_out, atol, max_memory_mb)
+        out = value[:, None]
+        redo = np.flatnonzero(~(bound <= atol))
+        info: dict[str, Any] = {"float64_rows": 0, "exact_pairs": 0}
+        if redo.size:
+            again, info = self._dense(
+                z[redo], hint[redo], left_out[redo], backend, dtype, max_memory_mb, False, atol, {}
+            )
+            out[redo], bound[redo] = again, info["error_bound"]
+            pairs += redo.size * len(self.means)
+        return out, {
+            "float64_rows": info["float64_rows"],
+            "max_error_bound": float(bound.max()) if bound.size else 0.0,
+            "exact_pairs": info["exact_pairs"],
+            "error_bound": bound,
+            "path": "pruned",
+            "pairs_fraction": pairs / (len(z) * len(self.means)),
+            "pilot_kept_fraction": plan["kept_fraction"],
+            "dense_rows": int(redo.size),
+        }
+
+    def _dense(
+        self,
+        z: np.ndarray,
+        hint: np.ndarray,
+        left_out: np.ndarray,
+        backend: str,
+        dtype: str,
+        max_memory_mb: float,
+        progress: bool,
+        atol: float,
+        plan: dict[str, Any],
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The dense path: every pair, working precision with the float64 redo (:class:`Run`)."""
         with tqdm(
             total=len(z),
             unit="point",
@@ -356,4 +432,7 @@ class Mixture:
             "max_error_bound": float(bound.max()) if bound.size else 0.0,
             "exact_pairs": run.exact_pairs,
             "error_bound": bound,
+            "path": "dense",
+            "pairs_fraction": 1.0,
+            "pilot_kept_fraction": plan.get("kept_fraction"),
         }
