@@ -35,6 +35,7 @@ def mixture_log_density(
     max_memory_mb: float = 256,
     progress: bool = False,
     atol: float = 1e-3,
+    prune: str = "auto",
 ) -> np.ndarray:
     """log p(z) of each point z under the equal-weight mixture of N diagonal Gaussians (nats).
 
@@ -47,7 +48,10 @@ def mixture_log_density(
     Keras' backend and accelerator. ``dtype`` is the precision of the products; ``atol`` (nats) is the
     rounding-error bound above which a point is recomputed in float64. ``max_memory_mb`` bounds the
     working buffers (arrays proportional to the inputs, such as a copy of the component terms, come in
-    addition).
+    addition). ``prune``: "auto" (the default) skips blocks of components that provably add less than
+    a quarter of ``atol`` (at most 1e-3 nats) where a pilot says that pays (one group of at least
+    ``mixture.prune.MIN_COMPONENTS`` components, NumPy backend; :mod:`mi_estimators.mixture.prune`),
+    "never" always sums every pair, "always" prunes wherever it can (one group, NumPy).
     """
     mix = prepare_mixture(means, stds, groups=groups)
     out, _ = mix.log_density(
@@ -58,6 +62,7 @@ def mixture_log_density(
         max_memory_mb=max_memory_mb,
         progress=progress,
         atol=atol,
+        prune=prune,
     )
     return out if groups is not None else out[:, 0]
 
@@ -251,9 +256,13 @@ class Mixture:
             part, more = self.part(int(group))._evaluate(z[idx], None, local, **options)
             out[idx, 1] = part[:, 0]
             bound[idx] = np.maximum(bound[idx], more["error_bound"])
-            info["float64_rows"] += more["float64_rows"]
-            info["exact_pairs"] += more["exact_pairs"]
-        info.update(max_error_bound=float(bound.max()), error_bound=bound)
+            for key in ("float64_rows", "exact_pairs", "pairs_computed", "pairs_total"):
+                info[key] += more[key]
+        info.update(
+            max_error_bound=float(bound.max()),
+            error_bound=bound,
+            pairs_fraction=info["pairs_computed"] / info["pairs_total"],
+        )
         return out, info
 
     def magnitudes(self) -> np.ndarray:
@@ -296,10 +305,13 @@ class Mixture:
         running shift there. ``leave_out`` (M,), optional: one component per point (the caller's
         index, -1: none) left out of its group's sum, which is then normalised by N_g - 1 (-inf where
         nothing is left). ``options``: ``backend`` ("numpy" or "keras"), ``dtype``, ``max_memory_mb``,
-        ``progress`` (a bar of points done, updated after every chunk of pairs) and ``atol`` as in
-        ``mixture_log_density``. The diagnostics are ``float64_rows`` (points computed with float64
-        products), ``max_error_bound`` (largest rounding-error bound, nats) and ``exact_pairs``
-        (point-component pairs evaluated exactly); ``error_bound`` (M,) is each point's bound.
+        ``progress`` (a bar of points done, updated after every chunk of pairs), ``atol`` and ``prune``
+        as in ``mixture_log_density``. The diagnostics are ``float64_rows`` (points redone with float64
+        products after the working-precision pass), ``max_error_bound`` (largest error bound, nats),
+        ``exact_pairs`` (pairs evaluated from float64 differences), ``path`` ("pruned" or "dense"),
+        ``pairs_fraction`` (pairs computed over all M N pairs; ``pairs_computed``, ``pairs_total``),
+        ``pilot_kept_fraction`` (the pilot's estimate, None where none ran), ``dense_rows`` (points on
+        the dense path); ``error_bound`` (M,) is each point's bound.
         """
         z = as_samples(points, "points", min_rows=1)
         if shift_hint is not None and np.shape(shift_hint) != (len(z), self.n_groups):
@@ -367,7 +379,9 @@ class Mixture:
         atol: float,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """The pruned path; points whose bound exceeds ``atol`` there (step 5) are redone on the dense path."""
-        value, bound, pairs = pruning.evaluate(self.blocks(), self, z, left_out, atol, max_memory_mb)
+        with tqdm(total=len(z), unit="point", disable=not progress, leave=False, desc="mixture (pruned)") as bar:
+            value, bound, pairs = pruning.evaluate(self.blocks(), self, z, left_out, atol, max_memory_mb)
+            bar.update(len(z))
         out = value[:, None]
         redo = np.flatnonzero(~(bound <= atol))
         info: dict[str, Any] = {"float64_rows": 0, "exact_pairs": 0}
@@ -383,6 +397,8 @@ class Mixture:
             "exact_pairs": info["exact_pairs"],
             "error_bound": bound,
             "path": "pruned",
+            "pairs_computed": pairs,
+            "pairs_total": len(z) * len(self.means),
             "pairs_fraction": pairs / (len(z) * len(self.means)),
             "pilot_kept_fraction": plan["kept_fraction"],
             "dense_rows": int(redo.size),
@@ -433,6 +449,9 @@ class Mixture:
             "exact_pairs": run.exact_pairs,
             "error_bound": bound,
             "path": "dense",
+            "pairs_computed": len(z) * len(self.means),
+            "pairs_total": len(z) * len(self.means),
             "pairs_fraction": 1.0,
             "pilot_kept_fraction": plan.get("kept_fraction"),
+            "dense_rows": len(z),
         }
