@@ -32,18 +32,28 @@ The last line printed is JSON: {"d32_pairs_per_s", "d32_ratio", "d32_fused_ratio
 "real_early_labels_float64_fraction", "real_early_upper_cost", "real_late_..." (the same five),
 "clock", "cpu"}: "cpu" names the CPU's model and its widest vector instruction set.
 ``*_upper_cost`` is the relative extra time of the upper (leave-one-out) estimate: the kernel leaving
-each point's own component out, against the kernel without the bracket (target <= 15%).
+each point's own component out, against the kernel without the bracket (target <= 15%). All of these
+run the dense kernel path alone (:func:`dense_only`).
+
+The pruned path (:mod:`mi_estimators.mixture.prune`): "prune_speedup_10k" and "prune_speedup_60k" are
+the dense-to-pruned time ratios of the estimator (1 draw per input, ``nested=False``) on the late real
+codes, 10,000 of them and 60,000 made by tiling them (:func:`tiled`: six copies, each entry times
+exp(0.1 e)); "prune_pairs_fraction_*" the fraction of point-component pairs computed, and
+"prune_max_abs_diff" (also per size) the largest difference from the dense path, over the estimates and
+every point's log p(z) (:func:`prune_compare`). ``--quick`` uses 4,096 and 12,288 inputs instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -53,12 +63,35 @@ from estimator_validation.common import available_memory
 from estimator_validation.workload import announce, check_time, mixture_seconds
 from mi_estimators import mixture
 from mi_estimators.dropout_MI import gaussian_dropout_mi
+from mi_estimators.mixture import prune as pruning
+from mi_estimators.results import MIResult
 from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
 
 NOISE_STD = 0.5  # Gaussian dropout rate p = 0.2, the paper's setting
 DATA = Path(__file__).resolve().parent / "data"
 REAL = {"real_early": "fmnist_fc_train_epoch2.npy", "real_late": "fmnist_fc_train_epoch100.npy"}
 PROG = "bench_estimators.py"
+TILE_SEED, TILE_SPREAD = 5, 0.1
+
+
+@contextlib.contextmanager
+def dense_only() -> Iterator[None]:
+    """The estimators on the dense kernel path alone (``prune="never"`` for every mixture they build):
+    the dense ratios measure that path whatever the pilot would pick."""
+    saved = pruning.MIN_COMPONENTS
+    pruning.MIN_COMPONENTS = sys.maxsize
+    try:
+        yield
+    finally:
+        pruning.MIN_COMPONENTS = saved
+
+
+def tiled(f: np.ndarray, n: int, seed: int = TILE_SEED) -> np.ndarray:
+    """``n`` codes from copies of ``f``, each copy's entries multiplied by exp(0.1 e), e ~ N(0, 1): a
+    stand-in for n real codes of the same epoch (only 10,000 are stored)."""
+    rng = np.random.default_rng(seed)
+    copies = -(-n // len(f))
+    return np.concatenate([f * np.exp(TILE_SPREAD * rng.standard_normal(f.shape)) for _ in range(copies)])[:n]
 
 
 def representations(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -116,22 +149,30 @@ def compare(f: np.ndarray, draws: int, labels: np.ndarray | None, args: argparse
     of each round's ratios (:func:`paired_ratio`)."""
     clock = time.process_time if args.threads == 1 else time.perf_counter
     n, d = f.shape
-    times = {"estimator": [], "bare": [], "fused": []}
+    times: dict[str, list[float]] = {"estimator": [], "bare": [], "fused": []}
     problems = pair_problems(n, draws, labels)
-    jobs = {
-        "estimator": lambda: gaussian_dropout_mi(
-            f, NOISE_STD, labels, draws=draws, seed=0, nested=False, max_memory_mb=args.max_memory_mb
+    results: list[MIResult] = []
+
+    def bare(fused: bool) -> None:
+        for m, c in problems:
+            bare_cost(m, c, d, args.max_memory_mb, fused=fused)
+
+    jobs: dict[str, Callable[[], Any]] = {
+        "estimator": lambda: results.append(
+            gaussian_dropout_mi(
+                f, NOISE_STD, labels, draws=draws, seed=0, nested=False, max_memory_mb=args.max_memory_mb
+            )
         ),
-        "bare": lambda: [bare_cost(m, c, d, args.max_memory_mb, fused=False) for m, c in problems],
-        "fused": lambda: [bare_cost(m, c, d, args.max_memory_mb, fused=True) for m, c in problems],
+        "bare": lambda: bare(False),
+        "fused": lambda: bare(True),
     }
-    for _ in range(args.repeats):
-        for key, job in jobs.items():
-            start = clock()
-            out = job()
-            times[key].append(clock() - start)
-            if key == "estimator":
-                result = out
+    with dense_only():
+        for _ in range(args.repeats):
+            for key, job in jobs.items():
+                start = clock()
+                job()
+                times[key].append(clock() - start)
+    result = results[-1]
     best = {key: min(val) for key, val in times.items()}
     ratio, fused = paired_ratio(times["estimator"], times["bare"]), paired_ratio(times["estimator"], times["fused"])
     pairs = sum(m * c for m, c in problems)
@@ -166,11 +207,12 @@ def upper_cost(f: np.ndarray, draws: int, args: argparse.Namespace) -> float:
     points = f[own] + stds[own] * eps
     exact = (-np.log(stds[own]).sum(axis=1) - 0.5 * d * np.log(2 * np.pi) - 0.5 * (eps**2).sum(axis=1))[:, None]
     mix = mixture.prepare_mixture(f, stds)
+    memory = 0.75 * args.max_memory_mb
     jobs = {
-        "lower alone": lambda: mix.log_density(points, shift_hint=exact, max_memory_mb=0.75 * args.max_memory_mb),
-        "bracket": lambda: mix.log_density(points, leave_out=own, max_memory_mb=0.75 * args.max_memory_mb),
+        "lower alone": lambda: mix.log_density(points, shift_hint=exact, max_memory_mb=memory, prune="never"),
+        "bracket": lambda: mix.log_density(points, leave_out=own, max_memory_mb=memory, prune="never"),
     }
-    times = {key: [] for key in jobs}
+    times: dict[str, list[float]] = {key: [] for key in jobs}
     for _ in range(args.repeats):
         for key, job in jobs.items():
             start = clock()
@@ -183,6 +225,47 @@ def upper_cost(f: np.ndarray, draws: int, args: argparse.Namespace) -> float:
         flush=True,
     )
     return round(cost, 3)
+
+
+def prune_compare(f: np.ndarray, args: argparse.Namespace, repeats: int) -> dict:
+    """The estimator on codes ``f`` (1 draw per input, as a study runs it; ``nested=False``) with the
+    kernel's pruned path (the pilot's choice) against the dense path alone, in ``repeats`` paired rounds:
+    the median dense-to-pruned time ratio, the largest difference of the estimates (lower, upper), and,
+    from one kernel call on the same kind of points, the fraction of pairs computed and the largest
+    per-point difference of log p(z) from the dense path."""
+    clock = time.process_time if args.threads == 1 else time.perf_counter
+    n, d = f.shape
+    times: dict[str, list[float]] = {"dense": [], "pruned": []}
+    results: dict[str, MIResult] = {}
+    for _ in range(repeats):
+        for key in times:
+            with dense_only() if key == "dense" else contextlib.nullcontext():
+                start = clock()
+                results[key] = gaussian_dropout_mi(
+                    f, NOISE_STD, draws=1, seed=0, nested=False, max_memory_mb=args.max_memory_mb
+                )
+                times[key].append(clock() - start)
+    speedup = paired_ratio(times["dense"], times["pruned"])
+    diff = max(abs(getattr(results["dense"], k) - getattr(results["pruned"], k)) for k in ("mi_xz", "mi_xz_upper"))
+    own = np.arange(n)
+    points = f * (1 + NOISE_STD * np.random.default_rng(3).standard_normal(f.shape))
+    mix = mixture.prepare_mixture(f, NOISE_STD * np.abs(f))
+    memory = 0.75 * args.max_memory_mb
+    pruned, info = mix.log_density(points, leave_out=own, max_memory_mb=memory)
+    dense, _ = mix.log_density(points, leave_out=own, max_memory_mb=memory, prune="never")
+    point_diff = float(np.abs(pruned - dense).max())
+    runs = "; ".join(f"{key} " + ", ".join(f"{t:.2f}" for t in val) for key, val in times.items())
+    print(
+        f"{n} inputs x 1 draw, pruned ({info['path']} path, {info['pairs_fraction']:.2%} of the pairs) against "
+        f"dense: {speedup:.2f} times faster (median over rounds; runs, s: {runs}); estimates differ by "
+        f"{diff:.1e} nats, log p(z) by {point_diff:.1e} at most (bound {info['max_error_bound']:.1e})",
+        flush=True,
+    )
+    return {
+        "speedup": round(speedup, 2),
+        "max_abs_diff": float(f"{max(diff, point_diff):.3g}"),
+        "pairs_fraction": round(info["pairs_fraction"], 4),
+    }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -214,12 +297,21 @@ def sizes(args: argparse.Namespace) -> tuple[int, int, int]:
     return (2000, 2, 2) if args.quick else (10_000, 6, 2)
 
 
+def prune_sizes(args: argparse.Namespace) -> tuple[int, int]:
+    """Inputs of the two pruning problems (``prune_*_10k``, ``prune_*_60k``; smaller with ``--quick``)."""
+    return (4096, 12_288) if args.quick else (10_000, 60_000)
+
+
 def expected_seconds(args: argparse.Namespace) -> float:
     """Rough seconds: every problem timed ``--repeats`` times as the estimator, the bare and the fused cost
-    (each about one unnested mixture estimate)."""
+    (each about one unnested mixture estimate), and the pruning problems' dense runs."""
     n, r, r_real = sizes(args)
     problems = [(32, r), (128, r)] + [(32, r_real)] * (2 * len(REAL))
-    return args.repeats * 3 * sum(mixture_seconds(n, d, draws, nested=False) for d, draws in problems)
+    dense = args.repeats * 3 * sum(mixture_seconds(n, d, draws, nested=False) for d, draws in problems)
+    small, large = prune_sizes(args)
+    pruning_runs = (args.repeats + 1) * mixture_seconds(small, 32, 1, nested=False)
+    pruning_runs += (min(args.repeats, 3) + 1) * mixture_seconds(large, 32, 1, nested=False)
+    return dense + 1.3 * pruning_runs
 
 
 def check_work(args: argparse.Namespace) -> float:
@@ -253,6 +345,15 @@ def benchmark(args: argparse.Namespace) -> dict:
                 summary[f"{name}{suffix}_ratio"] = res["ratio"]
                 summary[f"{name}{suffix}_float64_fraction"] = res["float64_fraction"]
             summary[f"{name}_upper_cost"] = upper_cost(f, r_real, args)
+        late = np.load(DATA / REAL["real_late"]).astype(np.float64)
+        for key, size in zip(("10k", "60k"), prune_sizes(args)):
+            print(f"pruned, late codes, {size:,} inputs{'' if size <= len(late) else ' (tiled)'}: ", end="")
+            codes = late[:size] if size <= len(late) else tiled(late, size)
+            res = prune_compare(codes, args, args.repeats if size <= len(late) else min(args.repeats, 3))
+            summary[f"prune_speedup_{key}"] = res["speedup"]
+            summary[f"prune_pairs_fraction_{key}"] = res["pairs_fraction"]
+            summary[f"prune_max_abs_diff_{key}"] = res["max_abs_diff"]
+        summary["prune_max_abs_diff"] = max(summary["prune_max_abs_diff_10k"], summary["prune_max_abs_diff_60k"])
     summary["clock"] = "cpu" if args.threads == 1 else "wall"
     summary["cpu"] = cpu_name()
     print(json.dumps(summary))
