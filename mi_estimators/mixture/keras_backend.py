@@ -31,8 +31,9 @@ class KerasSegments:
         self.ops, self.backend = keras.ops, keras.backend.backend()
         self.dtype, self.k, self.n_rows, self.n_cols = b.dtype, b.shape[1], n_rows, n_cols
         self.top_k = min(DEVICE_TOP_K, n_cols - 1) if n_cols > 1 else 0
-        self.offsets = {}
-        padded_b, padded_v = [], []
+        self.offsets: dict[int, int] = {}
+        padded_b: list[np.ndarray] = []
+        padded_v: list[np.ndarray] = []
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             for c0 in range(lo, hi, n_cols):
                 c1 = min(c0 + n_cols, hi)

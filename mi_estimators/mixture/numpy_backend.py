@@ -40,7 +40,7 @@ class NumpySegments:
         self.block_rows = max(16, BLOCK_SIZE * max(1, round(self.k / 64)) // n_cols)
         self.part_rows = max(16, PART_SIZE // n_cols)
         self.buf = np.empty(min(n_rows, self.block_rows) * n_cols, dtype=b.dtype)
-        self.a = None
+        self.a = np.zeros((0, self.k), dtype=b.dtype)  # (the points' rows: ``load``)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
@@ -72,8 +72,9 @@ class NumpySegments:
         a[:, -1] = -shift
         m, n = len(a), c1 - c0
         b = self.b[c0:c1].T
-        outside = -1 if left_out is None else np.where((left_out >= c0) & (left_out < c1), left_out - c0, -1)
-        seg = Segment(shift.copy(), np.empty((m, 2)), np.full(m, -np.inf), [], [])
+        outside = None if left_out is None else np.where((left_out >= c0) & (left_out < c1), left_out - c0, -1)
+        seg = Segment(shift.copy(), np.empty((m, 2)), np.full(m, -np.inf), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        hits: list[tuple[np.ndarray, np.ndarray]] = []
         # The product runs block by block, and the passes after it a cache-sized part of the block at a
         # time, so that each part stays in cache from the first pass to the last.
         for r0 in range(0, m, self.block_rows):
@@ -85,13 +86,16 @@ class NumpySegments:
                 p1 = min(p0 + self.part_rows, r1)
                 part = blk[p0 - r0 : p1 - r0]
                 left = None
-                if left_out is not None:
+                if outside is not None:
                     rows = np.flatnonzero(outside[p0:p1] >= 0)
                     left = (rows, outside[p0 + rows])
                     part[left] = -np.inf
-                self._block(part, self.vt[:, c0:c1], None if forced is None else forced[p0:p1], seg, p0, left)
-        seg.rows = np.concatenate(seg.rows) if seg.rows else np.zeros(0, dtype=np.int64)
-        seg.cols = c0 + (np.concatenate(seg.cols) if seg.cols else np.zeros(0, dtype=np.int64))
+                self._block(part, self.vt[:, c0:c1], None if forced is None else forced[p0:p1], seg, p0, left, hits)
+        if hits:
+            seg.rows = np.concatenate([rows for rows, _ in hits])
+            seg.cols = c0 + np.concatenate([cols for _, cols in hits])
+        else:
+            seg.cols = c0 + seg.cols
         return seg
 
     def _block(
@@ -102,9 +106,10 @@ class NumpySegments:
         seg: Segment,
         r0: int,
         left: tuple[np.ndarray, np.ndarray] | None,
+        found: list[tuple[np.ndarray, np.ndarray]],
     ) -> None:
-        """Shift forced rows to their maximum, find the hits, re-shift rows that grew, exp, sums
-        (``left``: the left-out pairs, already -inf)."""
+        """Shift forced rows to their maximum, find the hits (added to ``found``), re-shift rows that grew,
+        exp, sums (``left``: the left-out pairs, already -inf)."""
         m, n = blk.shape
         flat = blk.reshape(-1)
         frame = seg.frame[r0 : r0 + m]
@@ -146,5 +151,4 @@ class NumpySegments:
         np.exp(blk, out=blk)
         seg.sums[r0 : r0 + m, 0] = blk @ vt[0]
         seg.sums[r0 : r0 + m, 1] = blk @ vt[1]
-        seg.rows.append(r0 + rows)
-        seg.cols.append(cols)
+        found.append((r0 + rows, cols))

@@ -127,7 +127,7 @@ class Run:
         # Float64 products were not enough (far, narrow components): float64 differences, point by point.
         lost = np.flatnonzero(~(bound <= self.atol) | (np.isnan(out) | (out == np.inf)).any(axis=1))
         for i in lost:
-            out[i], bound[i] = self._direct(i)
+            out[i], bound[i] = self._direct(int(i))
         return out, bound
 
     def _direct(self, i: int) -> tuple[np.ndarray, float]:
