@@ -40,6 +40,7 @@ STYLE: dict[str, Any] = {
     "axes.linewidth": 0.6,
     "lines.linewidth": 1.0,
     "grid.linewidth": 0.4,
+    "axes.formatter.useoffset": False,  # ticks read 10.98, not 0.01 with +1.097e1 at the axis end
 }
 VECTOR_TEXT: dict[str, Any] = {"pdf.fonttype": 42, "svg.fonttype": "none"}
 """Saved text stays text: TrueType fonts embedded in a PDF (journals ask for them), SVG text as text."""

@@ -393,7 +393,7 @@ def draw_comparison_figures(
     for (group, layer), rows in groups.items():
         panels = _group_panels(rows)
         if panels:
-            caption = error_caption(rows) + "; " + _axis_note(panels)
+            caption = f"{error_caption(rows)}{_per_seed_error(rows)}; {_axis_note(panels)}"
             fig = plot_plane_grid(panels, suptitle=f"{group} (layer {layer})", caption=caption)
             written += save_figure(fig, folder / f"plane_{_slug(group)}_{layer}", formats)
         if any(r["epoch"] > 0 and r.get("mi_xz_mean") is not None for r in rows):
@@ -407,12 +407,19 @@ def draw_comparison_figures(
     return written
 
 
+def _per_seed_error(rows: Sequence[dict]) -> str:
+    """``; mean per-seed error of the mixture I(X;Z): ...`` where several seeds are averaged."""
+    errors = [r["mi_xz_seed_error"] for r in rows if r["estimator"] == "mixture" and r.get("mi_xz_seed_error")]
+    several = any((r.get("n_seeds") or 1) > 1 for r in rows)
+    return f"; mean per-seed error of the mixture I(X;Z): {np.mean(errors):.2g}" if errors and several else ""
+
+
 def _axis_note(panels: Sequence[Panel]) -> str:
-    """What the caption says about the I(X;Z) axes: where a log axis and the bracket are drawn."""
+    """What the caption says about the axes: the trained epochs set them, the bracket on a log axis."""
     brackets = any(s.mi_xz_upper is not None for p in panels for s in p.series)
     logs = any(axis.log for axis in shared_ranges(panels)[0])
-    whiskers = "whiskers: lower to upper I(X;Z)" + (", log axis" if logs else "") + "; " if brackets else ""
-    return f"{whiskers}axes: trained epochs"
+    whiskers = "whiskers: lower to upper I(X;Z)" + (" on a log axis" if logs else "") + "; " if brackets else ""
+    return f"{whiskers}axes span the trained epochs"
 
 
 def overlay_stem(flag: str, names: Sequence[str]) -> str:

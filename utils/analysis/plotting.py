@@ -214,7 +214,9 @@ def _set_axes(ax: Axes, x_axis: AxisRange, y_axis: AxisRange) -> None:
         log_ticks(ax.xaxis, x_axis.low, x_axis.high, nbins=max(3, min(6, int(2.2 * inches))))
     else:
         ax.xaxis.set_major_locator(MaxNLocator(3))
+        ax.ticklabel_format(axis="x", useOffset=False)  # 10.98, not 0.01 + 1.097e1
     ax.yaxis.set_major_locator(MaxNLocator(4))
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlim(x_axis.low, x_axis.high)
     ax.set_ylim(y_axis.low, y_axis.high)
     ax.grid(alpha=0.3)
