@@ -13,6 +13,7 @@ from typing import Any
 
 _WHERE = {
     "MIResult": "results",
+    "additive_noise_mi": "dropout_MI",
     "binning_mi": "binning",
     "discrete_entropy": "discrete",
     "discrete_mi": "discrete",

@@ -168,6 +168,9 @@ LOG_SQRT_2PI_E = 0.5 * (LOG_2PI + 1.0)
 
 DROPOUT_KINDS = ("gaussian", "information", "bernoulli")
 """Dropout kinds a run can use; Bernoulli dropout leaves I(X;Z) infinite (Adilova et al. 2023)."""
+NOISE_KINDS = (*DROPOUT_KINDS, "additive")
+"""The noise a run's analysed layer can carry: a dropout kind, or additive Gaussian noise Z = f(x) + sigma e
+(Keras' ``GaussianNoise``; Goldfeld et al., ICML 2019)."""
 
 
 def check_fits_in_memory(nbytes: float, what: str) -> None:
@@ -202,6 +205,24 @@ def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise InputError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+def gaussian_dropout_std(noise_std: Any = None, p: Any = None) -> tuple[float, float]:
+    """(sigma, p) of Gaussian dropout from exactly one of them: the standard deviation sigma of the
+    multiplicative noise N(1, sigma^2) matches the dropout rate p in its first two moments when
+    sigma = sqrt(p / (1 - p)), i.e. p = sigma^2 / (1 + sigma^2) (Srivastava et al., JMLR 2014, sec. 10)."""
+    if (noise_std is None) == (p is None):
+        raise InputError(
+            "give exactly one of noise_std (the standard deviation sigma of Gaussian dropout's multiplicative "
+            f"noise) and p (its dropout rate, sigma = sqrt(p / (1 - p))); got noise_std={noise_std!r}, p={p!r}"
+        )
+    if p is not None:
+        rate = check_float(p, "p")
+        if rate >= 1:
+            raise InputError(f"p must be a dropout rate in (0, 1), got {p!r}")
+        return math.sqrt(rate / (1.0 - rate)), rate
+    sigma = check_float(noise_std, "noise_std")
+    return sigma, (sigma / math.hypot(1.0, sigma)) ** 2  # sigma^2 / (1 + sigma^2) without overflow
 
 
 def check_float(

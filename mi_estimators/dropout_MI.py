@@ -61,7 +61,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from mi_estimators.checks import LOG_SQRT_2PI, InputError, as_labels, as_samples, check_bool, check_float, check_int
+from mi_estimators.checks import (
+    LOG_SQRT_2PI,
+    InputError,
+    as_labels,
+    as_samples,
+    check_bool,
+    check_float,
+    check_int,
+    gaussian_dropout_std,
+)
 from mi_estimators.discrete import discrete_entropy
 from mi_estimators.mc_mean import MCMean, control_variate_mean
 from mi_estimators.mixture import check_options, prepare_mixture
@@ -120,32 +129,63 @@ class MixtureOptions:
 
 def gaussian_dropout_mi(
     f: np.ndarray,
-    noise_std: float,
+    noise_std: float | None = None,
     labels: np.ndarray | None = None,
     draws: int = 1,
     seed: int = 0,
     *,
+    p: float | None = None,
     clip_min: float | None = None,
     **options: Any,
 ) -> MIResult:
     """Mixture estimate of I(X;Z) (and I(Y;Z) with ``labels``) for Gaussian dropout, nats.
 
-    ``f`` (N, d) are the noise-free dropout inputs, ``noise_std`` sigma the standard deviation of the
-    multiplicative noise (sqrt(p / (1 - p)) for rate p). |f| below ``clip_min`` is raised to
+    ``f`` (N, d) are the noise-free dropout inputs. The noise is given by exactly one of ``noise_std``,
+    sigma, the standard deviation of the multiplicative noise, and ``p``, the dropout rate
+    (sigma = sqrt(p / (1 - p))); both are recorded in ``params``. |f| below ``clip_min`` is raised to
     ``clip_min`` (sign kept, zeros become +clip_min); without it an exactly-zero entry is an error,
     because the conditional density of Z is degenerate there. ``options`` are the fields of
     :class:`MixtureOptions` (``max_components`` uses a random subset of components: biased, reported).
     """
-    sigma = check_float(noise_std, "noise_std")
+    sigma, rate = gaussian_dropout_std(noise_std, p)
     f, n_clipped = activations(f, clip_min, allow_negative=True)
     params = {
         "noise_std": sigma,
+        "p": rate,
         "clip_min": clip_min,
         "n_clipped": n_clipped,
         "tiny_code_fraction": float(np.mean(np.abs(f) < TINY_CODE)),
     }
     return _mixture_mi(
         "gaussian_dropout_mixture", f, sigma * np.abs(f), labels, MixtureOptions.of(draws, seed, options), params
+    )
+
+
+def additive_noise_mi(
+    f: np.ndarray,
+    noise_std: float,
+    labels: np.ndarray | None = None,
+    draws: int = 1,
+    seed: int = 0,
+    **options: Any,
+) -> MIResult:
+    """Mixture estimate of I(X;Z) (and I(Y;Z)) for additive Gaussian noise Z = f(x) + sigma eps, nats.
+
+    The setting of Goldfeld et al., "Estimating Information Flow in Deep Neural Networks" (ICML 2019),
+    and of Keras' ``GaussianNoise`` layer: Z | x ~ N(f(x), sigma^2 I), so h(Z|X) = d log(sqrt(2 pi e) sigma)
+    and p(z) is the equal-weight mixture of the N conditionals, estimated as for Gaussian dropout with
+    every component's standard deviation sigma (both sides of the bracket, both errors, the saturation).
+    ``f`` (N, d) may take any sign, zeros included. Other arguments as for :func:`gaussian_dropout_mi`.
+    """
+    sigma = check_float(noise_std, "noise_std")
+    f = as_samples(f, "f", min_rows=2)
+    return _mixture_mi(
+        "additive_noise_mixture",
+        f,
+        np.full_like(f, sigma),
+        labels,
+        MixtureOptions.of(draws, seed, options),
+        {"noise_std": sigma},
     )
 
 
@@ -198,12 +238,16 @@ def estimate_layer_mi(
             f"got {type(layer).__name__}"
         )
     kind, name = layer.get("dropout"), layer.get("name")
-    if kind == "gaussian":
+    if kind in ("gaussian", "additive"):
         if alphas is not None:
-            raise InputError(f"layer {name!r} uses Gaussian dropout; alphas belong to information dropout")
+            raise InputError(f"layer {name!r} uses {kind} noise; alphas belong to information dropout")
         if layer.get("noise_std") is None:
-            raise InputError(f"layer {name!r} (Gaussian dropout) has no noise_std in its config entry")
-        result = gaussian_dropout_mi(f, layer["noise_std"], labels, **kwargs)
+            raise InputError(f"layer {name!r} ({kind} noise) has no noise_std in its config entry")
+        if kind == "gaussian":
+            result = gaussian_dropout_mi(f, layer["noise_std"], labels, **kwargs)
+        else:
+            kwargs.pop("clip_min", None)  # additive noise has a density at f = 0
+            result = additive_noise_mi(f, layer["noise_std"], labels, **kwargs)
     elif kind == "information":
         if alphas is None:
             raise InputError(f"layer {name!r} uses information dropout: pass its saved alphas")
@@ -211,7 +255,9 @@ def estimate_layer_mi(
     elif kind == "bernoulli":
         raise InputError(f"layer {name!r}: {_BERNOULLI}")
     else:
-        raise InputError(f"layer {name!r}: unknown dropout kind {kind!r} (expected gaussian, information or bernoulli)")
+        raise InputError(
+            f"layer {name!r}: unknown noise kind {kind!r} (expected gaussian, information, bernoulli or additive)"
+        )
     result.params.update({"layer": name, "dropout": kind, "p": layer.get("p")})
     return result
 
@@ -441,8 +487,9 @@ PLAUSIBLE_ERRORS = 4.0
 def implausible(result: MIResult) -> list[str]:
     """Why a mixture result cannot be trusted as it stands: the lower I(X;Z) outside [0, log N] or the upper
     one below 0, each by more than :data:`PLAUSIBLE_ERRORS` total errors (Monte Carlo and input sampling
-    in quadrature; 0 <= I_N <= log N for X uniform over N inputs, Adilova et al. 2023), or components
-    drawn from a random subsample (``max_components``): a biased estimate, not the mixture estimate of I_N."""
+    in quadrature, plus the kernel's rounding bound; 0 <= I_N <= log N for X uniform over N inputs, Adilova
+    et al. 2023), or components drawn from a random subsample (``max_components``): a biased estimate, not
+    the mixture estimate of I_N."""
     found = []
     n, log_n = result.n_inputs or 0, result.log_n or 0.0
     k = result.params.get("n_components", n)
@@ -457,7 +504,9 @@ def implausible(result: MIResult) -> list[str]:
     ):
         stderr = result.mi_xz_stderr if name == "I(X;Z)" else result.mi_xz_upper_stderr
         sampling = result.mi_xz_sampling_stderr if name == "I(X;Z)" else result.mi_xz_upper_sampling_stderr
-        tolerance = PLAUSIBLE_ERRORS * math.hypot(stderr or 0.0, sampling or 0.0) + 1e-9
+        # the kernel's rounding bound joins the statistical errors: identical codes give 0 only to within it
+        rounding = result.params.get("kernel_max_error_bound") or 0.0
+        tolerance = PLAUSIBLE_ERRORS * math.hypot(stderr or 0.0, sampling or 0.0) + rounding + 1e-9
         if value is None or not math.isfinite(value):
             found.append(f"{name} is not a finite number: the estimate failed")
         elif not low - tolerance <= value <= high + tolerance:

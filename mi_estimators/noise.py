@@ -8,13 +8,15 @@ noisy representation (EDGE, KSG, binning: draw 0) all see the same Z.
 
 * Gaussian dropout (Adilova, Geiger & Fischer, ICLR 2023): Z = f(x) (1 + sigma eps).
 * Information dropout (Achille & Soatto 2018): Z = f(x) exp(alpha(x) eps), i.e. log Z = log f + alpha eps.
+* Additive Gaussian noise (Goldfeld et al., ICML 2019, "Estimating Information Flow in Deep Neural
+  Networks"; Keras' ``GaussianNoise``): Z = f(x) + sigma eps.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mi_estimators.checks import InputError, as_samples, check_float, check_int
+from mi_estimators.checks import InputError, as_samples, check_float, check_int, gaussian_dropout_std
 
 BLOCK = 1024
 STREAM = 0x4E4F4953
@@ -51,21 +53,35 @@ def pilot_uniforms(seed: int, inputs: np.ndarray) -> np.ndarray:
 
 
 def noisy_representations(
-    f: np.ndarray, *, noise_std: float | None = None, alphas: np.ndarray | None = None, seed: int = 0, draw: int = 0
+    f: np.ndarray,
+    *,
+    noise_std: float | None = None,
+    p: float | None = None,
+    alphas: np.ndarray | None = None,
+    additive_std: float | None = None,
+    seed: int = 0,
+    draw: int = 0,
 ) -> np.ndarray:
-    """One draw of the noisy Z for every row of f (N, d): Gaussian dropout with ``noise_std`` or
-    information dropout with ``alphas`` (exactly one of them). Draw 0 is the first draw of the mixture
-    estimate with the same seed."""
+    """One draw of the noisy Z for every row of f (N, d): Gaussian dropout with ``noise_std`` or its rate
+    ``p`` (Z = f (1 + sigma eps), sigma = sqrt(p / (1 - p))), information dropout with ``alphas``
+    (Z = f exp(alpha eps)) or additive Gaussian noise with ``additive_std`` (Z = f + sigma eps); exactly
+    one of them. Draw 0 is the first
+    draw of the mixture estimate with the same seed."""
     f = as_samples(f, "f", min_rows=1)
-    if (noise_std is None) == (alphas is None):
-        raise InputError("give exactly one of noise_std (Gaussian dropout) and alphas (information dropout)")
+    if sum(level is not None for level in (noise_std, p, alphas, additive_std)) != 1:
+        raise InputError(
+            "give exactly one of noise_std or p (Gaussian dropout), alphas (information dropout) and "
+            "additive_std (additive Gaussian noise)"
+        )
     check_int(seed, "seed", minimum=0)
     # draws index the noise streams as int64 keys (standard_normal_draws)
     check_int(draw, "draw", minimum=0, maximum=2**31 - 1)
     rows = np.arange(len(f))
     eps = standard_normal_draws(seed, rows, np.full(len(f), draw), f.shape[1])
-    if noise_std is not None:
-        z = f * (1.0 + check_float(noise_std, "noise_std") * eps)
+    if noise_std is not None or p is not None:
+        z = f * (1.0 + gaussian_dropout_std(noise_std, p)[0] * eps)
+    elif additive_std is not None:
+        z = f + check_float(additive_std, "additive_std") * eps
     else:
         alpha = as_samples(alphas, "alphas", min_rows=1)
         if alpha.shape != f.shape or (alpha <= 0).any():

@@ -21,8 +21,8 @@ from mi_estimators.checks import (
     InputError,
     as_samples,
     check_fits_in_memory,
-    check_float,
     check_int,
+    gaussian_dropout_std,
     power_of_two_scale,
 )
 from mi_estimators.dropout_MI import activations, conditional_entropy
@@ -60,16 +60,23 @@ def _entropy_bound(points: np.ndarray) -> tuple[float, dict[str, Any]]:
 
 
 def gaussian_dropout_upper_bound(
-    f: np.ndarray, noise_std: float, draws: int = 1, seed: int = 0, *, clip_min: float | None = None
+    f: np.ndarray,
+    noise_std: float | None = None,
+    draws: int = 1,
+    seed: int = 0,
+    *,
+    p: float | None = None,
+    clip_min: float | None = None,
 ) -> MIResult:
     """Upper bound on I(X;Z) for Gaussian dropout: the Gaussian bound on h(Z) minus h(Z|X), nats.
 
     Z = f(x) (1 + sigma eps) is drawn ``draws`` times per input, the same draws as the mixture
     estimate with this seed (:mod:`mi_estimators.noise`); ``clip_min`` as in
     :func:`mi_estimators.dropout_MI.gaussian_dropout_mi`. Not capped at log N: the bound holds for the
-    mixture but ignores that X takes only N values.
+    mixture but ignores that X takes only N values. The noise is ``noise_std`` sigma or the dropout rate
+    ``p`` (exactly one; sigma = sqrt(p / (1 - p))).
     """
-    sigma = check_float(noise_std, "noise_std")
+    sigma, rate = gaussian_dropout_std(noise_std, p)
     f, n_clipped = activations(f, clip_min, allow_negative=True)
     check_int(draws, "draws")
     check_int(seed, "seed", minimum=0)
@@ -82,7 +89,14 @@ def gaussian_dropout_upper_bound(
     h_z, params = _entropy_bound(z)
     h_zx = conditional_entropy(sigma * np.abs(f))
     params.update(
-        {"noise_std": sigma, "draws": int(draws), "seed": int(seed), "clip_min": clip_min, "n_clipped": n_clipped}
+        {
+            "noise_std": sigma,
+            "p": rate,
+            "draws": int(draws),
+            "seed": int(seed),
+            "clip_min": clip_min,
+            "n_clipped": n_clipped,
+        }
     )
     return MIResult(
         method="gaussian_dropout_upper_bound",

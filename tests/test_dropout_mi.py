@@ -315,7 +315,7 @@ def test_estimate_layer_mi_dispatch():
         estimate_layer_mi({"name": "info", "dropout": "information"}, f)
     with pytest.raises(ValueError, match="noise_std"):
         estimate_layer_mi({"name": "g", "dropout": "gaussian"}, f)
-    with pytest.raises(ValueError, match="unknown dropout"):
+    with pytest.raises(ValueError, match="unknown noise kind"):
         estimate_layer_mi({"name": "x", "dropout": "spatial"}, f)
 
 
