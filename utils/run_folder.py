@@ -474,6 +474,8 @@ def load_history(path: PathLike) -> dict[int, dict[str, str]]:
         rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"), newline="")))
     except (csv.Error, UnicodeDecodeError) as err:
         raise InputError(f"{path} is not a history file: not a CSV file ({err})") from None
+    if not rows:
+        raise InputError(f"{path} is not a history file: it holds no epoch (training writes one row per epoch)")
     out: dict[int, dict[str, str]] = {}
     for i, row in enumerate(rows, start=2):
         if None in row or any(v is None for v in row.values()):
@@ -608,15 +610,22 @@ def file_fingerprint(path: PathLike) -> dict[str, Any]:
 
 
 def run_identity(run_dir: PathLike) -> str:
-    """A run's identity by content: a hash of its ``config.json`` (as data, without ``resumed_at``) and of the
-    fingerprints of its label and representation files. A copy, however made, has the identity of its
-    original; two trainings differ at least in a flag or in their files."""
-    config = dict(load_config(run_dir))
-    config.pop("resumed_at", None)
-    folder = Path(run_dir) / REPR_DIR
-    names = sorted(os.listdir(folder)) if folder.is_dir() else []
-    wanted = [n for n in names if n.endswith("_labels.npy") or n.startswith(("no_noise_", "alpha_"))]
-    content = {"config": config, "files": {n: file_fingerprint(folder / n) for n in wanted}}
+    """A run's identity by content: a hash of what defines its numbers in ``config.json`` (the flags of
+    :data:`DEFINING_FLAGS`, seed included, the dataset, the analysed layers and the library versions).
+    Training is reproducible bit for bit, so two folders with the same identity hold the same run however
+    they were made (a copy, a partial copy, a re-run); a config without a seed adds the fingerprints of its
+    label and representation files."""
+    config = load_config(run_dir)
+    flags = config.get("flags", {})
+    content: dict[str, Any] = {
+        "flags": {k: v for k, v in flags.items() if k in DEFINING_FLAGS},
+        **{k: v for k, v in config.items() if k in ("dataset", "layers", "versions")},
+    }
+    if "seed" not in flags:
+        folder = Path(run_dir) / REPR_DIR
+        names = sorted(os.listdir(folder)) if folder.is_dir() else []
+        wanted = [n for n in names if n.endswith("_labels.npy") or n.startswith(("no_noise_", "alpha_"))]
+        content["files"] = {n: file_fingerprint(folder / n) for n in wanted}
     return hashlib.blake2b(json.dumps(content, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
@@ -639,7 +648,9 @@ def load_estimates(run_dir: PathLike) -> EstimatesFile:
             f"{path} is not an estimates file of format {ESTIMATES_FORMAT} ({found}); move it away and "
             f"re-run the estimation (python -m utils.analysis.information_plane {Path(run_dir)})"
         )
-    return cast(EstimatesFile, schema_.validate(data, EstimatesFile, str(path)))
+    checked = cast(EstimatesFile, schema_.validate(data, EstimatesFile, str(path)))
+    schema_.check_entries(checked, str(path))
+    return checked
 
 
 EntryKey = tuple[str, str, str, int]
@@ -661,6 +672,7 @@ def store_estimates(run_dir: PathLike, entries: dict[EntryKey, dict]) -> Estimat
         if changed:
             data["estimates"] = _canonical_order(data["estimates"])
             schema_.validate(data, EstimatesFile, f"new content of {estimates_path(run_dir)}")
+            schema_.check_entries(data, f"new content of {estimates_path(run_dir)}")
             save_json(estimates_path(run_dir), data)
     return data
 

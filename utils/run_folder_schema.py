@@ -120,7 +120,9 @@ class ConvergencePoint(TypedDict):
 
 @with_config(_STRICT)
 class Entry(TypedDict):
-    """One estimate (``estimates[estimator][layer][split][epoch]``); a ``skipped`` entry says why there is none."""
+    """One estimate (``estimates[estimator][layer][split][epoch]``); a ``skipped`` entry says why there is none.
+    An estimator's entry has every field but ``skipped`` (null where it gives none), the callback's ``mi_xz``,
+    ``mi_zy``, ``h_y``, ``sees``, ``params`` and ``settings``; ``log_n`` is log(``n_inputs``)."""
 
     settings: Annotated[dict[str, Any], Field(description="the cache key: what the entry was computed from")]
     skipped: NotRequired[Annotated[str, Field(description="why the estimator does not apply")]]
@@ -145,6 +147,41 @@ class Entry(TypedDict):
     sees: NotRequired[Annotated[str, Field(description="what the estimator sees: noisy Z or f(x)")]]
     params: NotRequired[Annotated[dict[str, Any], Field(description="the estimator's own provenance")]]
     warnings: NotRequired[Annotated[list[str], Field(description="warnings raised while estimating")]]
+
+
+ESTIMATE_FIELDS = (
+    *(f"{q}{suffix}" for q in ("mi_xz", "mi_xz_upper", "mi_zy") for suffix in ("", "_stderr", "_sampling_stderr")),
+    "n_inputs",
+    "log_n",
+    "h_y",
+    "saturation",
+    "convergence",
+    "sees",
+    "params",
+    "warnings",
+)
+"""The fields of every estimator's entry that is not ``skipped`` (null where the estimator gives none);
+the callback's entries (estimator ``"callback"``) have ``mi_xz``, ``mi_zy``, ``h_y``, ``sees`` and ``params``."""
+CALLBACK_FIELDS = ("mi_xz", "mi_zy", "h_y", "sees", "params")
+
+
+def check_entries(data: "EstimatesFile", where: str) -> None:
+    """What the schema of an entry cannot say alone: the fields every entry of its kind has
+    (:data:`ESTIMATE_FIELDS`, :data:`CALLBACK_FIELDS`), and log_n = log(n_inputs)."""
+    for name, layers in data["estimates"].items():
+        for layer, splits in layers.items():
+            for split, by_epoch in splits.items():
+                for epoch, entry in by_epoch.items():
+                    at = f"{where}: estimates.{name}.{layer}.{split}.{epoch}"
+                    if "skipped" in entry:
+                        continue
+                    required = CALLBACK_FIELDS if name == "callback" else ESTIMATE_FIELDS
+                    missing = [k for k in required if k not in entry]
+                    if missing:
+                        raise InputError(f"{at} lacks {missing[0]!r}")
+                    n, log_n = entry.get("n_inputs"), entry.get("log_n")
+                    if n is not None and (log_n is None or not math.isclose(log_n, math.log(n), rel_tol=1e-9)):
+                        raise InputError(f"{at}.log_n {log_n!r} is not log(n_inputs) for n_inputs = {n}")
 
 
 EntriesByEpoch = dict[EpochKey, Entry]

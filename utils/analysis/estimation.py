@@ -327,6 +327,7 @@ class PreparedRun:
     jobs: list[Job]  # the estimates to compute
     stale: list[str]  # the entries they replace because a file changed
     seconds: float = 0.0  # the predicted time of the jobs in this process (:func:`predicted_seconds`)
+    notes: tuple[str, ...] = ()  # what the user should know, said once every check has passed (:func:`announce`)
 
 
 def check_outputs(run_dir: Path, *, figures: bool) -> None:
@@ -359,27 +360,24 @@ def prepare_run(run_dir: str | Path, request: Request, *, figures: bool = False)
     for split in request.splits:
         callback.update(_callback_entries(run_dir, config, split))
     _check_inputs(jobs, request)
-    _warn_missing_epochs(run_dir, config)
-    return PreparedRun(run_dir, callback, jobs, stale, predicted_seconds(jobs, request))
+    notes = _missing_epochs(run_dir, config)
+    return PreparedRun(run_dir, callback, jobs, stale, predicted_seconds(jobs, request), notes)
 
 
-def _warn_missing_epochs(run_dir: Path, config: RunConfig) -> None:
-    """Log the saved epochs that the run's history says it reached but whose files are gone."""
+def _missing_epochs(run_dir: Path, config: RunConfig) -> tuple[str, ...]:
+    """A note on the saved epochs that the run's history says it reached but whose files are gone."""
     history = run_dir / rf.HISTORY_NAME
     if not history.is_file():
-        return
+        return ()
     done = max(rf.load_history(history), default=0)
     missing = rf.missing_epoch_files(run_dir, config, rf.expected_epochs(config, done))
-    if missing:
-        log.warning(
-            "%s: %d representation files of the %d epochs trained are missing (%s%s); those epochs are not "
-            "estimated, and only training the run again makes them",
-            run_dir,
-            len(missing),
-            done,
-            ", ".join(p.name for p in missing[:3]),
-            " ..." if len(missing) > 3 else "",
-        )
+    if not missing:
+        return ()
+    return (
+        f"{run_dir}: {len(missing)} representation files of the {done} epochs trained are missing "
+        f"({', '.join(p.name for p in missing[:3])}{' ...' if len(missing) > 3 else ''}); those epochs are not "
+        "estimated, and only training the run again makes them",
+    )
 
 
 FIGURES_DIR = "figures"
@@ -425,9 +423,10 @@ def duration(seconds: float) -> str:
 
 
 def announce(prepared: Sequence[PreparedRun], *, in_process: bool) -> None:
-    """Say how long the estimation of ``prepared`` will take when that is more than about a minute
-    (``logging`` warning of ``utils.analysis``: a command prints it on stderr); refuse in-process work
-    predicted to take more than :data:`MAX_SECONDS`."""
+    """The last check and the first words, once every run is checked: refuse in-process work predicted to
+    take more than :data:`MAX_SECONDS`, then say the runs' notes and how long the estimation will take
+    when that is more than about a minute (``logging`` warnings of ``utils.analysis``: a command prints
+    them on stderr)."""
     seconds = sum(p.seconds for p in prepared)
     entries = sum(len(job.wanted) for p in prepared for job in p.jobs)
     if in_process and seconds > MAX_SECONDS:
@@ -436,6 +435,8 @@ def announce(prepared: Sequence[PreparedRun], *, in_process: bool) -> None:
             "inputs (--max-inputs), draws (--draws) or epochs (--epochs), or share them out on a cluster "
             "(--workers, --scheduler)"
         )
+    for note in (note for p in prepared for note in p.notes):
+        log.warning("%s", note)
     if seconds > ANNOUNCE_SECONDS:
         log.warning(
             "%d estimates predicted to take about %s%s",

@@ -215,15 +215,15 @@ def _distinct_runs(runs: Sequence[str | Path]) -> list[Path]:
 
 
 def same_runs(prepared: Sequence[PreparedRun]) -> None:
-    """InputError when two of the runs are one run (a copy, however made): the same ``config.json`` content
-    and the same label and representation files (:func:`utils.run_folder.run_identity`)."""
+    """InputError when two of the runs are one run (a copy, however made, or a re-run with the same flags):
+    the same defining flags, seed, dataset, layers and library versions (:func:`utils.run_folder.run_identity`)."""
     seen: dict[str, Path] = {}
     for ready in prepared:
         key = rf.run_identity(ready.run_dir)
         if key in seen:
             raise InputError(
-                f"{ready.run_dir} and {seen[key]} hold the same run (the same config.json and representation "
-                "files: a copy): each run counts once, so name only one of them"
+                f"{ready.run_dir} and {seen[key]} hold the same run (the same flags, seed, dataset and library "
+                "versions in config.json: a copy or a re-run): each run counts once, so name only one of them"
             )
         seen[key] = ready.run_dir
 
