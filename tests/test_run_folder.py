@@ -3,11 +3,13 @@
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from utils import run_folder as rf
+from utils import run_folder_schema as schema
 
 
 def _gaussian_layer(name="dropout", p=0.2, dim=4):
@@ -173,3 +175,11 @@ def test_inputs_labels_and_ip_dictionaries(tmp_path):
     rf.save_json(rf.ip_path(run, "train", "mi_zy"), {"x": 1.0})
     with pytest.raises(ValueError, match="train_mi_zy.json"):
         rf.load_ip(run, "train", "mi_zy")
+
+
+def test_the_documented_format_is_the_schemas():
+    """docs/run_folder.md's format is generated from utils/run_folder_schema.py: rerun
+    ``python -m utils.run_folder_schema`` after changing a schema."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "run_folder.md").read_text()
+    assert schema.with_format(doc) == doc
+    assert "| `mi_xz` (optional) | number or null | I(X;Z), nats |" in doc

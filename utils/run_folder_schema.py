@@ -54,6 +54,7 @@ class LayerSpec(TypedDict):
     alpha_max: NotRequired[Annotated[Positive | None, Field(description="information dropout: the largest alpha(x)")]]
     beta: NotRequired[Annotated[NonNegative | None, Field(description="information dropout: the KL weight")]]
     prior: NotRequired[Annotated[str | None, Field(description="information dropout: the prior of the KL term")]]
+    kl_weight: NotRequired[Annotated[NonNegative | None, Field(description="information dropout: beta / N_train")]]
 
 
 @with_config(_STRICT)
@@ -291,7 +292,8 @@ class ArraySpec:
     min_ndim: int = 1
 
     def dims(self) -> str:
-        return f"{self.ndim} dimensions" if self.ndim is not None else f"at least {self.min_ndim} dimensions"
+        count = self.ndim if self.ndim is not None else self.min_ndim
+        return f"{'' if self.ndim is not None else 'at least '}{count} dimension{'s' if count > 1 else ''}"
 
 
 REPRESENTATION = ArraySpec(
@@ -420,3 +422,23 @@ CHECKPOINT_DOC = (
     "`epochs_done` (an integer scalar >= 0) and `model_00000`, ..., `optimizer_00000`, ... (numeric arrays, one "
     "per variable in the model's and the optimiser's order); read with `allow_pickle=False`."
 )
+
+
+DOC_BEGIN = "<!-- generated from utils/run_folder_schema.py by `python -m utils.run_folder_schema`: do not edit -->"
+DOC_END = "<!-- end of the generated part -->"
+
+
+def with_format(doc: str) -> str:
+    """``doc`` (the text of ``docs/run_folder.md``) with its generated part replaced by :func:`format_markdown`."""
+    head, found, rest = doc.partition(DOC_BEGIN)
+    _, found_end, tail = rest.partition(DOC_END)
+    if not found or not found_end:
+        raise InputError(f"the document has no {DOC_BEGIN!r} ... {DOC_END!r} part")
+    return f"{head}{DOC_BEGIN}\n\n{format_markdown()}\n{DOC_END}{tail}"
+
+
+if __name__ == "__main__":  # rewrite the generated part of docs/run_folder.md
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "run_folder.md"
+    doc.write_text(with_format(doc.read_text()))
