@@ -207,10 +207,10 @@ def test_a_split_without_data_gets_no_panel_and_captions_say_what_the_error_bars
     fig = plot_trajectories(train_only, "one seed")
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert len(panels) == 2 and fig.get_figwidth() < PAGE_WIDTH  # I(X;Z), I(Y;Z) of the training split
-    assert "Monte Carlo and input-sampling error" in fig._suptitle.get_text()
+    assert "Monte Carlo and input-sampling error" in fig.get_suptitle()
     assert _checked(fig) == []
     fig = plot_trajectories(_aggregates([("fc gaussian p=0.5", 0.5)]), "three seeds")
-    assert "\u00b11 s.d. between 3 seeds" in fig._suptitle.get_text()
+    assert "\u00b11 s.d. between 3 seeds" in fig.get_suptitle()
     plt.close(fig)
 
 

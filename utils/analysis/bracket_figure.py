@@ -6,10 +6,15 @@ bound in expectation (Poole et al., ICML 2019). A fall from epoch a to b is show
 at b lies below the lower one at a by more than its errors (:mod:`utils.analysis.bracket`); the bottom
 row draws the first trained epoch's lower estimate as a dotted line to make that visible. Drawn from the
 rows of a comparison's ``estimates.csv`` (one run, one split, the mixture estimator), so that the
-figures of a study can be redrawn without its run folders:
+figures of a study can be redrawn without its run folders. The README's figure:
 
-    python -m utils.analysis.bracket_figure --case docs/reproduction_mnist/all_inputs/estimates.csv \\
-        fc-p0.5-seed1 train "sigma 1" --case ... --out docs/figures/information_plane_mnist --formats png,pdf
+    python -m utils.analysis.bracket_figure \\
+        --case docs/reproduction_mnist/estimates.csv mnist-fc-gaussian-p0.2-seed0 train \\
+            "σ = 0.5 (the paper's p = 0.2): not identified" \\
+        --case docs/reproduction_mnist/all_inputs/estimates.csv fc-p0.5-seed1 train \\
+            "σ = 1 (p = 0.5): a fall is shown" \\
+        --title "MNIST fc, all 60,000 training inputs: does I(X;Z) fall?" \\
+        --out docs/figures/information_plane_mnist --formats png,pdf
 """
 
 from __future__ import annotations
