@@ -355,12 +355,17 @@ class Mixture:
 
     def _prune_plan(self, z: np.ndarray, left_out: np.ndarray, backend: str, atol: float, prune: str) -> dict[str, Any]:
         """Whether the pruned path runs: one group, the NumPy backend, at least two blocks of components
-        (``MIN_COMPONENTS`` for ``"auto"``), and a pilot that says it pays (``"always"``: whatever it says)."""
+        (``MIN_COMPONENTS`` for ``"auto"``, and codes that do not all overlap), and a pilot that says it
+        pays (``"always"``: whatever it says). ``kept_fraction``: the pilot's, or the overlap's estimate."""
         n = len(self.means)
         if prune == "never" or backend != "numpy" or self.n_groups > 1 or n < 2 * pruning.LEAF:
             return {}
         if prune == "auto" and n < pruning.MIN_COMPONENTS:
             return {}
+        if prune == "auto":
+            near = pruning.overlap(self, z)
+            if near > pruning.OVERLAP_MAX:
+                return {"path": "dense", "kept_fraction": near}
         plan = pruning.pilot(self.blocks(), self, z, left_out, atol)
         pays = prune == "always" or plan["relative_cost"] < pruning.PAYS
         plan["path"] = "pruned" if pays else "dense"

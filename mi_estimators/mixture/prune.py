@@ -6,12 +6,13 @@ splits along principal directions of their means and log-widths) into groups of 
 ``LEAF``. For every point an upper bound U_b(z) >= L_j(z) of all members' terms comes from a float64
 matrix product per level (step 5 of :mod:`mi_estimators.mixture.bound`): first against every group,
 then, where a group is kept, against its blocks. The point's reference R is the largest exact term of
-the block that a quick estimate ranks first; a group or block whose U + log n is below R +
+the blocks that a quick estimate ranks first; a group or block whose U + log n is below R +
 log(beta / units) is skipped (beta: the share of ``atol`` the skipped mass may take), the kept blocks
-are evaluated exactly (float64 products about each block's own centre, one call per block for all the
-points that keep it), and the skipped mass joins the point's error bound. A pilot on a few points
-estimates the kept fraction first; where pruning would not pay (overlapping codes, e.g. before
-training) the dense path runs.
+are evaluated exactly (float64 products, one call per block for all the points that keep it, float32
+exps summed in float64), and the skipped mass joins the point's error bound. Before that, a look at a
+few points against all components and a pilot of the whole procedure on a few more estimate whether
+it pays; where it would not (overlapping codes, e.g. before training) the dense path runs.
+``benchmarks/README.md`` has the measurements behind the choices.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ GROUP = 16
 MIN_COMPONENTS = 4096
 """``prune="auto"`` considers pruning only from this many components of a group (below it the dense
 path is fast and its numbers unchanged)."""
+OVERLAP_POINTS, OVERLAP_GAP, OVERLAP_MAX = 16, 87.0, 0.3
+"""Before any block is built: where more than OVERLAP_MAX of the pairs lie within OVERLAP_GAP nats of
+their point's largest term (all of them before training; 4-6% in trained MNIST epochs), the dense path
+runs (``overlap``)."""
 POWER_STEPS = 3
 SAMPLE = 256
 PILOT_POINTS = 256
@@ -63,12 +68,8 @@ class Ball:
     radius: np.ndarray  # (nb,) largest ||mu_j - c_b||_{w_min} over the block, rounded up
     kappa_max: np.ndarray  # (nb,) largest log-normaliser of the block
     log_size: np.ndarray  # (nb,) log n_b
-    guess: np.ndarray  # (nb, 2d + 1) a typical member's term - s_0 as a quadratic in z - c (``select``)
-    v_max: np.ndarray  # (nb,) largest |v_j| of step 1 over the block (expansion about c_b)
-
-    @property
-    def guess32(self) -> np.ndarray:
-        return self.guess.astype(np.float32)
+    guess: np.ndarray  # (nb, 2d + 1) float32: a typical member's term - s_0, a quadratic in z - c (``select``)
+    v_max: np.ndarray  # (nb,) largest |v_j| of step 1 over the block (expansion about the origin)
 
     def bounds(self, zc: np.ndarray, ref: float, cols: slice = slice(None)) -> np.ndarray:
         """(m, nb) upper bounds U_b(z) - s_0 + log n_b for points ``zc`` = z - c (step 5)."""
@@ -117,7 +118,7 @@ def _ball(
         radius,
         np.maximum.reduceat(kappa, starts[:-1]),
         np.log(sizes),
-        np.hstack([-0.5 * w_mean, w_mean * shifted, const[:, None]]),
+        np.hstack([-0.5 * w_mean, w_mean * shifted, const[:, None]]).astype(np.float32),
         np.maximum.reduceat(np.abs(v), starts[:-1]),
     )
 
@@ -327,7 +328,7 @@ def select(
         zc = z[r0:r1] - mix.centre
         # (float32: an estimate, not a bound)
         quad = np.hstack([np.square(zc), zc, np.ones((r1 - r0, 1))], dtype=np.float32)
-        guess = quad @ blocks.blocks.guess32.T
+        guess = quad @ blocks.blocks.guess.T
         best = np.empty((r1 - r0, min(CANDIDATES, nb)), dtype=np.int32)
         for i in range(best.shape[1]):  # (argmax passes: far faster than a partition)
             best[:, i] = np.argmax(guess, axis=1)
@@ -445,6 +446,20 @@ def _sums(blocks: Blocks, sel: Pruned, a: np.ndarray, left: LeftOut, exp: bool) 
                 out[rows] = np.maximum(out[rows], vals.max(axis=1))
             pairs += len(rows) * (blocks.starts[b + 1] - blocks.starts[b])
     return out, pairs
+
+
+def overlap(mix: "Mixture", z: np.ndarray) -> float:
+    """The fraction of pairs within ``OVERLAP_GAP`` nats of their point's largest term, from
+    ``OVERLAP_POINTS`` evenly spaced points (float64 differences; a few rows of the dense work): where it
+    is large, no bound can skip much, and the blocks are not built at all."""
+    idx = np.unique(np.linspace(0, len(z) - 1, min(len(z), OVERLAP_POINTS)).astype(np.int64))
+    near = 0
+    for i in idx:
+        terms = mix.log_norm - 0.5 * np.einsum(
+            "ij,ij->i", np.square(z[i] - mix.means), np.broadcast_to(mix.prec, mix.means.shape)
+        )
+        near += int(np.count_nonzero(terms >= terms.max() - OVERLAP_GAP))
+    return near / (len(idx) * len(mix.means))
 
 
 def pilot(blocks: Blocks, mix: "Mixture", z: np.ndarray, left_out: np.ndarray, atol: float) -> dict[str, Any]:
