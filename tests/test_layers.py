@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from utils.layers import ALPHA_MIN, InformationDropout, dropout_layers, noise_spec, reseed, reseeded, seed_states
+from utils.layers import (
+    ALPHA_MIN,
+    InformationDropout,
+    dropout_layers,
+    noise_spec,
+    reseed,
+    reseeded,
+    seed_states,
+    upstream_noise,
+)
 
 Z = 5.0  # tolerance in standard errors; every random draw below is seeded
 
@@ -157,7 +166,7 @@ def test_noise_spec_values():
         "prior": "lognormal",
     }
     assert noise_spec(keras.layers.Dense(3)) is None
-    assert noise_spec(keras.layers.GaussianNoise(0.1)) is None
+    assert noise_spec(keras.layers.GaussianNoise(0.1)) == {"dropout": "additive", "p": None, "noise_std": 0.1}
     with pytest.raises(ValueError, match="p < 1"):
         noise_spec(keras.layers.GaussianDropout(1.0))
 
@@ -239,3 +248,17 @@ def test_reseeded_block_leaves_the_streams_where_they_were():
         np.testing.assert_array_equal(a, b)
     with reseeded(model, (1, 1, 0)):
         np.testing.assert_array_equal(np.asarray(model(x, training=True)), inside)
+
+
+def test_upstream_noise_names_the_noise_layers_before_a_layer():
+    inputs = keras.Input((4,))
+    h = keras.layers.GaussianNoise(0.1, name="input_noise")(inputs)
+    h = keras.layers.Dense(3, activation="softplus")(h)
+    first = keras.layers.GaussianDropout(0.2, name="first")
+    second = keras.layers.GaussianDropout(0.2, name="second")
+    h = second(keras.layers.Dense(3, activation="softplus")(first(h)))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+    assert [layer.name for layer in dropout_layers(model)] == ["input_noise", "first", "second"]
+    assert upstream_noise(model, model.get_layer("input_noise")) == []
+    assert upstream_noise(model, model.get_layer("first")) == ["input_noise"]
+    assert upstream_noise(model, model.get_layer("second")) == ["input_noise", "first"]

@@ -1,10 +1,12 @@
-"""Dropout layers of the paper and the one place where a layer's noise level is read.
+"""Noise layers of the paper and the one place where a layer's noise level is read.
 
 * Gaussian dropout is Keras' own ``keras.layers.GaussianDropout(rate=p)``: in training it multiplies by
   D ~ N(1, sigma^2) elementwise with sigma^2 = p / (1 - p); in inference it is the identity.
 * Bernoulli dropout is ``keras.layers.Dropout(rate=p)`` (comparison runs only: I(X;Z) is infinite).
 * Information dropout (Achille & Soatto, "Information Dropout", IEEE TPAMI 2018) is
   :class:`InformationDropout` below.
+* Additive Gaussian noise is Keras' ``keras.layers.GaussianNoise(stddev=sigma)``: Z = f(x) + sigma e in
+  training (Goldfeld et al., "Estimating Information Flow in Deep Neural Networks", ICML 2019).
 
 Adilova, Geiger & Fischer (ICLR 2023) analyse the information plane of exactly these layers;
 :func:`noise_spec` is what the run folder's ``config.json`` records and what the estimators read.
@@ -135,11 +137,13 @@ class InformationDropout(keras.layers.Layer):
 
 
 def noise_spec(layer: keras.layers.Layer) -> dict | None:
-    """The noise a layer applies, as recorded in ``config.json``; None for a layer without dropout noise.
+    """The noise a layer applies, as recorded in ``config.json``; None for a layer without noise.
 
-    Keys: ``dropout`` ("gaussian", "information" or "bernoulli"), ``p`` (the rate; None for information
-    dropout), ``noise_std`` (std of the multiplicative Gaussian noise, sqrt(p / (1 - p)); None unless
-    Gaussian) and, for information dropout, ``alpha_max``, ``beta``, ``kl_weight`` and ``prior``.
+    Keys: ``dropout`` (the noise kind: "gaussian", "information", "bernoulli" or "additive"), ``p`` (the
+    dropout rate; None for information dropout and additive noise), ``noise_std`` (the standard deviation
+    of the Gaussian noise: sqrt(p / (1 - p)) of the multiplicative noise of Gaussian dropout, sigma of
+    additive noise; None otherwise) and, for information dropout, ``alpha_max``, ``beta``, ``kl_weight``
+    and ``prior``.
     """
     if isinstance(layer, InformationDropout):
         return {
@@ -158,12 +162,24 @@ def noise_spec(layer: keras.layers.Layer) -> dict | None:
         return {"dropout": "gaussian", "p": p, "noise_std": math.sqrt(p / (1.0 - p))}
     if isinstance(layer, keras.layers.Dropout):
         return {"dropout": "bernoulli", "p": float(layer.rate), "noise_std": None}
+    if isinstance(layer, keras.layers.GaussianNoise):
+        return {"dropout": "additive", "p": None, "noise_std": check_float(layer.stddev, f"{layer.name} stddev")}
     return None
 
 
+def upstream_noise(model: keras.Model, layer: keras.layers.Layer) -> list[str]:
+    """The names of the noise layers (:func:`noise_spec`) between ``model``'s inputs and ``layer``'s input.
+
+    Where there is one, the input f of ``layer`` is not a function of x: the mixture estimators, which
+    take Z | x to be ``layer``'s noise around a fixed f(x), would describe another channel.
+    """
+    upstream = keras.Model(model.inputs, layer.input)
+    return [other.name for other in dropout_layers(upstream) if other is not layer]
+
+
 def dropout_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """All layers of ``model`` (searched through nested models) whose :func:`noise_spec` is not None,
-    in model order."""
+    """All noise layers of ``model`` (those whose :func:`noise_spec` is not None, searched through nested
+    models), in model order."""
     found = []
     for layer in getattr(model, "layers", []):
         if noise_spec(layer) is not None:

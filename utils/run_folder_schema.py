@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import NotRequired, TypedDict
 
-from mi_estimators.checks import DROPOUT_KINDS, InputError
+from mi_estimators.checks import DROPOUT_KINDS, NOISE_KINDS, InputError
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 """Layer and estimator names: they become parts of file names."""
@@ -25,6 +25,8 @@ EPOCH_PATTERN = r"^(0|[1-9][0-9]*)$"
 SPLITS = ("train", "test")
 DropoutKind = Literal["gaussian", "information", "bernoulli"]
 assert get_args(DropoutKind) == DROPOUT_KINDS
+NoiseKind = Literal["gaussian", "information", "bernoulli", "additive"]
+assert get_args(NoiseKind) == NOISE_KINDS
 
 _STRICT = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
 
@@ -43,13 +45,15 @@ Index = Annotated[int, Field(ge=0)]
 
 @with_config(_STRICT)
 class LayerSpec(TypedDict):
-    """One analysed dropout layer (``config.json`` ``layers[i]``): the one source of its noise level."""
+    """One analysed noise layer (``config.json`` ``layers[i]``): the one source of its noise level."""
 
     name: Annotated[Name, Field(description="the layer's name; a file-name tag when the run has several layers")]
     dim: Annotated[Count, Field(description="units per input of f(x): the width of its representation files")]
-    dropout: Annotated[DropoutKind, Field(description="the dropout kind")]
-    p: Annotated[Finite | None, Field(description="Gaussian/Bernoulli dropout rate in (0, 1); null for information")]
-    noise_std: Annotated[Finite | None, Field(description="Gaussian dropout: sqrt(p/(1-p)); null otherwise")]
+    dropout: Annotated[NoiseKind, Field(description="the noise kind: a dropout kind or additive Gaussian noise")]
+    p: Annotated[Finite | None, Field(description="Gaussian/Bernoulli dropout rate in (0, 1); null otherwise")]
+    noise_std: Annotated[
+        Finite | None, Field(description="Gaussian dropout: sqrt(p/(1-p)); additive noise: sigma; null otherwise")
+    ]
     shape: NotRequired[Annotated[list[Count], Field(description="the shape of f(x) per input")]]
     alpha_max: NotRequired[Annotated[Positive | None, Field(description="information dropout: the largest alpha(x)")]]
     beta: NotRequired[Annotated[NonNegative | None, Field(description="information dropout: the KL weight")]]
