@@ -302,7 +302,8 @@ def _check_inputs(jobs: Sequence[Job], request: Request) -> None:
     the mixture's and the bound's codes as ``activations`` takes them), before anything is written: a
     bad file at the last epoch must not leave the earlier epochs estimated and the command failed."""
     for job in jobs:
-        uses_codes = any(
+        # additive noise has a density wherever f is: its codes need no clipping
+        uses_codes = job.layer["dropout"] != "additive" and any(
             ESTIMATORS[name].clips and job.layer["dropout"] in ESTIMATORS[name].kinds for name in job.wanted
         )
         for key, path in job.files.items():

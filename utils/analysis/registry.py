@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from mi_estimators.binning import binning_mi
-from mi_estimators.checks import DROPOUT_KINDS
+from mi_estimators.checks import NOISE_KINDS
 from mi_estimators.dropout_MI import estimate_layer_mi
 from mi_estimators.edge import edge_mi
 from mi_estimators.ksg import ksg_mi_labels
@@ -61,6 +61,8 @@ class LayerData:
         kind = self.layer["dropout"]
         if kind == "gaussian":
             return noisy_representations(self.f, noise_std=self.layer["noise_std"], seed=self.seed)
+        if kind == "additive":
+            return noisy_representations(self.f, additive_std=self.layer["noise_std"], seed=self.seed)
         if kind == "information":
             return noisy_representations(self.f, alphas=self.alphas, seed=self.seed)
         return self.f
@@ -73,7 +75,7 @@ class EstimatorSpec:
     describe: str
     run: Callable[[LayerData, Mapping[str, Any]], MIResult]
     gives: Mapping[str, str]
-    kinds: tuple[str, ...] = DROPOUT_KINDS
+    kinds: tuple[str, ...] = NOISE_KINDS
     settings: Mapping[str, Any] = field(default_factory=dict)
     uses_noise: bool = False
     """Draws noise: the number of draws and the seed are part of its cache key."""
@@ -126,7 +128,7 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
         "dropout mixture estimator of I(X;Z) and I(Y;Z) (log space for information dropout)",
         _mixture,
         {"mi_xz": "mi_xz", "mi_zy": "mi_zy", UPPER: UPPER},
-        kinds=("gaussian", "information"),
+        kinds=("gaussian", "information", "additive"),
         uses_noise=True,
         clips=True,
         version=2,
