@@ -63,10 +63,11 @@ exact value:
    is rounded to float32 and exponentiated there (4 ulp): for x^_j in [TINY, EXP_TOP] the computed e^x is
    within a factor (1 +- EXP32) of e^(x^_j), below TINY it is in [0, 2 e^TINY] (flushed or subnormal),
    and F is chosen so that no x^_j exceeds EXP_TOP (40 nats above R, or the point's largest term where a
-   kept term was more than EXP_TOP - 40 above R). The float64 sum of n kept terms adds gamma_{n+8}.
+   kept term was more than EXP_TOP - 40 above R). Each block's float32 sum of its (at most LEAF) terms
+   adds gamma_LEAF (float32 u), their float64 sum over the n kept terms gamma_{n+8}.
    Splitting at |x| = FAR: the exact terms with |x| <= FAR are within a factor e^(+-(c + 2 gamma' FAR)) of
    e^(x^), the others are below e^(c - FAR/2) each. With S^ the computed kept sum (units e^F), rel =
-   expm1(c + 2 gamma' FAR) + EXP32 + gamma_{n+8} and delta = S^ rel (1 + rel) + n (2 e^TINY + e^(c -
+   expm1(c + 2 gamma' FAR) + EXP32 + gamma_LEAF + gamma_{n+8} and delta = S^ rel (1 + rel) + n (2 e^TINY + e^(c -
    FAR/2)), the exact sum lies in [S^ - delta, S^ + delta + K_skip e^(R-F)], so |log S^ - log S| <=
    max(log(1 + (delta + K_skip e^(R-F)) / S^), -log(1 - delta / S^)): the reported bound (about beta where
    the codes are Gaussian dropout codes: c ~ 1e-11, EXP32 ~ 6e-6). Points above ``atol`` go to the
@@ -135,18 +136,24 @@ EXP32 = float(np.expm1(EXP_TOP * 2.0**-24) + EXP_ULP * 2.0**-24)
 
 
 def prune_bound(
-    total: np.ndarray, skipped: np.ndarray, v_max: np.ndarray, frame: np.ndarray, n_terms: np.ndarray, k: int
+    total: np.ndarray,
+    skipped: np.ndarray,
+    v_max: np.ndarray,
+    frame: np.ndarray,
+    n_terms: np.ndarray,
+    k: int,
+    leaf: int,
 ) -> np.ndarray:
     """Step 5: the bound on |log S^ - log S| of the pruned path per point, from the kept sum S^ and the
     skipped mass bound (both in units e^F, F = ``frame`` - s_0), the largest |v_j| of the kept blocks,
-    F, the number of kept terms and the product's K columns."""
+    F, the number of kept terms, the product's K columns and the most terms of a block."""
     u = UNIT_ROUNDOFF[np.dtype(np.float64)]
     dot_gamma = gamma(k + 2, u)
     dot_gamma = dot_gamma / (1 - 2 * dot_gamma)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         const = dot_gamma * (v_max + 3 * np.abs(frame))
         steps = n_terms + 8
-        rel = np.expm1(const + 2 * dot_gamma * FAR) + EXP32 + steps * u / (1 - steps * u)
+        rel = np.expm1(const + 2 * dot_gamma * FAR) + EXP32 + gamma(leaf, 2.0**-24) + steps * u / (1 - steps * u)
         delta = total * rel * (1 + rel) + n_terms * (2 * math.exp(TINY) + np.exp(const - FAR / 2))
         skip = skipped * (1 + 1e-6)
         up = np.log1p((delta + skip) / total)
