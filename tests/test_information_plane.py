@@ -17,8 +17,8 @@ import pytest
 
 import mi_mnist_dropout
 from utils import run_folder as rf
+from utils.analysis import estimation, registry
 from utils.analysis import information_plane as ip
-from utils.analysis import registry
 from utils.analysis.comparison import read_csv
 from utils.analysis.figures import draw_run_figures, layer_panels, plot_convergence, plot_trajectories
 from utils.analysis.plotting import Panel, PlaneSeries, plot_plane_grid
@@ -524,3 +524,111 @@ def test_a_bad_file_at_the_last_epoch_changes_nothing(tmp_path, capsys):
     rf.save_npy(bad, values)
     assert bad.name in _error(capsys, [good, run, "--no-plots", "--estimators", "mixture"])
     assert not rf.estimates_path(good).exists() and not rf.estimates_path(run).exists()
+
+
+# -- issue 33: the named examples of each class --------------------------------------------------------
+
+
+def _estimated(tmp_path):
+    run = _fake_run(tmp_path, ["dropout"])
+    assert ip.main([str(run), "--no-plots", "--estimators", "binning"]) == 0
+    return run
+
+
+def _tree(root):
+    return {
+        str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda e: e.update(mixture=[]), "estimates.mixture: input should be a valid dictionary"),
+        (lambda e: e["binning"]["dropout"]["test"]["1"].update(mi_xz="3"), "test.1.mi_xz: input should be a valid"),
+        (lambda e: e["binning"]["dropout"]["test"]["1"].update(mi_xz=float("nan")), "test.1.mi_xz is not a finite"),
+        (lambda e: e["binning"]["dropout"]["test"].update({"01": {"settings": {}}}), "01 (a key)"),
+        (lambda e: e["binning"]["dropout"]["test"]["1"].pop("log_n"), "test.1 lacks 'log_n'"),
+    ],
+)
+def test_a_damaged_cached_entry_is_one_line_naming_the_file_and_the_field(tmp_path, capsys, change, field):
+    run = _estimated(tmp_path)
+    data = json.loads(rf.estimates_path(run).read_text())
+    change(data["estimates"])
+    rf.estimates_path(run).write_text(json.dumps(data))  # NaN written as the token NaN, as another tool might
+    before = _tree(tmp_path)
+    err = _error(capsys, [run, "--estimators", "binning"])
+    assert "estimates.json" in err and field in err
+    assert _tree(tmp_path) == before
+
+
+def test_inputs_and_outputs_are_checked_before_the_first_write(tmp_path, capsys):
+    """Fractional labels, --out naming a file or /dev/null: refused before IP/estimates.json exists."""
+    run = _fake_run(tmp_path, ["dropout"])
+    existing = tmp_path / "a-file"
+    existing.write_text("mine\n")
+    for argv, needle in (
+        ([run, "--out", existing], "is not a folder"),
+        ([run, "--out", os.devnull], "is not a folder"),
+    ):
+        assert needle in _error(capsys, [*argv, "--no-plots", "--estimators", "binning"])
+        assert not rf.estimates_path(run).exists()
+    labels = rf.labels_path(run, "test")
+    np.save(labels, np.load(labels) + 0.5)
+    assert "test_labels.npy" in _error(capsys, [run, "--no-plots", "--estimators", "binning"])
+    assert not rf.estimates_path(run).exists() and existing.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_a_representation_that_is_no_regular_file_is_refused_at_once(tmp_path, capsys, kind):
+    run = _fake_run(tmp_path, ["dropout"])
+    path = rf.representation_path(run, "test", 1)
+    path.unlink()
+    os.mkfifo(path) if kind == "fifo" else path.symlink_to("/dev/zero")
+    err = _error(capsys, [run, "--no-plots", "--estimators", "binning"])  # returns: no read blocks
+    assert path.name in err and "not a regular file" in err
+    assert not rf.estimates_path(run).exists()
+
+
+def test_no_write_goes_through_a_link(tmp_path, capsys):
+    run, victim = _fake_run(tmp_path, ["dropout"]), tmp_path / "victim.json"
+    victim.write_text("{}\n")
+    rf.estimates_path(run).parent.mkdir(exist_ok=True)
+    rf.estimates_path(run).symlink_to(victim)
+    assert "symbolic link" in _error(capsys, [run, "--no-plots", "--estimators", "binning"])
+    rf.estimates_path(run).unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / "figures").symlink_to(elsewhere)
+    assert "figures" in _error(capsys, [run, "--estimators", "binning"])
+    assert victim.read_text() == "{}\n" and not list(elsewhere.iterdir()) and not rf.estimates_path(run).exists()
+
+
+def test_a_run_and_its_copy_are_one_run(tmp_path, capsys):
+    run = _fake_run(tmp_path, ["dropout"])
+    copy = shutil.copytree(run, tmp_path / "copy", symlinks=True)
+    err = _error(capsys, [run, copy, "--no-plots", "--estimators", "binning"])
+    assert "hold the same run" in err and not rf.estimates_path(run).exists()
+    assert rf.run_identity(run) != rf.run_identity(_fake_run(tmp_path, ["dropout"], seed=1))
+
+
+def test_a_run_without_its_representations_says_so(tmp_path, capsys):
+    run = _fake_run(tmp_path, ["dropout"])
+    shutil.rmtree(run / rf.REPR_DIR)
+    err = _error(capsys, [run, "--no-plots"])
+    assert "no saved train epochs" in err and "train the run again" in err
+
+
+def test_long_work_is_announced_and_reported(tmp_path, capsys, monkeypatch):
+    """Off a terminal the command says how long before it starts, then prints a line per epoch; beyond a
+    week of work in this process it refuses with the figure. The Python API logs the same."""
+    run = _fake_run(tmp_path, ["dropout"])
+    monkeypatch.setattr(estimation, "MIXTURE_SECONDS_PER_PAIR", 1e-2)  # 40 inputs: 16 s per draw and epoch
+    assert ip.main([str(run), "--no-plots", "--estimators", "mixture", "--no-progress"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("information_plane: 4 estimates predicted to take about")
+    assert sum("epochs estimated" in line for line in err) == 4 and "4 of 4" in err[-1]
+    monkeypatch.setattr(estimation, "MIXTURE_SECONDS_PER_PAIR", 1e3)
+    assert "would take about" in _error(capsys, [run, "--no-plots", "--estimators", "mixture", "--draws", "2"])
+    assert estimation.duration(3 * 86400) == "3.0 days" and estimation.duration(30) == "30 s"

@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -319,6 +320,23 @@ def test_nan_loss_stops_with_one_line_and_the_run_resumes_from_the_last_good_epo
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("train: error: the training loss is nan at step") and "--lr" in err
     assert not (blown / rf.HISTORY_NAME).exists() and not (blown / CHECKPOINT_NAME).exists()
+
+
+def test_a_finished_run_without_its_representations_says_how_to_recover(tiny_run, tmp_path, capsys):
+    """A run whose checkpoint says it is complete is complete only with the files of its epochs: a copy
+    without representations/ names what is missing; moving checkpoint.npz away, as the message says,
+    trains it again into the same bytes."""
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    for path in (run / rf.REPR_DIR).glob("no_noise_*"):
+        path.unlink()
+    capsys.readouterr()
+    assert _main(TINY + ["--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has trained 3 epochs" in err and "no_noise_train_representations_0.npy" in err
+    assert f"move {CHECKPOINT_NAME} away" in err
+    (run / CHECKPOINT_NAME).rename(tmp_path / CHECKPOINT_NAME)
+    assert _main(TINY + ["--out", str(run)]) == 0
+    _same_numbers(run, tiny_run)
 
 
 def test_another_seed_gives_other_weights(tiny_run, tmp_path):

@@ -5,7 +5,9 @@ The scripts' own processes: tests/test_training.py."""
 
 import dataclasses
 import gzip
+import json
 import os
+import stat
 import struct
 
 import keras
@@ -27,12 +29,15 @@ DIGITS = ["--dataset", "digits", "--epochs", "1", "--train-subset", "100", "--ba
 
 
 def _snapshot(root):
-    """Every path under ``root`` with its bytes and modification time (the lock file left out)."""
-    return {
-        str(p.relative_to(root)): (None if p.is_dir() else (p.read_bytes(), p.stat().st_mtime_ns))
-        for p in sorted(root.rglob("*"))
-        if p.name != rf.TRAIN_LOCK_NAME
-    }
+    """Every path under ``root`` with its bytes and modification time, link target or kind (the lock file
+    left out; links are not followed, special files not read)."""
+
+    def state(p):
+        if p.is_symlink():
+            return ("link", os.readlink(p))
+        return (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else (stat.S_IFMT(p.stat().st_mode),)
+
+    return {str(p.relative_to(root)): state(p) for p in sorted(root.rglob("*")) if p.name != rf.TRAIN_LOCK_NAME}
 
 
 # -- fixtures written by the cases ---------------------------------------------------------------------
@@ -268,6 +273,12 @@ def _matching_run(tmp_path, **config):
     return run, argv
 
 
+def _link(path, target):
+    """``path`` made a link to ``target``, a file of the user's outside the run folder."""
+    target.write_text("precious\n")
+    path.symlink_to(target)
+
+
 RESUME_CASES = {
     "checkpoint that is no zip": (
         lambda run: (run / CHECKPOINT_NAME).write_bytes(b"not a checkpoint"),
@@ -284,6 +295,29 @@ RESUME_CASES = {
     "history without an epoch column": (
         lambda run: (run / rf.HISTORY_NAME).write_text("loss\n0.5\n"),
         "history.csv is not a history file",
+    ),
+    "lock that is a link to a file of the user's": (
+        lambda run: _link(run / rf.TRAIN_LOCK_NAME, run.parent / "mine.txt"),
+        ".train.lock is a link or not a file",
+    ),
+    "IP folder that is a link out of the run": (
+        lambda run: (run.parent / "elsewhere").mkdir() or (run / rf.IP_DIR).symlink_to(run.parent / "elsewhere"),
+        "IP is a link or a file, not a folder of the run",
+    ),
+    "history that is a FIFO": (lambda run: os.mkfifo(run / rf.HISTORY_NAME), "history.csv is a FIFO"),
+    "history with a NaN loss": (
+        lambda run: (run / rf.HISTORY_NAME).write_text("epoch,loss\n1,nan\n"),
+        "column 'loss': not a finite number",
+    ),
+    "checkpoint with NaN weights": (
+        lambda run: np.savez(run / CHECKPOINT_NAME, epochs_done=1, model_00000=np.full(3, np.nan)),
+        "model_00000 is not an array of finite numbers",
+    ),
+    "config whose layer has a string dim": (
+        lambda run: (run / rf.CONFIG_NAME).write_text(
+            json.dumps({**json.loads((run / rf.CONFIG_NAME).read_text()), "layers": [{"dim": "32"}]})
+        ),
+        "config.json: layers[0].name: field required",
     ),
     "damaged IP file": (
         lambda run: (
