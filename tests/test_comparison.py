@@ -1,5 +1,7 @@
 """The comparison table: compression calls, seed aggregates, group names and one-setting families."""
 
+import math
+import os
 from pathlib import Path
 
 import pytest
@@ -181,6 +183,28 @@ def test_comparisons_of_different_sessions_merge_into_one(tmp_path):
         merge_comparisons([a, _table(tmp_path / "c", changed)], tmp_path / "bad", plots=False)
     assert main([str(a), str(tmp_path / "c" / "estimates.csv"), "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_bad_tables_and_outputs_of_a_merge_are_one_line_before_any_write(tmp_path, capsys):
+    """A table that is a FIFO or holds a NaN estimate, or an --out that is a file: one error line, nothing written."""
+    from utils.analysis.comparison import main
+
+    good = _table(tmp_path / "a", _rows("a", 0, [0.0, 1.0, 2.0], 0.1))
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    nan = _table(tmp_path / "n", [dict(r, mi_xz=math.nan) for r in _rows("n", 1, [0.0, 1.0], 0.1)])
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for tables, out, needle in (
+        ([good, fifo], tmp_path / "out", "is a FIFO"),
+        ([good, nan], tmp_path / "out", "mi_xz must be a finite number"),
+        ([good], afile, "is not a folder"),
+    ):
+        capsys.readouterr()
+        assert main([*map(str, tables), "--out", str(out), "--no-plots"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "out").exists() and afile.read_text() == "mine\n"
 
 
 def test_merged_groups_that_differ_only_in_a_flag_without_a_column_stay_apart(tmp_path):

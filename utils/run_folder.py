@@ -657,7 +657,7 @@ EntryKey = tuple[str, str, str, int]
 """(estimator, layer, split, epoch): where an entry lives in ``estimates.json``."""
 
 
-def store_estimates(run_dir: PathLike, entries: dict[EntryKey, dict]) -> EstimatesFile:
+def store_estimates(run_dir: PathLike, entries: dict[EntryKey, dict]) -> dict[str, Any]:
     """Merge ``{(estimator, layer, split, epoch): entry}`` into ``IP/estimates.json`` under the run's
     estimates lock (several processes may share out the epochs) and return the merged content. The
     entries are checked against the schema before the file is replaced."""
@@ -674,7 +674,7 @@ def store_estimates(run_dir: PathLike, entries: dict[EntryKey, dict]) -> Estimat
             schema_.validate(data, EstimatesFile, f"new content of {estimates_path(run_dir)}")
             schema_.check_entries(data, f"new content of {estimates_path(run_dir)}")
             save_json(estimates_path(run_dir), data)
-    return data
+    return dict(data)
 
 
 def _canonical_order(estimates: Any) -> Any:

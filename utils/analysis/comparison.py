@@ -31,6 +31,7 @@ import numpy as np
 
 from mi_estimators.checks import InputError
 from utils import run_folder as rf
+from utils import run_folder_schema as schema
 from utils.analysis.bracket import BRACKET_COLUMNS, bracket_verdict, summarise_verdicts
 from utils.analysis.entries import SATURATION_LIMIT, total_error
 from utils.analysis.figures import draw_comparison_figures
@@ -285,8 +286,39 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
             return value
         return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
 
-    with open(path, newline="") as fh:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    with rf.open_regular(path, schema.MAX_JSON_BYTES) as fh:
+        raw = fh.read()
+    try:
+        rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"), newline="")))
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not a CSV table ({err})") from None
+    if any(None in row or None in row.values() for row in rows):
+        raise InputError(f"{path} is not a CSV table: a row has another number of cells than the header")
+    return [{k: parse(v) for k, v in row.items()} for row in rows]
+
+
+_NUMERIC = {c for c in ESTIMATE_COLUMNS if c.startswith(("mi_", "saturation", "log_n", "h_y"))} | {"p", "beta"}
+_COUNTS = ("epoch", "n_inputs", "draws", "seed", "epochs")
+
+
+def _check_row(table: Path, line: int, row: dict[str, Any]) -> None:
+    """A row of a comparison's ``estimates.csv``: the key columns present, counts non-negative integers,
+    estimates finite numbers or empty, the split one of ``train``, ``test``; InputError naming the cell."""
+    missing = [c for c in MERGE_KEY + ("group",) if c not in row]
+    if missing:
+        raise InputError(f"{table} is not an estimates.csv of a comparison (no column {missing[0]!r})")
+    where = f"{table}, line {line}"
+    if row["split"] not in rf.SPLITS:
+        raise InputError(f"{where}: split must be train or test, got {row['split']!r}")
+    for column in _COUNTS:
+        value = row.get(column)
+        if column == "epoch" or value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{where}: {column} must be an integer >= 0, got {value!r}")
+    for column in _NUMERIC:
+        value = row.get(column)
+        if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise InputError(f"{where}: {column} must be a finite number or empty, got {value!r}")
 
 
 TABLES = ("estimates.csv", "aggregate.csv", "compression.csv", "summary.md")
@@ -339,13 +371,12 @@ def merge_comparisons(
     keep their names, and families are found from the configuration columns."""
     if not tables:
         raise InputError("no estimates.csv given to merge")
+    check_comparison_out(out, plots=plots)
     rows: dict[tuple, dict] = {}
     source: dict[tuple, Path] = {}
     for table in tables:
-        for row in read_csv(table):
-            missing = [c for c in MERGE_KEY + ("group",) if c not in row]
-            if missing:
-                raise InputError(f"{table} is not an estimates.csv of a comparison (no column {missing[0]!r})")
+        for line, row in enumerate(read_csv(table), start=2):
+            _check_row(table, line, row)
             key = tuple(row[c] for c in MERGE_KEY)
             if key in rows and rows[key] != row:
                 raise InputError(

@@ -467,7 +467,7 @@ def estimate_run(
     start, lines = time.monotonic(), not request.progress and prepared.seconds > ANNOUNCE_SECONDS
     for i, job in enumerate(bar, start=1):
         bar.set_postfix_str(f"{job.inputs.split} epoch {job.epoch}")
-        data = dict(rf.store_estimates(prepared.run_dir, run_job(job, request)))
+        data = rf.store_estimates(prepared.run_dir, run_job(job, request))
         if lines:
             elapsed = time.monotonic() - start
             log.info(
@@ -492,7 +492,7 @@ def begin_estimates(prepared: PreparedRun) -> dict[str, Any]:
             f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})",
             flush=True,
         )
-    return dict(rf.store_estimates(prepared.run_dir, prepared.callback))
+    return rf.store_estimates(prepared.run_dir, prepared.callback)
 
 
 def _run_folder(run_dir: str | Path) -> Path:
