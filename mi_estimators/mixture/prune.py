@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from mi_estimators.mixture.bound import UNIT_ROUNDOFF, gamma, prune_bound, skip_margin
+from mi_estimators.mixture.components import Components
 from mi_estimators.mixture.flush import flush_to_zero
-
-if TYPE_CHECKING:
-    from mi_estimators.mixture.api import Mixture
 
 LEAF = 32
 """Components per block (the last block of a group may hold fewer)."""
@@ -95,7 +93,7 @@ class Ball:
 
 
 def _ball(
-    mix: "Mixture", mu: np.ndarray, prec: np.ndarray, kappa: np.ndarray, v: np.ndarray, starts: np.ndarray
+    mix: Components, mu: np.ndarray, prec: np.ndarray, kappa: np.ndarray, v: np.ndarray, starts: np.ndarray
 ) -> Ball:
     """The bound pieces of blocks starts[b]:starts[b+1] of components in blocked order (``v``: their v_j)."""
     d = mu.shape[1]
@@ -145,7 +143,7 @@ class Blocks:
         return len(self.group_starts) - 1
 
 
-def build_blocks(mix: "Mixture", leaf: int | None = None, group: int | None = None) -> Blocks:
+def build_blocks(mix: Components, leaf: int | None = None, group: int | None = None) -> Blocks:
     """Median splits of the components into groups of ``group`` blocks of ``leaf`` (module docstring).
 
     Features per unit: asinh((mu - median) / s_median), which measures differences of nearby means in
@@ -315,7 +313,7 @@ class LeftOut:
 
 
 def select(
-    blocks: Blocks, mix: "Mixture", z: np.ndarray, a: np.ndarray, left: LeftOut, budget: float, chunk: int
+    blocks: Blocks, mix: Components, z: np.ndarray, a: np.ndarray, left: LeftOut, budget: float, chunk: int
 ) -> Pruned:
     """Estimates, references, bounds and kept pairs for points ``z`` (design rows ``a``, frame column 0;
     ``left``: their left-out components), ``chunk`` points at a time in level 1."""
@@ -381,7 +379,7 @@ def select(
 
 
 def evaluate(
-    blocks: Blocks, mix: "Mixture", z: np.ndarray, left_out: np.ndarray, atol: float, max_memory_mb: float
+    blocks: Blocks, mix: Components, z: np.ndarray, left_out: np.ndarray, atol: float, max_memory_mb: float
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """log p(z) (M,), its bound (M,) and the number of pairs computed exactly; ``left_out`` (M,) in the
     mixture's sorted order (-1: none). Rows whose bound exceeds ``atol`` are the caller's to redo."""
@@ -451,7 +449,7 @@ def _sums(blocks: Blocks, sel: Pruned, a: np.ndarray, left: LeftOut, exp: bool) 
     return out, pairs
 
 
-def overlap(mix: "Mixture", z: np.ndarray) -> float:
+def overlap(mix: Components, z: np.ndarray) -> float:
     """The fraction of pairs within ``OVERLAP_GAP`` nats of their point's largest term, from
     ``OVERLAP_POINTS`` evenly spaced points (float64 differences; a few rows of the dense work): where it
     is large, no bound can skip much, and the blocks are not built at all."""
@@ -465,7 +463,7 @@ def overlap(mix: "Mixture", z: np.ndarray) -> float:
     return near / (len(idx) * len(mix.means))
 
 
-def pilot(blocks: Blocks, mix: "Mixture", z: np.ndarray, left_out: np.ndarray, atol: float) -> dict[str, Any]:
+def pilot(blocks: Blocks, mix: Components, z: np.ndarray, left_out: np.ndarray, atol: float) -> dict[str, Any]:
     """Estimate the pruned path's cost on ``PILOT_POINTS`` evenly spaced points (relative to the dense
     path's M N pairs): the kept fraction of pairs and the estimated relative cost."""
     n = len(mix.means)

@@ -10,16 +10,14 @@ maximum and a subtraction.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from mi_estimators.mixture.bound import STAT_CAP, TERM_CAP, UNIT_ROUNDOFF, Accumulator, Segment, gamma
+from mi_estimators.mixture.components import Components
 from mi_estimators.mixture.keras_backend import KerasSegments
 from mi_estimators.mixture.numpy_backend import MAX_COLS, NumpySegments
-
-if TYPE_CHECKING:
-    from mi_estimators.mixture.api import Mixture
 
 MAX_ROWS = 2048
 
@@ -53,7 +51,7 @@ def chunk_plan(
     return max(1, min(n_rows, m, cap if cap > MAX_ROWS else MAX_ROWS)), n_cols
 
 
-def _make_kernel(mix: "Mixture", backend: str, dt: np.dtype, m: int, max_memory_mb: float):
+def _make_kernel(mix: Components, backend: str, dt: np.dtype, m: int, max_memory_mb: float):
     b, v = mix.terms(dt)
     cls = NumpySegments if backend == "numpy" else KerasSegments
     n_rows, n_cols = chunk_plan(
@@ -79,7 +77,7 @@ class Run:
 
     def __init__(
         self,
-        mix: "Mixture",
+        mix: Components,
         z: np.ndarray,
         hint: np.ndarray,
         left_out: np.ndarray,
