@@ -437,8 +437,9 @@ def load_labels(run_dir: PathLike, split: str) -> np.ndarray:
     labels = load_npy(path, schema_.LABELS)
     if labels.size == 0:
         raise InputError(f"{path} holds no labels")
-    if labels.min() < 0:
-        raise InputError(f"{path} holds a negative label ({labels.min()}): labels are class indices >= 0")
+    if labels.min() < 0 or labels.max() > np.iinfo(np.int64).max:
+        bad = labels.min() if labels.min() < 0 else labels.max()
+        raise InputError(f"{path} holds the label {bad}: labels are class indices >= 0 (64-bit integers)")
     rows = npy_shape(inputs_path(run_dir, split))
     if not rows or rows[0] != len(labels):
         raise InputError(
