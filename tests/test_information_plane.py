@@ -632,3 +632,5 @@ def test_long_work_is_announced_and_reported(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(estimation, "MIXTURE_SECONDS_PER_PAIR", 1e3)
     assert "would take about" in _error(capsys, [run, "--no-plots", "--estimators", "mixture", "--draws", "2"])
     assert estimation.duration(3 * 86400) == "3.0 days" and estimation.duration(30) == "30 s"
+    monkeypatch.setattr(estimation, "_physical_memory", lambda: 1000)
+    assert "more than this machine's" in _error(capsys, [run, "--no-plots", "--estimators", "binning", "--seed", "3"])

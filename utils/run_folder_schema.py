@@ -267,8 +267,13 @@ def nonfinite_path(value: Any, path: str = "") -> str | None:
 
 def check_layer(layer: LayerSpec, where: str) -> None:
     """What the schema of a layer cannot say alone: p in (0, 1) where there is one, noise_std =
-    sqrt(p/(1-p)) for Gaussian dropout, alpha_max, beta and prior for information dropout."""
+    sqrt(p/(1-p)) for Gaussian dropout and > 0 for additive noise, alpha_max, beta and prior for
+    information dropout."""
     kind, p = layer["dropout"], layer["p"]
+    if kind == "additive":
+        if layer["noise_std"] is None or not layer["noise_std"] > 0:
+            raise InputError(f"{where}.noise_std must be a number > 0 (additive noise), got {layer['noise_std']!r}")
+        return
     if kind == "information":
         missing = [k for k in ("alpha_max", "beta", "prior") if k not in layer]
         if missing:

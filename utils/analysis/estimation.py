@@ -11,6 +11,7 @@ storing the entries after every epoch (:func:`utils.run_folder.store_estimates`)
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import warnings
@@ -301,6 +302,14 @@ def _check_inputs(jobs: Sequence[Job], request: Request) -> None:
     """Every array the jobs will read, validated as the estimators will (finite, real, not too large;
     the mixture's and the bound's codes as ``activations`` takes them), before anything is written: a
     bad file at the last epoch must not leave the earlier epochs estimated and the command failed."""
+    largest = max((_array_bytes(path) for job in jobs for path in job.files.values()), default=0)
+    memory = _physical_memory()
+    if memory and 4 * largest > memory:
+        raise InputError(
+            f"a saved array of {largest / 2**30:.1f} GiB needs about {4 * largest / 2**30:.0f} GiB of memory to "
+            f"estimate (the rows, their flattened copy and the noisy draws), more than this machine's "
+            f"{memory / 2**30:.0f} GiB: estimate a subset (--max-inputs) or on a larger machine"
+        )
     for job in jobs:
         # additive noise has a density wherever f is: its codes need no clipping
         uses_codes = job.layer["dropout"] != "additive" and any(
@@ -317,6 +326,20 @@ def _check_inputs(jobs: Sequence[Job], request: Request) -> None:
                     as_samples(values, key, min_rows=2)
             except InputError as err:
                 raise InputError(f"{path}: {err}") from None
+
+
+def _array_bytes(path: Path) -> int:
+    """The size of the regular file ``path`` (not read)."""
+    with rf.open_regular(path) as fh:
+        return os.fstat(fh.fileno()).st_size
+
+
+def _physical_memory() -> int:
+    """This machine's memory in bytes (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 @dataclass(frozen=True)
@@ -389,9 +412,9 @@ measured at N = 4,000 with d = 32 and 128. A rough guide, to announce long work,
 MIXTURE_SECONDS_PER_PAIR_DIM = 0.3e-9
 ANNOUNCE_SECONDS = 60.0
 """Work predicted to take longer is announced (stderr from a command, ``logging`` from the API)."""
-MAX_SECONDS = 7 * 24 * 3600.0
-"""In-process work predicted to take longer than a week is refused with the figure (a typo, or a job for a
-cluster: ``--workers`` / ``--scheduler``)."""
+MAX_SECONDS = 2 * 24 * 3600.0
+"""In-process work predicted to take days is refused with the figure (a typo, or a job for a cluster:
+``--workers`` / ``--scheduler``)."""
 
 
 def predicted_seconds(jobs: Sequence[Job], request: Request) -> float:
