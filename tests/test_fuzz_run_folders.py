@@ -92,7 +92,10 @@ def _snapshot(root):
             if stat.S_ISLNK(info.st_mode):
                 out[str(path.relative_to(root))] = ("link", os.readlink(path))
             elif stat.S_ISREG(info.st_mode):
-                out[str(path.relative_to(root))] = (path.read_bytes(), info.st_mtime_ns)
+                try:
+                    out[str(path.relative_to(root))] = (path.read_bytes(), info.st_mtime_ns, info.st_mode)
+                except PermissionError:
+                    out[str(path.relative_to(root))] = ("unreadable", info.st_mtime_ns, info.st_mode)
             else:
                 out[str(path.relative_to(root))] = (stat.S_IFMT(info.st_mode),)
     return out
@@ -151,7 +154,18 @@ def _mutate(run, outside, draw):
     """Apply one mutation to the run folder copy; returns a description for the failure message."""
     files = sorted(p for p in run.rglob("*") if p.is_file() and p.name != rf.TRAIN_LOCK_NAME)
     target = draw(st.sampled_from([*files, run / rf.REPR_DIR, run / rf.IP_DIR, run / rf.TRAIN_LOCK_NAME]))
-    kinds = ["delete", "truncate", "garbage", "symlink_out", "symlink_zero", "dangling", "fifo", "folder"]
+    kinds = [
+        "delete",
+        "truncate",
+        "garbage",
+        "symlink_out",
+        "symlink_zero",
+        "dangling",
+        "fifo",
+        "folder",
+        "swap",
+        "chmod",
+    ]
     if target.suffix == ".json":
         kinds += ["json"] * 6
     if target.suffix == ".npy":
@@ -159,8 +173,17 @@ def _mutate(run, outside, draw):
     if target.suffix == ".csv":
         kinds += ["csv"] * 2
     kind = draw(st.sampled_from(kinds))
-    if target.is_dir() and kind not in ("delete", "symlink_out", "symlink_zero", "dangling", "fifo"):
+    if target.is_dir() and kind not in ("delete", "symlink_out", "symlink_zero", "dangling", "fifo", "chmod"):
         kind = "delete"
+    if kind == "chmod":  # binds only users other than root; the snapshot records the mode either way
+        if target.exists():
+            os.chmod(target, draw(st.sampled_from([0o000, 0o444, 0o555])))
+        return f"chmod {target.relative_to(run)}"
+    if kind == "swap":  # another file of the folder in its place: valid bytes in the wrong place
+        other = draw(st.sampled_from(files))
+        if target.is_file():
+            target.write_bytes(other.read_bytes())
+        return f"swap {target.relative_to(run)} <- {other.relative_to(run)}"
     if kind == "json":
         data = json.loads(target.read_text())
         target.write_text(json.dumps(_mutate_json(data, draw)))
@@ -261,6 +284,11 @@ def _work(pristine):
         outside.write_text("a file of the user's, outside the run folder\n")
         yield root, run, outside
     finally:
+        for dirpath, dirnames, _ in os.walk(root):  # a folder made unreadable by a mutation, readable again
+            for name in dirnames:
+                path = Path(dirpath) / name
+                if not path.is_symlink():
+                    path.chmod(0o755)
         shutil.rmtree(root, ignore_errors=True)
 
 
