@@ -62,8 +62,8 @@ exact value:
    2 |x^_j|) =: c + 2 gamma' |x^_j|, c = gamma' (max |v_j| + 3 |F|) over the point's kept groups. Each x^_j
    is rounded to float32 and exponentiated there (4 ulp): for x^_j in [TINY, EXP_TOP] the computed e^x is
    within a factor (1 +- EXP32) of e^(x^_j), below TINY it is in [0, 2 e^TINY] (flushed or subnormal),
-   and F is chosen so that no x^_j exceeds EXP_TOP (40 nats above R, or the point's largest term where a
-   kept term was more than EXP_TOP - 40 above R). Each block's float32 sum of its (at most LEAF) terms
+   and F is chosen so that no x^_j exceeds EXP_TOP (F = R, or the point's largest term where a kept
+   term was more than EXP_TOP above R). Each block's float32 sum of its (at most LEAF) terms
    adds gamma_LEAF (float32 u), their float64 sum over the n kept terms gamma_{n+8}.
    Splitting at |x| = FAR: the exact terms with |x| <= FAR are within a factor e^(+-(c + 2 gamma' FAR)) of
    e^(x^), the others are below e^(c - FAR/2) each. With S^ the computed kept sum (units e^F), rel =

@@ -49,11 +49,10 @@ BOUND_COST, PAIR_COST = 6.0, 2.5
 computed exactly (measured on the benchmark's real codes, d = 32, where the estimate is 1.1-1.2 times
 the measured ratio)."""
 ROWS = 2**16
-FRAME = 40.0
 CANDIDATES = 2
 """Blocks per point whose exact terms give its reference R: the two best-estimated (on the late
 Fashion-MNIST codes, R lands a median 8 nats below the largest term, against 15 with one and 150 with
-the best-bounded block; 2% of the points then have a term more than 88 nats above R)."""
+the best-bounded block; 1% of the points then have a term more than 88 nats above R)."""
 F64 = np.dtype(np.float64)
 
 
@@ -67,7 +66,7 @@ class Ball:
     radius: np.ndarray  # (nb,) largest ||mu_j - c_b||_{w_min} over the block, rounded up
     kappa_max: np.ndarray  # (nb,) largest log-normaliser of the block
     log_size: np.ndarray  # (nb,) log n_b
-    guess: np.ndarray  # (nb, 2d + 1) float32: a typical member's term - s_0, a quadratic in z - c (``select``)
+    guess: np.ndarray  # (nb, q + d + 1) float32: a typical member's term - s_0, a quadratic in z (``_ball``)
     v_max: np.ndarray  # (nb,) largest |v_j| of step 1 over the block (expansion about the origin)
 
     def bounds(self, zc: np.ndarray, ref: float, cols: slice = slice(None)) -> np.ndarray:
@@ -105,11 +104,13 @@ def _ball(
     up = 1.0 + gamma(d + 8, UNIT_ROUNDOFF[F64])  # (the rounding of a sum of d squares, and of its root, upwards)
     radius = np.sqrt(np.maximum.reduceat(((mu - centre[ids]) ** 2 * w_min[ids]).sum(axis=1), starts[:-1])) * up
     shifted = centre - mix.centre
-    # A typical member's term, with the mean precision about c_b. Not a bound: it only picks the block whose
-    # exact terms give a point's reference. On the late Fashion-MNIST codes it lands 16 nats below log S
-    # (median) where the best-bounded block lands 150 below: 0.10 of the pairs kept instead of 0.15.
+    # A typical member's term, with the mean precision about c_b, as a product with the design row [z^2, z,
+    # 1] (q columns of squares). Not a bound: it only picks the blocks whose exact terms give a point's
+    # reference. On the late Fashion-MNIST codes it lands 16 nats below log S (median) where the
+    # best-bounded block lands 150 below: 0.10 of the pairs kept instead of 0.15.
     w_mean = np.add.reduceat(prec, starts[:-1], axis=0) / sizes[:, None]
-    const = np.add.reduceat(kappa, starts[:-1]) / sizes - mix.ref - 0.5 * (w_mean * shifted**2).sum(axis=1)
+    const = np.add.reduceat(kappa, starts[:-1]) / sizes - mix.ref - 0.5 * (w_mean * centre**2).sum(axis=1)
+    q = mix.prec.shape[1]
     return Ball(
         w_min,
         -2.0 * w_min * shifted,
@@ -117,7 +118,7 @@ def _ball(
         radius,
         np.maximum.reduceat(kappa, starts[:-1]),
         np.log(sizes),
-        np.hstack([-0.5 * w_mean, w_mean * shifted, const[:, None]]).astype(np.float32),
+        np.hstack([-0.5 * w_mean[:, :q], w_mean * centre, const[:, None]]).astype(np.float32),
         np.maximum.reduceat(np.abs(v), starts[:-1]),
     )
 
@@ -325,9 +326,7 @@ def select(
     for r0 in range(0, m, chunk):
         r1 = min(r0 + chunk, m)
         zc = z[r0:r1] - mix.centre
-        # (float32: an estimate, not a bound)
-        quad = np.hstack([np.square(zc), zc, np.ones((r1 - r0, 1))], dtype=np.float32)
-        guess = quad @ blocks.blocks.guess.T
+        guess = a[r0:r1, :-1].astype(np.float32) @ blocks.blocks.guess.T  # (float32: an estimate, not a bound)
         best = np.empty((r1 - r0, min(CANDIDATES, nb)), dtype=np.int32)
         for i in range(best.shape[1]):  # (argmax passes: far faster than a partition)
             best[:, i] = np.argmax(guess, axis=1)
@@ -397,10 +396,10 @@ def evaluate(
             out = LeftOut.of(blocks, left[p0:p1])
             a = _design(z[p0:p1], q)
             sel = select(blocks, mix, z[p0:p1], a, out, skip_margin(atol), chunk)
-            # One frame F per point, fixed before the sums and put into the product (its last column):
-            # FRAME above R, a term, so that the sum stays far from float32's underflow. A point with a kept
-            # term more than 88 - FRAME above R (an exp overflowed) goes again, with F its largest term.
-            frame = sel.ref + FRAME
+            # One frame F per point, fixed before the sums and put into the product (its last column): R, a
+            # term, so that the sum is at least 1. A point with a kept term more than 88 nats above R (its
+            # float32 exp overflowed) goes again, with F its largest term.
+            frame = sel.ref.copy()
             a[:, -1] = -frame
             total, done = _sums(blocks, sel, a, out, True)
             again = ~np.isfinite(total)
