@@ -162,14 +162,15 @@ def build_blocks(mix: Components, leaf: int | None = None, group: int | None = N
     feats = feats.astype(np.float32)  # (they only shape the splits: half the memory traffic)
     leaves, group_starts = [], [0]
     parts = _split(feats, leaf * group)
-    full = [members for members in parts if len(members) == leaf * group]
-    if full:  # (all full groups at once: their nodes have equal sizes level by level)
+    # (all full groups at once where their nodes halve into whole leaves: equal sizes level by level)
+    full = [members for members in parts if len(members) == leaf * group and group & (group - 1) == 0]
+    if full:
         split = _split_equal(feats, np.stack(full), leaf)
         for members in split:
             leaves += list(members)
             group_starts.append(len(leaves))
     for members in parts:
-        if len(members) != leaf * group:
+        if not (full and len(members) == leaf * group):
             leaves += [members[x] for x in _split(feats[members], leaf)]
             group_starts.append(len(leaves))
     order = np.concatenate(leaves)
