@@ -406,7 +406,7 @@ def test_callback_arguments(name, tmp_path):
 @pytest.mark.parametrize(
     "name, needle",
     [
-        ("no dropout", "has no Gaussian, information or Bernoulli dropout"),
+        ("no dropout", "has no noise layer to analyse; its layers: dense"),
         ("nested", "sits inside a nested model"),
         ("two outputs", "one output"),
     ],

@@ -22,15 +22,23 @@ so the callback neither depends on nor changes the training noise (an interrupte
 records the same values). Runs on any Keras 3 backend; on TensorFlow under a tf.distribute strategy and
 on JAX under a keras.distribution, the passes are split over the replicas.
 
-:class:`HistoryCSV` writes ``history.csv`` (one row per epoch, rewritten atomically, resume-safe).
+The callback writes a complete run folder by itself: ``config.json`` (the analysed layers with their noise
+kind and level, the model's name and size, the seed, the inputs, the user's tags), ``history.csv``
+(:class:`HistoryCSV`, one row per epoch, rewritten atomically, resume-safe), ``representations/`` and
+``IP/``; the training scripts make their run folders through it too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import importlib
 import io
+import platform
+import sys
 import time
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +47,17 @@ import numpy as np
 from scipy.special import log_softmax
 from tqdm.auto import tqdm
 
-from mi_estimators.checks import InputError, check_int
+from mi_estimators.checks import NOISE_KINDS, InputError, check_bool, check_int
 from mi_estimators.discrete import discrete_entropy
 from utils import run_folder as rf
-from utils.layers import CALLBACK_NOISE, InformationDropout, dropout_layers, noise_spec, reseeded
+from utils.layers import CALLBACK_NOISE, InformationDropout, dropout_layers, noise_spec, reseeded, upstream_noise
+
+BACKEND_MODULES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
+"""The libraries behind each Keras backend, whose versions config.json records."""
+PROBABILITY_SLACK = 1e-3
+"""Output rows further than this from the probability simplex are not class probabilities."""
+SAME_RUN_KEYS = ("layers", "seed", "tags")
+"""The parts of ``config.json`` that must agree for a run folder to be continued (with the model's name and size)."""
 
 PROB_FLOOR = 1e-7
 """Probabilities are clipped here before the log, as Keras' cross-entropy does."""
@@ -116,7 +131,13 @@ def analysed_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """
     layers = dropout_layers(model)
     if not layers:
-        raise InputError(f"model {model.name!r} has no Gaussian, information or Bernoulli dropout layer")
+        found = ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in model.layers) or "none"
+        raise InputError(
+            f"model {model.name!r} has no noise layer to analyse; its layers: {found}. Supported: "
+            "keras.layers.GaussianDropout (Gaussian dropout), utils.layers.InformationDropout (information "
+            "dropout), keras.layers.Dropout (Bernoulli dropout: binning only) and keras.layers.GaussianNoise "
+            f"(additive Gaussian noise), i.e. the kinds {', '.join(NOISE_KINDS)}"
+        )
     top = {id(layer) for layer in model.layers}
     for layer in layers:
         if id(layer) not in top:
@@ -140,8 +161,46 @@ def layer_entries(model: keras.Model) -> list[dict]:
     for layer in analysed_layers(model):
         shape = [int(s) for s in _f_tensor(layer.input).shape[1:]]
         spec = noise_spec(layer) or {}  # an analysed layer always has one
-        entries.append({"name": layer.name, "dim": int(np.prod(shape)), "shape": shape, **spec})
+        entry = {"name": layer.name, "dim": int(np.prod(shape)), "shape": shape, **spec}
+        upstream = upstream_noise(model, layer)
+        if upstream:
+            entry["upstream_noise"] = upstream
+        entries.append(entry)
     return entries
+
+
+def library_versions() -> dict[str, str]:
+    """Python, the Keras backend and the versions of the libraries a run depends on."""
+    backend = keras.backend.backend()
+    modules = {
+        "keras": "keras",
+        "numpy": "numpy",
+        "scipy": "scipy",
+        "scikit-learn": "sklearn",
+        **{name: name for name in BACKEND_MODULES.get(backend, ())},
+    }
+    return {
+        "python": platform.python_version(),
+        "backend": backend,
+        **{name: importlib.import_module(module).__version__ for name, module in modules.items()},
+    }
+
+
+def compiled_from_logits(model: keras.Model) -> bool:
+    """Whether the model was compiled with a loss that takes logits (``from_logits=True``); False for a loss
+    given by name, whose Keras default takes probabilities."""
+    return bool(getattr(getattr(model, "loss", None), "from_logits", False))
+
+
+def _check_tags(tags: Mapping[str, Any] | None) -> dict[str, Any]:
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping) or not all(isinstance(k, str) for k in tags):
+        raise InputError(f"tags must be a mapping of names to values, got {tags!r}")
+    bad = [k for k, v in tags.items() if not isinstance(v, (str, int, float, bool)) or v != v]
+    if bad:
+        raise InputError(f"tags must have string, number or boolean values (JSON); {bad[0]!r} has {tags[bad[0]]!r}")
+    return dict(tags)
 
 
 def replicas(model: keras.Model) -> int:
@@ -171,15 +230,28 @@ def _check_xy(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.
 
 
 class RepresentationCallback(keras.callbacks.Callback):
-    """Writes dropout representations and per-epoch IP surrogates of any Keras model to ``run_dir``.
+    """Makes ``run_dir`` a complete run folder of any Keras model with noise layers: its ``config.json``,
+    ``history.csv``, the representations of the saved epochs and the per-epoch IP surrogates.
 
-    ``train`` and ``test`` are ``(inputs, labels)``: the (un-augmented) inputs whose representations
-    are saved. ``metrics_subset`` fixes how many of the training inputs (a seeded subset) enter the
-    per-epoch KL/cross-entropy means; None uses all. ``seed`` picks that subset and the noise of the
-    noisy passes. The model must have one output of class probabilities (``from_logits=False``) or
-    logits, and its dropout layers (found by ``utils.layers.dropout_layers``) must be top-level layers
-    called once. Epochs are counted as completed epochs: 0 is before training, e after e epochs.
-    Seconds spent per epoch are added to the epoch's logs as ``callback_seconds``.
+    ``train`` and ``test`` are ``(inputs, labels)``: the (un-augmented) inputs whose representations are
+    saved, labels as integer classes. At epoch 0 (before training), every ``save_every`` epochs and at the
+    last epoch it saves the noise-free input f(x) of every noise layer (``keras.layers.GaussianDropout``,
+    ``utils.layers.InformationDropout``, ``keras.layers.Dropout``, ``keras.layers.GaussianNoise``; found by
+    ``utils.layers.dropout_layers``; top-level layers called once). ``metrics_subset`` fixes how many of
+    the training inputs (a seeded subset) enter the per-epoch KL/cross-entropy means; None uses all.
+    ``seed`` picks that subset and the noise of the noisy passes. ``from_logits`` says whether the model's
+    single output is logits (None: as its compiled loss says). ``tags`` are free-form values stored in
+    ``config.json``; runs whose configuration agrees but for the seed are the seeds of one group, named by
+    its ``name`` tag. ``run_info`` adds fields to ``config.json`` (the training scripts' flags). Epochs are
+    counted as completed epochs: 0 is before training, e after e epochs. A folder already holding another
+    run is refused; the same run continues where ``fit`` starts (``initial_epoch``, or Keras'
+    ``BackupAndRestore``, which restores the weights too), and ``resumed_at`` records where.
+
+    Example (the README's "your own model")::
+
+        recorder = RepresentationCallback("runs/mine", (x_train, y_train), (x_test, y_test), tags={"name": "cnn"})
+        model.fit(x_train, y_train, epochs=15, callbacks=[recorder])
+        # then: python -m utils.analysis.information_plane runs/mine
     """
 
     def __init__(
@@ -192,7 +264,9 @@ class RepresentationCallback(keras.callbacks.Callback):
         metrics_subset: int | None = None,
         seed: int = 0,
         batch_size: int = 1024,
-        from_logits: bool = False,
+        from_logits: bool | None = None,
+        tags: Mapping[str, Any] | None = None,
+        run_info: Mapping[str, Any] | None = None,
         verbose: bool = False,
     ) -> None:
         super().__init__()
@@ -209,10 +283,83 @@ class RepresentationCallback(keras.callbacks.Callback):
             if metrics_subset is None or metrics_subset >= n_train
             else rf.seeded_rows(n_train, metrics_subset, seed)
         )
-        self.from_logits = from_logits
+        self.given_from_logits = None if from_logits is None else check_bool(from_logits, "from_logits")
+        self.user_tags = _check_tags(tags)
+        self.run_info = dict(run_info or {})
+        self.history = HistoryCSV(self.run_dir / rf.HISTORY_NAME)
         self.verbose = verbose
         self.seconds: dict[int, float] = {}
+        self.warnings: list[str] = []
         self._prepared = False
+        self._first_epoch: int | None = None
+
+    @property
+    def from_logits(self) -> bool:
+        if self.given_from_logits is not None:
+            return self.given_from_logits
+        return compiled_from_logits(self.model) if getattr(self, "model", None) is not None else False
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        self.history.set_model(model)
+
+    def run_config(self) -> dict[str, Any]:
+        """``config.json`` of this run (before any resume): what :func:`utils.run_folder.load_config` reads."""
+        model, (x_train, y_train), (_, y_test) = self.model, self.data["train"], self.data["test"]
+        dataset = {
+            "n_classes": int(max(y_train.max(), y_test.max())) + 1,
+            "input_shape": [int(n) for n in x_train.shape[1:]],
+            "n_repr_train": len(y_train),
+            "n_repr_test": len(y_test),
+            "n_metrics_train": len(y_train) if self.metric_rows is None else len(self.metric_rows),
+            **self.run_info.get("dataset", {}),
+        }
+        return {
+            "script": sys.argv[0] or None,
+            **{k: v for k, v in self.run_info.items() if k != "dataset"},
+            "dataset": dataset,
+            "model": {"name": model.name, "n_params": int(model.count_params()), "replicas": replicas(model)},
+            "versions": library_versions(),
+            "layers": layer_entries(model),
+            "seed": self.seed,
+            "tags": self.user_tags,
+            "from_logits": self.from_logits,
+        }
+
+    def _check_same_run(self, stored: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        differ = [k for k in SAME_RUN_KEYS if k in stored and stored[k] != new[k]]
+        model_of = {k: stored.get("model", {}).get(k) for k in ("name", "n_params")}
+        if model_of != {k: new["model"][k] for k in ("name", "n_params")}:
+            differ.append("model")
+        if differ:
+            raise InputError(
+                f"{self.run_dir} holds another run (its config.json differs in {', '.join(differ)}); "
+                "write this one into another folder"
+            )
+
+    def write_config(self) -> None:
+        """``config.json``: written for a new run; for a run that continues, checked against this one.
+        InputError (nothing written) for another run."""
+        new = self.run_config()
+        path = self.run_dir / rf.CONFIG_NAME
+        if not path.exists() and not path.is_symlink():
+            rf.save_json(path, new)
+        else:
+            self._check_same_run(rf.load_config(self.run_dir), new)
+
+    def _note_resume(self, epoch: int) -> None:
+        """``resumed_at`` of ``config.json`` gains ``epoch``, the completed epochs where ``fit`` continues."""
+        config: dict[str, Any] = dict(rf.load_config(self.run_dir))
+        config["resumed_at"] = [*config.get("resumed_at", []), epoch]
+        rf.save_json(self.run_dir / rf.CONFIG_NAME, config)
+
+    def _store_warnings(self) -> None:
+        """Add the set-up's warnings to ``config.json``, where the estimation puts them on the callback's
+        entries (and so on the figures)."""
+        path = self.run_dir / rf.CONFIG_NAME
+        config: dict[str, Any] = dict(rf.load_config(self.run_dir))
+        config["warnings"] = sorted({*config.get("warnings", []), *self.warnings})
+        rf.save_json(path, config)
 
     # -- set-up ---------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -222,6 +369,7 @@ class RepresentationCallback(keras.callbacks.Callback):
         if self._prepared:
             return
         self._build()
+        self.history.load()
         self.ip = {
             (split, q, tag): rf.load_ip(self.run_dir, split, q, tag)
             for split in rf.SPLITS
@@ -271,6 +419,8 @@ class RepresentationCallback(keras.callbacks.Callback):
     # -- Keras hooks ----------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.prepare()
+        self.write_config()
+        self._first_epoch = None
         for split, (x, y) in self.data.items():
             if not rf.inputs_path(self.run_dir, split).exists():
                 rf.save_npy(rf.inputs_path(self.run_dir, split), x)
@@ -279,12 +429,20 @@ class RepresentationCallback(keras.callbacks.Callback):
         if not self._epoch_complete(0):
             self.record(0, save=True)
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+            if epoch > 0:
+                self._note_resume(epoch)
+        self.history.on_epoch_begin(epoch, logs)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = epoch + 1
         last = self.params.get("epochs") if self.params else None
         seconds = self.record(done, save=done % self.save_every == 0 or done == last)
-        if logs is not None:
-            logs["callback_seconds"] = seconds
+        logs = {} if logs is None else logs
+        logs["callback_seconds"] = seconds
+        self.history.on_epoch_end(epoch, logs)
 
     # -- work -----------------------------------------------------------------------------------
     def _ip_keys(self) -> list[tuple[str, str | None]]:
@@ -323,6 +481,15 @@ class RepresentationCallback(keras.callbacks.Callback):
         if self.from_logits:
             return -log_softmax(scores.astype(np.float64), axis=1)[np.arange(len(y)), y]
         p = scores.astype(np.float64)
+        off = (p < -PROBABILITY_SLACK).any() or np.abs(p.sum(axis=1) - 1.0).max(initial=0.0) > PROBABILITY_SLACK
+        if off and not self.warnings:
+            self.warnings.append(
+                "the model's outputs are not class probabilities (negative, or rows not summing to 1) but it "
+                "was not compiled with from_logits=True: the callback's I(Y;Z) bound H(Y) - cross-entropy is "
+                "meaningless; pass from_logits=True (or end the model with a softmax)"
+            )
+            warnings.warn(self.warnings[-1], stacklevel=2)
+            self._store_warnings()
         p = p / p.sum(axis=1, keepdims=True)
         return -np.log(np.clip(p[np.arange(len(y)), y], PROB_FLOOR, 1.0))
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import math
-import platform
 import random
 import sys
 from dataclasses import dataclass
@@ -36,7 +34,7 @@ import numpy as np
 
 from mi_estimators.checks import InputError
 from utils import run_folder as rf
-from utils.callback import HistoryCSV, RepresentationCallback, layer_entries
+from utils.callback import RepresentationCallback
 from utils.data import Dataset
 from utils.layers import SHUFFLE, TRAINING_NOISE, reseed
 from utils.models import build_model
@@ -44,8 +42,6 @@ from utils.nets import NETS
 
 MOMENTUM = 0.9
 CHECKPOINT_NAME = rf.CHECKPOINT_NAME
-BACKEND_MODULES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
-"""The libraries behind each Keras backend, whose versions config.json records."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +72,12 @@ class RunCallbacks:
     guard: keras.callbacks.Callback
     seeds: keras.callbacks.Callback
     recorder: RepresentationCallback
-    history: HistoryCSV
     checkpoint: keras.callbacks.Callback
 
     def ordered(self) -> list[keras.callbacks.Callback]:
         # The guard first, so that nothing of a non-finite epoch is written; the checkpoint last, so
-        # that it exists only once the epoch's files do.
-        return [self.guard, self.seeds, self.recorder, self.history, self.checkpoint]
+        # that it exists only once the epoch's files (the recorder's, history.csv included) do.
+        return [self.guard, self.seeds, self.recorder, self.checkpoint]
 
 
 def start_backend() -> None:
@@ -293,23 +288,6 @@ class Checkpoint(keras.callbacks.Callback):
         save_checkpoint(self.path, self.model, epoch + 1)
 
 
-def library_versions() -> dict[str, str]:
-    """Python, the Keras backend and the versions of the libraries a run depends on."""
-    backend = keras.backend.backend()
-    modules = {
-        "keras": "keras",
-        "numpy": "numpy",
-        "scipy": "scipy",
-        "scikit-learn": "sklearn",
-        **{name: name for name in BACKEND_MODULES.get(backend, ())},
-    }
-    return {
-        "python": platform.python_version(),
-        "backend": backend,
-        **{name: importlib.import_module(module).__version__ for name, module in modules.items()},
-    }
-
-
 def _compiled_model(plan: RunPlan, placement: Placement) -> keras.Model:
     """The net, compiled with SGD + momentum, decoupled weight decay and cosine decay; optimiser built."""
     args, ds = plan.args, plan.data
@@ -341,6 +319,11 @@ def _compiled_model(plan: RunPlan, placement: Placement) -> keras.Model:
 
 def _callbacks(plan: RunPlan) -> RunCallbacks:
     args, ds, rows = plan.args, plan.data, plan.repr_rows
+    run_info = {
+        "script": plan.prog,
+        "flags": plan.flags,
+        "dataset": {"name": ds.name, "source": ds.source, "n_train": len(ds.y_train), "n_test": len(ds.y_test)},
+    }
     recorder = RepresentationCallback(
         plan.run_dir,
         (ds.x_train[rows], ds.y_train[rows]),
@@ -349,13 +332,14 @@ def _callbacks(plan: RunPlan) -> RunCallbacks:
         metrics_subset=args.metrics_subset,
         seed=args.seed,
         batch_size=args.eval_batch_size or 16 * args.batch_size,
+        from_logits=False,
+        run_info=run_info,
         verbose=True,
     )
     return RunCallbacks(
         StopOnNonFiniteLoss(plan.run_dir),
         SeededEpochs(args.seed),
         recorder,
-        HistoryCSV(plan.run_dir / rf.HISTORY_NAME),
         Checkpoint(plan.run_dir / CHECKPOINT_NAME),
     )
 
@@ -377,7 +361,6 @@ def _restore(plan: RunPlan, model: keras.Model, callbacks: RunCallbacks) -> int:
     InputError naming a damaged file; writes nothing."""
     callbacks.recorder.set_model(model)
     callbacks.recorder.prepare()
-    callbacks.history.load()
     return load_checkpoint(plan.run_dir / CHECKPOINT_NAME, model) if plan.resume else 0
 
 
@@ -396,7 +379,7 @@ def _check_state(plan: RunPlan, callbacks: RunCallbacks, done: int) -> None:
     lacking = sorted({e for d in callbacks.recorder.ip.values() for e in range(done + 1) if e not in d})
     if lacking:
         missing.append(f"the callback's values of epochs {_ranges(lacking)} in {rf.IP_DIR}/")
-    rows = set(callbacks.history.rows)
+    rows = set(callbacks.recorder.history.rows)
     if any(e not in rows for e in range(1, done + 1)):
         missing.append(f"history.csv rows of epochs {_ranges([e for e in range(1, done + 1) if e not in rows])}")
     if missing:
@@ -419,38 +402,6 @@ def _ranges(epochs: Sequence[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
 
 
-def _write_config(plan: RunPlan, model: keras.Model, replicas: int, epochs_done: int) -> None:
-    """config.json of a new run; a resumed run's gets ``epochs_done`` appended to ``resumed_at``."""
-    path = plan.run_dir / rf.CONFIG_NAME
-    if plan.resume:
-        config = rf.load_config(plan.run_dir)
-        config["resumed_at"] = [*config.get("resumed_at", []), epochs_done]
-        rf.save_json(path, config)
-        return
-    ds, args, n_train = plan.data, plan.args, len(plan.data.y_train)
-    rf.save_json(
-        path,
-        {
-            "script": plan.prog,
-            "flags": plan.flags,
-            "dataset": {
-                "name": ds.name,
-                "source": ds.source,
-                "n_train": n_train,
-                "n_test": len(ds.y_test),
-                "n_classes": ds.n_classes,
-                "input_shape": list(ds.input_shape),
-                "n_repr_train": len(plan.repr_rows),
-                "n_repr_test": len(ds.y_test),
-                "n_metrics_train": min(args.metrics_subset, len(plan.repr_rows)),
-            },
-            "model": {"name": model.name, "n_params": int(model.count_params()), "replicas": replicas},
-            "versions": library_versions(),
-            "layers": layer_entries(model),
-        },
-    )
-
-
 def train_run(
     plan: RunPlan, *, extra_callbacks: Sequence[keras.callbacks.Callback] = (), verbose: int | None = None
 ) -> None:
@@ -467,7 +418,6 @@ def train_run(
     if done >= args.epochs:
         print(f"{plan.run_dir} is complete ({done} epochs); nothing to do", flush=True)
         return
-    _write_config(plan, model, placement.replicas, done)
     print(
         f"{'resuming' if plan.resume else 'starting'} {plan.run_dir} at epoch {done}: {args.net} with "
         f"{args.dropout} dropout on {ds.name} ({len(ds.y_train)} train / {len(ds.y_test)} test, "

@@ -59,6 +59,9 @@ class LayerSpec(TypedDict):
     beta: NotRequired[Annotated[NonNegative | None, Field(description="information dropout: the KL weight")]]
     prior: NotRequired[Annotated[str | None, Field(description="information dropout: the prior of the KL term")]]
     kl_weight: NotRequired[Annotated[NonNegative | None, Field(description="information dropout: beta / N_train")]]
+    upstream_noise: NotRequired[
+        Annotated[list[Name], Field(description="noise layers before this one: its f(x) is random, not estimated")]
+    ]
 
 
 @with_config(_STRICT)
@@ -100,7 +103,7 @@ class DatasetInfo(TypedDict):
 
 @with_config(_STRICT)
 class RunConfig(TypedDict):
-    """``config.json``: written once by the training command (``resumed_at`` grows on each resume)."""
+    """``config.json``: written by the callback when a run starts (``resumed_at`` grows on each resume)."""
 
     layers: Annotated[list[LayerSpec], Field(min_length=1, description="the analysed dropout layers")]
     flags: NotRequired[Annotated[Flags, Field(description="the training command's flags")]]
@@ -109,6 +112,10 @@ class RunConfig(TypedDict):
     model: NotRequired[Annotated[dict[str, Any], Field(description="model name, parameters, replicas")]]
     script: NotRequired[Annotated[str | None, Field(description="the training script")]]
     resumed_at: NotRequired[Annotated[list[Index], Field(description="completed epochs at each resume")]]
+    seed: NotRequired[Annotated[Index, Field(description="the callback's seed (noise of its passes, subsets)")]]
+    tags: NotRequired[Annotated[dict[str, Any], Field(description="the user's free-form tags; `name` names the group")]]
+    from_logits: NotRequired[Annotated[bool, Field(description="whether the model's output is logits")]]
+    warnings: NotRequired[Annotated[list[str], Field(description="what the callback found wrong with the set-up")]]
 
 
 # -- IP/estimates.json --------------------------------------------------------------------------------

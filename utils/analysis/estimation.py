@@ -235,6 +235,8 @@ def estimate_entry(
     """One entry of ``estimates.json``: estimator ``name`` on one layer, split and epoch. The unit of work
     of a cluster (:mod:`utils.analysis.cluster`); it reads no file, so a worker needs only its arguments."""
     split = inputs.split
+    if layer.get("upstream_noise"):
+        return {"skipped": upstream_noise_note(layer), "settings": settings}
     if layer["dropout"] not in ESTIMATORS[name].kinds:
         reason = (
             INFINITE_MI if layer["dropout"] == "bernoulli" else f"{name} does not apply to {layer['dropout']} dropout"
@@ -277,9 +279,33 @@ def run_job(job: Job, request: Request) -> dict[EntryKey, dict]:
     }
 
 
+def upstream_noise_note(layer: LayerSpec) -> str:
+    """Why a layer behind other noise layers gets no estimate."""
+    return (
+        f"noise layers upstream ({', '.join(layer.get('upstream_noise', []))}) make the input f(x) of "
+        f"{layer['name']!r} random, but the estimators take it to be a function of x: they would describe "
+        "another channel; analyse the first noise layer (the callback's values are kept)"
+    )
+
+
+NEGATIVE_BOUND = 0.1
+"""The callback's H(Y) - cross-entropy below -NEGATIVE_BOUND H(Y) is flagged: a lower bound on I(Y;Z) that
+far below 0 says the outputs are not the class probabilities the cross-entropy assumes."""
+
+
+def _callback_warnings(config: RunConfig, mi_zy: float | None, h_y: float) -> list[str]:
+    found = list(config.get("warnings", []))
+    if mi_zy is not None and mi_zy < -NEGATIVE_BOUND * h_y:
+        found.append(
+            f"the callback's I(Y;Z) lower bound H(Y) - cross-entropy is {mi_zy:.3g} nats, far below 0: are the "
+            "model's outputs class probabilities (or was from_logits=True forgotten)?"
+        )
+    return found
+
+
 def _callback_entries(run_dir: Path, config: RunConfig, split: str) -> dict:
     """The callback's logged surrogates: mean KL for I(X;Z) (information dropout only: the callback logs 0
-    for other layers, which is no estimate), H(Y) - cross-entropy for I(Y;Z)."""
+    for other layers, which is no estimate), H(Y) - cross-entropy for I(Y;Z), with the set-up's warnings."""
     several = len(config["layers"]) > 1
     h_y = discrete_entropy(rf.load_labels(run_dir, split))
     mi_zy = rf.load_ip(run_dir, split, "mi_zy")
@@ -288,6 +314,7 @@ def _callback_entries(run_dir: Path, config: RunConfig, split: str) -> dict:
         mean_kl = rf.load_ip(run_dir, split, "mean_kl", layer["name"] if several else None)
         for epoch in sorted(set(mean_kl) | set(mi_zy)):
             out[(CALLBACK, layer["name"], split, epoch)] = {
+                "warnings": _callback_warnings(config, mi_zy.get(epoch), h_y),
                 "mi_xz": mean_kl.get(epoch) if layer["dropout"] == "information" else None,
                 "mi_zy": mi_zy.get(epoch),
                 "h_y": h_y,
