@@ -612,17 +612,17 @@ def file_fingerprint(path: PathLike) -> dict[str, Any]:
 
 def run_identity(run_dir: PathLike) -> str:
     """A run's identity by content: a hash of what defines its numbers in ``config.json`` (the flags of
-    :data:`DEFINING_FLAGS`, seed included, the dataset, the analysed layers and the library versions).
-    Training is reproducible bit for bit, so two folders with the same identity hold the same run however
-    they were made (a copy, a partial copy, a re-run); a config without a seed adds the fingerprints of its
-    label and representation files."""
+    :data:`DEFINING_FLAGS`, the seed, the dataset, the model, the analysed layers, the user's tags and the
+    library versions). Training is reproducible bit for bit, so two folders with the same identity hold the
+    same run however they were made (a copy, a partial copy, a re-run); a config without a seed adds the
+    fingerprints of its label and representation files."""
     config = load_config(run_dir)
     flags = config.get("flags", {})
     content: dict[str, Any] = {
         "flags": {k: v for k, v in flags.items() if k in DEFINING_FLAGS},
-        **{k: v for k, v in config.items() if k in ("dataset", "layers", "versions")},
+        **{k: v for k, v in config.items() if k in ("dataset", "layers", "versions", "model", "seed", "tags")},
     }
-    if "seed" not in flags:
+    if "seed" not in flags and "seed" not in config:
         folder = Path(run_dir) / REPR_DIR
         names = sorted(os.listdir(folder)) if folder.is_dir() else []
         wanted = [n for n in names if n.endswith("_labels.npy") or n.startswith(("no_noise_", "alpha_"))]
