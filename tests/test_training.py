@@ -339,6 +339,21 @@ def test_a_finished_run_without_its_representations_says_how_to_recover(tiny_run
     _same_numbers(run, tiny_run)
 
 
+def test_long_training_is_announced_after_its_first_epoch(capsys):
+    """Off a terminal too: the first epoch's time times the epochs left, on stderr, when above a minute."""
+    from utils.keras_training import AnnounceDuration
+
+    for first_epoch_seconds, said in ((30.0, True), (1.0, False)):
+        announce = AnnounceDuration(Path("run"))
+        announce.params = {"epochs": 10}
+        announce.on_epoch_begin(3)
+        announce.start -= first_epoch_seconds
+        announce.on_epoch_end(3)
+        announce.on_epoch_end(4)  # only once
+        err = capsys.readouterr().err
+        assert (err == "run: epoch 4 took 30 s; the remaining 6 epochs will take about 3 min\n") if said else not err
+
+
 def test_another_seed_gives_other_weights(tiny_run, tmp_path):
     # (the same seed gives the same numbers: the resume tests compare separate runs bit for bit)
     assert _main(TINY + ["--out", str(tmp_path / "seed1"), "--seed", "1", "--epochs", "1"]) == 0

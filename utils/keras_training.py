@@ -25,6 +25,7 @@ import contextlib
 import math
 import random
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -277,6 +278,38 @@ def load_checkpoint(path: Path, model: keras.Model) -> int:
     return epochs_done
 
 
+ANNOUNCE_SECONDS = 60.0
+"""Training predicted (from its first epoch) to need more than this is announced on stderr."""
+
+
+class AnnounceDuration(keras.callbacks.Callback):
+    """After the first epoch of this process: the time the remaining epochs will take, on stderr whether or not
+    it is a terminal, when that is more than :data:`ANNOUNCE_SECONDS` (Keras prints a line per epoch after it)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.first: int | None = None
+        self.start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.first is None:
+            self.first, self.start = epoch, time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch != self.first:
+            return
+        seconds = time.monotonic() - self.start
+        left = (self.params or {}).get("epochs", epoch + 1) - epoch - 1
+        if seconds * left > ANNOUNCE_SECONDS:
+            print(
+                f"{self.run_dir}: epoch {epoch + 1} took {seconds:.0f} s; the remaining {left} epochs will take "
+                f"about {seconds * left / 60:.0f} min",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 class Checkpoint(keras.callbacks.Callback):
     """:func:`save_checkpoint` after every epoch."""
 
@@ -433,6 +466,6 @@ def train_run(
         shuffle=False,
         validation_data=(ds.x_test, ds.y_test),
         validation_batch_size=callbacks.recorder.batch_size,
-        callbacks=[*extra_callbacks, *callbacks.ordered()],
+        callbacks=[*extra_callbacks, *callbacks.ordered(), AnnounceDuration(plan.run_dir)],
         verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose,
     )
