@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,18 +114,41 @@ class RunInfo:
             "run": self.path.name,
             "group": group,
             "dataset": self.config.get("dataset", {}).get("name"),
-            "net": self.flags.get("net"),
+            "net": self.flags.get("net", self.config.get("model", {}).get("name")),
             "dropout": layer["dropout"],
             "p": layer.get("p") if layer["dropout"] != "information" else None,
             "beta": layer.get("beta") if layer["dropout"] == "information" else None,
-            "seed": self.flags.get("seed"),
+            "seed": self.flags.get("seed", self.config.get("seed")),
             "epochs": self.flags.get("epochs"),
         }
+
+
+USER_RUN = "run of a user's model"
+"""The defining key that marks a run made by the callback on a user's own model (no training flags)."""
+
+
+def _user_defining(path: Path, config: RunConfig) -> tuple[tuple[str, Any], ...]:
+    """What defines a run of a user's model: everything in ``config.json`` that is not the seed (the model's
+    name and size, its noise layers, the inputs, the tags); its group is named by the ``name`` tag, else by
+    the folder's name without a ``seed<k>`` ending."""
+    model = config.get("model", {})
+    tags = config.get("tags", {})
+    dataset = {k: v for k, v in config.get("dataset", {}).items() if k != "n_metrics_train"}
+    name = str(tags.get("name") or re.sub(r"[-_.]?seed[-_]?\d+$", "", path.name) or path.name)
+    return (
+        (USER_RUN, name),
+        ("model", f"{model.get('name')} ({model.get('n_params')} parameters)"),
+        ("layers", json.dumps(config["layers"], sort_keys=True)),
+        ("dataset", json.dumps(dataset, sort_keys=True)),
+        ("tags", json.dumps(tags, sort_keys=True)),
+    )
 
 
 def run_info(path: Path) -> RunInfo:
     config = rf.load_config(path)
     flags = config.get("flags", {})
+    if not flags:
+        return RunInfo(Path(path), config, _user_defining(Path(path), config))
     defining = tuple(
         sorted(
             (k, v)
@@ -141,6 +166,12 @@ def group_names(runs: Sequence[RunInfo]) -> dict[tuple, str]:
     """A short name per group: net, dropout and p or beta, plus any other flag whose value tells groups apart
     (a flag that only some dropout kinds have, such as ``alpha_max``, only where two groups have it)."""
     keys = list(dict.fromkeys(r.defining for r in runs))
+    user = [key for key in keys if key and key[0][0] == USER_RUN]
+    named = {key: key[0][1] for key in user}
+    for key in user:  # two different user models with one name: each named apart by its place in the list
+        if list(named.values()).count(named[key]) > 1:
+            named[key] = f"{key[0][1]} ({user.index(key) + 1})"
+    keys = [key for key in keys if key not in named]
     varying = {
         k for k in {k for key in keys for k, _ in key} if len({dict(key)[k] for key in keys if k in dict(key)}) > 1
     } - {"net", "dropout", "p", "beta"}
@@ -156,7 +187,7 @@ def group_names(runs: Sequence[RunInfo]) -> dict[tuple, str]:
         )
         extra = " ".join(f"{k}={d[k]}" for k in sorted(varying) if k in d)
         names[key] = " ".join(x for x in (str(d.get("net")), str(d.get("dropout")), level, extra) if x)
-    return names
+    return {**names, **named}
 
 
 def families(runs: Sequence[RunInfo]) -> list[tuple[str, list[str]]]:
@@ -568,8 +599,11 @@ def summary_markdown(
     index = {(r["layer"], r["split"], r["estimator"], r["run"], r["epoch"]): r for r in rows}
     lines = []
     for group in sorted({c["group"] for c in compression}):
+        pooled = sorted({c["run"] for c in compression if c["group"] == group})
         lines += [
             f"### {group}",
+            "",
+            f"{len(pooled)} run{'s' if len(pooled) > 1 else ''} pooled as seeds: {', '.join(pooled)}",
             "",
             "| estimator | split | point | epoch | I(X;Z) | errors X | upper I(X;Z) "
             "| errors upper | I(Y;Z) | errors Y | saturation | compressed seeds | largest fall | bracket |",

@@ -288,9 +288,10 @@ def upstream_noise_note(layer: LayerSpec) -> str:
     )
 
 
-NEGATIVE_BOUND = 0.1
-"""The callback's H(Y) - cross-entropy below -NEGATIVE_BOUND H(Y) is flagged: a lower bound on I(Y;Z) that
-far below 0 says the outputs are not the class probabilities the cross-entropy assumes."""
+NEGATIVE_BOUND = 1.0
+"""The callback's H(Y) - cross-entropy below -NEGATIVE_BOUND H(Y) is flagged: a cross-entropy above twice that
+of always predicting the label frequencies says the outputs are not the class probabilities it assumes (an
+untrained net's is near H(Y): its bound sits a fraction of a nat below 0)."""
 
 
 def _callback_warnings(config: RunConfig, mi_zy: float | None, h_y: float) -> list[str]:
