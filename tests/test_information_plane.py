@@ -363,12 +363,14 @@ def test_notebook_run_folders_that_do_not_exist_are_named_before_any_work(tmp_pa
     (tmp_path / "runs" / "a").mkdir(parents=True)
     monkeypatch.delenv("RUN_DIR", raising=False)
     assert ip.notebook_runs(tmp_path, default=["runs/a"]) == [tmp_path / "runs" / "a"]
+    # the defaults that exist are drawn: the README's digits run right after its first command
+    assert ip.notebook_runs(tmp_path, default=["runs/b", "runs/a"]) == [tmp_path / "runs" / "a"]
     with pytest.raises(
         ip.InputError,
-        match=r"the notebook's default \(RUN_DIR is not set\): no run folder .*runs/b\. "
+        match=r"the notebook's default \(RUN_DIR is not set\): no run folder .*runs/b, .*runs/c\. "
         r"Train one with mi_mnist_dropout.py",
     ):
-        ip.notebook_runs(tmp_path, default=["runs/a", "runs/b"])
+        ip.notebook_runs(tmp_path, default=["runs/b", "runs/c"])
     monkeypatch.setenv("RUN_DIR", os.pathsep.join(["runs/a", "runs/c"]))
     with pytest.raises(ip.InputError, match=r"^RUN_DIR: no run folder .*runs/c\."):
         ip.notebook_runs(tmp_path, default=["runs/a"])
@@ -634,3 +636,18 @@ def test_long_work_is_announced_and_reported(tmp_path, capsys, monkeypatch):
     assert estimation.duration(3 * 86400) == "3.0 days" and estimation.duration(30) == "30 s"
     monkeypatch.setattr(estimation, "_physical_memory", lambda: 1000)
     assert "more than this machine's" in _error(capsys, [run, "--no-plots", "--estimators", "binning", "--seed", "3"])
+
+
+def test_the_mnist_notebook_draws_the_readme_digits_run_without_run_dir(gaussian_run, tmp_path, monkeypatch):
+    """Right after the README's first command only runs/digits-fc-gaussian-p0.2-seed0 exists: the notebook's
+    defaults that exist are drawn, headless, with no RUN_DIR."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    shutil.copytree(gaussian_run, tmp_path / "runs" / "digits-fc-gaussian-p0.2-seed0")
+    monkeypatch.delenv("RUN_DIR", raising=False)
+    nb = nbformat.read(ROOT / "notebooks" / "mnist_draw_IP.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2
+    assert (tmp_path / "runs" / "digits-fc-gaussian-p0.2-seed0" / "figures" / "information_plane.png").is_file()

@@ -230,13 +230,16 @@ def same_runs(prepared: Sequence[PreparedRun]) -> None:
 
 def notebook_runs(root: str | Path, default: Sequence[str]) -> list[Path]:
     """The run folders a notebook draws: the ``RUN_DIR`` environment variable (folders separated by
-    ``os.pathsep``) or ``default``; relative paths are taken from the repository ``root``, so the README's
-    command works from there although a notebook runs in ``notebooks/``. A folder that does not exist
-    is an :class:`InputError` that names it and says how to make or choose one, before any work."""
+    ``os.pathsep``), or those of ``default`` that exist; relative paths are taken from the repository
+    ``root``, so the README's command works from there although a notebook runs in ``notebooks/``. A
+    folder of ``RUN_DIR`` that does not exist, or no default folder at all, is an :class:`InputError` that
+    names them and says how to make or choose one, before any work."""
     chosen = os.environ.get("RUN_DIR")
     paths = [Path(root) / p for p in (chosen.split(os.pathsep) if chosen else default) if p]
     if not paths:
         raise InputError("RUN_DIR names no run folder")
+    if not chosen and any(p.is_dir() for p in paths):
+        paths = [p for p in paths if p.is_dir()]
     missing = [str(p) for p in paths if not p.is_dir()]
     if missing:
         source = "RUN_DIR" if chosen else "the notebook's default (RUN_DIR is not set)"
