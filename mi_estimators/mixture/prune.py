@@ -321,12 +321,10 @@ def select(
     ``left``: their left-out components), ``chunk`` points at a time in level 1."""
     m, nb, ng = len(z), blocks.n_blocks, blocks.n_groups
     cut = math.log(budget / (nb + ng))
-    group_bounds = np.empty((m, ng))
     cand_rows, cand_blocks = [], []
-    # Level 1: the candidate blocks (best estimates, CANDIDATES per point) and the bounds of every group.
+    # The candidate blocks: the best estimates, CANDIDATES per point.
     for r0 in range(0, m, chunk):
         r1 = min(r0 + chunk, m)
-        zc = z[r0:r1] - mix.centre
         guess = a[r0:r1, :-1].astype(np.float32) @ blocks.blocks.guess.T  # (float32: an estimate, not a bound)
         best = np.empty((r1 - r0, min(CANDIDATES, nb)), dtype=np.int32)
         for i in range(best.shape[1]):  # (argmax passes: far faster than a partition)
@@ -335,7 +333,6 @@ def select(
         # (row-major: every block's points stay in ascending order, which ``LeftOut.pairs`` needs)
         cand_rows.append(np.repeat(np.arange(r0, r1, dtype=np.int32), best.shape[1]))
         cand_blocks.append(best.ravel())
-        group_bounds[r0:r1] = blocks.groups.bounds(zc, mix.ref)
     # R: the largest exact term over each point's candidates (one product per block for its points).
     ref = np.full(m, -np.inf)
     rows_by, at = _by_block(cand_rows, cand_blocks, nb)
@@ -347,16 +344,20 @@ def select(
         vals[mine, cols] = -np.inf
         ref[rows] = np.maximum(ref[rows], vals.max(axis=1))
     candidate_pairs = int((np.diff(at) * sizes).sum())
-    # Groups: a group, then a block, is skipped where its U + log n < R + cut. (The block of the term R
-    # is never skipped: its bound is at least R.)
-    group_bounds -= ref[:, None]
-    keep = group_bounds >= cut
-    point, group = np.nonzero(keep)
-    units = ng - np.bincount(point, minlength=m).astype(np.float64)
-    v_max = np.zeros(m)
-    np.maximum.at(v_max, point, blocks.groups.v_max[group])
-    group_rows, group_at = _by_block([point.astype(np.int32)], [group.astype(np.int32)], ng)
-    del group_bounds, keep
+    # Level 1: every point against every group. A group, then a block, is skipped where its U + log n <
+    # R + cut. (The block of the term R is never skipped: its bound is at least R.)
+    units, v_max = np.full(m, float(ng)), np.zeros(m)
+    kept_rows, kept_groups = [], []
+    for r0 in range(0, m, chunk):
+        r1 = min(r0 + chunk, m)
+        u = blocks.groups.bounds(z[r0:r1] - mix.centre, mix.ref)
+        u -= ref[r0:r1, None]
+        point, group = np.nonzero(u >= cut)
+        units[r0:r1] -= np.bincount(point, minlength=r1 - r0)
+        np.maximum.at(v_max, point + r0, blocks.groups.v_max[group])
+        kept_rows.append((point + r0).astype(np.int32))
+        kept_groups.append(group.astype(np.int32))
+    group_rows, group_at = _by_block(kept_rows, kept_groups, ng)
     # Level 2: the points that keep a group against its blocks.
     n_terms = np.zeros(m)
     kept_rows, kept_blocks = [], []
@@ -386,10 +387,11 @@ def evaluate(
     m, (n, d) = len(z), mix.means.shape
     q = mix.prec.shape[1]
     left = np.where(left_out >= 0, blocks.where[np.maximum(left_out, 0)], -1)
-    # Level-1 chunks of points: the estimates and bounds of every block and group (2 MiB); parts of points
-    # whose group bounds and kept pairs fit in the memory budget.
+    # Chunks of points whose estimates of every block fit in 2 MiB; parts of points whose design rows and
+    # kept pairs (12-16 bytes each; about an eighth of the groups and blocks at most) fit in the budget.
     chunk = max(8, 2**21 // (8 * (blocks.n_blocks + 3 * blocks.n_groups)))
-    part = max(chunk, int(max_memory_mb * 2**20 / 2 // (8 * blocks.n_groups + 16 * blocks.n_blocks // 8)))
+    per_point = 8 * (q + d + 2) + 16 * (blocks.n_blocks + blocks.n_groups) // 8
+    part = max(chunk, int(max_memory_mb * 2**20 / 2 // per_point))
     value, bound, pairs = np.empty(m), np.empty(m), 0
     with flush_to_zero():
         for p0 in range(0, m, part):
