@@ -116,7 +116,7 @@ def test_additive_noise_layers_get_the_bracket(tmp_path):
         assert entry["mi_xz_sampling_stderr"] > 0 and entry["saturation"] is not None
 
 
-def test_a_layer_behind_another_noise_layer_is_not_estimated(tmp_path):
+def test_a_layer_behind_another_noise_layer_is_not_estimated(tmp_path, capsys):
     noise = [keras.layers.GaussianNoise(0.3, name="first"), keras.layers.GaussianDropout(0.2, name="second")]
     run = _fit(tmp_path / "stacked", _model("stacked", noise))
     layers = {layer["name"]: layer for layer in rf.load_config(run)["layers"]}
@@ -126,6 +126,8 @@ def test_a_layer_behind_another_noise_layer_is_not_estimated(tmp_path):
     skipped = estimates["mixture"]["second"]["train"]["1"]["skipped"]
     assert "noise layers upstream (first)" in skipped and "another channel" in skipped
     assert estimates["mixture"]["first"]["train"]["1"]["mi_xz"] > 0
+    printed = capsys.readouterr().out
+    assert "skipped: noise layers upstream (first) make the input f(x) of 'second' random" in printed
 
 
 def test_another_model_in_the_same_folder_is_refused(tmp_path):

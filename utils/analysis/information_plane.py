@@ -77,7 +77,8 @@ def draws_arg(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def summary_table(data: dict[str, Any]) -> str:
-    """One line per estimator, layer and split: first and last epoch's (I(X;Z), I(Y;Z))."""
+    """One line per estimator, layer and split: first and last epoch's (I(X;Z), I(Y;Z)); a skipped estimate
+    is followed by a line with the reason it states in ``IP/estimates.json``."""
     rows = [
         f"{'estimator':<12} {'layer':<14} {'split':<6} {'epochs':>7}  {'first (I_XZ, I_YZ)':>20}  "
         f"{'last (I_XZ, I_YZ)':>20}"
@@ -85,7 +86,7 @@ def summary_table(data: dict[str, Any]) -> str:
 
     def fmt(entry: dict) -> str:
         if "skipped" in entry:
-            return f"{'n/a (see file)':>20}"
+            return f"{'skipped':>20}"
         xz, zy = (f"{entry[k]:.3f}" if entry.get(k) is not None else "-" for k in ("mi_xz", "mi_zy"))
         return f"{'(' + xz + ', ' + zy + ')':>20}"
 
@@ -97,6 +98,8 @@ def summary_table(data: dict[str, Any]) -> str:
                     f"{name:<12} {layer:<14} {split:<6} {len(epochs):>7}  {fmt(by_epoch[epochs[0]])}  "
                     f"{fmt(by_epoch[epochs[-1]])}"
                 )
+                reasons = dict.fromkeys(e["skipped"] for e in by_epoch.values() if "skipped" in e)
+                rows += [f"{'':<12} skipped: {reason}" for reason in reasons]
     return "\n".join(rows)
 
 
