@@ -6,8 +6,8 @@ memory it will need and its rough time before computing anything (:func:`resolve
 ``<out>/<script>.png`` and prints a short table. Bad input ends with one ``<script>.py: error: ...``
 line and exit status 2 (:func:`run_main`). The JSON layout::
 
-    {"script", "args" (noise_std and, for reference, noise_var), "truth": {"mi", "h_z", "h_z_given_x"}
-     (nats, null where unknown), "truth_note", "log_n", "estimates": {name: {"value", "stderr",
+    {"script", "args" (noise_std and, for reference, noise_var and the dropout rate p), "truth": {"mi", "h_z",
+     "h_z_given_x"} (nats, null where unknown), "truth_note", "log_n", "estimates": {name: {"value", "stderr",
      "std_over_repeats", "values"}}, ...per-script entries such as "series": {name: {"n", "mean", "std"}}}
 
 ``value`` is the mean over ``--repeats`` independent draws of the data, ``stderr`` the Monte Carlo
@@ -100,6 +100,12 @@ def make_parser(
         default=None,
         help="alias of --noise-var: the reference scripts' flag, a variance",
     )
+    noise.add_argument(
+        "--p",
+        type=float_arg(0.0, inclusive=False, maximum=1.0),
+        default=None,
+        help="the noise level as the rate p of Gaussian dropout instead: s = sqrt(p / (1 - p))",
+    )
     p.add_argument("--n", type=int_arg(min_n), default=None, help=size_help(n_help, "n", defaults, quick))
     p.add_argument(
         "--draws", type=int_arg(1), default=None, help=size_help("noisy draws of Z per input", "draws", defaults, quick)
@@ -152,6 +158,7 @@ def resolve(
             f"there is no ground truth, which {parser.prog} compares against (use --fdim <= --dim)"
         )
     args.noise_std, args.noise_var = _noise_level(args)
+    args.p = args.noise_var / (1.0 + args.noise_var)  # the matching Gaussian dropout rate, recorded beside them
     del args.noise
     if args.out is None:
         args.out = Path("results") / (
@@ -164,6 +171,10 @@ def resolve(
 def _noise_level(args: argparse.Namespace) -> tuple[float, float]:
     """(standard deviation, variance) of the noise from whichever noise flag was given, within
     :data:`NOISE_STD_RANGE`."""
+    if args.p is not None:
+        if args.p >= 1:
+            raise CommandError(f"--p {args.p:g} is not a dropout rate in (0, 1)")
+        args.noise_std = math.sqrt(args.p / (1.0 - args.p))
     given = [(key, getattr(args, key)) for key in NOISE_FLAGS if getattr(args, key) is not None]
     if not given:
         return NOISE_STD_DEFAULT, 0.1

@@ -203,6 +203,9 @@ BAD = [
     ("known_MI", ["--noise-std", "abc"], "argument --noise-std: must be a number"),
     ("known_MI", ["--noise-std", "0.3", "--noise-var", "0.1"], "--noise-var: not allowed with argument --noise-std"),
     ("known_MI", ["--noise", "0.1", "--noise-var", "0.1"], "--noise-var: not allowed with argument --noise"),
+    ("known_MI", ["--p", "0.2", "--noise-std", "0.5"], "--noise-std: not allowed with argument --p"),
+    ("known_MI", ["--p", "1"], "--p 1 is not a dropout rate in (0, 1)"),
+    ("known_MI", ["--p", "0"], "argument --p: must be a finite number > 0"),
     ("known_MI", ["--seed", "-1"], "argument --seed: must be an integer >= 0"),
     ("known_MI", ["--seed", "1.5"], "argument --seed: must be an integer"),
     ("known_MI", ["--dim", "0"], "argument --dim: must be an integer >= 1"),
@@ -287,12 +290,16 @@ def test_help_lists_the_noise_flags(capsys):
 
 
 def test_noise_flags_name_one_quantity():
-    """--noise-std s, --noise-var s^2 and the reference alias --noise s^2 give the same noise level."""
+    """--noise-std s, --noise-var s^2, the reference alias --noise s^2 and the dropout rate --p p, with
+    s = sqrt(p / (1 - p)), give the same noise level; every one records both s and p."""
     levels = [
-        (a.noise_std, a.noise_var)
-        for a in map(known_MI.parse_args, (["--noise-std", "0.5"], ["--noise-var", "0.25"], ["--noise", "0.25"]))
+        (a.noise_std, a.noise_var, a.p)
+        for a in map(
+            known_MI.parse_args, (["--noise-std", "0.5"], ["--noise-var", "0.25"], ["--noise", "0.25"], ["--p", "0.2"])
+        )
     ]
-    assert levels == [(0.5, 0.25)] * 3
+    assert [(s, v) for s, v, _ in levels[:3]] == [(0.5, 0.25)] * 3
+    assert all(s == pytest.approx(0.5) and p == pytest.approx(0.2) for s, _, p in levels)
     args = upper_bound_check.parse_args([])
     assert (args.noise_std, args.noise_var) == (math.sqrt(0.1), 0.1) and "noisestd0.3162" in str(args.out)
     assert not hasattr(args, "noise")
