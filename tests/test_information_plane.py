@@ -615,6 +615,14 @@ def test_a_run_and_its_copy_are_one_run(tmp_path, capsys):
     assert rf.run_identity(run) != rf.run_identity(_fake_run(tmp_path, ["dropout"], seed=1))
 
 
+def test_estimates_without_a_plane_to_draw_are_no_error(tmp_path, capsys):
+    """EDGE gives I(Y;Z) only: with no history either, there is no figure to draw, and that is said, not an
+    error raised after estimates.json was written."""
+    run = _fake_run(tmp_path, ["dropout"])
+    assert ip.main([str(run), "--estimators", "edge"]) == 0
+    assert "no figure" in capsys.readouterr().out and rf.estimates_path(run).is_file()
+
+
 def test_a_run_without_its_representations_says_so(tmp_path, capsys):
     run = _fake_run(tmp_path, ["dropout"])
     shutil.rmtree(run / rf.REPR_DIR)

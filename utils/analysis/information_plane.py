@@ -40,7 +40,7 @@ from utils.analysis.estimation import (
     parse_epochs,
     prepare_run,
 )
-from utils.analysis.figures import draw_run_figures
+from utils.analysis.figures import draw_run_figures, layer_panels
 from utils.analysis.registry import ESTIMATORS
 from utils.cli import (
     CommandError,
@@ -122,6 +122,10 @@ def report_run(
     print(summary_table(data), flush=True)
     if not plots:
         return []
+    selection = parse_epochs(request.epochs) if request.epochs else None
+    if not _drawable(Path(run_dir), data, selection):
+        print(f"no figure: the estimates of {run_dir} chosen give no information plane to draw", flush=True)
+        return []
     if request.epochs:
         written = draw_run_figures(
             run_dir,
@@ -135,6 +139,21 @@ def report_run(
     for path in written:
         print(f"figure: {path}", flush=True)
     return written
+
+
+def _drawable(run_dir: Path, data: dict[str, Any], epochs: Any) -> bool:
+    """Whether :func:`draw_run_figures` would draw anything (it refuses to draw nothing): a training history,
+    a plane of some layer, or mixture entries with their convergence subsets."""
+    if (run_dir / rf.HISTORY_NAME).is_file():
+        return True
+    estimates = data["estimates"]
+    for layer in rf.load_config(run_dir)["layers"]:
+        if layer_panels(estimates, layer, epochs=epochs):
+            return True
+        splits = estimates.get("mixture", {}).get(layer["name"], {}).values()
+        if any(entry.get("convergence") for by_epoch in splits for entry in by_epoch.values()):
+            return True
+    return False
 
 
 def comparison_dir(runs: Sequence[Path], out: Path | None) -> Path | None:
