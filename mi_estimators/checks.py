@@ -222,7 +222,8 @@ def gaussian_dropout_std(noise_std: Any = None, p: Any = None) -> tuple[float, f
             raise InputError(f"p must be a dropout rate in (0, 1), got {p!r}")
         return math.sqrt(rate / (1.0 - rate)), rate
     sigma = check_float(noise_std, "noise_std")
-    return sigma, (sigma / math.hypot(1.0, sigma)) ** 2  # sigma^2 / (1 + sigma^2) without overflow
+    variance = sigma * sigma
+    return sigma, variance / (1.0 + variance) if math.isfinite(variance) else 1.0
 
 
 def check_float(

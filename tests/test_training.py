@@ -110,6 +110,19 @@ def test_script_defaults_are_the_papers():
     assert allcnn.dropout == "information" and run_dir_for(allcnn).name == "cifar10-allcnn-information-beta20-seed0"
 
 
+def test_gaussian_noise_as_a_rate_or_a_standard_deviation():
+    """--noise-std sigma is --p sigma^2 / (1 + sigma^2): the same run, recorded by its rate."""
+    by_std = parse_args(["--noise-std", "0.5"], mi_mnist_dropout.DEFAULTS, family="mnist")
+    by_rate = parse_args(["--p", "0.2"], mi_mnist_dropout.DEFAULTS, family="mnist")
+    assert by_std.p == pytest.approx(0.2) and not hasattr(by_std, "noise_std") and vars(by_std) == vars(by_rate)
+    for argv, message in [
+        (["--noise-std", "0.5", "--p", "0.2"], "not both"),
+        (["--noise-std", "0.5", "--dropout", "information", "--net", "lenet"], "not of information dropout"),
+    ]:
+        with pytest.raises(CommandError, match=message):
+            parse_args(argv, mi_mnist_dropout.DEFAULTS, family="mnist")
+
+
 def test_tiny_run_folder_is_complete(tiny_run):
     config = rf.load_config(tiny_run)
     assert config["flags"]["lr"] == 0.1 and config["flags"]["save_every"] == 2

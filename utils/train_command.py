@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from mi_estimators.checks import DROPOUT_KINDS, InputError
+from mi_estimators.checks import DROPOUT_KINDS, InputError, gaussian_dropout_std
 from utils import run_folder as rf
 from utils import run_folder_schema as schema
 from utils.cli import CommandError, OneLineParser, float_arg, int_arg, native_logs_silenced, run_command
@@ -55,6 +55,11 @@ def _add_net_flags(add: Callable[..., Any], datasets: list[str], nets: list[str]
         "--p",
         type=float_arg(),
         help="Gaussian/Bernoulli dropout rate; Gaussian noise std sqrt(p/(1-p)) (default: %(default)s)",
+    )
+    add(
+        "--noise-std",
+        type=float_arg(0.0, inclusive=False),
+        help="Gaussian dropout: the noise's standard deviation sigma instead of --p (p = sigma^2 / (1 + sigma^2))",
     )
     add(
         "--beta",
@@ -159,6 +164,13 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
         raise CommandError(f"net {args.net!r} runs on {', '.join(spec.datasets)}, not on {args.dataset!r}")
     if args.dropout not in spec.dropouts:
         raise CommandError(f"net {args.net!r} cannot take {args.dropout} dropout; it takes {', '.join(spec.dropouts)}")
+    sigma, given_p = args.__dict__.pop("noise_std", None), args.__dict__.pop("p_given", False)
+    if sigma is not None:
+        if args.dropout != "gaussian":
+            raise CommandError(f"--noise-std is the noise of Gaussian dropout, not of {args.dropout} dropout; use --p")
+        if given_p:
+            raise CommandError("give --p (the dropout rate) or --noise-std (its noise's std), not both")
+        args.p = gaussian_dropout_std(noise_std=sigma)[1]
     if args.p is None or not 0.0 < args.p < 1.0:
         raise CommandError(f"--p must lie strictly between 0 and 1, got {args.p}")
     if args.filters != 1.0 and spec.family != "cifar10":
@@ -183,7 +195,9 @@ def parse_args(
 ) -> argparse.Namespace:
     """Parse and check a training command line (CommandError with a one-line message on bad input)."""
     parser = build_parser(defaults, family=family, prog=prog, description=description)
-    return check_args(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.p_given = any(a == "--p" or a.startswith("--p=") for a in (sys.argv[1:] if argv is None else argv))
+    return check_args(args)
 
 
 def run_name(args: argparse.Namespace) -> str:
