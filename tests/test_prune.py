@@ -248,3 +248,21 @@ def test_estimators_match_the_dense_path(monkeypatch):
             a, b = getattr(pruned, key), getattr(dense, key)
             assert (a is None and b is None) or abs(a - b) <= 1e-3, (key, a, b)
         assert pruned.params["kernel_max_error_bound"] <= 1e-3
+
+
+def test_benchmark_helpers():
+    """The benchmark's dense-only switch holds inside its block and is undone after it, also after an
+    error; its tiled 60,000-code stand-in is deterministic, of the asked size, and each copy stays within
+    a few tenths of the codes it copies (in log scale)."""
+    from benchmarks import bench_estimators as bench
+
+    before = pruning.MIN_COMPONENTS
+    with pytest.raises(RuntimeError), bench.dense_only():
+        assert pruning.MIN_COMPONENTS > 10**12
+        raise RuntimeError
+    assert pruning.MIN_COMPONENTS == before
+    f = np.exp(np.random.default_rng(0).standard_normal((100, 3)))
+    tiled = bench.tiled(f, 250)
+    assert tiled.shape == (250, 3) and np.array_equal(tiled, bench.tiled(f, 250))
+    ratio = np.log(tiled / np.concatenate([f, f, f])[:250])
+    assert 0.05 < ratio.std() < 0.15 and np.abs(ratio).max() < 0.8
