@@ -46,10 +46,10 @@ design), is in expectation at least I(X;Z), and is not capped by log N. What the
   (lower) density adds the own term back exactly: one pass gives both sides.
 
 Convergence in N: the estimate is repeated on nested random subsets of N/16 and N/4 inputs (the same
-subsets for the same N and seed, so every epoch of a run uses the same ones; about 7% of the cost) and
-``saturation`` = (I_N - I_{N/4}) / log 4, the slope dI/dlog N. No distribution-free estimate from N
-inputs can exceed O(log N) (McAllester & Stratos, AISTATS 2020); a slope near 1 means the value is
-set by N, not by the network.
+subsets for the same N and seed, so every epoch of a run uses the same ones; 7% more pairs but about 40%
+more time, ``estimator_validation/workload.py``) and ``saturation`` = (I_N - I_{N/4}) / log 4, the slope
+dI/dlog N. No distribution-free estimate from N inputs can exceed O(log N) (McAllester & Stratos,
+AISTATS 2020); a slope near 1 means the value is set by N, not by the network.
 """
 
 from __future__ import annotations

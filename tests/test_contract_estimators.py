@@ -45,7 +45,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 KNOWN = settings(FUZZ, phases=(Phase.explicit, Phase.generate))
-"""For the known violations (xfail): their explicit example fails at once, without shrinking."""
+"""For the tests whose explicit example is a violation found once: it runs first, and without shrinking."""
 
 WRONG_KINDS = st.sampled_from([None, "abc", {"a": 1}, ["a", "b"], [[1.0, 2.0], [3.0]], 3.5, {1, 2}])
 SPECIAL = [0.0, 1.0, -1.0, 0.5, math.nan, math.inf, -math.inf, 1e300, -1e300, 1e-300, 3e38, 1e150]
@@ -270,7 +270,7 @@ def test_noisy_representations(data):
 
 
 # -- the mixture estimators: their float32 kernel warns about overflowing casts on huge codes and then
-# -- redoes those rows in float64, so only the result is checked. Known violations are marked xfail.
+# -- redoes those rows in float64, so only the result is checked.
 
 
 @FUZZ
@@ -304,7 +304,7 @@ def test_kde_mi_bounds(f):
     honour_contract(lambda: kde_mi_bounds(f, 0.5), ("f",), quiet=False)
 
 
-# -- the cases issue 18 names, as plain regression tests --------------------------------------------
+# -- bad inputs found by a review, as plain regression tests --------------------------------------------
 
 
 @pytest.mark.parametrize(

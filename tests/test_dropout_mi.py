@@ -1,7 +1,7 @@
 """The dropout mixture estimator against ground truth (the paper's toy problem), against brute-force
 I_N, and in its limiting cases.
 
-Tolerances are multiples of the reported errors. Two targets (SCIENCE.md section 7): the Monte Carlo
+Tolerances are multiples of the reported errors. Two targets (docs/estimators.md, "Reading a point"): the Monte Carlo
 error ``*_stderr`` is tested against I_N, the MI for X uniform over the given inputs (computed
 independently by brute force, tests/oracles.py); the population truth is tested with the total error
 (Monte Carlo and input sampling in quadrature). Calibration is checked over 30 seeds, never one.
@@ -39,7 +39,7 @@ def _toy(n, seed, dim=1):
 
 
 def test_toy_problem_1d_against_the_population_truth_with_the_total_error():
-    """Issue criterion: input seeds 1-10, v = 0.1, N = 5000, 2 draws: within 3 total errors of 1.7908."""
+    """Calibration: input seeds 1-10, v = 0.1, N = 5000, 2 draws: within 3 total errors of 1.7908."""
     hits = []
     for seed in range(1, 11):
         res = gaussian_dropout_mi(_toy(5000, seed), math.sqrt(0.1), draws=2, seed=seed, nested=False)
@@ -91,7 +91,7 @@ def test_monte_carlo_error_covers_brute_force_i_n(draws):
 
 
 def test_one_draw_per_input_is_calibrated_on_separated_heavy_tailed_codes():
-    """Issue criterion: f = exp(3 e), N = 500, 16 units, noise std 0.5, one draw, 30 seeds."""
+    """Calibration: f = exp(3 e), N = 500, 16 units, noise std 0.5, one draw, 30 seeds."""
     f = np.exp(3 * np.random.default_rng(0).standard_normal((500, 16)))
     results = [gaussian_dropout_mi(f, 0.5, draws=1, seed=s, nested=False) for s in SEEDS]
     values, errors = np.array([r.mi_xz for r in results]), np.array([r.mi_xz_stderr for r in results])

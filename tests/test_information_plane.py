@@ -528,7 +528,7 @@ def test_a_bad_file_at_the_last_epoch_changes_nothing(tmp_path, capsys):
     assert not rf.estimates_path(good).exists() and not rf.estimates_path(run).exists()
 
 
-# -- issue 33: the named examples of each class --------------------------------------------------------
+# -- bad run folders: an example of each class of problem --------------------------------------------------------
 
 
 def _estimated(tmp_path):

@@ -215,7 +215,7 @@ BAD = [
     ("known_MI", ["--repeats", "0"], "argument --repeats: must be an integer >= 1"),
     ("known_MI", ["--bogus"], "unrecognized arguments: --bogus"),
     ("known_MI", ["--out", ""], "argument --out: must name a folder"),
-    ("known_MI", ["--n", "100000000"], "GiB of memory"),  # the OOM-killed run of issue 10
+    ("known_MI", ["--n", "100000000"], "GiB of memory"),  # a run that would exhaust the memory
     ("known_MI", ["--n", str(10**12)], "lower --n, --draws, --dim or --fdim"),
     ("mc_convergence", ["--mi-max-n", "3"], "argument --mi-max-n: must be an integer >= 10"),
     ("mc_convergence", ["--fdim", "2"], "--fdim 2 > --dim 1"),

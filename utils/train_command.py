@@ -34,12 +34,12 @@ from utils.data import Dataset, DatasetUnavailableError, load_dataset
 from utils.nets import NETS, family_choices
 
 METRICS_SUBSET = 5000
+"""Default number of training inputs behind the per-epoch KL / cross-entropy means (standard error of
+a mean cross-entropy of spread ~0.5 nats: ~0.005 nats)."""
 MAX_EPOCHS = 100_000
 """Sanity limit: a larger --epochs is a typo (the paper trains 200), not a run that could finish."""
 MAX_COUNT = 10**9
 """Sanity limit of the size flags (batch, subsets, save interval): beyond any dataset this toolkit reads."""
-"""Default number of training inputs behind the per-epoch KL / cross-entropy means (standard error of
-a mean cross-entropy of spread ~0.5 nats: ~0.005 nats)."""
 
 _OWN_TEMPS = {".": ("",), rf.REPR_DIR: ("",), rf.IP_DIR: tuple(f"{split}_" for split in rf.SPLITS)}
 """Where training's atomic writes leave ``.<name>.<random>.tmp`` files when killed, and the names they
