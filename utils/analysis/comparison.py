@@ -379,12 +379,27 @@ def check_comparison_out(out: Path, *, plots: bool) -> None:
         rf.check_write_target(child, root=out)
 
 
+def check_distinct_runs(run_dirs: Sequence[Path]) -> None:
+    """InputError when two of the run folders hold one run (a copy, however made, or a re-run with the same
+    flags: :func:`utils.run_folder.run_identity`): a run counted twice would be two seeds with no spread."""
+    seen: dict[str, Path] = {}
+    for run_dir in map(Path, run_dirs):
+        key = rf.run_identity(run_dir)
+        if key in seen:
+            raise InputError(
+                f"{run_dir} and {seen[key]} hold the same run (the same flags, seed, dataset and library "
+                "versions in config.json: a copy or a re-run): each run counts once, so name only one of them"
+            )
+        seen[key] = run_dir
+
+
 def write_comparison(
     run_dirs: Sequence[Path], out: Path, *, plots: bool = True, formats: Sequence[str] = ("png",)
 ) -> list[Path]:
     """Write ``out/estimates.csv``, ``out/aggregate.csv``, ``out/compression.csv``, ``out/summary.md`` and
     (``plots``) the seed-aggregated planes; every run and the folder ``out`` are read and checked first."""
     check_comparison_out(out, plots=plots)
+    check_distinct_runs(run_dirs)
     runs = [run_info(Path(r)) for r in run_dirs]
     return _write(estimate_rows(runs), families(runs), out, plots=plots, formats=formats)
 

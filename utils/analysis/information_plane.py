@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from mi_estimators.checks import InputError
 from utils import run_folder as rf
 from utils.analysis.cluster import dask_client, estimate_on_cluster
-from utils.analysis.comparison import check_comparison_out, write_comparison
+from utils.analysis.comparison import check_comparison_out, check_distinct_runs, write_comparison
 from utils.analysis.estimation import (
     DEFAULT_DRAWS,
     DEFAULT_ESTIMATORS,
@@ -237,17 +237,8 @@ def _distinct_runs(runs: Sequence[str | Path]) -> list[Path]:
 
 
 def same_runs(prepared: Sequence[PreparedRun]) -> None:
-    """InputError when two of the runs are one run (a copy, however made, or a re-run with the same flags):
-    the same defining flags, seed, dataset, layers and library versions (:func:`utils.run_folder.run_identity`)."""
-    seen: dict[str, Path] = {}
-    for ready in prepared:
-        key = rf.run_identity(ready.run_dir)
-        if key in seen:
-            raise InputError(
-                f"{ready.run_dir} and {seen[key]} hold the same run (the same flags, seed, dataset and library "
-                "versions in config.json: a copy or a re-run): each run counts once, so name only one of them"
-            )
-        seen[key] = ready.run_dir
+    """InputError when two of the runs are one run (:func:`utils.analysis.comparison.check_distinct_runs`)."""
+    check_distinct_runs([ready.run_dir for ready in prepared])
 
 
 def notebook_runs(root: str | Path, default: Sequence[str]) -> list[Path]:
