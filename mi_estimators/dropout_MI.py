@@ -74,6 +74,7 @@ from mi_estimators.checks import (
 from mi_estimators.discrete import discrete_entropy
 from mi_estimators.mc_mean import MCMean, control_variate_mean
 from mi_estimators.mixture import check_options, prepare_mixture
+from mi_estimators.mixture.api import PRUNE
 from mi_estimators.noise import pilot_uniforms, standard_normal_draws
 from mi_estimators.results import MIResult
 
@@ -104,6 +105,8 @@ class MixtureOptions:
     dtype: str = "float32"
     max_memory_mb: float = 256
     progress: bool = False
+    prune: str = "auto"
+    """The kernel's pruned path: "auto" (where a pilot says it pays), "never" or "always"."""
 
     def __post_init__(self) -> None:
         check_int(self.draws, "draws")
@@ -114,6 +117,8 @@ class MixtureOptions:
         check_options(self.backend, self.dtype, self.max_memory_mb)
         check_bool(self.nested, "nested")
         check_bool(self.progress, "progress")
+        if self.prune not in PRUNE:
+            raise InputError(f"prune must be one of {', '.join(PRUNE)}, got {self.prune!r}")
 
     @classmethod
     def of(cls, draws: int, seed: int, options: dict[str, Any]) -> "MixtureOptions":
@@ -311,6 +316,36 @@ def activations(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) 
 # -- one estimate: X uniform over a set of inputs -----------------------------------------------------
 
 
+@dataclass
+class _KernelStats:
+    """What the mixture kernel reports over the calls of one estimate: points redone in float64 products,
+    the largest rounding bound, pairs computed against all pairs, and whether the pruned path ran."""
+
+    float64_rows: int = 0
+    max_error_bound: float = 0.0
+    pairs_computed: int = 0
+    pairs_total: int = 0
+    pruned_calls: int = 0
+    calls: int = 0
+
+    def add(self, info: Mapping[str, Any]) -> None:
+        self.float64_rows += int(info["float64_rows"])
+        self.max_error_bound = max(self.max_error_bound, float(info["max_error_bound"]))
+        self.pairs_computed += int(info["pairs_computed"])
+        self.pairs_total += int(info["pairs_total"])
+        self.pruned_calls += info.get("path") == "pruned"
+        self.calls += 1
+
+    @property
+    def path(self) -> str:
+        """ "pruned", "dense", or "mixed" where blocks of points took different paths."""
+        return "dense" if not self.pruned_calls else "pruned" if self.pruned_calls == self.calls else "mixed"
+
+    @property
+    def pairs_fraction(self) -> float:
+        return self.pairs_computed / self.pairs_total if self.pairs_total else 1.0
+
+
 @dataclass(frozen=True)
 class _Estimate:
     """I_n for X uniform over n inputs, with the diagnostics of its Monte Carlo (``points``: noisy points
@@ -326,8 +361,7 @@ class _Estimate:
     h_y: float | None
     n_components: int
     points: int
-    float64_rows: int
-    max_error_bound: float
+    kernel: _KernelStats
 
 
 @dataclass
@@ -340,8 +374,7 @@ class _Terms:
     xz_upper: np.ndarray
     cv: np.ndarray
     zy: np.ndarray | None
-    float64_rows: int = 0
-    max_error_bound: float = 0.0
+    kernel: _KernelStats
 
 
 def _estimate(
@@ -369,8 +402,7 @@ def _estimate(
         h_y=None if yy is None else discrete_entropy(yy),
         n_components=len(comp),
         points=len(terms.inputs),
-        float64_rows=terms.float64_rows,
-        max_error_bound=terms.max_error_bound,
+        kernel=terms.kernel,
     )
 
 
@@ -420,12 +452,13 @@ def _evaluate(
         "dtype": opts.dtype,
         "max_memory_mb": 0.75 * opts.max_memory_mb,
         "progress": opts.progress,
+        "prune": opts.prune,
     }
     # A quarter of the memory budget holds the noise and points of a block of inputs, the rest the kernel.
     per_draw = 8 * (3 * d + 8)
     budget = max(1, int(opts.max_memory_mb * 2**20 / 4 // (per_draw * counts.max())))
     parts = []
-    float64_rows, max_error_bound = 0, 0.0
+    kernel = _KernelStats()
     for k0 in range(0, n, budget):
         inputs = np.repeat(np.arange(k0, min(k0 + budget, n)), counts[k0 : k0 + budget])
         draw = np.arange(len(inputs)) - np.searchsorted(inputs, inputs)  # 0, 1, ... within each input
@@ -441,13 +474,12 @@ def _evaluate(
         log_loo = loo[:, 0]
         log_p = _with_own(log_loo, log_own, own >= 0, len(comp))
         zy = None if y is None else _with_own(loo[:, 1], log_own, own >= 0, class_size[y[inputs]]) - log_p
-        float64_rows += int(info["float64_rows"])
-        max_error_bound = max(max_error_bound, float(info["max_error_bound"]))
+        kernel.add(info)
         entropy = 0.5 * d - log_norm[inputs]  # h_k
         parts.append((inputs, -log_p - entropy, -log_loo - entropy, 0.5 * (d - noise_sq), zy))
     inputs, xz, xz_upper, cv = (np.concatenate([p[i] for p in parts]) for i in range(4))
     zy = None if y is None else np.concatenate([p[4] for p in parts])
-    return _Terms(inputs, xz, xz_upper, cv, zy, float64_rows, max_error_bound)
+    return _Terms(inputs, xz, xz_upper, cv, zy, kernel)
 
 
 def _with_own(log_loo: np.ndarray, log_own: np.ndarray, left_out: np.ndarray, n: int | np.ndarray) -> np.ndarray:
@@ -539,8 +571,10 @@ def _result(method: str, est: _Estimate, params: dict[str, Any], opts: MixtureOp
             "mi_xz_unpaired_stderr": est.unpaired.stderr,
             "mi_xz_paired": est.paired.value,
             "mi_xz_paired_stderr": est.paired.stderr,
-            "kernel_float64_points": est.float64_rows,
-            "kernel_max_error_bound": est.max_error_bound,
+            "kernel_float64_points": est.kernel.float64_rows,
+            "kernel_max_error_bound": est.kernel.max_error_bound,
+            "kernel_path": est.kernel.path,
+            "kernel_pairs_fraction": est.kernel.pairs_fraction,
         }
     )
     result = MIResult(

@@ -225,9 +225,10 @@ def test_block_bounds_and_skipped_mass_hold(real):
 
 def test_estimators_match_the_dense_path(monkeypatch):
     """gaussian_dropout_mi with labels (lower, upper, I(Y;Z)) and information_dropout_mi on 4,096 late
-    codes under "auto": the estimates equal the dense ones within the bound (1e-3 nats per point, so the
-    means within 1e-3). (Information dropout's log-space kernels with these widths overlap more: its
-    pilot may pick either path; ``test_adversarial_codes_within_the_bound`` prunes it.)"""
+    codes under prune="auto" and "never": the estimates equal the dense ones within the bound (1e-3 nats per
+    point, so the means within 1e-3), and each result says which path ran and what share of the pairs it
+    computed. (Information dropout's log-space kernels with these widths overlap more: its pilot may pick
+    either path; ``test_adversarial_codes_within_the_bound`` prunes it.)"""
     f = np.load(DATA / "fmnist_fc_train_epoch100.npy").astype(np.float64)[: pruning.MIN_COMPONENTS]
     labels = np.load(DATA / "fmnist_fc_train_labels.npy")[: pruning.MIN_COMPONENTS]
     alphas = 0.05 + 0.3 * np.random.default_rng(9).random(f.shape)
@@ -235,19 +236,22 @@ def test_estimators_match_the_dense_path(monkeypatch):
     evaluate = pruning.evaluate
     monkeypatch.setattr(pruning, "evaluate", lambda *args: calls.append(1) or evaluate(*args))
     runs = {}
-    for dense in (False, True):
-        if dense:
-            monkeypatch.setattr(pruning, "MIN_COMPONENTS", 10**9)
+    for prune in ("auto", "never"):
         before = len(calls)
-        gaussian = gaussian_dropout_mi(f, SIGMA, labels, nested=False)
+        gaussian = gaussian_dropout_mi(f, SIGMA, labels, nested=False, prune=prune)
         # (the whole-mixture pass is pruned; each class, 410 components, is below MIN_COMPONENTS)
-        assert len(calls) - before == (0 if dense else 1)
-        runs[dense] = (gaussian, information_dropout_mi(f, alphas, nested=False))
-    for pruned, dense in zip(runs[False], runs[True]):
+        assert len(calls) - before == (1 if prune == "auto" else 0)
+        runs[prune] = (gaussian, information_dropout_mi(f, alphas, nested=False, prune=prune))
+    pruned_run, dense_run = runs["auto"][0], runs["never"][0]
+    assert pruned_run.params["kernel_path"] == "pruned" and pruned_run.params["kernel_pairs_fraction"] < 0.5
+    assert dense_run.params["kernel_path"] == "dense" and dense_run.params["kernel_pairs_fraction"] == 1.0
+    for pruned, dense in zip(runs["auto"], runs["never"]):
         for key in ("mi_xz", "mi_xz_upper", "mi_zy"):
             a, b = getattr(pruned, key), getattr(dense, key)
             assert (a is None and b is None) or abs(a - b) <= 1e-3, (key, a, b)
         assert pruned.params["kernel_max_error_bound"] <= 1e-3
+    with pytest.raises(InputError, match="prune must be one of auto, never, always"):
+        gaussian_dropout_mi(f[:10], SIGMA, prune="sometimes")
 
 
 def test_benchmark_helpers():
