@@ -627,7 +627,7 @@ def test_a_run_without_its_representations_says_so(tmp_path, capsys):
     run = _fake_run(tmp_path, ["dropout"])
     shutil.rmtree(run / rf.REPR_DIR)
     err = _error(capsys, [run, "--no-plots"])
-    assert "no saved train epochs" in err and "train the run again" in err
+    assert "no saved train epochs" in err and "run its training command again" in err
 
 
 def test_long_work_is_announced_and_reported(tmp_path, capsys, monkeypatch):

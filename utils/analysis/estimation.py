@@ -163,7 +163,8 @@ def _no_epochs(run_dir: Path, config: RunConfig, split: str, request: Request, a
     return InputError(
         f"no saved {split} epochs in {run_dir}: {rf.REPR_DIR}/ lacks the representation files the run's "
         f"config.json implies (e.g. {missing[0].name if missing else rf.REPR_DIR})"
-        "; they can only be made by training: train the run again into a new folder"
+        "; only training makes them: move its checkpoint.npz away and run its training command again (the same "
+        "flags give the same numbers)"
     )
 
 
