@@ -21,7 +21,7 @@ import argparse
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -370,7 +370,8 @@ def write_outputs(out_dir: Path, script: str, document: dict[str, Any], figure: 
     json_name, png_name = _output_names(script)
     json_path = Path(out_dir) / json_name
     save_json(json_path, document)
-    (png_path,) = save_figure(figure, Path(out_dir) / Path(png_name).stem, ("png",), dpi=130, bbox_inches="tight")
+    # saved at its printed size: the figure functions keep everything inside the canvas
+    (png_path,) = save_figure(figure, Path(out_dir) / Path(png_name).stem, ("png",))
     print(f"wrote {json_path} and {png_path} ({document['elapsed_s']:.1f} s)")
     return 0
 
@@ -425,9 +426,9 @@ def reference_lines(
 ) -> None:
     """Horizontal lines for the true value and the log N ceiling."""
     if truth is not None:
-        ax.axhline(truth, color="black", lw=2, ls="--", label=truth_label)
+        ax.axhline(truth, color="black", lw=1.5, ls="--", label=truth_label)
     if log_n is not None:
-        ax.axhline(log_n, color="grey", lw=1.5, ls=":", label="log N")
+        ax.axhline(log_n, color="grey", lw=1.2, ls=":", label="log N")
 
 
 def band(ax: plt.Axes, x: Sequence[float], entry: dict[str, Any], label: str, **style: Any) -> None:
@@ -439,11 +440,12 @@ def band(ax: plt.Axes, x: Sequence[float], entry: dict[str, Any], label: str, **
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
 
 
-def title(args: argparse.Namespace) -> str:
-    """Figure title naming the setting."""
+def title(settings: Mapping[str, Any]) -> str:
+    """Figure title naming the setting (``settings``: a result's ``args``)."""
     return (
-        f"dim {args.dim}, fdim {args.fdim}, noise std {args.noise_std:.4g} (variance {args.noise_var:.4g}), "
-        f"N {args.n}, {args.draws} noise draws, {args.repeats} repeat(s)"
+        f"dim {settings['dim']}, fdim {settings['fdim']}, noise std {settings['noise_std']:.4g} "
+        f"(variance {settings['noise_var']:.4g}), N {settings['n']}, {settings['draws']} noise draws, "
+        f"{settings['repeats']} repeat(s)"
     )
 
 

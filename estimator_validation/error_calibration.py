@@ -32,12 +32,14 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from estimator_validation import common, workload
 from estimator_validation.ground_truth import toy_truth
 from estimator_validation.toy_problem import make_toy
 from mi_estimators.dropout_MI import gaussian_dropout_mi
 from mi_estimators.mixture import direct_log_density
+from utils.analysis.figure_layout import PAGE_WIDTH, new_figure, styled, title_and_caption
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras is first imported
 
@@ -171,7 +173,7 @@ def _compute(args: argparse.Namespace) -> int:
             f"spread / error: {c['spread_over_error']:.2f} (robust {c['robust_spread_over_error']:.2f})  "
             f"mean error {c['mean_error']:.4f}"
         )
-    return common.write_outputs(args.out, SCRIPT, doc, _figure(doc))
+    return common.write_outputs(args.out, SCRIPT, doc, figure(doc))
 
 
 COVERAGES = {
@@ -182,17 +184,26 @@ COVERAGES = {
 }
 
 
-def _figure(doc: dict) -> plt.Figure:
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+CAPTION = "Points: one seed's estimate minus its target, in its errors; dotted and dashed lines: +-2 and +-3 errors."
+
+
+@styled
+def figure(doc: dict) -> plt.Figure:
+    """The z-score of every seed in each of the four checks (``COVERAGES``), from the result ``doc``."""
+    fig = new_figure(PAGE_WIDTH, 5.0)
+    axes = fig.subplots(2, 2, sharex=True)
     for ax, (name, label) in zip(axes.ravel(), COVERAGES.items()):
         z = np.asarray(doc[name]["z"])
-        ax.plot(np.arange(len(z)), z, "o", ms=4)
+        ax.plot(np.arange(len(z)), z, "o", ms=3)
         for k, style in ((2, ":"), (3, "--")):
             ax.axhline(k, color="grey", ls=style, lw=1)
             ax.axhline(-k, color="grey", ls=style, lw=1)
+        ax.set_title(f"{name.replace('_', ' ')}: {doc[name]['within_3']:.0%} within 3\n{label}")
+        ax.set_ylabel("z [errors]")
+    for ax in axes[1]:
         ax.set_xlabel("seed")
-        ax.set_ylabel(label, fontsize=9)
-        ax.set_title(f"{name.replace('_', ' ')}: {doc[name]['within_3']:.0%} within 3", fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    title_and_caption(fig, common.title(doc["args"]), CAPTION)
     return fig
 
 

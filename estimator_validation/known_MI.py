@@ -40,6 +40,14 @@ from mi_estimators.dropout_MI import gaussian_dropout_mi
 from mi_estimators.edge import edge_mi
 from mi_estimators.ksg import ksg_mi
 from mi_estimators.upper_bound import gaussian_dropout_upper_bound
+from utils.analysis.figure_layout import (
+    PAGE_WIDTH,
+    figure_legend,
+    new_figure,
+    styled,
+    title_and_caption,
+    unique_entries,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras is first imported
 
@@ -118,71 +126,72 @@ def _estimators(data: ToyData, seed: int, quick: bool) -> dict:
     }
 
 
-def _figure(doc: dict, args) -> plt.Figure:
-    """The seed's layout (binning against bin count and bin size, every other estimator as a line)
-    plus a third panel that zooms on the non-binning estimators, with error bars."""
+CAPTION = "Binning band: +-1 std over repeats; bars: +-1 std over repeats, else the standard error; lines: estimates."
+LINES = (
+    ("mixture", "mixture (dropout MI)"),
+    ("gaussian_upper_bound", "Gaussian upper bound"),
+    ("ksg", "KSG"),
+    ("edge", "EDGE"),
+    ("doe_gaussian", "DoE (Gaussian)"),
+    ("doe_logistic", "DoE (logistic)"),
+)
+"""Estimators drawn as a line on the binning panels and as a point with its error bar on the zoom."""
+
+
+@styled
+def figure(doc: dict) -> plt.Figure:
+    """From the result ``doc``: binning against bin count and bin size (every other estimator as a line)
+    in the top row; under them a zoom on the non-binning estimators, with error bars."""
     est = doc["estimates"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 1, 0.9]})
-    lines = [
-        ("mixture", "mixture (dropout MI)"),
-        ("gaussian_upper_bound", "Gaussian upper bound"),
-        ("ksg", "KSG"),
-        ("edge", "EDGE"),
-        ("doe_gaussian", "DoE (Gaussian)"),
-        ("doe_logistic", "DoE (logistic)"),
-    ]
+    fig = new_figure(PAGE_WIDTH, 6.2)
+    # two subfigures: the zoom's estimator names widen its own margin only, not the binning panels'
+    rows = fig.add_gridspec(2, 1, height_ratios=(1.2, 1.0))
+    top, bottom = fig.add_subfigure(rows[0]), fig.add_subfigure(rows[1])
+    axes = top.subplot_mosaic([["bins", "size"]]) | bottom.subplot_mosaic([["zoom"]])
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     panels = [
-        (axes[0], BIN_COUNTS, [f"binning_bins_{k}" for k in BIN_COUNTS], "number of bins"),
-        (axes[1], BIN_SIZES, [f"binning_size_{s:g}" for s in BIN_SIZES], "bin size"),
+        (axes["bins"], BIN_COUNTS, [f"binning_bins_{k}" for k in BIN_COUNTS], "number of bins"),
+        (axes["size"], BIN_SIZES, [f"binning_size_{s:g}" for s in BIN_SIZES], "bin size"),
     ]
     for ax, xs, names, xlabel in panels:
         entry = {"mean": [est[n]["value"] for n in names], "std": [est[n]["std_over_repeats"] for n in names]}
         common.band(ax, xs, entry, "binning of Z", color="tab:olive")
-        for (name, label), colour in zip(lines, colours):
-            ax.axhline(est[name]["value"], color=colour, lw=1.5, label=label)
+        for (name, label), colour in zip(LINES, colours):
+            ax.axhline(est[name]["value"], color=colour, label=label)
         common.reference_lines(ax, doc["truth"]["mi"], doc["log_n"])
         ax.axhline(doc["log_n_points"], color="tab:olive", lw=1, ls=":", label="log(N x noise draws)")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("I(X;Z) [nats]")
-    axes[1].sharey(axes[0])
-    axes[1].invert_xaxis()  # finer bins to the right in both panels
+    axes["size"].sharey(axes["bins"])
+    axes["size"].invert_xaxis()  # finer bins to the right in both panels
+    _zoom(axes["zoom"], doc, colours)
+    title_and_caption(fig, common.title(doc["args"]), CAPTION)
+    figure_legend(fig, *unique_entries([axes["bins"], axes["zoom"]]))
+    return fig
 
-    # zoom: value +- (std over repeats, else standard error) per estimator
-    ax = axes[2]
+
+def _zoom(ax: plt.Axes, doc: dict, colours: Sequence[str]) -> None:
+    """Each non-binning estimator's value +- (std over repeats, else standard error), with the truth."""
+    est = doc["estimates"]
     ends = [v for v in (doc["truth"]["mi"],) if v is not None]
-    for i, ((name, label), colour) in enumerate(zip(lines, colours)):
+    for i, ((name, _), colour) in enumerate(zip(LINES, colours)):
         e = est[name]
         err = e["std_over_repeats"] if e["std_over_repeats"] is not None else e["stderr"]
-        ax.errorbar(e["value"], i, xerr=err, fmt="o", color=colour, capsize=3)
+        ax.errorbar(e["value"], i, xerr=err, fmt="o", ms=4, color=colour, capsize=3)
         ends += [e["value"] - (err or 0.0), e["value"] + (err or 0.0)]
     margin = 0.08 * (max(ends) - min(ends)) + 0.02
     ax.set_xlim(min(ends) - margin, max(ends) + margin)
-    ax.set_yticks(range(len(lines)), [label for _, label in lines])
+    ax.set_yticks(range(len(LINES)), [label for _, label in LINES])
     ax.invert_yaxis()
     if doc["truth"]["mi"] is not None:
-        ax.axvline(doc["truth"]["mi"], color="black", lw=2, ls="--", label="true I(X;Z)")
+        ax.axvline(doc["truth"]["mi"], color="black", lw=1.5, ls="--", label="true I(X;Z)")
     if doc.get("truth_finite_sample"):
         ax.axvline(
             doc["truth_finite_sample"]["mi"], color="black", lw=1, ls="-.", label="exact I(X;Z) for the drawn inputs"
         )
-    ax.axvline(doc["log_n"], color="grey", lw=1.5, ls=":", label="log N")
+    ax.axvline(doc["log_n"], color="grey", lw=1.2, ls=":", label="log N")
     ax.set_xlabel("I(X;Z) [nats]")
-    ax.set_title("estimators (bars: std over repeats, else stderr)", fontsize=9)
-    handles, labels = axes[1].get_legend_handles_labels()
-    extra = [(h, lab) for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in labels]
-    fig.legend(
-        handles + [h for h, _ in extra],
-        labels + [lab for _, lab in extra],
-        loc="lower center",
-        ncol=6,
-        fontsize=8,
-        bbox_to_anchor=(0.5, -0.08),
-    )
-    fig.suptitle(common.title(args), fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def _memory(args) -> dict[str, float]:
@@ -290,7 +299,7 @@ def _compute(args: argparse.Namespace) -> int:
     for name, entry in estimates.items():
         for message in entry.get("warnings", []):
             print(f"warning ({name}): {message}")
-    return common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
+    return common.write_outputs(args.out, SCRIPT, doc, figure(doc))
 
 
 main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, seconds=_seconds, lower=LOWER, compute=_compute)

@@ -30,6 +30,14 @@ import numpy as np
 from estimator_validation import common, workload
 from estimator_validation.toy_problem import sample_conditional_entropy
 from mi_estimators.dropout_MI import gaussian_dropout_mi
+from utils.analysis.figure_layout import (
+    PAGE_WIDTH,
+    figure_legend,
+    new_figure,
+    styled,
+    title_and_caption,
+    unique_entries,
+)
 from utils.cli import int_arg
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras is first imported
@@ -48,11 +56,17 @@ SERIES_NOTE = (
 )
 
 
-def _figure(doc: dict, args) -> plt.Figure:
+CAPTION = "Lines: means over repeats; bands: +-1 std over repeats (each repeat's sizes nested)."
+
+
+@styled
+def figure(doc: dict) -> plt.Figure:
+    """h(Z|X) (left) and the mixture's lower and upper I(X;Z) (right) against n, from the result ``doc``."""
     truth, s = doc["truth"], doc["series"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = new_figure(PAGE_WIDTH, 3.4)
+    left, right = fig.subplots(1, 2)
     common.band(left, s["h_z_given_x"]["n"], s["h_z_given_x"], "Monte Carlo h(Z|X)")
-    left.axhline(truth["h_z_given_x"], color="black", lw=2, ls="--", label="true h(Z|X)")
+    left.axhline(truth["h_z_given_x"], color="black", lw=1.5, ls="--", label="true h(Z|X)")
     left.set_ylabel("h(Z|X) [nats]")
     mi = s["mixture_mi"]
     common.band(right, mi["n"], mi, "lower: mixture estimate of I(X;Z)")
@@ -63,8 +77,8 @@ def _figure(doc: dict, args) -> plt.Figure:
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_xlabel("number of inputs n")
-        ax.legend(fontsize=8)
-    fig.suptitle(common.title(args) + " (bands: +-1 std over repeats)", fontsize=10)
+    title_and_caption(fig, common.title(doc["args"]), CAPTION)
+    figure_legend(fig, *unique_entries([left, right]))
     return fig
 
 
@@ -152,7 +166,7 @@ def _compute(args: argparse.Namespace) -> int:
         },
     )
     common.print_table(doc)
-    return common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
+    return common.write_outputs(args.out, SCRIPT, doc, figure(doc))
 
 
 main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, seconds=_seconds, lower=LOWER, compute=_compute)

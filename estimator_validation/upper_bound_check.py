@@ -33,6 +33,14 @@ from estimator_validation import common, workload
 from estimator_validation.toy_problem import gaussian_bound_limit
 from mi_estimators.dropout_MI import gaussian_dropout_mi
 from mi_estimators.upper_bound import gaussian_entropy_upper_bound
+from utils.analysis.figure_layout import (
+    COLUMN_WIDTH,
+    figure_legend,
+    new_figure,
+    styled,
+    title_and_caption,
+    unique_entries,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras is first imported
 
@@ -45,12 +53,18 @@ LOWER = "--n, --draws or --fdim"
 MIN_N = 10
 
 
-def _figure(doc: dict, args) -> plt.Figure:
+CAPTION = "Lines: means over repeats; bands: +-1 std over repeats."
+
+
+@styled
+def figure(doc: dict) -> plt.Figure:
+    """The Gaussian bound and the mixture's h(Z) against n, with the true h(Z), from the result ``doc``."""
     s, truth = doc["series"], doc["truth"]["h_z"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig = new_figure(COLUMN_WIDTH, 3.6)
+    ax = fig.subplots()
     common.band(ax, s["gaussian_upper_bound_h_z"]["n"], s["gaussian_upper_bound_h_z"], "Gaussian upper bound")
     common.band(ax, s["mixture_h_z"]["n"], s["mixture_h_z"], "mixture estimate")
-    ax.axhline(truth, color="black", lw=2, ls="--", label="true h(Z)")
+    ax.axhline(truth, color="black", lw=1.5, ls="--", label="true h(Z)")
     ax.axhline(
         doc["gaussian_bound_limit"],
         color="tab:blue",
@@ -61,8 +75,8 @@ def _figure(doc: dict, args) -> plt.Figure:
     ax.set_xscale("log")
     ax.set_xlabel("number of inputs n")
     ax.set_ylabel("h(Z) [nats]")
-    ax.legend(fontsize=8)
-    ax.set_title(common.title(args) + "\n(bands: +-1 std over repeats)", fontsize=9)
+    title_and_caption(fig, common.title(doc["args"]), CAPTION)
+    figure_legend(fig, *unique_entries([ax]))
     return fig
 
 
@@ -168,7 +182,7 @@ def _compute(args: argparse.Namespace) -> int:
     doc["checks"] = _checks(doc, sizes)
     doc["elapsed_s"] = round(time.perf_counter() - start, 2)
     _report(doc, sizes)
-    return common.write_outputs(args.out, SCRIPT, doc, _figure(doc, args))
+    return common.write_outputs(args.out, SCRIPT, doc, figure(doc))
 
 
 main = common.script_main(SCRIPT, parse=parse_args, memory=_memory, seconds=_seconds, lower=LOWER, compute=_compute)

@@ -14,9 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 
 from estimator_validation import common, error_calibration, known_MI, mc_convergence, upper_bound_check
+from utils.analysis.figure_layout import COLUMN_WIDTH, PAGE_WIDTH, layout_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
@@ -116,10 +118,16 @@ def test_known_mi_repeats_and_unknown_truth(tmp_path_factory):
     mix = doc["estimates"]["mixture"]
     assert len(mix["values"]) == 2 and mix["std_over_repeats"] > 0
     assert mix["value"] == pytest.approx(sum(mix["values"]) / 2)
+    _assert_page_layout(known_MI.figure(doc))  # no truth lines, bands and bars from the two repeats
 
 
-def test_mc_convergence_json(tmp_path_factory):
-    doc = _run_json(tmp_path_factory, "mc_convergence", "--dim", "2")
+@pytest.fixture(scope="module")
+def mc_convergence_doc(tmp_path_factory):
+    return _run_json(tmp_path_factory, "mc_convergence", "--dim", "2")
+
+
+def test_mc_convergence_json(mc_convergence_doc):
+    doc = mc_convergence_doc
     s, truth, reps = doc["series"], doc["truth"], doc["args"]["repeats"]
     assert truth["h_z_given_x"] == pytest.approx(2 * 0.35653891831235, abs=1e-9)
     hzx = s["h_z_given_x"]
@@ -136,8 +144,13 @@ def test_mc_convergence_json(tmp_path_factory):
         assert value <= math.log(n) + 4 * se
 
 
-def test_upper_bound_check_json(tmp_path_factory):
-    doc = _run_json(tmp_path_factory, "upper_bound_check", "--noise-std", str(math.sqrt(0.4)))
+@pytest.fixture(scope="module")
+def upper_bound_check_doc(tmp_path_factory):
+    return _run_json(tmp_path_factory, "upper_bound_check", "--noise-std", str(math.sqrt(0.4)))
+
+
+def test_upper_bound_check_json(upper_bound_check_doc):
+    doc = upper_bound_check_doc
     s, truth = doc["series"], doc["truth"]["h_z"]
     assert doc["args"]["noise_var"] == pytest.approx(0.4)
     bound, mix = s["gaussian_upper_bound_h_z"], s["mixture_h_z"]
@@ -149,8 +162,13 @@ def test_upper_bound_check_json(tmp_path_factory):
     assert truth - 0.1 < mix["mean"][-1] < truth + 4 * spread + 4 * mix["stderr"][-1]
 
 
-def test_error_calibration_json(tmp_path_factory):
-    doc = _run_json(tmp_path_factory, "error_calibration", "--n", "400", "--repeats", "6")
+@pytest.fixture(scope="module")
+def error_calibration_doc(tmp_path_factory):
+    return _run_json(tmp_path_factory, "error_calibration", "--n", "400", "--repeats", "6")
+
+
+def test_error_calibration_json(error_calibration_doc):
+    doc = error_calibration_doc
     redrawn, fixed = doc["inputs_redrawn"], doc["inputs_fixed"]
     assert redrawn["target"] == pytest.approx(1.7908, abs=1e-4) and len(redrawn["values"]) == 6
     assert fixed["target"] == pytest.approx(doc["i_n"]["value"]) and doc["i_n"]["n"] == 400
@@ -160,6 +178,30 @@ def test_error_calibration_json(tmp_path_factory):
     for part in (redrawn, fixed, upper_redrawn, upper_fixed):
         assert part["within_3"] >= 4 / 6 and 0.3 < part["robust_spread_over_error"] < 3
     assert doc["truth_below_upper"] >= 5 / 6
+
+
+def _assert_page_layout(fig) -> None:
+    """Drawn at a journal's column or page width, with nothing cut, covered or squeezed."""
+    assert fig.get_figwidth() in (COLUMN_WIDTH, PAGE_WIDTH)
+    assert layout_problems(fig) == []
+    assert fig.legends or fig.axes[0].get_title()  # a figure legend, or titled panels that need none
+    plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    "script, result",
+    [
+        ("known_MI", "known_mi"),
+        ("mc_convergence", "mc_convergence_doc"),
+        ("upper_bound_check", "upper_bound_check_doc"),
+        ("error_calibration", "error_calibration_doc"),
+    ],
+)
+def test_figure_layout(script, result, request):
+    # the figure of a --quick result, as write_outputs saves it: fonts at print size, legend under the panels
+    fig = SCRIPTS[script].figure(request.getfixturevalue(result))
+    assert not any(ax.get_legend() for ax in fig.axes)  # one figure legend, never one over a panel's data
+    _assert_page_layout(fig)
 
 
 # -- bad input: one `<script>.py: error: ...` line naming the culprit, exit 2, nothing written --------
