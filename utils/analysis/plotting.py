@@ -12,7 +12,6 @@ a labelled diamond. Panels of the same estimator share that axis.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from mi_estimators.checks import InputError
+from utils import run_folder as rf
 from utils.analysis.entries import SATURATION_LIMIT
 from utils.analysis.figure_layout import (
     COLUMN_WIDTH,
@@ -410,15 +410,10 @@ def plot_plane_grid(
 
 
 def read_history(path: str | Path) -> dict[str, np.ndarray]:
-    """Columns of a Keras ``CSVLogger`` file as float arrays (missing file -> ``FileNotFoundError``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training history not found: {path}")
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        raise InputError(f"training history is empty: {path}")
-    return {k: np.array([float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows]) for k in rows[0]}
+    """Columns of ``history.csv`` as float arrays (NaN for an empty cell), read and checked by
+    :func:`utils.run_folder.load_history`."""
+    rows = list(rf.load_history(path).values())
+    return {k: np.array([float(r[k]) if r.get(k) else np.nan for r in rows]) for k in rows[0]}
 
 
 @styled
