@@ -217,3 +217,14 @@ def test_merged_groups_that_differ_only_in_a_flag_without_a_column_stay_apart(tm
         ("lr", ["fc gaussian p=0.2 lr=0.05", "fc gaussian p=0.2 lr=0.1"]),
         ("p", ["fc gaussian p=0.2 lr=0.1", "fc gaussian p=0.5 lr=0.1"]),
     ]
+
+
+def test_the_merge_command_takes_figure_formats(tmp_path, capsys):
+    from utils.analysis import comparison
+
+    args = comparison._parser().parse_args(["a.csv", "--out", str(tmp_path), "--formats", "png,pdf"])
+    assert args.formats == ("png", "pdf")
+    assert comparison.main(["a.csv", "--out", str(tmp_path / "out"), "--formats", "gif"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["comparison: error: argument --formats: unknown figure format(s) ['gif']; use png, pdf, svg"]
+    assert not (tmp_path / "out").exists()

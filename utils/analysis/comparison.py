@@ -36,6 +36,7 @@ from utils import run_folder as rf
 from utils import run_folder_schema as schema
 from utils.analysis.bracket import BRACKET_COLUMNS, bracket_verdict, summarise_verdicts
 from utils.analysis.entries import SATURATION_LIMIT, total_error
+from utils.analysis.figure_layout import formats_arg
 from utils.analysis.figures import draw_comparison_figures
 from utils.cli import OneLineParser, run_command
 from utils.run_folder_schema import Entry, Flags, RunConfig
@@ -674,6 +675,9 @@ def _parser() -> OneLineParser:
     parser.add_argument("tables", nargs="+", type=Path, metavar="CSV", help="estimates.csv files of comparisons")
     parser.add_argument("--out", type=Path, required=True, help="folder for the merged comparison")
     parser.add_argument("--no-plots", action="store_true", help="tables only, no figures")
+    parser.add_argument(
+        "--formats", type=formats_arg, default=("png",), help="figure formats, comma-separated from png,pdf,svg"
+    )
     return parser
 
 
@@ -682,7 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> None:
         args = _parser().parse_args(argv)
-        for path in merge_comparisons(args.tables, args.out, plots=not args.no_plots):
+        for path in merge_comparisons(args.tables, args.out, plots=not args.no_plots, formats=args.formats):
             print(f"comparison: {path}", flush=True)
 
     return run_command("comparison", body)

@@ -8,6 +8,7 @@ colour bars and the figure legend (``loc="outside ..."``) inside the canvas.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import textwrap
 from pathlib import Path
@@ -100,6 +101,15 @@ def unique_entries(axes: Sequence[Axes]) -> tuple[list[Artist], list[str]]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             found.setdefault(label, handle)
     return list(found.values()), list(found)
+
+
+def formats_arg(text: str) -> tuple[str, ...]:
+    """argparse ``type=`` of ``--formats``: comma-separated figure formats from :data:`FORMATS`."""
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise argparse.ArgumentTypeError(f"unknown figure format(s) {bad or text!r}; use {', '.join(FORMATS)}")
+    return formats
 
 
 def save_figure(

@@ -40,6 +40,7 @@ from utils.analysis.estimation import (
     parse_epochs,
     prepare_run,
 )
+from utils.analysis.figure_layout import FORMATS, formats_arg
 from utils.analysis.figures import draw_run_figures, layer_panels
 from utils.analysis.registry import ESTIMATORS
 from utils.cli import (
@@ -209,9 +210,6 @@ def analyze_runs(
     return written
 
 
-FORMATS = ("png", "pdf", "svg")
-
-
 def _folder_arg(text: str) -> Path:
     """argparse ``type=`` for ``--out``: a non-empty folder name."""
     if not text.strip():
@@ -371,7 +369,9 @@ def _parser() -> OneLineParser:
         "Use 1 when other jobs share the cores (training, other estimations): waiting BLAS "
         "threads spin, and an oversubscribed estimate can run several times slower",
     )
-    p.add_argument("--formats", default="png", help="figure formats, comma-separated from png,pdf,svg")
+    p.add_argument(
+        "--formats", type=formats_arg, default=("png",), help="figure formats, comma-separated from png,pdf,svg"
+    )
     return p
 
 
@@ -398,10 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         args = _parser().parse_args(argv)
         request = _request(args)
-        formats = tuple(f for f in args.formats.split(",") if f)
-        bad = [f for f in formats if f not in FORMATS]
-        if bad or not formats:
-            raise CommandError(f"--formats: unknown figure format(s) {bad}; use png, pdf or svg")
+        formats = args.formats
         if args.threads is not None and (args.workers is not None or args.scheduler is not None):
             raise CommandError("--threads sets the in-process estimation's threads; Dask workers run one each")
         with threadpool_limits(args.threads), dask_client(args.scheduler, args.workers) as client:
