@@ -3,20 +3,22 @@
     python -m utils.analysis.information_plane RUN [RUN ...] --workers 2          # a local cluster
     python -m utils.analysis.information_plane RUN [RUN ...] --scheduler tcp://HOST:8786
 
-A task is :func:`utils.analysis.estimation.estimate_entry`: it receives the arrays it needs (f,
-alpha(x), the labels) with its arguments and reads no file, so workers need the toolkit installed but no
-shared filesystem. The arrays travel inside the task, not as separately scattered data, so the scheduler
-can rerun the task elsewhere when its worker dies. The client is the only writer: it stores every
-finished entry in the run's ``IP/estimates.json`` as it arrives (:func:`utils.run_folder.store_estimates`),
-so a client that is stopped and started again computes only what is missing. The noise of every estimate
-is seeded from (seed, input, draw) (:mod:`mi_estimators.noise`), never from where or when a task runs,
-and ``estimates.json`` is written in a fixed order, so the files are bit-identical whatever the
-scheduling, and identical to the in-process path's run with one BLAS thread (a float32 product's
-rounding depends on how BLAS splits it between threads: with several, the in-process entries differ
-by about 1e-9 nats).
+A task is :func:`estimate_pinned` (:func:`utils.analysis.estimation.estimate_entry`): it receives the
+arrays it needs (f, alpha(x), the labels) with its arguments and reads no file, so workers need the
+toolkit installed but no shared filesystem. The arrays travel inside the task, not as separately
+scattered data, so the scheduler can rerun the task elsewhere when its worker dies. The client is the
+only writer: it stores every finished entry in the run's ``IP/estimates.json`` as it arrives
+(:func:`utils.run_folder.store_estimates`), so a client that is stopped and started again computes only
+what is missing. The noise of every estimate is seeded from (seed, input, draw)
+(:mod:`mi_estimators.noise`), never from where or when a task runs, and ``estimates.json`` is written in
+a fixed order, so the files are bit-identical whatever the scheduling, and identical to the in-process
+path's run with one BLAS thread (a float32 product's rounding depends on how BLAS splits it between
+threads: with several, the in-process entries differ by about 1e-9 nats).
 
-Each worker runs one task at a time with one BLAS/OpenMP thread (``threads_per_worker=1`` and Dask's
-nanny environment), so ``--workers`` equal to the cores does not oversubscribe them. Tasks are submitted
+Each worker runs one task at a time with one BLAS/OpenMP thread: every task pins it (threadpoolctl), so
+that a worker started by hand, without a nanny, gives the same entries; a local cluster's workers also
+start with one (Dask's nanny environment), so that no idle BLAS threads are spawned. ``--workers`` equal
+to the cores does not oversubscribe them. Tasks are submitted
 in a window of a few per worker thread: the client and the scheduler never hold more than that many
 tasks' arrays.
 """
