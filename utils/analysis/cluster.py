@@ -18,9 +18,8 @@ threads: with several, the in-process entries differ by about 1e-9 nats).
 Each worker runs one task at a time with one BLAS/OpenMP thread: every task pins it (threadpoolctl), so
 that a worker started by hand, without a nanny, gives the same entries; a local cluster's workers also
 start with one (Dask's nanny environment), so that no idle BLAS threads are spawned. ``--workers`` equal
-to the cores does not oversubscribe them. Tasks are submitted
-in a window of a few per worker thread: the client and the scheduler never hold more than that many
-tasks' arrays.
+to the cores does not oversubscribe them. Tasks are submitted in a window of a few per worker thread: the
+client and the scheduler never hold more than that many tasks' arrays.
 """
 
 from __future__ import annotations
