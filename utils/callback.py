@@ -38,7 +38,7 @@ import platform
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -347,19 +347,22 @@ class RepresentationCallback(keras.callbacks.Callback):
         else:
             self._check_same_run(rf.load_config(self.run_dir), new)
 
+    def _update_config(self, change: Callable[[dict[str, Any]], Any]) -> None:
+        """Rewrite ``config.json`` (read through its checked reader) after ``change`` edits it."""
+        config: dict[str, Any] = dict(rf.load_config(self.run_dir))
+        change(config)
+        rf.save_json(self.run_dir / rf.CONFIG_NAME, config)
+
     def _note_resume(self, epoch: int) -> None:
         """``resumed_at`` of ``config.json`` gains ``epoch``, the completed epochs where ``fit`` continues."""
-        config: dict[str, Any] = dict(rf.load_config(self.run_dir))
-        config["resumed_at"] = [*config.get("resumed_at", []), epoch]
-        rf.save_json(self.run_dir / rf.CONFIG_NAME, config)
+        self._update_config(lambda config: config.update(resumed_at=[*config.get("resumed_at", []), epoch]))
 
     def _store_warnings(self) -> None:
         """Add the set-up's warnings to ``config.json``, where the estimation puts them on the callback's
         entries (and so on the figures)."""
-        path = self.run_dir / rf.CONFIG_NAME
-        config: dict[str, Any] = dict(rf.load_config(self.run_dir))
-        config["warnings"] = sorted({*config.get("warnings", []), *self.warnings})
-        rf.save_json(path, config)
+        self._update_config(
+            lambda config: config.update(warnings=sorted({*config.get("warnings", []), *self.warnings}))
+        )
 
     # -- set-up ---------------------------------------------------------------------------------
     def prepare(self) -> None:
