@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from estimator_validation.ground_truth import toy_truth
 from estimator_validation.toy_problem import ToyData, child_seeds, make_toy
 from estimator_validation.workload import announce, check_time
+from mi_estimators.checks import gaussian_dropout_std
 from utils.analysis.plotting import save_figure
 from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
 from utils.run_folder import save_json
@@ -158,7 +159,7 @@ def resolve(
             f"there is no ground truth, which {parser.prog} compares against (use --fdim <= --dim)"
         )
     args.noise_std, args.noise_var = _noise_level(args)
-    args.p = args.noise_var / (1.0 + args.noise_var)  # the matching Gaussian dropout rate, recorded beside them
+    args.p = gaussian_dropout_std(noise_std=args.noise_std)[1]  # the matching dropout rate, recorded beside them
     del args.noise
     if args.out is None:
         args.out = Path("results") / (
@@ -174,7 +175,7 @@ def _noise_level(args: argparse.Namespace) -> tuple[float, float]:
     if args.p is not None:
         if args.p >= 1:
             raise CommandError(f"--p {args.p:g} is not a dropout rate in (0, 1)")
-        args.noise_std = math.sqrt(args.p / (1.0 - args.p))
+        args.noise_std = gaussian_dropout_std(p=args.p)[0]
     given = [(key, getattr(args, key)) for key in NOISE_FLAGS if getattr(args, key) is not None]
     if not given:
         return NOISE_STD_DEFAULT, 0.1
