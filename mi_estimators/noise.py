@@ -65,8 +65,7 @@ def noisy_representations(
     """One draw of the noisy Z for every row of f (N, d): Gaussian dropout with ``noise_std`` or its rate
     ``p`` (Z = f (1 + sigma eps), sigma = sqrt(p / (1 - p))), information dropout with ``alphas``
     (Z = f exp(alpha eps)) or additive Gaussian noise with ``additive_std`` (Z = f + sigma eps); exactly
-    one of them. Draw 0 is the first
-    draw of the mixture estimate with the same seed."""
+    one of them. Draw 0 is the first draw of the mixture estimate with the same seed."""
     f = as_samples(f, "f", min_rows=1)
     if sum(level is not None for level in (noise_std, p, alphas, additive_std)) != 1:
         raise InputError(
