@@ -476,7 +476,7 @@ def test_tiny_terms_within_the_bound(d, sigma, raised, flush, monkeypatch):
     z, f, s, _ = dropout_problem(rng, 500, d, sigma)
     mix = prepare_mixture(f, s)
     b, v = mix.terms(np.dtype(np.float32))
-    assert NumpySegments(b, v, 64, 512, mix.bounds).raise_tiny == raised
+    assert NumpySegments(b, v, 64, 512, mix.group_edges).raise_tiny == raised
     approx, bound = working_precision(mix, z)
     exact = direct(z, f, s)
     assert np.all(np.abs(approx[:, 0] - exact) <= bound)

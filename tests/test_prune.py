@@ -207,7 +207,7 @@ def test_block_bounds_and_skipped_mass_hold(real):
     exact = exact[:, blocks.order]  # (blocked order)
     exact[np.arange(len(z)), blocks.where[mix._sorted_leave_out(own, len(z))]] = -np.inf
     block_max = np.maximum.reduceat(exact, blocks.starts[:-1], axis=1)
-    bounds = blocks.blocks.bounds(z - mix.centre, mix.ref) - blocks.blocks.log_size
+    bounds = blocks.blocks.upper_bounds(z - mix.centre, mix.ref) - blocks.blocks.log_size
     assert np.all(bounds >= block_max)
     best = np.argmax(block_max, axis=1)
     slack = bounds[np.arange(len(z)), best] - block_max.max(axis=1)

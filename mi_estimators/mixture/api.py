@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from mi_estimators.checks import LOG_2PI, InputError, as_labels, as_samples, check_float
 from mi_estimators.mixture import prune as pruning
 from mi_estimators.mixture.bound import STAT_FLOOR
-from mi_estimators.mixture.streaming import Run
+from mi_estimators.mixture.streaming import DensePass
 
 BACKENDS = ("numpy", "keras")
 PRUNE = ("auto", "never", "always")
@@ -113,11 +113,11 @@ def _build(mu: np.ndarray, prec: np.ndarray, log_norm: np.ndarray, ids: np.ndarr
     # Precision-weighted mean of the means: the centre that minimises sum_j C_j (package docstring).
     centre = (mu * prec).sum(axis=0) / np.broadcast_to(prec, mu.shape).sum(axis=0)
     offset_sq = ((mu - centre) ** 2 * prec).sum(axis=1)
-    bounds = np.searchsorted(ids, np.arange(ids.max() + 2))
+    group_edges = np.searchsorted(ids, np.arange(ids.max() + 2))
     position = np.empty_like(order)
     position[order] = np.arange(len(order))
     return Mixture(
-        mu, prec, log_norm, centre, offset_sq, bounds, position, float(np.median(log_norm - 0.5 * offset_sq))
+        mu, prec, log_norm, centre, offset_sq, group_edges, position, float(np.median(log_norm - 0.5 * offset_sq))
     )
 
 
@@ -193,7 +193,7 @@ class Mixture:
     log_norm: np.ndarray  # (N,) kappa_j
     centre: np.ndarray  # (d,)
     offset_sq: np.ndarray  # (N,) C_j
-    bounds: np.ndarray  # (G + 1,) group g is rows bounds[g]:bounds[g+1]
+    group_edges: np.ndarray  # (G + 1,) group g is rows group_edges[g]:group_edges[g+1]
     position: np.ndarray  # (N,) where the caller's component j sits in the sorted order
     ref: float = 0.0  # s_0
     _terms: dict = field(default_factory=dict, repr=False)
@@ -201,10 +201,10 @@ class Mixture:
 
     @property
     def n_groups(self) -> int:
-        return len(self.bounds) - 1
+        return len(self.group_edges) - 1
 
     def group_sizes(self) -> np.ndarray:
-        return np.diff(self.bounds)
+        return np.diff(self.group_edges)
 
     def part(self, group: int | None) -> "Mixture":
         """One group alone, or the whole mixture as one group (``None``), as a mixture of its own (cached)."""
@@ -212,7 +212,11 @@ class Mixture:
             return self
         if group not in self._parts:
             # The whole mixture's components spread over its chunks again (``_spread``), not group by group.
-            rows = _spread(len(self.means)) if group is None else np.arange(self.bounds[group], self.bounds[group + 1])
+            rows = (
+                _spread(len(self.means))
+                if group is None
+                else np.arange(self.group_edges[group], self.group_edges[group + 1])
+            )
             self._parts[group] = _build(
                 self.means[rows],
                 self.prec[rows],
@@ -251,7 +255,7 @@ class Mixture:
         bound = info["error_bound"].copy()
         for group in np.unique(own):
             idx = np.flatnonzero(own == group)
-            lo, hi = self.bounds[group], self.bounds[group + 1]
+            lo, hi = self.group_edges[group], self.group_edges[group + 1]
             local = np.where((sorted_out[idx] >= lo) & (sorted_out[idx] < hi), sorted_out[idx] - lo, -1)
             part, more = self.part(int(group))._evaluate(z[idx], None, local, **options)
             out[idx, 1] = part[:, 0]
@@ -421,7 +425,7 @@ class Mixture:
         atol: float,
         plan: dict[str, Any],
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """The dense path: every pair, working precision with the float64 redo (:class:`Run`)."""
+        """The dense path: every pair, working precision with the float64 redo (:class:`DensePass`)."""
         with tqdm(
             total=len(z),
             unit="point",
@@ -430,8 +434,8 @@ class Mixture:
             desc="mixture log-density",
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} points [{elapsed}<{remaining}]",
         ) as bar:
-            run = Run(self, z, hint, left_out, backend, np.dtype(str(dtype)), max_memory_mb, atol, bar)
-            out, bound = run.all_rows()
+            dense = DensePass(self, z, hint, left_out, backend, np.dtype(str(dtype)), max_memory_mb, atol, bar)
+            out, bound = dense.all_rows()
         # A density is finite and positive, so +inf or NaN means the float64 products lost every digit.
         broken = np.isnan(out) | (out == np.inf)
         if broken.any():
@@ -449,9 +453,9 @@ class Mixture:
                 stacklevel=3,
             )
         return out, {
-            "float64_rows": run.n64,
+            "float64_rows": dense.n64,
             "max_error_bound": float(bound.max()) if bound.size else 0.0,
-            "exact_pairs": run.exact_pairs,
+            "exact_pairs": dense.exact_pairs,
             "error_bound": bound,
             "path": "dense",
             "pairs_computed": len(z) * len(self.means),

@@ -18,7 +18,7 @@ class Components(Protocol):
     prec: np.ndarray  # (N, q), q = d or 1: 1 / s^2
     log_norm: np.ndarray  # (N,) kappa_j
     centre: np.ndarray  # (d,)
-    bounds: np.ndarray  # (G + 1,) group g is rows bounds[g]:bounds[g+1]
+    group_edges: np.ndarray  # (G + 1,) group g is rows group_edges[g]:group_edges[g+1]
     ref: float  # s_0
 
     @property

@@ -25,7 +25,7 @@ class KerasSegments:
 
     cap, buffers = DEVICE_MAX, 3
 
-    def __init__(self, b: np.ndarray, v: np.ndarray, n_rows: int, n_cols: int, bounds: np.ndarray):
+    def __init__(self, b: np.ndarray, v: np.ndarray, n_rows: int, n_cols: int, group_edges: np.ndarray):
         import keras
 
         self.ops, self.backend = keras.ops, keras.backend.backend()
@@ -34,7 +34,7 @@ class KerasSegments:
         self.offsets: dict[int, int] = {}
         padded_b: list[np.ndarray] = []
         padded_v: list[np.ndarray] = []
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in zip(group_edges[:-1], group_edges[1:]):
             for c0 in range(lo, hi, n_cols):
                 c1 = min(c0 + n_cols, hi)
                 self.offsets[c0] = sum(len(x) for x in padded_b)

@@ -26,7 +26,7 @@ class NumpySegments:
 
     cap, buffers = MAX_COLS, 1
 
-    def __init__(self, b: np.ndarray, v: np.ndarray, n_rows: int, n_cols: int, bounds: np.ndarray):
+    def __init__(self, b: np.ndarray, v: np.ndarray, n_rows: int, n_cols: int, group_edges: np.ndarray):
         # (the columns [1, v_j] as rows: two matrix-vector products are faster than one two-column product)
         self.b, self.vt = b, np.ascontiguousarray(v.T)
         self.raise_tiny = raise_tiny(b.shape[1], b.dtype, float(v[:, 1].max()))

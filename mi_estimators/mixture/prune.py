@@ -69,7 +69,7 @@ class Ball:
     guess: np.ndarray  # (nb, q + d + 1) float32: a typical member's term - s_0, a quadratic in z (``_ball``)
     v_max: np.ndarray  # (nb,) largest |v_j| of step 1 over the block (expansion about the origin)
 
-    def bounds(self, zc: np.ndarray, ref: float, cols: slice = slice(None)) -> np.ndarray:
+    def upper_bounds(self, zc: np.ndarray, ref: float, cols: slice = slice(None)) -> np.ndarray:
         """(m, nb) upper bounds U_b(z) - s_0 + log n_b for points ``zc`` = z - c (step 5)."""
         u = UNIT_ROUNDOFF[F64]
         t = np.square(zc) @ self.w_min[cols].T
@@ -263,13 +263,13 @@ class Pruned:
     n_terms: np.ndarray  # (m,) terms the point keeps
     rows: np.ndarray  # kept pairs, sorted by block: point
     block_starts: np.ndarray  # (nb + 1,) block b's kept points are rows[block_starts[b]:block_starts[b+1]]
-    bounds: int  # (point, block or group) bounds and estimates computed
+    n_bounds: int  # (point, block or group) bounds and estimates computed
     candidates: int  # pairs computed for the references
 
-    def only(self, points: np.ndarray) -> "Pruned":
-        """The kept pairs of the points where ``points`` (a mask) is true."""
+    def only(self, mask: np.ndarray) -> "Pruned":
+        """The kept pairs of the points where ``mask`` is true."""
         counts = np.diff(self.block_starts)
-        keep = points[self.rows]
+        keep = mask[self.rows]
         at = np.concatenate(
             [[0], np.cumsum(np.bincount(np.repeat(np.arange(len(counts)), counts)[keep], minlength=len(counts)))]
         )
@@ -315,12 +315,13 @@ class LeftOut:
 
 
 def select(
-    blocks: Blocks, mix: Components, z: np.ndarray, a: np.ndarray, left: LeftOut, budget: float, chunk: int
+    blocks: Blocks, mix: Components, z: np.ndarray, a: np.ndarray, left: LeftOut, beta: float, chunk: int
 ) -> Pruned:
     """Estimates, references, bounds and kept pairs for points ``z`` (design rows ``a``, frame column 0;
-    ``left``: their left-out components), ``chunk`` points at a time in level 1."""
+    ``left``: their left-out components; ``beta``: the skipped mass allowed, step 5), ``chunk`` points at a
+    time in level 1."""
     m, nb, ng = len(z), blocks.n_blocks, blocks.n_groups
-    cut = math.log(budget / (nb + ng))
+    cut = math.log(beta / (nb + ng))
     cand_rows, cand_blocks = [], []
     # The candidate blocks: the best estimates, CANDIDATES per point.
     for r0 in range(0, m, chunk):
@@ -350,7 +351,7 @@ def select(
     kept_rows, kept_groups = [], []
     for r0 in range(0, m, chunk):
         r1 = min(r0 + chunk, m)
-        u = blocks.groups.bounds(z[r0:r1] - mix.centre, mix.ref)
+        u = blocks.groups.upper_bounds(z[r0:r1] - mix.centre, mix.ref)
         u -= ref[r0:r1, None]
         point, group = np.nonzero(u >= cut)
         units[r0:r1] -= np.bincount(point, minlength=r1 - r0)
@@ -366,7 +367,7 @@ def select(
         lo, hi = int(blocks.group_starts[g]), int(blocks.group_starts[g + 1])
         for p0 in range(group_at[g], group_at[g + 1], ROWS):
             rows = group_rows[p0 : min(p0 + ROWS, group_at[g + 1])]
-            u = blocks.blocks.bounds(z[rows] - mix.centre, mix.ref, slice(lo, hi))
+            u = blocks.blocks.upper_bounds(z[rows] - mix.centre, mix.ref, slice(lo, hi))
             u -= ref[rows][:, None]
             row, block = np.nonzero(u >= cut)
             units[rows] += (hi - lo) - np.bincount(row, minlength=len(rows))
@@ -375,8 +376,8 @@ def select(
             kept_blocks.append((block + lo).astype(np.int32))
             n_bounds += u.size
     block_rows, block_at = _by_block(kept_rows, kept_blocks, nb)
-    # Each skipped group or block holds less than budget / (nb + ng) in units e^R (step 5).
-    return Pruned(ref, units * (budget / (nb + ng)), v_max, n_terms, block_rows, block_at, n_bounds, candidate_pairs)
+    # Each skipped group or block holds less than beta / (nb + ng) in units e^R (step 5).
+    return Pruned(ref, units * (beta / (nb + ng)), v_max, n_terms, block_rows, block_at, n_bounds, candidate_pairs)
 
 
 def evaluate(
@@ -388,7 +389,7 @@ def evaluate(
     q = mix.prec.shape[1]
     left = np.where(left_out >= 0, blocks.where[np.maximum(left_out, 0)], -1)
     # Chunks of points whose estimates of every block fit in 2 MiB; parts of points whose design rows and
-    # kept pairs (12-16 bytes each; about an eighth of the groups and blocks at most) fit in the budget.
+    # kept pairs (12-16 bytes each; about an eighth of the groups and blocks at most) fit in max_memory_mb.
     chunk = max(8, 2**21 // (8 * (blocks.n_blocks + 3 * blocks.n_groups)))
     per_point = 8 * (q + d + 2) + 16 * (blocks.n_blocks + blocks.n_groups) // 8
     part = max(chunk, int(max_memory_mb * 2**20 / 2 // per_point))
@@ -474,5 +475,5 @@ def pilot(blocks: Blocks, mix: Components, z: np.ndarray, left_out: np.ndarray, 
     q = mix.prec.shape[1]
     sel = select(blocks, mix, z[idx], _design(z[idx], q), LeftOut.of(blocks, left), skip_margin(atol), len(idx))
     kept = float(sel.n_terms.sum()) / (len(idx) * n)
-    cost = BOUND_COST * sel.bounds / (len(idx) * n) + PAIR_COST * kept
+    cost = BOUND_COST * sel.n_bounds / (len(idx) * n) + PAIR_COST * kept
     return {"kept_fraction": kept, "relative_cost": cost}

@@ -40,14 +40,14 @@ def chunk_plan(
     get slow) only when fewer than 64 rows would fit; they are balanced so that the last chunk of the
     largest group is not much smaller than the others.
     """
-    budget = max_memory_mb * 2**20
+    max_bytes = max_memory_mb * 2**20
     fixed = k * itemsize + 8 * (3 * d + 8 * n_groups + 8)
     n_cols = min(n_max, cap)
     per_col = buffers * itemsize
-    if budget // (fixed + n_cols * per_col) < 64:
-        n_cols = min(n_cols, max(256, int((budget / 64 - fixed) / per_col)))
+    if max_bytes // (fixed + n_cols * per_col) < 64:
+        n_cols = min(n_cols, max(256, int((max_bytes / 64 - fixed) / per_col)))
     n_cols = -(-n_max // -(-n_max // n_cols))
-    n_rows = int(budget // (fixed + n_cols * per_col))
+    n_rows = int(max_bytes // (fixed + n_cols * per_col))
     return max(1, min(n_rows, m, cap if cap > MAX_ROWS else MAX_ROWS)), n_cols
 
 
@@ -65,11 +65,12 @@ def _make_kernel(mix: Components, backend: str, dt: np.dtype, m: int, max_memory
         cap=cls.cap,
         buffers=cls.buffers,
     )
-    return cls(b, v, n_rows, n_cols, mix.bounds)
+    return cls(b, v, n_rows, n_cols, mix.group_edges)
 
 
-class Run:
-    """One evaluation of a mixture at a set of points: working-precision pass, float64 redo, progress.
+class DensePass:
+    """One dense pass of a mixture over a set of points (every pair): working-precision pass, float64 redo,
+    progress.
 
     ``hint`` (M, G): exact log-density of one component of each group (NaN: none known);
     ``left_out`` (M,): the component (in the mixture's sorted order) each point leaves out (-1: none).
@@ -144,7 +145,7 @@ class Run:
             terms[left] = -np.inf
         out, bound = np.empty(mix.n_groups), 0.0
         for group in range(mix.n_groups):
-            lo, hi = int(mix.bounds[group]), int(mix.bounds[group + 1])
+            lo, hi = int(mix.group_edges[group]), int(mix.group_edges[group + 1])
             count = hi - lo - int(lo <= left < hi)
             if count == 0:
                 out[group] = -np.inf
@@ -195,7 +196,7 @@ class Run:
         """Streaming log-sum-exp over one group with exact hits; returns (log p(z|group), error bound)."""
         mix = self.mix
         acc = Accumulator.start(hint - mix.ref, kernel.dtype)
-        lo, hi = int(mix.bounds[group]), int(mix.bounds[group + 1])
+        lo, hi = int(mix.group_edges[group]), int(mix.group_edges[group + 1])
         in_group = (left_out >= lo) & (left_out < hi)
         skip = left_out if in_group.any() else None
         for c0 in range(lo, hi, kernel.n_cols):
