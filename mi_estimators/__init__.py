@@ -1,9 +1,10 @@
 """Mutual-information estimators for information-plane analysis of dropout networks.
 
 Adilova, Geiger & Fischer, "Information Plane Analysis for Dropout Neural Networks", ICLR 2023.
-All estimators return :class:`~mi_estimators.results.MIResult` with values in nats. The names below
-are imported on first use (PEP 562), so that importing one module of the package, such as
-``mi_estimators.checks`` from a command line, does not load SciPy and scikit-learn.
+The estimators return :class:`~mi_estimators.results.MIResult` with values in nats; the helpers
+``discrete_entropy`` (a float), ``mixture_log_density`` and ``noisy_representations`` (arrays) do not.
+The names below are imported on first use (PEP 562), so that importing one module of the package,
+such as ``mi_estimators.checks`` from a command line, does not load SciPy and scikit-learn.
 """
 
 from __future__ import annotations

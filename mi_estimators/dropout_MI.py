@@ -1,7 +1,8 @@
 """I(X;Z) and I(Y;Z) of a dropout layer with continuous noise, by the exact mixture density of Z.
 
 Adilova, Geiger & Fischer, "Information Plane Analysis for Dropout Neural Networks", ICLR 2023.
-With X uniform over the N analysed inputs and f(x) the noise-free input of the dropout layer:
+With X uniform over the N analysed inputs and f(x) the code of input x (the noise-free input of the
+dropout layer):
 
 * Gaussian dropout, Z = f(x) (1 + sigma eps): Z | x ~ N(f(x), diag sigma^2 f(x)^2), so
   h(Z|X) = (1/N) sum_k sum_i log(sqrt(2 pi e) sigma |f(x_k)_i|) in closed form, and p(z) is the
@@ -17,7 +18,7 @@ a_k = KL(p(z|x_k) || p(z)) <= log N; the control variate c = (d - |eps|^2)/2 = l
 turns it into the paired form t + c at beta = 1. Measured (2000 inputs, 5 draws;
 test_control_variate_is_never_worse_than_either_form): on the 1-D toy problem (v = 0.1) the unpaired
 per-draw variance is 0.19 against 0.65 paired, on separated softplus codes at d = 32 it is 16 against
-0, so beta is fitted (:mod:`mi_estimators.mc_mean`). I(Y;Z) = E[log p(z|y) - log p(z)], p(z|y) the
+0, so beta is fitted (:mod:`mi_estimators.control_variate`). I(Y;Z) = E[log p(z|y) - log p(z)], p(z|y) the
 class-y sub-mixture, each term <= -log p(y), with the same control variate.
 
 Errors (both reported): ``*_stderr`` is the Monte Carlo error of I_N, the MI for X uniform over exactly
@@ -47,7 +48,7 @@ design), is in expectation at least I(X;Z), and is not capped by log N. What the
 
 Convergence in N: the estimate is repeated on nested random subsets of N/16 and N/4 inputs (the same
 subsets for the same N and seed, so every epoch of a run uses the same ones; 7% more pairs but about 40%
-more time, ``estimator_validation/workload.py``) and ``saturation`` = (I_N - I_{N/4}) / log 4, the slope
+more time, ``estimator_validation/run_time.py``) and ``saturation`` = (I_N - I_{N/4}) / log 4, the slope
 dI/dlog N. No distribution-free estimate from N inputs can exceed O(log N) (McAllester & Stratos,
 AISTATS 2020); a slope near 1 means the value is set by N, not by the network.
 """
@@ -71,8 +72,8 @@ from mi_estimators.checks import (
     check_int,
     gaussian_dropout_std,
 )
+from mi_estimators.control_variate import MCMean, control_variate_mean
 from mi_estimators.discrete import discrete_entropy
-from mi_estimators.mc_mean import MCMean, control_variate_mean
 from mi_estimators.mixture import check_options, prepare_mixture
 from mi_estimators.mixture.api import PRUNE
 from mi_estimators.noise import pilot_uniforms, standard_normal_draws
@@ -145,15 +146,15 @@ def gaussian_dropout_mi(
 ) -> MIResult:
     """Mixture estimate of I(X;Z) (and I(Y;Z) with ``labels``) for Gaussian dropout, nats.
 
-    ``f`` (N, d) are the noise-free dropout inputs. The noise is given by exactly one of ``noise_std``,
-    sigma, the standard deviation of the multiplicative noise, and ``p``, the dropout rate
-    (sigma = sqrt(p / (1 - p))); both are recorded in ``params``. |f| below ``clip_min`` is raised to
+    ``f`` (N, d) are the codes, the noise-free inputs of the dropout layer. The noise is given by exactly
+    one of ``noise_std``, sigma, the standard deviation of the multiplicative noise, and ``p``, the dropout
+    rate (sigma = sqrt(p / (1 - p))); both are recorded in ``params``. |f| below ``clip_min`` is raised to
     ``clip_min`` (sign kept, zeros become +clip_min); without it an exactly-zero entry is an error,
     because the conditional density of Z is degenerate there. ``options`` are the fields of
     :class:`MixtureOptions` (``max_components`` uses a random subset of components: biased, reported).
     """
     sigma, rate = gaussian_dropout_std(noise_std, p)
-    f, n_clipped = activations(f, clip_min, allow_negative=True)
+    f, n_clipped = check_codes(f, clip_min, allow_negative=True)
     params = {
         "noise_std": sigma,
         "p": rate,
@@ -210,7 +211,7 @@ def information_dropout_mi(
     ``alphas`` positive, both (N, d). ``h_z``, ``h_z_given_x`` are entropies of log Z. Other
     arguments as for :func:`gaussian_dropout_mi`.
     """
-    f, n_clipped = activations(f, clip_min, allow_negative=False)
+    f, n_clipped = check_codes(f, clip_min, allow_negative=False)
     alpha = log_noise_stds(alphas, f.shape)
     params = {
         "space": "log",
@@ -286,9 +287,10 @@ def conditional_entropy(stds: np.ndarray) -> float:
     return float(np.log(stds).sum(axis=1).mean() + stds.shape[1] * (LOG_SQRT_2PI + 0.5))
 
 
-def activations(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) -> tuple[np.ndarray, int]:
-    """Validated f (N, d) with |f| >= clip_min, and how many entries were raised (ValueError for
-    exactly-zero entries without ``clip_min``, and for negative ones unless ``allow_negative``)."""
+def check_codes(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) -> tuple[np.ndarray, int]:
+    """The codes f (N, d), validated, with |f| raised to ``clip_min`` where below it, and how many entries
+    were raised (InputError for exactly-zero entries without ``clip_min``, and for negative ones unless
+    ``allow_negative``)."""
     f = as_samples(f, "f", min_rows=2)
     if not allow_negative and (f < 0).any():
         raise InputError(
@@ -311,6 +313,10 @@ def activations(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) 
         f = f.copy()
         f[low] = np.where(f[low] < 0, -clip, clip)
     return f, int(low.sum())
+
+
+activations = check_codes
+"""The former name of :func:`check_codes`, kept while ``utils/analysis/estimation.py`` imports it."""
 
 
 # -- one estimate: X uniform over a set of inputs -----------------------------------------------------
@@ -357,7 +363,7 @@ class _Estimate:
     zy: MCMean | None
     unpaired: MCMean
     paired: MCMean
-    h_zx: float
+    h_z_given_x: float
     h_y: float | None
     n_components: int
     points: int
@@ -382,11 +388,11 @@ def _estimate(
 ) -> _Estimate:
     """I(X;Z) (and I(Y;Z)) for X uniform over the inputs ``rows`` (indices into means/stds/y)."""
     mu, s = means[rows], stds[rows]
-    yy = None if y is None else np.unique(y[rows], return_inverse=True)[1].ravel()
-    comp = _component_rows(len(rows), opts)
-    if yy is not None and np.unique(yy[comp]).size < yy.max() + 1:
+    classes = None if y is None else np.unique(y[rows], return_inverse=True)[1].ravel()
+    components = _component_rows(len(rows), opts)
+    if classes is not None and np.unique(classes[components]).size < classes.max() + 1:
         raise InputError("the component subsample misses a class; raise max_components")
-    terms = _evaluate(mu, s, yy, rows, comp, _draw_counts(rows, opts), opts)
+    terms = _evaluate(mu, s, classes, rows, components, _draw_counts(rows, opts), opts)
     n = len(rows)
     xz = control_variate_mean(terms.xz, terms.cv, terms.inputs, n)
     zy = None if terms.zy is None else control_variate_mean(terms.zy, terms.cv, terms.inputs, n)
@@ -398,9 +404,9 @@ def _estimate(
         zy=zy,
         unpaired=control_variate_mean(terms.xz, terms.cv, terms.inputs, n, 0.0),
         paired=control_variate_mean(terms.xz, terms.cv, terms.inputs, n, 1.0),
-        h_zx=conditional_entropy(s),
-        h_y=None if yy is None else discrete_entropy(yy),
-        n_components=len(comp),
+        h_z_given_x=conditional_entropy(s),
+        h_y=None if classes is None else discrete_entropy(classes),
+        n_components=len(components),
         points=len(terms.inputs),
         kernel=terms.kernel,
     )
@@ -429,7 +435,7 @@ def _evaluate(
     s: np.ndarray,
     y: np.ndarray | None,
     rows: np.ndarray,
-    comp: np.ndarray,
+    components: np.ndarray,
     counts: np.ndarray,
     opts: MixtureOptions,
 ) -> _Terms:
@@ -442,11 +448,11 @@ def _evaluate(
     subtracting it from the full sum would.
     """
     n, d = mu.shape
-    mix = prepare_mixture(mu[comp], s[comp], groups=None if y is None else y[comp])
+    mix = prepare_mixture(mu[components], s[components], groups=None if y is None else y[components])
     log_norm = -np.log(s).sum(axis=1) - d * LOG_SQRT_2PI  # log-normaliser of component k
     component_of = np.full(n, -1)
-    component_of[comp] = np.arange(len(comp))
-    class_size = np.bincount(y[comp]) if y is not None else np.zeros(0, dtype=np.int64)
+    component_of[components] = np.arange(len(components))
+    class_size = np.bincount(y[components]) if y is not None else np.zeros(0, dtype=np.int64)
     kernel_options: dict[str, Any] = {
         "backend": opts.backend,
         "dtype": opts.dtype,
@@ -455,38 +461,39 @@ def _evaluate(
         "prune": opts.prune,
     }
     # A quarter of the memory budget holds the noise and points of a block of inputs, the rest the kernel.
-    per_draw = 8 * (3 * d + 8)
-    budget = max(1, int(opts.max_memory_mb * 2**20 / 4 // (per_draw * counts.max())))
+    bytes_per_draw = 8 * (3 * d + 8)
+    inputs_per_block = max(1, int(opts.max_memory_mb * 2**20 / 4 // (bytes_per_draw * counts.max())))
     parts = []
     kernel = _KernelStats()
-    for k0 in range(0, n, budget):
-        inputs = np.repeat(np.arange(k0, min(k0 + budget, n)), counts[k0 : k0 + budget])
-        draw = np.arange(len(inputs)) - np.searchsorted(inputs, inputs)  # 0, 1, ... within each input
-        eps = standard_normal_draws(opts.seed, rows[inputs], draw, d)
+    for k0 in range(0, n, inputs_per_block):
+        inputs = np.repeat(np.arange(k0, min(k0 + inputs_per_block, n)), counts[k0 : k0 + inputs_per_block])
+        draw_index = np.arange(len(inputs)) - np.searchsorted(inputs, inputs)  # 0, 1, ... within each input
+        eps = standard_normal_draws(opts.seed, rows[inputs], draw_index, d)
         noise_sq = np.einsum("md,md->m", eps, eps)
         own = component_of[inputs]
         log_own = log_norm[inputs] - 0.5 * noise_sq  # exact log p(z | x_k)
         z = mu[inputs] + s[inputs] * eps
         if y is None:
-            loo, info = mix.log_density(z, leave_out=own, **kernel_options)
+            leave_one_out, info = mix.log_density(z, leave_out=own, **kernel_options)
         else:  # columns: the whole mixture, the point's own class
-            loo, info = mix.log_density_own_group(z, y[inputs], leave_out=own, **kernel_options)
-        log_loo = loo[:, 0]
-        log_p = _with_own(log_loo, log_own, own >= 0, len(comp))
-        zy = None if y is None else _with_own(loo[:, 1], log_own, own >= 0, class_size[y[inputs]]) - log_p
+            leave_one_out, info = mix.log_density_own_group(z, y[inputs], leave_out=own, **kernel_options)
+        log_p_others = leave_one_out[:, 0]
+        log_p = _with_own(log_p_others, log_own, own >= 0, len(components))
+        zy = None if y is None else _with_own(leave_one_out[:, 1], log_own, own >= 0, class_size[y[inputs]]) - log_p
         kernel.add(info)
         entropy = 0.5 * d - log_norm[inputs]  # h_k
-        parts.append((inputs, -log_p - entropy, -log_loo - entropy, 0.5 * (d - noise_sq), zy))
+        parts.append((inputs, -log_p - entropy, -log_p_others - entropy, 0.5 * (d - noise_sq), zy))
     inputs, xz, xz_upper, cv = (np.concatenate([p[i] for p in parts]) for i in range(4))
     zy = None if y is None else np.concatenate([p[4] for p in parts])
     return _Terms(inputs, xz, xz_upper, cv, zy, kernel)
 
 
-def _with_own(log_loo: np.ndarray, log_own: np.ndarray, left_out: np.ndarray, n: int | np.ndarray) -> np.ndarray:
-    """log (1/n) [(n - 1) e^log_loo + e^log_own] where the own component was left out (else log_loo)."""
+def _with_own(log_p_others: np.ndarray, log_own: np.ndarray, left_out: np.ndarray, n: int | np.ndarray) -> np.ndarray:
+    """log (1/n) [(n - 1) e^log_p_others + e^log_own] where the own component was left out (else
+    log_p_others): the mixture density from its leave-one-out form."""
     with np.errstate(divide="ignore"):
-        others = log_loo + np.log(np.maximum(n - 1, 0))
-    return np.where(left_out, np.logaddexp(others, log_own) - np.log(n), log_loo)
+        others = log_p_others + np.log(np.maximum(n - 1, 0))
+    return np.where(left_out, np.logaddexp(others, log_own) - np.log(n), log_p_others)
 
 
 # -- the full estimate with its convergence-in-N subsets --------------------------------------------
@@ -500,6 +507,8 @@ def _mixture_mi(
     opts: MixtureOptions,
     params: dict[str, Any],
 ) -> MIResult:
+    """The estimate for the Gaussian components N(means[k], diag stds[k]^2), one per input (means: the
+    codes f, or log f for information dropout), with its nested subsets and plausibility warnings."""
     n = len(means)
     y = None if labels is None else np.unique(as_labels(labels, n), return_inverse=True)[1].ravel()
     full = _estimate(means, stds, y, np.arange(n), opts)
@@ -555,7 +564,7 @@ class ImplausibleEstimateWarning(UserWarning):
 
 
 def _result(method: str, est: _Estimate, params: dict[str, Any], opts: MixtureOptions) -> MIResult:
-    h_z = est.xz.value + est.h_zx
+    h_z = est.xz.value + est.h_z_given_x
     params.update(
         {
             "draws": opts.draws,
@@ -587,7 +596,7 @@ def _result(method: str, est: _Estimate, params: dict[str, Any], opts: MixtureOp
         mi_xz_upper_sampling_stderr=est.xz_upper.sampling_stderr,
         h_z=h_z,
         h_z_stderr=est.xz.stderr,
-        h_z_given_x=est.h_zx,
+        h_z_given_x=est.h_z_given_x,
         log_n=math.log(est.n),
         n_inputs=est.n,
         params=params,

@@ -3,8 +3,8 @@
 Draw r of input k is row ``k % BLOCK`` of
 ``default_rng([seed, STREAM, k // BLOCK, r]).standard_normal((BLOCK, d))``, so it depends on (seed, k, r)
 only: not on how many inputs or draws an estimate uses, nor on its memory budget. Hence the mixture
-estimate on N inputs, its nested subsets (the convergence-in-N diagnostic) and the baselines run on "the"
-noisy representation (EDGE, KSG, binning: draw 0) all see the same Z.
+estimate on N inputs, its nested subsets (the convergence-in-N diagnostic) and the baselines run on
+draw 0 (EDGE, KSG, binning) all see the same Z. f(x) below is the noise-free code of input x.
 
 * Gaussian dropout (Adilova, Geiger & Fischer, ICLR 2023): Z = f(x) (1 + sigma eps).
 * Information dropout (Achille & Soatto 2018): Z = f(x) exp(alpha(x) eps), i.e. log Z = log f + alpha eps.
@@ -26,16 +26,16 @@ with ``default_rng(seed)`` (the inputs of a test, say) and correlate the noise w
 _PILOT_STREAM = 0x50494C54
 
 
-def standard_normal_draws(seed: int, inputs: np.ndarray, draws: np.ndarray, d: int) -> np.ndarray:
-    """eps (M, d): draw ``draws[m]`` of input ``inputs[m]`` for every m, as the module docstring defines."""
-    inputs, draws = np.asarray(inputs, dtype=np.int64), np.asarray(draws, dtype=np.int64)
+def standard_normal_draws(seed: int, inputs: np.ndarray, draw_index: np.ndarray, d: int) -> np.ndarray:
+    """eps (M, d): draw ``draw_index[m]`` of input ``inputs[m]`` for every m, as the module docstring defines."""
+    inputs, draw_index = np.asarray(inputs, dtype=np.int64), np.asarray(draw_index, dtype=np.int64)
     out = np.empty((len(inputs), d))
-    keys = (inputs // BLOCK) * (int(draws.max(initial=0)) + 1) + draws
+    keys = (inputs // BLOCK) * (int(draw_index.max(initial=0)) + 1) + draw_index
     order = np.argsort(keys, kind="stable")
-    bounds = np.flatnonzero(np.diff(keys[order])) + 1
-    for group in np.split(order, bounds):
+    group_starts = np.flatnonzero(np.diff(keys[order])) + 1
+    for group in np.split(order, group_starts):
         if group.size:
-            block, draw = int(inputs[group[0]] // BLOCK), int(draws[group[0]])
+            block, draw = int(inputs[group[0]] // BLOCK), int(draw_index[group[0]])
             eps = np.random.default_rng([seed, STREAM, block, draw]).standard_normal((BLOCK, d))
             out[group] = eps[inputs[group] % BLOCK]
     return out
@@ -62,8 +62,8 @@ def noisy_representations(
     seed: int = 0,
     draw: int = 0,
 ) -> np.ndarray:
-    """One draw of the noisy Z for every row of f (N, d): Gaussian dropout with ``noise_std`` or its rate
-    ``p`` (Z = f (1 + sigma eps), sigma = sqrt(p / (1 - p))), information dropout with ``alphas``
+    """One draw of the noisy Z for every row of the codes f (N, d): Gaussian dropout with ``noise_std`` or
+    its rate ``p`` (Z = f (1 + sigma eps), sigma = sqrt(p / (1 - p))), information dropout with ``alphas``
     (Z = f exp(alpha eps)) or additive Gaussian noise with ``additive_std`` (Z = f + sigma eps); exactly
     one of them. Draw 0 is the first draw of the mixture estimate with the same seed."""
     f = as_samples(f, "f", min_rows=1)
@@ -73,7 +73,7 @@ def noisy_representations(
             "additive_std (additive Gaussian noise)"
         )
     check_int(seed, "seed", minimum=0)
-    # draws index the noise streams as int64 keys (standard_normal_draws)
+    # the draw index keys the noise streams as an int64 (standard_normal_draws)
     check_int(draw, "draw", minimum=0, maximum=2**31 - 1)
     rows = np.arange(len(f))
     eps = standard_normal_draws(seed, rows, np.full(len(f), draw), f.shape[1])

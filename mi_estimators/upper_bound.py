@@ -25,24 +25,25 @@ from mi_estimators.checks import (
     gaussian_dropout_std,
     power_of_two_scale,
 )
-from mi_estimators.dropout_MI import activations, conditional_entropy
+from mi_estimators.dropout_MI import check_codes, conditional_entropy
 from mi_estimators.noise import standard_normal_draws
 from mi_estimators.results import MIResult
 
 
-def gaussian_entropy_upper_bound(points: np.ndarray) -> MIResult:
-    """h_z = 1/2 log det(2 pi e Sigma) with the Ledoit-Wolf covariance of the ``points`` (n, d) of Z, nats.
+def gaussian_entropy_upper_bound(z: np.ndarray) -> MIResult:
+    """h_z = 1/2 log det(2 pi e Sigma) with the Ledoit-Wolf covariance of the samples ``z`` (n, d) of Z, nats.
 
-    Fewer than 2 points, or points that do not vary (the Ledoit-Wolf covariance is then singular
-    and the bound -inf): :class:`~mi_estimators.checks.InputError`. ``params["points"]`` is n.
+    Fewer than 2 samples, or samples that do not vary (the Ledoit-Wolf covariance is then singular
+    and the bound -inf): :class:`~mi_estimators.checks.InputError`. ``params["points"]`` is n, the
+    number of (noisy) points.
     """
-    h_z, params = _entropy_bound(points)
+    h_z, params = _entropy_bound(z)
     return MIResult(method="gaussian_upper_bound", h_z=h_z, params=params)
 
 
-def _entropy_bound(points: np.ndarray) -> tuple[float, dict[str, Any]]:
+def _entropy_bound(z: np.ndarray) -> tuple[float, dict[str, Any]]:
     """(h_z, params) of :func:`gaussian_entropy_upper_bound`."""
-    z = as_samples(points, "points", min_rows=2)
+    z = as_samples(z, "z", min_rows=2)
     n, d = z.shape
     # Fit on z / c, c an exact power of two: Ledoit-Wolf's fourth powers overflow from |z| ~ 1e77 on,
     # and h(z) = h(z / c) + d log c.
@@ -51,7 +52,7 @@ def _entropy_bound(points: np.ndarray) -> tuple[float, dict[str, Any]]:
     sign, logdet = np.linalg.slogdet(lw.covariance_)
     if sign <= 0 or not math.isfinite(logdet):
         raise InputError(
-            "points do not vary (every row is the same), so the Ledoit-Wolf covariance is singular "
+            "z does not vary (every row is the same), so the Ledoit-Wolf covariance is singular "
             "and the Gaussian bound is -inf"
         )
     h_z = 0.5 * (logdet + d * (LOG_2PI + 1.0)) + d * math.log(scale)
@@ -70,14 +71,14 @@ def gaussian_dropout_upper_bound(
 ) -> MIResult:
     """Upper bound on I(X;Z) for Gaussian dropout: the Gaussian bound on h(Z) minus h(Z|X), nats.
 
-    Z = f(x) (1 + sigma eps) is drawn ``draws`` times per input, the same draws as the mixture
+    Z = f(x) (1 + sigma eps), f the codes (N, d), is drawn ``draws`` times per input, the same draws as the mixture
     estimate with this seed (:mod:`mi_estimators.noise`); ``clip_min`` as in
     :func:`mi_estimators.dropout_MI.gaussian_dropout_mi`. Not capped at log N: the bound holds for the
     mixture but ignores that X takes only N values. The noise is ``noise_std`` sigma or the dropout rate
     ``p`` (exactly one; sigma = sqrt(p / (1 - p))).
     """
     sigma, rate = gaussian_dropout_std(noise_std, p)
-    f, n_clipped = activations(f, clip_min, allow_negative=True)
+    f, n_clipped = check_codes(f, clip_min, allow_negative=True)
     check_int(draws, "draws")
     check_int(seed, "seed", minimum=0)
     n, d = f.shape
@@ -87,7 +88,7 @@ def gaussian_dropout_upper_bound(
     eps = standard_normal_draws(seed, inputs, np.tile(np.arange(draws), n), d)
     z = f[inputs] * (1.0 + sigma * eps)
     h_z, params = _entropy_bound(z)
-    h_zx = conditional_entropy(sigma * np.abs(f))
+    h_z_given_x = conditional_entropy(sigma * np.abs(f))
     params.update(
         {
             "noise_std": sigma,
@@ -100,9 +101,9 @@ def gaussian_dropout_upper_bound(
     )
     return MIResult(
         method="gaussian_dropout_upper_bound",
-        mi_xz=h_z - h_zx,
+        mi_xz=h_z - h_z_given_x,
         h_z=h_z,
-        h_z_given_x=h_zx,
+        h_z_given_x=h_z_given_x,
         log_n=math.log(n),
         n_inputs=n,
         params=params,

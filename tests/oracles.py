@@ -72,12 +72,12 @@ def discrete_truth(means, stds, labels):
     """I(X;Z) and I(Y;Z) for X uniform on a few inputs, 1-D, by quadrature of the mixtures."""
     n = len(means)
     h_z = mixture_entropy_1d(means, stds, [1 / n] * n)
-    h_zx = np.mean([0.5 * math.log(2 * math.pi * math.e * s * s) for s in stds])
-    h_zy = 0.0
+    h_z_given_x = np.mean([0.5 * math.log(2 * math.pi * math.e * s * s) for s in stds])
+    h_z_given_y = 0.0
     for c in np.unique(labels):
         sel = labels == c
-        h_zy += sel.mean() * mixture_entropy_1d(means[sel], stds[sel], [1 / sel.sum()] * sel.sum())
-    return h_z - h_zx, h_z - h_zy
+        h_z_given_y += sel.mean() * mixture_entropy_1d(means[sel], stds[sel], [1 / sel.sum()] * sel.sum())
+    return h_z - h_z_given_x, h_z - h_z_given_y
 
 
 def component_log_densities(z, means, stds):

@@ -243,7 +243,7 @@ def test_edge_mi(data):
 @FUZZ
 @given(z=codes())
 def test_gaussian_entropy_upper_bound(z):
-    honour_contract(lambda: gaussian_entropy_upper_bound(z), ("points",))
+    honour_contract(lambda: gaussian_entropy_upper_bound(z), ("z",))
 
 
 @FUZZ

@@ -52,7 +52,7 @@ def test_bound_is_above_the_mixture_entropy():
 
 
 def test_points_that_do_not_vary_are_refused():
-    with pytest.raises(InputError, match="points do not vary"):
+    with pytest.raises(InputError, match="z does not vary"):
         gaussian_entropy_upper_bound(np.ones((10, 3)))
 
 
