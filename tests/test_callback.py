@@ -10,7 +10,7 @@ import pytest
 from scipy.special import log_softmax, softmax
 
 from mi_estimators.discrete import discrete_entropy
-from utils import run_folder as rf
+from utils import run_folder
 from utils.callback import RepresentationCallback, layer_entries
 from utils.layers import InformationDropout, seed_states
 
@@ -55,7 +55,7 @@ def test_noisy_surrogate_uses_the_layer_noise_but_inference_batchnorm_and_no_aug
     np.testing.assert_array_equal(bn.moving_mean.numpy(), moving)
 
     clean_f = keras.Model(model.inputs, model.get_layer("gd").input).predict(test[0], verbose=0)
-    saved = rf.load_npy(rf.representation_path(tmp_path, "test", 0))
+    saved = run_folder.load_npy(run_folder.representation_path(tmp_path, "test", 0))
     np.testing.assert_allclose(saved, clean_f, rtol=1e-6, atol=1e-6)
 
     # Expected noisy cross-entropy by Monte Carlo over Z = f * (1 + sigma * e) through the head.
@@ -72,11 +72,11 @@ def test_noisy_surrogate_uses_the_layer_noise_but_inference_batchnorm_and_no_aug
     )
     expected, spread = draws.mean(), draws.std()
     se = spread / math.sqrt(len(y))  # of the callback's single-draw mean; the MC mean is 40x more precise
-    observed = discrete_entropy(y) - rf.load_ip(tmp_path, "test", "mi_zy")[0]
+    observed = discrete_entropy(y) - run_folder.load_ip(tmp_path, "test", "mi_zy")[0]
     assert abs(observed - expected) < 5 * se
     clean_ce = -log_softmax(clean_f @ w + b, axis=1)[np.arange(len(y)), y].mean()
     assert abs(clean_ce - expected) > 20 * se, "the test needs noise that visibly changes the cross-entropy"
-    assert rf.load_ip(tmp_path, "test", "mean_kl") == {0: 0.0}
+    assert run_folder.load_ip(tmp_path, "test", "mean_kl") == {0: 0.0}
 
 
 def test_noisy_passes_depend_on_the_epoch_only_and_leave_the_training_noise_alone(tmp_path):
@@ -87,12 +87,12 @@ def test_noisy_passes_depend_on_the_epoch_only_and_leave_the_training_noise_alon
     cb.record(1, save=False)
     for state, before in zip(seed_states(model), states):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(state.value), before)
-    first = rf.load_ip(tmp_path, "test", "mi_zy")[1]
+    first = run_folder.load_ip(tmp_path, "test", "mi_zy")[1]
     model.get_layer("gd")(np.ones((8, 5), np.float32), training=True)  # the training stream moves on ...
     cb.record(1, save=False)  # ... the callback's noise of epoch 1 does not
-    assert rf.load_ip(tmp_path, "test", "mi_zy")[1] == first
+    assert run_folder.load_ip(tmp_path, "test", "mi_zy")[1] == first
     cb.record(2, save=False)
-    assert rf.load_ip(tmp_path, "test", "mi_zy")[2] != first
+    assert run_folder.load_ip(tmp_path, "test", "mi_zy")[2] != first
 
 
 def test_information_dropout_alphas_and_kl(tmp_path):
@@ -107,14 +107,14 @@ def test_information_dropout_alphas_and_kl(tmp_path):
     _start(model, tmp_path, train, test)
 
     f_clean, logits_clean = keras.Model(model.inputs, [f, logits]).predict(train[0], verbose=0)
-    saved_f = rf.load_npy(rf.representation_path(tmp_path, "train", 0))
-    saved_alpha = rf.load_npy(rf.alpha_path(tmp_path, "train", 0))
+    saved_f = run_folder.load_npy(run_folder.representation_path(tmp_path, "train", 0))
+    saved_alpha = run_folder.load_npy(run_folder.alpha_path(tmp_path, "train", 0))
     np.testing.assert_allclose(saved_f, f_clean, rtol=1e-6)
     np.testing.assert_allclose(saved_alpha, 0.001 + 0.5 / (1 + np.exp(-logits_clean)), rtol=1e-5)
     assert saved_alpha.dtype == np.float32 and saved_alpha.shape == (200, 6)
     kl = keras.ops.convert_to_numpy(layer.kl_divergence(saved_f, saved_alpha))
     assert kl.mean() > 0
-    assert rf.load_ip(tmp_path, "train", "mean_kl")[0] == pytest.approx(float(kl.mean()), rel=1e-5)
+    assert run_folder.load_ip(tmp_path, "train", "mean_kl")[0] == pytest.approx(float(kl.mean()), rel=1e-5)
     (entry,) = layer_entries(model)
     assert entry == {
         "name": "info",
@@ -142,7 +142,7 @@ def test_several_layers_downstream_layer_saved_noise_free_with_layer_names(tmp_p
     cb = RepresentationCallback(tmp_path, train, test, save_every=2, metrics_subset=20)
     model.fit(*train, epochs=3, batch_size=20, callbacks=[cb], verbose=0)
 
-    names = {p.name for p in (tmp_path / rf.REPR_DIR).iterdir()}
+    names = {p.name for p in (tmp_path / run_folder.REPR_DIR).iterdir()}
     for epoch in (0, 2, 3):
         assert {
             f"no_noise_test_representations_g1_{epoch}.npy",
@@ -151,10 +151,12 @@ def test_several_layers_downstream_layer_saved_noise_free_with_layer_names(tmp_p
         } <= names
     assert not any(n.startswith("no_noise_train_representations_1") or "_1.npy" in n for n in names)
     clean = keras.Model(model.inputs, f).predict(test[0], verbose=0)  # weights after the last epoch
-    np.testing.assert_allclose(rf.load_npy(rf.representation_path(tmp_path, "test", 3, "info")), clean, rtol=1e-6)
-    assert rf.load_ip(tmp_path, "train", "mean_kl", "g1") == {e: 0.0 for e in range(4)}
-    assert sorted(rf.load_ip(tmp_path, "test", "mean_kl", "info")) == [0, 1, 2, 3]
-    assert sorted(rf.load_ip(tmp_path, "train", "mi_zy")) == [0, 1, 2, 3]
+    np.testing.assert_allclose(
+        run_folder.load_npy(run_folder.representation_path(tmp_path, "test", 3, "info")), clean, rtol=1e-6
+    )
+    assert run_folder.load_ip(tmp_path, "train", "mean_kl", "g1") == {e: 0.0 for e in range(4)}
+    assert sorted(run_folder.load_ip(tmp_path, "test", "mean_kl", "info")) == [0, 1, 2, 3]
+    assert sorted(run_folder.load_ip(tmp_path, "train", "mi_zy")) == [0, 1, 2, 3]
     assert sorted(cb.seconds) == [0, 1, 2, 3]
 
 
@@ -172,17 +174,19 @@ def test_sequential_model_and_resume_merges(tmp_path):
     train, test = _data(40, (3, 3, 1), n_classes=2), _data(20, (3, 3, 1), n_classes=2, seed=1)
     cb = _start(model, tmp_path, train, test)
     clean = keras.Model(model.inputs, model.get_layer("bern").input).predict(train[0], verbose=0)
-    np.testing.assert_allclose(rf.load_npy(rf.representation_path(tmp_path, "train", 0)), clean, rtol=1e-6)
-    np.testing.assert_array_equal(rf.load_npy(rf.inputs_path(tmp_path, "train")), train[0])
-    np.testing.assert_array_equal(rf.load_npy(rf.labels_path(tmp_path, "test")), test[1])
+    np.testing.assert_allclose(
+        run_folder.load_npy(run_folder.representation_path(tmp_path, "train", 0)), clean, rtol=1e-6
+    )
+    np.testing.assert_array_equal(run_folder.load_npy(run_folder.inputs_path(tmp_path, "train")), train[0])
+    np.testing.assert_array_equal(run_folder.load_npy(run_folder.labels_path(tmp_path, "test")), test[1])
     cb.record(1, save=False)
 
-    first = rf.representation_path(tmp_path, "train", 0).stat().st_mtime_ns
+    first = run_folder.representation_path(tmp_path, "train", 0).stat().st_mtime_ns
     again = _start(model, tmp_path, train, test)  # epoch 0 is complete: not redone
-    assert rf.representation_path(tmp_path, "train", 0).stat().st_mtime_ns == first
+    assert run_folder.representation_path(tmp_path, "train", 0).stat().st_mtime_ns == first
     again.record(2, save=True)
-    assert sorted(rf.load_ip(tmp_path, "test", "mi_zy")) == [0, 1, 2]
-    assert not rf.representation_path(tmp_path, "train", 1).exists()
+    assert sorted(run_folder.load_ip(tmp_path, "test", "mi_zy")) == [0, 1, 2]
+    assert not run_folder.representation_path(tmp_path, "train", 1).exists()
 
 
 def test_recorded_noise_std_is_the_layer_noise():

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import mi_mnist_dropout
-from utils import run_folder as rf
+from utils import run_folder
 from utils import run_folder_schema as schema
 from utils.analysis import information_plane as ip
 from utils.train_command import main as train_main
@@ -86,7 +86,7 @@ def _snapshot(root):
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             path = Path(dirpath) / name
-            if name == rf.TRAIN_LOCK_NAME:
+            if name == run_folder.TRAIN_LOCK_NAME:
                 continue  # the lock's own bookkeeping (its holder's PID), not data
             info = path.lstat()
             if stat.S_ISLNK(info.st_mode):
@@ -152,8 +152,10 @@ def _mutate_json(data, draw):
 
 def _mutate(run, outside, draw):
     """Apply one mutation to the run folder copy; returns a description for the failure message."""
-    files = sorted(p for p in run.rglob("*") if p.is_file() and p.name != rf.TRAIN_LOCK_NAME)
-    target = draw(st.sampled_from([*files, run / rf.REPR_DIR, run / rf.IP_DIR, run / rf.TRAIN_LOCK_NAME]))
+    files = sorted(p for p in run.rglob("*") if p.is_file() and p.name != run_folder.TRAIN_LOCK_NAME)
+    target = draw(
+        st.sampled_from([*files, run / run_folder.REPR_DIR, run / run_folder.IP_DIR, run / run_folder.TRAIN_LOCK_NAME])
+    )
     kinds = [
         "delete",
         "truncate",
@@ -257,9 +259,9 @@ def _check(code, err, before, after, what):
 def _valid_result(run):
     """After exit 0 the run's JSON files hold what their schemas say: checked here without the readers, so a
     reader that lets a damaged file through fails the example."""
-    config = json.loads((run / rf.CONFIG_NAME).read_text())
+    config = json.loads((run / run_folder.CONFIG_NAME).read_text())
     schema.validate(config, schema.RunConfig, "config.json")
-    estimates = json.loads(rf.estimates_path(run).read_text())
+    estimates = json.loads(run_folder.estimates_path(run).read_text())
     schema.validate(estimates, schema.EstimatesFile, "estimates.json")
     names = {layer["name"] for layer in config["layers"]}
     for name, layers in estimates["estimates"].items():
@@ -269,8 +271,8 @@ def _valid_result(run):
                 for entry in by_epoch.values():
                     if name != "callback" and "skipped" not in entry:
                         assert entry.get("n_inputs") is not None and entry.get("log_n") is not None
-    for path in (run / rf.IP_DIR).glob("*_*.json"):
-        if path.name != rf.ESTIMATES_NAME:
+    for path in (run / run_folder.IP_DIR).glob("*_*.json"):
+        if path.name != run_folder.ESTIMATES_NAME:
             schema.validate(json.loads(path.read_text()), schema.IPValues, path.name)
 
 
@@ -350,6 +352,6 @@ def test_training_resume_of_mutated_run_folders(pristine, capsys, data):
         _check(code, capsys.readouterr().err, before, _snapshot(root), what)
         assert outside.read_text().startswith("a file of the user's"), f"{what}: a file outside the run changed"
         if code == 0:  # a finished or resumed run: its files of every epoch are there and read
-            config = rf.load_config(run)
-            assert not rf.missing_epoch_files(run, config, rf.expected_epochs(config, 2))
-            assert math.isfinite(float(rf.load_history(run / rf.HISTORY_NAME)[2]["loss"]))
+            config = run_folder.load_config(run)
+            assert not run_folder.missing_epoch_files(run, config, run_folder.expected_epochs(config, 2))
+            assert math.isfinite(float(run_folder.load_history(run / run_folder.HISTORY_NAME)[2]["loss"]))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from utils import run_folder as rf
+from utils import run_folder
 from utils.analysis import information_plane as ip
 from utils.callback import RepresentationCallback
 
@@ -39,11 +39,11 @@ def test_the_readme_script_runs_as_written(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "runs" / "my-cnn"
-    config = rf.load_config(run)
+    config = run_folder.load_config(run)
     assert config["layers"][0]["dropout"] == "gaussian" and config["layers"][0]["p"] == pytest.approx(0.3)
     assert config["tags"] == {"name": "my-cnn"} and config["seed"] == 0 and config["model"]["n_params"] > 0
-    assert len(rf.load_history(run / rf.HISTORY_NAME)) == 15
-    entries = rf.load_estimates(run)["estimates"]["mixture"]["gaussian_dropout"]["train"]
+    assert len(run_folder.load_history(run / run_folder.HISTORY_NAME)) == 15
+    entries = run_folder.load_estimates(run)["estimates"]["mixture"]["gaussian_dropout"]["train"]
     assert sorted(map(int, entries)) == [0, 3, 6, 9, 12, 15]
     assert all(e["mi_xz"] <= e["mi_xz_upper"] for e in entries.values())
     assert (run / "figures" / "information_plane.png").is_file()
@@ -92,25 +92,25 @@ def test_different_models_are_different_groups_and_seeds_of_one_are_pooled(tmp_p
 
 def test_logits_without_from_logits_are_flagged(tmp_path):
     run = _fit(tmp_path / "logits", _model("logits", [keras.layers.GaussianDropout(0.2)], logits=True))
-    config = rf.load_config(run)
+    config = run_folder.load_config(run)
     assert config["from_logits"] is False and "not class probabilities" in config["warnings"][0]
     _estimate(run)
-    callback = rf.load_estimates(run)["estimates"]["callback"]
+    callback = run_folder.load_estimates(run)["estimates"]["callback"]
     entry = next(iter(callback.values()))["train"]["2"]
     assert any("not class probabilities" in w for w in entry["warnings"])
     # compiled for logits: nothing to flag
     model = _model("fine", [keras.layers.GaussianDropout(0.2)], logits=True)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    fine = rf.load_config(_fit(tmp_path / "fine", model))
+    fine = run_folder.load_config(_fit(tmp_path / "fine", model))
     assert fine["from_logits"] is True and "warnings" not in fine
 
 
 def test_additive_noise_layers_get_the_bracket(tmp_path):
     run = _fit(tmp_path / "additive", _model("additive", [keras.layers.GaussianNoise(0.5, name="noise")]))
-    (layer,) = rf.load_config(run)["layers"]
+    (layer,) = run_folder.load_config(run)["layers"]
     assert layer["dropout"] == "additive" and layer["noise_std"] == 0.5
     _estimate(run)
-    entries = rf.load_estimates(run)["estimates"]["mixture"]["noise"]["train"]
+    entries = run_folder.load_estimates(run)["estimates"]["mixture"]["noise"]["train"]
     for entry in entries.values():
         assert 0 <= entry["mi_xz"] <= entry["mi_xz_upper"] and entry["mi_xz_stderr"] > 0
         assert entry["mi_xz_sampling_stderr"] > 0 and entry["saturation"] is not None
@@ -119,10 +119,10 @@ def test_additive_noise_layers_get_the_bracket(tmp_path):
 def test_a_layer_behind_another_noise_layer_is_not_estimated(tmp_path, capsys):
     noise = [keras.layers.GaussianNoise(0.3, name="first"), keras.layers.GaussianDropout(0.2, name="second")]
     run = _fit(tmp_path / "stacked", _model("stacked", noise))
-    layers = {layer["name"]: layer for layer in rf.load_config(run)["layers"]}
+    layers = {layer["name"]: layer for layer in run_folder.load_config(run)["layers"]}
     assert "upstream_noise" not in layers["first"] and layers["second"]["upstream_noise"] == ["first"]
     _estimate(run)
-    estimates = rf.load_estimates(run)["estimates"]
+    estimates = run_folder.load_estimates(run)["estimates"]
     skipped = estimates["mixture"]["second"]["train"]["1"]["skipped"]
     assert "noise layers upstream (first)" in skipped and "another channel" in skipped
     assert estimates["mixture"]["first"]["train"]["1"]["mi_xz"] > 0
@@ -132,10 +132,10 @@ def test_a_layer_behind_another_noise_layer_is_not_estimated(tmp_path, capsys):
 
 def test_another_model_in_the_same_folder_is_refused(tmp_path):
     run = _fit(tmp_path / "run", _model("a", [keras.layers.GaussianDropout(0.2)]))
-    before = json.loads((run / rf.CONFIG_NAME).read_text())
+    before = json.loads((run / run_folder.CONFIG_NAME).read_text())
     with pytest.raises(ValueError, match="holds another run .*differs in layers"):
         _fit(run, _model("a", [keras.layers.GaussianDropout(0.5)]))
-    assert json.loads((run / rf.CONFIG_NAME).read_text()) == before
+    assert json.loads((run / run_folder.CONFIG_NAME).read_text()) == before
 
 
 def test_a_continued_fit_records_where_it_resumed(tmp_path):
@@ -143,6 +143,6 @@ def test_a_continued_fit_records_where_it_resumed(tmp_path):
     run = _fit(tmp_path / "run", model)
     recorder = RepresentationCallback(run, TRAIN, TEST)
     model.fit(*TRAIN, epochs=4, initial_epoch=2, batch_size=32, callbacks=[recorder], verbose=0)
-    assert rf.load_config(run)["resumed_at"] == [2]
-    assert sorted(rf.load_history(run / rf.HISTORY_NAME)) == [1, 2, 3, 4]
-    assert np.load(rf.representation_path(run, "train", 4, None)).shape == (300, 16)
+    assert run_folder.load_config(run)["resumed_at"] == [2]
+    assert sorted(run_folder.load_history(run / run_folder.HISTORY_NAME)) == [1, 2, 3, 4]
+    assert np.load(run_folder.representation_path(run, "train", 4, None)).shape == (300, 16)

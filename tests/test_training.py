@@ -19,7 +19,7 @@ import pytest
 
 import mi_cifar_dropout
 import mi_mnist_dropout
-from utils import run_folder as rf
+from utils import run_folder
 from utils.cli import CommandError, native_logs_silenced
 from utils.keras_training import CHECKPOINT_NAME
 from utils.models import build_model
@@ -50,21 +50,21 @@ def _main(argv):
 
 
 def _history(run_dir):
-    with open(run_dir / rf.HISTORY_NAME, newline="") as fh:
+    with open(run_dir / run_folder.HISTORY_NAME, newline="") as fh:
         return list(csv.DictReader(fh))
 
 
 def _representations(run_dir, epochs=(0, 2, 3)):
-    return {(s, e): rf.load_representations(run_dir, s, e) for s in rf.SPLITS for e in epochs}
+    return {(s, e): run_folder.load_representations(run_dir, s, e) for s in run_folder.SPLITS for e in epochs}
 
 
 def _same_numbers(run, reference):
     """Same representations, IP values and history (timing columns aside) as ``reference``."""
     for key, array in _representations(reference).items():
         np.testing.assert_array_equal(_representations(run)[key], array, err_msg=str(key))
-    for split in rf.SPLITS:
-        for quantity in rf.IP_QUANTITIES:
-            assert rf.load_ip(run, split, quantity) == rf.load_ip(reference, split, quantity)
+    for split in run_folder.SPLITS:
+        for quantity in run_folder.IP_QUANTITIES:
+            assert run_folder.load_ip(run, split, quantity) == run_folder.load_ip(reference, split, quantity)
     untimed = [{k: v for k, v in row.items() if "seconds" not in k} for row in _history(reference)]
     assert [{k: v for k, v in row.items() if "seconds" not in k} for row in _history(run)] == untimed
 
@@ -124,7 +124,7 @@ def test_gaussian_noise_as_a_rate_or_a_standard_deviation():
 
 
 def test_tiny_run_folder_is_complete(tiny_run):
-    config = rf.load_config(tiny_run)
+    config = run_folder.load_config(tiny_run)
     assert config["flags"]["lr"] == 0.1 and config["flags"]["save_every"] == 2
     assert config["dataset"] | {"source": None} == {
         "name": "digits",
@@ -148,16 +148,16 @@ def test_tiny_run_folder_is_complete(tiny_run):
     assert abs(z.std() - layer["noise_std"]) < 5 * layer["noise_std"] / math.sqrt(2 * z.size)
 
     for split, n in (("train", 120), ("test", 450)):
-        assert rf.saved_epochs(tiny_run, split) == [0, 2, 3]
+        assert run_folder.saved_epochs(tiny_run, split) == [0, 2, 3]
         for epoch in (0, 2, 3):
-            f = rf.load_representations(tiny_run, split, epoch)
+            f = run_folder.load_representations(tiny_run, split, epoch)
             assert f.shape == (n, 32) and f.dtype == np.float32 and np.all(f > 0)  # softplus
-        x, y = rf.load_inputs_labels(tiny_run, split)
+        x, y = run_folder.load_inputs_labels(tiny_run, split)
         assert x.shape == (n, 8, 8, 1) and y.shape == (n,)
-        for quantity in rf.IP_QUANTITIES:
-            assert sorted(rf.load_ip(tiny_run, split, quantity)) == [0, 1, 2, 3]
-    assert set(rf.load_ip(tiny_run, "train", "mean_kl").values()) == {0.0}
-    assert all(v <= math.log(10) for v in rf.load_ip(tiny_run, "test", "mi_zy").values())
+        for quantity in run_folder.IP_QUANTITIES:
+            assert sorted(run_folder.load_ip(tiny_run, split, quantity)) == [0, 1, 2, 3]
+    assert set(run_folder.load_ip(tiny_run, "train", "mean_kl").values()) == {0.0}
+    assert all(v <= math.log(10) for v in run_folder.load_ip(tiny_run, "test", "mi_zy").values())
     rows = _history(tiny_run)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert {"loss", "accuracy", "test_loss", "test_accuracy", "learning_rate", "seconds", "callback_seconds"} <= set(
@@ -196,7 +196,7 @@ def test_information_dropout_run_in_the_default_folder(tmp_path, monkeypatch):
         == 0
     )
     run = tmp_path / "runs" / "digits-lenet-information-beta2-seed0"
-    (layer,) = rf.load_config(run)["layers"]
+    (layer,) = run_folder.load_config(run)["layers"]
     assert (layer["dropout"], layer["dim"], layer["beta"], layer["alpha_max"], layer["noise_std"]) == (
         "information",
         84,
@@ -204,10 +204,10 @@ def test_information_dropout_run_in_the_default_folder(tmp_path, monkeypatch):
         0.7,
         None,
     )
-    assert rf.saved_epochs(run, "test") == [0, 1]
-    alpha = rf.load_alphas(run, "train", 1)
+    assert run_folder.saved_epochs(run, "test") == [0, 1]
+    alpha = run_folder.load_alphas(run, "train", 1)
     assert alpha.shape == (60, 84) and np.all((alpha > 0.001) & (alpha <= 0.701))
-    assert all(v > 0 for v in rf.load_ip(run, "test", "mean_kl").values())
+    assert all(v > 0 for v in run_folder.load_ip(run, "test", "mean_kl").values())
 
 
 class _PoisonWeights(keras.callbacks.Callback):
@@ -223,7 +223,7 @@ _KILLER = """
 import os, signal, sys
 import keras
 import mi_mnist_dropout
-from utils import run_folder as rf
+from utils import run_folder
 from utils.train_command import parse_args, train
 
 kind, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
@@ -239,10 +239,10 @@ class DieAtStep(keras.callbacks.Callback):
         if kind == "step":
             count_and_die()
 
-real = rf.atomic_write
+real = run_folder.atomic_write
 def atomic_write(path, write, mode):  # with kind "write": die inside the at-th write, before its rename
     return real(path, lambda fh: (write(fh), kind == "write" and count_and_die()), mode)
-rf.atomic_write = atomic_write
+run_folder.atomic_write = atomic_write
 train(parse_args(argv, mi_mnist_dropout.DEFAULTS, family="mnist"), extra_callbacks=[DieAtStep()], verbose=0)
 """
 
@@ -271,18 +271,20 @@ def test_killed_runs_resume_to_the_same_bytes(tiny_run, tmp_path, capsys):
         assert proc.wait(timeout=300) == -signal.SIGKILL, (trials, proc.stderr.read().decode()[-2000:])
     expected = {
         str(p.relative_to(tiny_run)): p.read_bytes()
-        for sub in (rf.REPR_DIR, rf.IP_DIR)
+        for sub in (run_folder.REPR_DIR, run_folder.IP_DIR)
         for p in (tiny_run / sub).iterdir()
     }
     for i in range(len(trials)):
         out = tmp_path / str(i)
         assert _main(TINY + ["--out", str(out)]) == 0
         assert {
-            str(p.relative_to(out)): p.read_bytes() for sub in (rf.REPR_DIR, rf.IP_DIR) for p in (out / sub).iterdir()
+            str(p.relative_to(out)): p.read_bytes()
+            for sub in (run_folder.REPR_DIR, run_folder.IP_DIR)
+            for p in (out / sub).iterdir()
         } == expected, f"killed at {trials[i]} (the n-th write or step)"
         _same_numbers(out, tiny_run)
         assert not list(out.rglob("*.tmp"))
-        assert rf.load_config(out).get("resumed_at", [0])[0] < 3
+        assert run_folder.load_config(out).get("resumed_at", [0])[0] < 3
         with np.load(out / CHECKPOINT_NAME) as checkpoint, np.load(tiny_run / CHECKPOINT_NAME) as reference:
             assert checkpoint.files == reference.files
             for key in reference.files:
@@ -322,7 +324,10 @@ def test_nan_loss_stops_with_one_line_and_the_run_resumes_from_the_last_good_epo
             parse_args(argv, mi_mnist_dropout.DEFAULTS, family="mnist"), extra_callbacks=[_PoisonWeights()], verbose=0
         )
     assert [int(r["epoch"]) for r in _history(run)] == [1, 2]
-    assert sorted(rf.load_ip(run, "test", "mi_zy")) == [0, 1, 2] and rf.saved_epochs(run, "test") == [0, 2]
+    assert sorted(run_folder.load_ip(run, "test", "mi_zy")) == [0, 1, 2] and run_folder.saved_epochs(run, "test") == [
+        0,
+        2,
+    ]
     with np.load(run / CHECKPOINT_NAME) as checkpoint:
         assert int(checkpoint["epochs_done"]) == 2
     assert _main(argv) == 0
@@ -332,7 +337,7 @@ def test_nan_loss_stops_with_one_line_and_the_run_resumes_from_the_last_good_epo
     assert _main(TINY + ["--out", str(blown), "--lr", "1e6"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("train: error: the training loss is nan at step") and "--lr" in err
-    assert not (blown / rf.HISTORY_NAME).exists() and not (blown / CHECKPOINT_NAME).exists()
+    assert not (blown / run_folder.HISTORY_NAME).exists() and not (blown / CHECKPOINT_NAME).exists()
 
 
 def test_a_finished_run_without_its_representations_says_how_to_recover(tiny_run, tmp_path, capsys):
@@ -340,7 +345,7 @@ def test_a_finished_run_without_its_representations_says_how_to_recover(tiny_run
     without representations/ names what is missing; moving checkpoint.npz away, as the message says,
     trains it again into the same bytes."""
     run = shutil.copytree(tiny_run, tmp_path / "run")
-    for path in (run / rf.REPR_DIR).glob("no_noise_*"):
+    for path in (run / run_folder.REPR_DIR).glob("no_noise_*"):
         path.unlink()
     capsys.readouterr()
     assert _main(TINY + ["--out", str(run)]) == 2
@@ -371,7 +376,8 @@ def test_another_seed_gives_other_weights(tiny_run, tmp_path):
     # (the same seed gives the same numbers: the resume tests compare separate runs bit for bit)
     assert _main(TINY + ["--out", str(tmp_path / "seed1"), "--seed", "1", "--epochs", "1"]) == 0
     assert not np.allclose(
-        rf.load_representations(tiny_run, "test", 0), rf.load_representations(tmp_path / "seed1", "test", 0)
+        run_folder.load_representations(tiny_run, "test", 0),
+        run_folder.load_representations(tmp_path / "seed1", "test", 0),
     )
 
 
@@ -388,14 +394,17 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_run, tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert rf.load_config(out)["model"]["replicas"] == 2
+    assert run_folder.load_config(out)["model"]["replicas"] == 2
     assert [int(r["epoch"]) for r in _history(out)] == [1, 2]
     # Same seed, same initial weights: epoch 0 must match the single-device run row by row.
-    for split in rf.SPLITS:
+    for split in run_folder.SPLITS:
         np.testing.assert_allclose(
-            rf.load_representations(out, split, 0), rf.load_representations(tiny_run, split, 0), rtol=1e-5, atol=1e-6
+            run_folder.load_representations(out, split, 0),
+            run_folder.load_representations(tiny_run, split, 0),
+            rtol=1e-5,
+            atol=1e-6,
         )
-        assert rf.saved_epochs(out, split) == [0, 2]
+        assert run_folder.saved_epochs(out, split) == [0, 2]
 
 
 def test_help_and_flag_errors_answer_without_keras():
@@ -510,8 +519,8 @@ def test_readme_digits_job_runs_on_jax(tmp_path):
         "--eval-batch-size or --train-subset to fit\n"
     )
     assert not (tmp_path / "odd").exists()
-    versions = rf.load_config(out)["versions"]
+    versions = run_folder.load_config(out)["versions"]
     assert versions["backend"] == "jax" and "jax" in versions and "tensorflow" not in versions
     assert [int(r["epoch"]) for r in _history(out)] == [1, 2]
-    assert rf.saved_epochs(out, "test") == [0, 2]
-    assert rf.load_representations(out, "train", 2).shape == (320, 32)
+    assert run_folder.saved_epochs(out, "test") == [0, 2]
+    assert run_folder.load_representations(out, "train", 2).shape == (320, 32)

@@ -16,7 +16,7 @@ import pytest
 
 import mi_cifar_dropout
 import mi_mnist_dropout
-from utils import run_folder as rf
+from utils import run_folder
 from utils.callback import HistoryCSV, RepresentationCallback
 from utils.data import CIFAR_BIN_FILES, CIFAR_PY_FILES, IDX_FILES, load_dataset
 from utils.keras_training import CHECKPOINT_NAME, load_checkpoint
@@ -37,7 +37,7 @@ def _snapshot(root):
             return ("link", os.readlink(p))
         return (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else (stat.S_IFMT(p.stat().st_mode),)
 
-    return {str(p.relative_to(root)): state(p) for p in sorted(root.rglob("*")) if p.name != rf.TRAIN_LOCK_NAME}
+    return {str(p.relative_to(root)): state(p) for p in sorted(root.rglob("*")) if p.name != run_folder.TRAIN_LOCK_NAME}
 
 
 # -- fixtures written by the cases ---------------------------------------------------------------------
@@ -267,8 +267,9 @@ def _matching_run(tmp_path, **config):
     run.mkdir()
     flags = flags_of(parse_args(argv, mi_mnist_dropout.DEFAULTS, family="mnist"))
     layers = [{"name": "dropout", "dim": 32, "dropout": "gaussian", "p": 0.2, "noise_std": 0.5}]
-    rf.save_json(
-        run / rf.CONFIG_NAME, {"flags": flags, "versions": {"backend": "tensorflow"}, "layers": layers, **config}
+    run_folder.save_json(
+        run / run_folder.CONFIG_NAME,
+        {"flags": flags, "versions": {"backend": "tensorflow"}, "layers": layers, **config},
     )
     return run, argv
 
@@ -293,20 +294,22 @@ RESUME_CASES = {
         "checkpoint.npz is not a readable checkpoint",
     ),
     "history without an epoch column": (
-        lambda run: (run / rf.HISTORY_NAME).write_text("loss\n0.5\n"),
+        lambda run: (run / run_folder.HISTORY_NAME).write_text("loss\n0.5\n"),
         "history.csv is not a history file",
     ),
     "lock that is a link to a file of the user's": (
-        lambda run: _link(run / rf.TRAIN_LOCK_NAME, run.parent / "mine.txt"),
+        lambda run: _link(run / run_folder.TRAIN_LOCK_NAME, run.parent / "mine.txt"),
         ".train.lock is a link or not a file",
     ),
     "IP folder that is a link out of the run": (
-        lambda run: (run.parent / "elsewhere").mkdir() or (run / rf.IP_DIR).symlink_to(run.parent / "elsewhere"),
+        lambda run: (
+            (run.parent / "elsewhere").mkdir() or (run / run_folder.IP_DIR).symlink_to(run.parent / "elsewhere")
+        ),
         "IP is a link or a file, not a folder of the run",
     ),
-    "history that is a FIFO": (lambda run: os.mkfifo(run / rf.HISTORY_NAME), "history.csv is a FIFO"),
+    "history that is a FIFO": (lambda run: os.mkfifo(run / run_folder.HISTORY_NAME), "history.csv is a FIFO"),
     "history with a NaN loss": (
-        lambda run: (run / rf.HISTORY_NAME).write_text("epoch,loss\n1,nan\n"),
+        lambda run: (run / run_folder.HISTORY_NAME).write_text("epoch,loss\n1,nan\n"),
         "column 'loss': not a finite number",
     ),
     "checkpoint with NaN weights": (
@@ -314,14 +317,15 @@ RESUME_CASES = {
         "model_00000 is not an array of finite numbers",
     ),
     "config whose layer has a string dim": (
-        lambda run: (run / rf.CONFIG_NAME).write_text(
-            json.dumps({**json.loads((run / rf.CONFIG_NAME).read_text()), "layers": [{"dim": "32"}]})
+        lambda run: (run / run_folder.CONFIG_NAME).write_text(
+            json.dumps({**json.loads((run / run_folder.CONFIG_NAME).read_text()), "layers": [{"dim": "32"}]})
         ),
         "config.json: layers[0].name: field required",
     ),
     "damaged IP file": (
         lambda run: (
-            rf.ip_path(run, "train", "mi_zy").parent.mkdir() or rf.ip_path(run, "train", "mi_zy").write_text('{"0": ')
+            run_folder.ip_path(run, "train", "mi_zy").parent.mkdir()
+            or run_folder.ip_path(run, "train", "mi_zy").write_text('{"0": ')
         ),
         "IP/train_mi_zy.json",
     ),
@@ -340,8 +344,8 @@ def test_damaged_run_state(name, tmp_path, capsys):
 
 def test_run_of_another_backend(tmp_path, capsys):
     run, argv = _matching_run(tmp_path)
-    config = rf.load_json(run / rf.CONFIG_NAME)
-    rf.save_json(run / rf.CONFIG_NAME, {**config, "versions": {"backend": "jax"}})
+    config = run_folder.load_json(run / run_folder.CONFIG_NAME)
+    run_folder.save_json(run / run_folder.CONFIG_NAME, {**config, "versions": {"backend": "jax"}})
     before = _snapshot(tmp_path)
     _assert_one_line(
         *_call(argv, "mnist", capsys),

@@ -31,9 +31,7 @@ kind and level, the model's name and size, the seed, the inputs, the user's tags
 from __future__ import annotations
 
 import contextlib
-import csv
 import importlib
-import io
 import platform
 import sys
 import time
@@ -49,7 +47,7 @@ from tqdm.auto import tqdm
 
 from mi_estimators.checks import NOISE_KINDS, InputError, check_bool, check_int
 from mi_estimators.discrete import discrete_entropy
-from utils import run_folder as rf
+from utils import run_folder
 from utils.layers import CALLBACK_NOISE, InformationDropout, dropout_layers, noise_spec, reseeded, upstream_noise
 
 BACKEND_MODULES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
@@ -61,17 +59,6 @@ SAME_RUN_KEYS = ("layers", "seed", "tags")
 
 PROB_FLOOR = 1e-7
 """Probabilities are clipped here before the log, as Keras' cross-entropy does."""
-
-HISTORY_COLUMNS = (
-    "epoch",
-    "loss",
-    "accuracy",
-    "test_loss",
-    "test_accuracy",
-    "learning_rate",
-    "seconds",
-    "callback_seconds",
-)
 
 
 class _AlwaysNoisy(keras.layers.Layer):
@@ -281,12 +268,12 @@ class RepresentationCallback(keras.callbacks.Callback):
         self.metric_rows = (
             None
             if metrics_subset is None or metrics_subset >= n_train
-            else rf.seeded_rows(n_train, metrics_subset, seed)
+            else run_folder.seeded_rows(n_train, metrics_subset, seed)
         )
         self.given_from_logits = None if from_logits is None else check_bool(from_logits, "from_logits")
         self.user_tags = _check_tags(tags)
         self.run_info = dict(run_info or {})
-        self.history = HistoryCSV(self.run_dir / rf.HISTORY_NAME)
+        self.history = HistoryCSV(self.run_dir / run_folder.HISTORY_NAME)
         self.verbose = verbose
         self.seconds: dict[int, float] = {}
         self.warnings: list[str] = []
@@ -341,17 +328,17 @@ class RepresentationCallback(keras.callbacks.Callback):
         """``config.json``: written for a new run; for a run that continues, checked against this one.
         InputError (nothing written) for another run."""
         new = self.run_config()
-        path = self.run_dir / rf.CONFIG_NAME
+        path = self.run_dir / run_folder.CONFIG_NAME
         if not path.exists() and not path.is_symlink():
-            rf.save_json(path, new)
+            run_folder.save_json(path, new)
         else:
-            self._check_same_run(rf.load_config(self.run_dir), new)
+            self._check_same_run(run_folder.load_config(self.run_dir), new)
 
     def _update_config(self, change: Callable[[dict[str, Any]], Any]) -> None:
         """Rewrite ``config.json`` (read through its checked reader) after ``change`` edits it."""
-        config: dict[str, Any] = dict(rf.load_config(self.run_dir))
+        config: dict[str, Any] = dict(run_folder.load_config(self.run_dir))
         change(config)
-        rf.save_json(self.run_dir / rf.CONFIG_NAME, config)
+        run_folder.save_json(self.run_dir / run_folder.CONFIG_NAME, config)
 
     def _note_resume(self, epoch: int) -> None:
         """``resumed_at`` of ``config.json`` gains ``epoch``, the completed epochs where ``fit`` continues."""
@@ -374,8 +361,8 @@ class RepresentationCallback(keras.callbacks.Callback):
         self._build()
         self.history.load()
         self.ip = {
-            (split, q, tag): rf.load_ip(self.run_dir, split, q, tag)
-            for split in rf.SPLITS
+            (split, q, tag): run_folder.load_ip(self.run_dir, split, q, tag)
+            for split in run_folder.SPLITS
             for q, tag in self._ip_keys()
         }
         # Converted once: predict_on_batch on tensor slices saves a numpy-to-tensor copy per pass.
@@ -425,10 +412,10 @@ class RepresentationCallback(keras.callbacks.Callback):
         self.write_config()
         self._first_epoch = None
         for split, (x, y) in self.data.items():
-            if not rf.inputs_path(self.run_dir, split).exists():
-                rf.save_npy(rf.inputs_path(self.run_dir, split), x)
-            if not rf.labels_path(self.run_dir, split).exists():
-                rf.save_npy(rf.labels_path(self.run_dir, split), y)
+            if not run_folder.inputs_path(self.run_dir, split).exists():
+                run_folder.save_npy(run_folder.inputs_path(self.run_dir, split), x)
+            if not run_folder.labels_path(self.run_dir, split).exists():
+                run_folder.save_npy(run_folder.labels_path(self.run_dir, split), y)
         if not self._epoch_complete(0):
             self.record(0, save=True)
 
@@ -452,10 +439,12 @@ class RepresentationCallback(keras.callbacks.Callback):
         return [("mean_kl", tag) for tag in self.tags] + [("mi_zy", None)]
 
     def _epoch_complete(self, epoch: int) -> bool:
-        files = [rf.representation_path(self.run_dir, s, epoch, t) for s in rf.SPLITS for t in self.tags]
+        files = [
+            run_folder.representation_path(self.run_dir, s, epoch, t) for s in run_folder.SPLITS for t in self.tags
+        ]
         files += [
-            rf.alpha_path(self.run_dir, s, epoch, t)
-            for s in rf.SPLITS
+            run_folder.alpha_path(self.run_dir, s, epoch, t)
+            for s in run_folder.SPLITS
             for t, info in zip(self.tags, self.is_info)
             if info
         ]
@@ -507,14 +496,14 @@ class RepresentationCallback(keras.callbacks.Callback):
         it = iter(arrays)
         for tag, info in zip(self.tags, self.is_info):
             f = next(it)
-            rf.save_npy(
-                rf.representation_path(self.run_dir, split, epoch, tag),
+            run_folder.save_npy(
+                run_folder.representation_path(self.run_dir, split, epoch, tag),
                 f.reshape(len(f), -1).astype(np.float32, copy=False),
             )
             if info:
                 alpha = next(it)
-                rf.save_npy(
-                    rf.alpha_path(self.run_dir, split, epoch, tag),
+                run_folder.save_npy(
+                    run_folder.alpha_path(self.run_dir, split, epoch, tag),
                     alpha.reshape(len(alpha), -1).astype(np.float32, copy=False),
                 )
 
@@ -548,8 +537,9 @@ class RepresentationCallback(keras.callbacks.Callback):
         for key, value in self._pending.items():
             self.ip[key][epoch] = value if np.isfinite(value) else None
             split, quantity, tag = key
-            rf.save_json(
-                rf.ip_path(self.run_dir, split, quantity, tag), {str(e): v for e, v in sorted(self.ip[key].items())}
+            run_folder.save_json(
+                run_folder.ip_path(self.run_dir, split, quantity, tag),
+                {str(e): v for e, v in sorted(self.ip[key].items())},
             )
         seconds = time.perf_counter() - start
         self.seconds[epoch] = seconds
@@ -573,7 +563,7 @@ class HistoryCSV(keras.callbacks.Callback):
         if not self.path.exists() and not self.path.is_symlink():
             self.rows = {}
             return
-        self.rows = rf.load_history(self.path)
+        self.rows = run_folder.load_history(self.path)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.load()
@@ -593,10 +583,4 @@ class HistoryCSV(keras.callbacks.Callback):
             row[name] = repr(float(value))
         self.rows = {e: r for e, r in self.rows.items() if e < done}
         self.rows[done] = row
-        keys = {k for r in self.rows.values() for k in r}
-        columns = [c for c in HISTORY_COLUMNS if c in keys] + sorted(keys - set(HISTORY_COLUMNS))
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows[e] for e in sorted(self.rows))
-        rf.save_text(self.path, buffer.getvalue())
+        run_folder.save_history(self.path, self.rows)

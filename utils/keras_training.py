@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 from mi_estimators.checks import InputError
-from utils import run_folder as rf
+from utils import run_folder
 from utils.callback import RepresentationCallback
 from utils.data import Dataset
 from utils.layers import SHUFFLE, TRAINING_NOISE, reseed
@@ -42,7 +42,7 @@ from utils.models import build_model
 from utils.nets import NETS
 
 MOMENTUM = 0.9
-CHECKPOINT_NAME = rf.CHECKPOINT_NAME
+CHECKPOINT_NAME = run_folder.CHECKPOINT_NAME
 
 
 @dataclass(frozen=True)
@@ -247,11 +247,12 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
 
 def save_checkpoint(path: Path, model: keras.Model, epochs_done: int) -> None:
-    """Write every model and optimiser variable and ``epochs_done`` to ``path`` (an .npz), atomically."""
-    arrays: dict[str, Any] = {"epochs_done": np.asarray(epochs_done, dtype=np.int64)}
+    """Write every model and optimiser variable and ``epochs_done`` to ``path``
+    (:func:`utils.run_folder.save_checkpoint`)."""
+    arrays: dict[str, np.ndarray] = {}
     for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
         arrays.update({f"{prefix}_{i:05d}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(variables)})
-    rf.atomic_write(path, lambda fh: np.savez(fh, **arrays), "wb")
+    run_folder.save_checkpoint(path, epochs_done, arrays)
 
 
 def _assign(path: Path, prefix: str, variables: Sequence[keras.Variable], arrays: dict[str, np.ndarray]) -> None:
@@ -272,7 +273,7 @@ def load_checkpoint(path: Path, model: keras.Model) -> int:
     (:func:`utils.run_folder.load_checkpoint`) or belongs to another model."""
     if not path.exists() and not path.is_symlink():
         return 0
-    epochs_done, arrays = rf.load_checkpoint(path)
+    epochs_done, arrays = run_folder.load_checkpoint(path)
     _assign(path, "model", model.variables, arrays)
     _assign(path, "optimizer", model.optimizer.variables, arrays)
     return epochs_done
@@ -381,7 +382,7 @@ def _check_backend(plan: RunPlan) -> None:
     """A run continues on the backend it started on."""
     if not plan.resume:
         return
-    stored = rf.load_config(plan.run_dir).get("versions", {}).get("backend")
+    stored = run_folder.load_config(plan.run_dir).get("versions", {}).get("backend")
     if stored is not None and stored != keras.backend.backend():
         raise InputError(
             f"{plan.run_dir} was trained with the {stored} backend, this is {keras.backend.backend()}; "
@@ -403,15 +404,21 @@ def _check_state(plan: RunPlan, callbacks: RunCallbacks, done: int) -> None:
     checkpoint. InputError listing what is missing and how to recover; writes nothing."""
     if not plan.resume or done == 0:
         return
-    config = rf.load_config(plan.run_dir)
+    config = run_folder.load_config(plan.run_dir)
     missing = [
         p.relative_to(plan.run_dir).as_posix()
-        for p in rf.missing_epoch_files(plan.run_dir, config, [e for e in rf.expected_epochs(config, done)])
+        for p in run_folder.missing_epoch_files(
+            plan.run_dir, config, [e for e in run_folder.expected_epochs(config, done)]
+        )
     ]
-    missing += [f"{split} inputs/labels" for split in rf.SPLITS if not rf.labels_path(plan.run_dir, split).is_file()]
+    missing += [
+        f"{split} inputs/labels"
+        for split in run_folder.SPLITS
+        if not run_folder.labels_path(plan.run_dir, split).is_file()
+    ]
     lacking = sorted({e for d in callbacks.recorder.ip.values() for e in range(done + 1) if e not in d})
     if lacking:
-        missing.append(f"the callback's values of epochs {_ranges(lacking)} in {rf.IP_DIR}/")
+        missing.append(f"the callback's values of epochs {_ranges(lacking)} in {run_folder.IP_DIR}/")
     rows = set(callbacks.recorder.history.rows)
     if any(e not in rows for e in range(1, done + 1)):
         missing.append(f"history.csv rows of epochs {_ranges([e for e in range(1, done + 1) if e not in rows])}")

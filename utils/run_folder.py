@@ -36,7 +36,7 @@ import numpy as np
 
 from mi_estimators.checks import InputError
 from utils import run_folder_schema as schema_
-from utils.run_folder_schema import EstimatesFile, RunConfig
+from utils.run_folder_schema import EntryKey, EstimatesFile, RunConfig
 
 fcntl: ModuleType | None
 try:
@@ -464,6 +464,30 @@ def load_ip(run_dir: PathLike, split: str, quantity: str, layer: str | None = No
     return {int(k): v for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
 
 
+HISTORY_COLUMNS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "test_loss",
+    "test_accuracy",
+    "learning_rate",
+    "seconds",
+    "callback_seconds",
+)
+"""The leading columns of ``history.csv``, in this order; any other metric follows by name."""
+
+
+def save_history(path: PathLike, rows: dict[int, dict[str, str]]) -> None:
+    """Write ``{epoch: row}`` as ``history.csv`` (epochs in order, :data:`HISTORY_COLUMNS` first), atomically."""
+    keys = {k for r in rows.values() for k in r}
+    columns = [c for c in HISTORY_COLUMNS if c in keys] + sorted(keys - set(HISTORY_COLUMNS))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows[e] for e in sorted(rows))
+    save_text(path, buffer.getvalue())
+
+
 def load_history(path: PathLike) -> dict[int, dict[str, str]]:
     """``history.csv`` as ``{epoch: row}`` with the cells as written (a resume rewrites them unchanged),
     checked: ``epoch`` a canonical integer >= 1, increasing, every other cell a finite number or empty.
@@ -535,6 +559,16 @@ def load_checkpoint(path: PathLike) -> tuple[int, dict[str, np.ndarray]]:
         if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and not np.isfinite(array).all()):
             raise damaged(f"{key} is not an array of finite numbers")
     return int(done), arrays
+
+
+def save_checkpoint(path: PathLike, epochs_done: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``checkpoint.npz`` (uncompressed): ``epochs_done`` and the arrays ``model_<i>`` and
+    ``optimizer_<i>`` that :func:`load_checkpoint` reads back, atomically; ValueError on another name."""
+    unknown = [key for key in arrays if not schema_.CHECKPOINT_KEY.match(key)]
+    if unknown:
+        raise ValueError(f"checkpoint arrays must be named model_<i> or optimizer_<i>, got {unknown[0]!r}")
+    content: dict[str, Any] = {"epochs_done": np.asarray(epochs_done, dtype=np.int64), **arrays}
+    atomic_write(path, lambda fh: np.savez(fh, **content), "wb")
 
 
 # -- locks, fingerprints and the estimates file ---------------------------------------------------------
@@ -652,10 +686,6 @@ def load_estimates(run_dir: PathLike) -> EstimatesFile:
     checked = cast(EstimatesFile, schema_.validate(data, EstimatesFile, str(path)))
     schema_.check_entries(checked, str(path))
     return checked
-
-
-EntryKey = tuple[str, str, str, int]
-"""(estimator, layer, split, epoch): where an entry lives in ``estimates.json``."""
 
 
 def store_estimates(run_dir: PathLike, entries: dict[EntryKey, dict]) -> dict[str, Any]:

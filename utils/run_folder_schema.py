@@ -11,7 +11,7 @@ every value anywhere in a JSON file must be finite.
 import math
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Iterator, Literal, Mapping, get_args, get_origin, get_type_hints
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import NotRequired, TypedDict
@@ -180,20 +180,31 @@ CALLBACK_FIELDS = ("mi_xz", "mi_zy", "h_y", "sees", "params")
 def check_entries(data: "EstimatesFile", where: str) -> None:
     """What the schema of an entry cannot say alone: the fields every entry of its kind has
     (:data:`ESTIMATE_FIELDS`, :data:`CALLBACK_FIELDS`), and log_n = log(n_inputs)."""
-    for name, layers in data["estimates"].items():
+    for (name, layer, split, epoch), entry in iter_entries(data["estimates"]):
+        at = f"{where}: estimates.{name}.{layer}.{split}.{epoch}"
+        if "skipped" in entry:
+            continue
+        required = CALLBACK_FIELDS if name == "callback" else ESTIMATE_FIELDS
+        missing = [k for k in required if k not in entry]
+        if missing:
+            raise InputError(f"{at} lacks {missing[0]!r}")
+        n, log_n = entry.get("n_inputs"), entry.get("log_n")
+        if n is not None and (log_n is None or not math.isclose(log_n, math.log(n), rel_tol=1e-9)):
+            raise InputError(f"{at}.log_n {log_n!r} is not log(n_inputs) for n_inputs = {n}")
+
+
+EntryKey = tuple[str, str, str, int]
+"""(estimator, layer, split, epoch): where an entry lives in ``estimates.json``."""
+
+
+def iter_entries(estimates: Mapping[str, Any]) -> Iterator[tuple[EntryKey, Any]]:
+    """Every ``((estimator, layer, split, epoch), entry)`` of the ``estimates`` part of ``estimates.json``
+    (``{estimator: {layer: {split: {"<epoch>": entry}}}}``), in the file's order."""
+    for name, layers in estimates.items():
         for layer, splits in layers.items():
             for split, by_epoch in splits.items():
                 for epoch, entry in by_epoch.items():
-                    at = f"{where}: estimates.{name}.{layer}.{split}.{epoch}"
-                    if "skipped" in entry:
-                        continue
-                    required = CALLBACK_FIELDS if name == "callback" else ESTIMATE_FIELDS
-                    missing = [k for k in required if k not in entry]
-                    if missing:
-                        raise InputError(f"{at} lacks {missing[0]!r}")
-                    n, log_n = entry.get("n_inputs"), entry.get("log_n")
-                    if n is not None and (log_n is None or not math.isclose(log_n, math.log(n), rel_tol=1e-9)):
-                        raise InputError(f"{at}.log_n {log_n!r} is not log(n_inputs) for n_inputs = {n}")
+                    yield (name, layer, split, int(epoch)), entry
 
 
 EntriesByEpoch = dict[EpochKey, Entry]

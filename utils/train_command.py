@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from mi_estimators.checks import DROPOUT_KINDS, InputError, gaussian_dropout_std
-from utils import run_folder as rf
+from utils import run_folder
 from utils import run_folder_schema as schema
 from utils.cli import CommandError, OneLineParser, float_arg, int_arg, native_logs_silenced, run_command
 from utils.data import Dataset, DatasetUnavailableError, load_dataset
@@ -41,7 +41,11 @@ MAX_EPOCHS = 100_000
 MAX_COUNT = 10**9
 """Sanity limit of the size flags (batch, subsets, save interval): beyond any dataset this toolkit reads."""
 
-_OWN_TEMPS = {".": ("",), rf.REPR_DIR: ("",), rf.IP_DIR: tuple(f"{split}_" for split in rf.SPLITS)}
+_OWN_TEMPS = {
+    ".": ("",),
+    run_folder.REPR_DIR: ("",),
+    run_folder.IP_DIR: tuple(f"{split}_" for split in run_folder.SPLITS),
+}
 """Where training's atomic writes leave ``.<name>.<random>.tmp`` files when killed, and the names they
 start with (the analysis writes IP/estimates.json beside them and keeps its own)."""
 
@@ -218,7 +222,7 @@ def flags_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def _is_leftover(name: str) -> bool:
     """The lock file and the temporary files of interrupted atomic writes, which do not make a folder a run."""
-    return name == rf.TRAIN_LOCK_NAME or (name.startswith(".") and name.endswith(".tmp"))
+    return name == run_folder.TRAIN_LOCK_NAME or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def check_run_dir(run_dir: Path, flags: Mapping[str, Any]) -> bool:
@@ -227,17 +231,17 @@ def check_run_dir(run_dir: Path, flags: Mapping[str, Any]) -> bool:
     CommandError when it is not a folder, is not empty without a config.json, or holds a config.json
     whose run-defining flags (:data:`utils.run_folder.DEFINING_FLAGS`) differ. Writes nothing.
     """
-    config_path = run_dir / rf.CONFIG_NAME
+    config_path = run_dir / run_folder.CONFIG_NAME
     if run_dir.exists() and not run_dir.is_dir():
         raise CommandError(f"cannot write to --out {run_dir}: it is a file")
     if config_path.exists() or config_path.is_symlink():
         try:
-            stored: Mapping[str, Any] = rf.load_config(run_dir).get("flags", {})
+            stored: Mapping[str, Any] = run_folder.load_config(run_dir).get("flags", {})
         except InputError as err:
             raise CommandError(f"{err} (repair it or choose another --out)") from None
         diff = [
             f"{k}: {stored.get(k)!r} there, {flags.get(k)!r} now"
-            for k in rf.DEFINING_FLAGS
+            for k in run_folder.DEFINING_FLAGS
             if stored.get(k) != flags.get(k)
         ]
         if diff:
@@ -247,7 +251,9 @@ def check_run_dir(run_dir: Path, flags: Mapping[str, Any]) -> bool:
             )
         return True
     if run_dir.is_dir() and any(not _is_leftover(p.name) for p in run_dir.iterdir()):
-        raise CommandError(f"{run_dir} is not empty and holds no {rf.CONFIG_NAME}; choose an empty or new --out")
+        raise CommandError(
+            f"{run_dir} is not empty and holds no {run_folder.CONFIG_NAME}; choose an empty or new --out"
+        )
     return False
 
 
@@ -258,25 +264,25 @@ def check_run_files(run_dir: Path) -> None:
     if not run_dir.is_dir():
         return
     try:
-        for sub in (rf.REPR_DIR, rf.IP_DIR):
+        for sub in (run_folder.REPR_DIR, run_folder.IP_DIR):
             folder = run_dir / sub
             if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
                 raise InputError(f"{folder} is a link or a file, not a folder of the run: refusing to write into it")
-        for folder in (run_dir, run_dir / rf.REPR_DIR, run_dir / rf.IP_DIR):
+        for folder in (run_dir, run_dir / run_folder.REPR_DIR, run_dir / run_folder.IP_DIR):
             for child in folder.iterdir() if folder.is_dir() else ():
-                if child.name == rf.TRAIN_LOCK_NAME:
+                if child.name == run_folder.TRAIN_LOCK_NAME:
                     if child.is_symlink() or not child.is_file():
                         raise InputError(f"{child} is a link or not a file: a lock is never taken through one")
                 elif not child.is_dir() or child.is_symlink():
-                    rf.check_write_target(child, root=run_dir)
-        history = run_dir / rf.HISTORY_NAME
+                    run_folder.check_write_target(child, root=run_dir)
+        history = run_dir / run_folder.HISTORY_NAME
         if history.exists():
-            rf.load_history(history)
-        for path in sorted((run_dir / rf.IP_DIR).glob("*_*.json")):
-            if path.name != rf.ESTIMATES_NAME:
-                rf.load_json(path, schema.IPValues)
-        if (run_dir / rf.CHECKPOINT_NAME).exists():
-            rf.load_checkpoint(run_dir / rf.CHECKPOINT_NAME)
+            run_folder.load_history(history)
+        for path in sorted((run_dir / run_folder.IP_DIR).glob("*_*.json")):
+            if path.name != run_folder.ESTIMATES_NAME:
+                run_folder.load_json(path, schema.IPValues)
+        if (run_dir / run_folder.CHECKPOINT_NAME).exists():
+            run_folder.load_checkpoint(run_dir / run_folder.CHECKPOINT_NAME)
     except InputError as err:
         raise CommandError(str(err)) from None
 
@@ -290,8 +296,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     created = not run_dir.exists()
     lock = contextlib.ExitStack()
     try:
-        lock.enter_context(rf.exclusive_lock(run_dir / rf.TRAIN_LOCK_NAME, wait=False, owner=f"PID {os.getpid()}"))
-    except rf.LockedError as err:
+        lock.enter_context(
+            run_folder.exclusive_lock(run_dir / run_folder.TRAIN_LOCK_NAME, wait=False, owner=f"PID {os.getpid()}")
+        )
+    except run_folder.LockedError as err:
         raise CommandError(
             f"{run_dir} is being written by another training process ({err.holder}); "
             "wait for it to finish or choose another --out"
@@ -303,13 +311,13 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             _check_writable(run_dir)
             yield
         finally:
-            if created and os.listdir(run_dir) == [rf.TRAIN_LOCK_NAME]:
+            if created and os.listdir(run_dir) == [run_folder.TRAIN_LOCK_NAME]:
                 _remove_empty(run_dir)
 
 
 def _remove_empty(run_dir: Path) -> None:
     with contextlib.suppress(OSError):  # another process may have put its lock file there meanwhile
-        (run_dir / rf.TRAIN_LOCK_NAME).unlink()
+        (run_dir / run_folder.TRAIN_LOCK_NAME).unlink()
         run_dir.rmdir()
 
 
@@ -342,7 +350,7 @@ def load_run_data(args: argparse.Namespace) -> tuple[Dataset, np.ndarray]:
     n_train = len(ds.y_train)
     if args.repr_subset is not None and args.repr_subset > n_train:
         raise CommandError(f"--repr-subset {args.repr_subset} exceeds the {n_train} training inputs")
-    return ds, rf.seeded_rows(n_train, args.repr_subset, args.seed)
+    return ds, run_folder.seeded_rows(n_train, args.repr_subset, args.seed)
 
 
 def _start_keras(verbose: bool) -> ModuleType:
@@ -392,7 +400,7 @@ def train(
 
 
 def _summary(run_dir: Path) -> str:
-    rows = rf.load_history(run_dir / rf.HISTORY_NAME)
+    rows = run_folder.load_history(run_dir / run_folder.HISTORY_NAME)
     last = rows[max(rows)] if rows else {}
     scores = ", ".join(
         f"{name} {float(last[key]):.4f}"
