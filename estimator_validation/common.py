@@ -2,7 +2,7 @@
 
 Every script takes the same options (:func:`make_parser`), checks every flag, the output folder, the
 memory it will need and its rough time before computing anything (:func:`resolve`, :func:`check_memory`,
-:mod:`estimator_validation.workload`, :func:`check_out_dir`), writes ``<out>/<script>.json`` and
+:mod:`estimator_validation.run_time`, :func:`check_out_dir`), writes ``<out>/<script>.json`` and
 ``<out>/<script>.png`` and prints a short table. Bad input ends with one ``<script>.py: error: ...``
 line and exit status 2 (:func:`run_main`). The JSON layout::
 
@@ -30,8 +30,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from estimator_validation.ground_truth import toy_truth
+from estimator_validation.run_time import announce, check_time
 from estimator_validation.toy_problem import ToyData, child_seeds, make_toy
-from estimator_validation.workload import announce, check_time
 from mi_estimators.checks import gaussian_dropout_std
 from utils.analysis.plotting import save_figure
 from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command

@@ -34,8 +34,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from estimator_validation import common, workload
+from estimator_validation import common, run_time
 from estimator_validation.ground_truth import toy_truth
+from estimator_validation.progress import report_progress
 from estimator_validation.toy_problem import make_toy
 from mi_estimators.dropout_MI import gaussian_dropout_mi
 from mi_estimators.mixture import direct_log_density
@@ -73,7 +74,7 @@ def _seconds(args: argparse.Namespace) -> float:
     estimates."""
     fixed = min(args.n, FIXED_MAX_N)
     brute = 8e-9 * BRUTE_FORCE_DRAWS * fixed * fixed * (args.fdim + 4)
-    return brute + args.repeats * 2 * workload.mixture_seconds(args.n, args.fdim, args.draws, nested=False)
+    return brute + args.repeats * 2 * run_time.mixture_seconds(args.n, args.fdim, args.draws, nested=False)
 
 
 def _brute_force_i_n(f: np.ndarray, stds: np.ndarray, seed: int) -> dict[str, tuple[float, float]]:
@@ -131,7 +132,7 @@ def _compute(args: argparse.Namespace) -> int:
     first = make_toy(args.dim, args.fdim, min(args.n, FIXED_MAX_N), args.noise_std, seed=args.seed)
     i_n = _brute_force_i_n(first.f, args.noise_std * np.abs(first.f), args.seed)
     (i_n_lo, i_n_se), (i_n_up, i_n_up_se) = i_n["lower"], i_n["upper"]
-    with workload.progress(args.repeats, SCRIPT, "seeds") as bar:
+    with report_progress(args.repeats, SCRIPT, "seeds") as bar:
         for r in range(args.repeats):
             toy = make_toy(args.dim, args.fdim, args.n, args.noise_std, seed=args.seed + 1 + r)
             res = gaussian_dropout_mi(toy.f, args.noise_std, draws=args.draws, seed=r, nested=False)

@@ -151,8 +151,8 @@ def toy_truth(dim: int, fdim: int, noise_std: float) -> dict[str, float | None]:
     if fdim > dim:
         return {"mi": None, "h_z": None, "h_z_given_x": None}
     h_z = fdim * marginal_entropy_1d(float(noise_std))
-    h_zx = fdim * conditional_entropy_1d(float(noise_std))
-    return {"mi": h_z - h_zx, "h_z": h_z, "h_z_given_x": h_zx}
+    h_z_given_x = fdim * conditional_entropy_1d(float(noise_std))
+    return {"mi": h_z - h_z_given_x, "h_z": h_z, "h_z_given_x": h_z_given_x}
 
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
@@ -197,5 +197,5 @@ def finite_sample_truth_1d(f_values: np.ndarray, noise_std: float) -> dict[str, 
         raise ValueError(f"finite_sample_truth_1d needs one-dimensional f values, got shape {np.shape(f_values)}")
     std = _check_params(noise_std, 1.0) * np.abs(f)
     h_z = mixture_entropy_1d(f, std)
-    h_zx = float(np.mean(LOG_SQRT_2PI_E + np.log(std)))
-    return {"mi": h_z - h_zx, "h_z": h_z, "h_z_given_x": h_zx}
+    h_z_given_x = float(np.mean(LOG_SQRT_2PI_E + np.log(std)))
+    return {"mi": h_z - h_z_given_x, "h_z": h_z, "h_z_given_x": h_z_given_x}

@@ -31,9 +31,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from estimator_validation import common, workload
+from estimator_validation import common, run_time
 from estimator_validation.doe import doe_mi
 from estimator_validation.ground_truth import finite_sample_truth_1d
+from estimator_validation.progress import report_progress
 from estimator_validation.toy_problem import ToyData
 from mi_estimators.binning import binning_mi
 from mi_estimators.dropout_MI import gaussian_dropout_mi
@@ -224,7 +225,7 @@ def _seconds(args) -> float:
     # early stopping typically ends DoE after about 50 epochs (known_MI.json: epochs_run)
     doe_steps = math.ceil(0.7 * rows / 512) * min(60, DOE_EPOCHS["quick" if args.quick else "default"])
     per_repeat = (
-        workload.mixture_seconds(n, fdim, ns)
+        run_time.mixture_seconds(n, fdim, ns)
         + 1e-8 * rows * fdim * (fdim + 10)  # Gaussian bound
         + len(BIN_COUNTS + BIN_SIZES) * 1e-6 * rows * fdim  # binning: sorting the binned rows
         + 2e-6 * n * math.log2(n) * joint  # KSG
@@ -239,7 +240,7 @@ def _run(args) -> tuple[dict, list]:
     """Every estimator on every repeat: (name -> [(value, stderr, notes)] , exact I_N of each repeat)."""
     values: dict[str, list] = {}
     finite_truth = []
-    with workload.progress(args.repeats * len(NAMES), SCRIPT, "estimates") as bar:
+    with report_progress(args.repeats * len(NAMES), SCRIPT, "estimates") as bar:
         for _, data, est_seed in common.toy_repeats(args):
             if args.fdim == 1 and args.n <= FINITE_TRUTH_MAX_N:
                 finite_truth.append(finite_sample_truth_1d(data.f, args.noise_std))

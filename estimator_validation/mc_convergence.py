@@ -27,7 +27,8 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from estimator_validation import common, workload
+from estimator_validation import common, run_time
+from estimator_validation.progress import report_progress
 from estimator_validation.toy_problem import sample_conditional_entropy
 from mi_estimators.dropout_MI import gaussian_dropout_mi
 from utils.analysis.figure_layout import (
@@ -98,17 +99,18 @@ def _seconds(args) -> float:
     """Rough seconds of the run: per repeat, the toy data, the closed form at every size and the mixture
     estimate at every size up to --mi-max-n."""
     mi_sizes = common.size_grid(SIZES, min(args.n, args.mi_max_n))
-    mixture = sum(workload.mixture_seconds(m, args.fdim, args.draws) for m in mi_sizes)
+    mixture = sum(run_time.mixture_seconds(m, args.fdim, args.draws) for m in mi_sizes)
     return args.repeats * (mixture + 1e-7 * args.n * (args.dim + args.fdim) * len(SIZES))
 
 
 def _run(args, sizes: list[int], mi_sizes: list[int]) -> dict[str, np.ndarray]:
     """(repeats, sizes) arrays: the Monte Carlo h(Z|X) and the mixture's I(X;Z), its stderr and h(Z|X)."""
-    out = {"hzx": np.empty((args.repeats, len(sizes)))}
-    out.update({key: np.empty((args.repeats, len(mi_sizes))) for key in ("mi", "mi_se", "up", "up_se", "hzx_est")})
-    with workload.progress(args.repeats * len(mi_sizes), SCRIPT, "mixture estimates") as bar:
+    out = {"h_z_given_x": np.empty((args.repeats, len(sizes)))}
+    mixture_keys = ("mi", "mi_se", "up", "up_se", "mixture_h_z_given_x")
+    out.update({key: np.empty((args.repeats, len(mi_sizes))) for key in mixture_keys})
+    with report_progress(args.repeats * len(mi_sizes), SCRIPT, "mixture estimates") as bar:
         for rep, data, est_seed in common.toy_repeats(args, draws=1):
-            out["hzx"][rep] = [sample_conditional_entropy(data.f[:m], args.noise_std) for m in sizes]
+            out["h_z_given_x"][rep] = [sample_conditional_entropy(data.f[:m], args.noise_std) for m in sizes]
             for j, m in enumerate(mi_sizes):
                 bar.set_postfix_str(f"n={m}")
                 r = gaussian_dropout_mi(
@@ -118,7 +120,8 @@ def _run(args, sizes: list[int], mi_sizes: list[int]) -> dict[str, np.ndarray]:
                     seed=est_seed,
                     max_memory_mb=common.MIXTURE_MEMORY_MB,
                 )
-                out["mi"][rep, j], out["mi_se"][rep, j], out["hzx_est"][rep, j] = r.mi_xz, r.mi_xz_stderr, r.h_z_given_x
+                out["mi"][rep, j], out["mi_se"][rep, j] = r.mi_xz, r.mi_xz_stderr
+                out["mixture_h_z_given_x"][rep, j] = r.h_z_given_x
                 out["up"][rep, j], out["up_se"][rep, j] = r.mi_xz_upper, r.mi_xz_upper_stderr
                 bar.update()
     return out
@@ -144,14 +147,14 @@ def _compute(args: argparse.Namespace) -> int:
     mi_sizes = common.size_grid(SIZES, min(args.n, args.mi_max_n))
     r = _run(args, sizes, mi_sizes)
     series = {
-        "h_z_given_x": common.series(sizes, r["hzx"]),
+        "h_z_given_x": common.series(sizes, r["h_z_given_x"]),
         "mixture_mi": common.series(mi_sizes, r["mi"], r["mi_se"]),
         "mixture_mi_upper": common.series(mi_sizes, r["up"], r["up_se"]),
-        "mixture_h_z_given_x": common.series(mi_sizes, r["hzx_est"]),
+        "mixture_h_z_given_x": common.series(mi_sizes, r["mixture_h_z_given_x"]),
     }
     series["mixture_mi"]["log_n"] = [math.log(m) for m in mi_sizes]
     estimates = {
-        f"h_z_given_x_mc_n{sizes[-1]}": common.summarise(r["hzx"][:, -1]),
+        f"h_z_given_x_mc_n{sizes[-1]}": common.summarise(r["h_z_given_x"][:, -1]),
         f"mixture_n{mi_sizes[-1]}": common.summarise(r["mi"][:, -1], r["mi_se"][:, -1]),
         f"mixture_upper_n{mi_sizes[-1]}": common.summarise(r["up"][:, -1], r["up_se"][:, -1]),
     }

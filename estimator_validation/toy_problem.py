@@ -39,7 +39,7 @@ def child_seeds(seed: int, count: int) -> list[int]:
 
 @dataclass
 class ToyData:
-    """One draw of the toy problem: inputs, noise-free representation and noisy points.
+    """One draw of the toy problem: inputs, their codes f(x) and noisy points.
 
     ``z`` holds ``draws`` noisy draws per input, input-major: row ``k`` belongs to input
     ``index[k]``.
@@ -57,7 +57,7 @@ class ToyData:
 
 
 def make_toy(dim: int, fdim: int, n: int, noise_std: float, draws: int = 1, seed: int = 0) -> ToyData:
-    """Draw ``n`` inputs and ``draws`` noisy representations of each (float64)."""
+    """Draw ``n`` inputs and ``draws`` noisy points Z of each (float64)."""
     for value, name in ((dim, "dim"), (fdim, "fdim"), (n, "n"), (draws, "draws")):
         check_int(value, name)
     noise_std = check_float(noise_std, "noise_std")

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from estimator_validation import common, workload
+from estimator_validation import common, run_time
+from estimator_validation.progress import report_progress
 from estimator_validation.toy_problem import gaussian_bound_limit
 from mi_estimators.dropout_MI import gaussian_dropout_mi
 from mi_estimators.upper_bound import gaussian_entropy_upper_bound
@@ -100,7 +101,7 @@ def _seconds(args) -> float:
     """Rough seconds of the run: per repeat and size, the Gaussian bound and the mixture estimate."""
     ns, fdim = args.draws, args.fdim
     per_repeat = sum(
-        workload.mixture_seconds(m, fdim, ns) + 1e-8 * m * ns * fdim * (fdim + 10)
+        run_time.mixture_seconds(m, fdim, ns) + 1e-8 * m * ns * fdim * (fdim + 10)
         for m in common.size_grid(SIZES, args.n)
     )
     return args.repeats * per_repeat
@@ -109,7 +110,7 @@ def _seconds(args) -> float:
 def _run(args, sizes: list[int]) -> dict[str, np.ndarray]:
     """(repeats, sizes) arrays: the Gaussian bound on h(Z), the mixture's h(Z) and its stderr."""
     out = {key: np.empty((args.repeats, len(sizes))) for key in ("bound", "mix", "mix_se")}
-    with workload.progress(args.repeats * len(sizes), SCRIPT, "sizes") as bar:
+    with report_progress(args.repeats * len(sizes), SCRIPT, "sizes") as bar:
         for rep, data, est_seed in common.toy_repeats(args):
             for j, m in enumerate(sizes):
                 bar.set_postfix_str(f"n={m}")

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from estimator_validation import known_MI, mc_convergence, upper_bound_check, workload
+from estimator_validation import known_MI, mc_convergence, run_time, upper_bound_check
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"known_MI": known_MI, "mc_convergence": mc_convergence, "upper_bound_check": upper_bound_check}
@@ -88,7 +88,7 @@ def assert_contract(prog: str, code: int, out: str, err: str) -> None:
 
 @pytest.fixture
 def short_limit(monkeypatch):
-    monkeypatch.setattr(workload, "MAX_SECONDS", TIME_LIMIT)
+    monkeypatch.setattr(run_time, "MAX_SECONDS", TIME_LIMIT)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -128,7 +128,7 @@ def test_a_year_of_repeats_is_refused_with_its_hours(tmp_path):
 
 
 def test_progress_is_one_line_per_unit_when_piped_and_a_long_run_says_its_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(workload, "LONG_SECONDS", 0.0)
+    monkeypatch.setattr(run_time, "LONG_SECONDS", 0.0)
     code, out, err = _run(upper_bound_check.main, ["--quick", "--n", "50", "--repeats", "2", "--out", str(tmp_path)])
     lines = err.splitlines()
     assert code == 0 and lines[0].startswith("upper_bound_check.py: expected time about ")
@@ -138,8 +138,8 @@ def test_progress_is_one_line_per_unit_when_piped_and_a_long_run_says_its_time(t
 
 
 def test_durations_read_as_words():
-    assert [workload.duration(s) for s in (40, 720, 12600, 7.2e6)] == ["40 s", "12 min", "3.5 h", "2,000 h"]
-    assert workload.mixture_seconds(1000, 1, 10) == pytest.approx(1e7 * (1e-8 + 5e-11))
+    assert [run_time.duration(s) for s in (40, 720, 12600, 7.2e6)] == ["40 s", "12 min", "3.5 h", "2,000 h"]
+    assert run_time.mixture_seconds(1000, 1, 10) == pytest.approx(1e7 * (1e-8 + 5e-11))
 
 
 @pytest.mark.parametrize(

@@ -130,14 +130,15 @@ def test_mc_convergence_json(mc_convergence_doc):
     doc = mc_convergence_doc
     s, truth, reps = doc["series"], doc["truth"], doc["args"]["repeats"]
     assert truth["h_z_given_x"] == pytest.approx(2 * 0.35653891831235, abs=1e-9)
-    hzx = s["h_z_given_x"]
-    assert hzx["n"][0] == 10 and hzx["n"][-1] == doc["args"]["n"] and len(hzx["values"]) == reps
+    h_z_given_x = s["h_z_given_x"]
+    sizes = h_z_given_x["n"]
+    assert sizes[0] == 10 and sizes[-1] == doc["args"]["n"] and len(h_z_given_x["values"]) == reps
     # the MC mean of sum_i log|f_i| has sd 1.111 sqrt(dim / n) (1.111: sd of log|2x + 0.5|, x ~ N(0, 1))
-    assert abs(hzx["mean"][-1] - truth["h_z_given_x"]) < 4 * 1.111 * math.sqrt(2 / (hzx["n"][-1] * reps))
+    assert abs(h_z_given_x["mean"][-1] - truth["h_z_given_x"]) < 4 * 1.111 * math.sqrt(2 / (sizes[-1] * reps))
     # the estimator's h(Z|X) is the same closed form: the noise convention (variance vs std) agrees
-    mix_hzx = s["mixture_h_z_given_x"]
-    for n, value in zip(mix_hzx["n"], mix_hzx["mean"]):
-        assert value == pytest.approx(hzx["mean"][hzx["n"].index(n)], abs=1e-6)
+    mixture_h_z_given_x = s["mixture_h_z_given_x"]
+    for n, value in zip(mixture_h_z_given_x["n"], mixture_h_z_given_x["mean"]):
+        assert value == pytest.approx(h_z_given_x["mean"][sizes.index(n)], abs=1e-6)
     mi = s["mixture_mi"]
     assert mi["n"][-1] == doc["args"]["mi_max_n"]
     for n, value, se in zip(mi["n"], mi["mean"], mi["stderr"]):
