@@ -2,9 +2,10 @@
 
 import pytest
 
-from utils.analysis.bracket import BRACKET_ERRORS, bracket_verdict, summarise_verdicts
-from utils.analysis.comparison import aggregate_rows, compression_rows
+from utils.analysis.markdown_summary import bracket_cell
 from utils.analysis.plotting import Panel, PlaneSeries, plot_information_plane
+from utils.analysis.seed_aggregate import aggregate_rows
+from utils.analysis.verdicts import BRACKET_ERRORS, bracket_verdict, compression_rows
 
 
 def point(epoch, lower, upper, error=0.01):
@@ -39,13 +40,13 @@ def test_rise_and_both():
     assert rise["bracket_verdict"] == "rise shown" and rise["bracket_rises"] == 1
     both = bracket_verdict([point(2, 1.0, 1.1), point(4, 2.0, 2.2), point(6, 1.0, 1.05)])
     assert both["bracket_verdict"] == "fall and rise shown" and both["bracket_pairs"] == 3
-    assert summarise_verdicts([rise, both]) == ("rise shown 1, fall and rise shown 1 of 2 (last width 0.05-0.2 nats)")
+    assert bracket_cell([rise, both]) == ("rise shown 1, fall and rise shown 1 of 2 (last width 0.05-0.2 nats)")
 
 
 def test_estimators_without_an_upper_estimate_get_empty_columns():
     empty = bracket_verdict([{"epoch": 2, "mi_xz": 1.0}, {"epoch": 4, "mi_xz": 0.5}])
     assert set(empty.values()) == {None}
-    assert summarise_verdicts([empty]) == "-"
+    assert bracket_cell([empty]) == "-"
 
 
 def rows_of(run, seed, points, estimator="mixture"):

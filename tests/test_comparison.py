@@ -1,4 +1,5 @@
-"""The comparison table: compression calls, seed aggregates, group names and one-setting families."""
+"""The comparison of runs: compression verdicts, seed aggregates, group names, one-setting families and the
+merge of comparisons."""
 
 import math
 import os
@@ -6,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from utils.analysis.comparison import RunInfo, aggregate_rows, compression_rows, families, group_names, summary_markdown
+from utils.analysis.markdown_summary import summary_markdown
+from utils.analysis.run_groups import RunInfo, families, group_names
+from utils.analysis.seed_aggregate import aggregate_rows
+from utils.analysis.verdicts import compression_rows
 
 
 def _summary(rows):
@@ -34,7 +38,7 @@ def _rows(run, seed, values, error):
     ]
 
 
-def test_compression_needs_a_drop_after_the_peak_larger_than_three_errors():
+def test_compression_needs_a_fall_after_the_peak_larger_than_three_errors():
     rows = (
         _rows("a", 0, [0.0, 5.0, 6.0, 5.5, 5.2], 0.01)  # falls by 0.8 after epoch 4: compression
         + _rows("b", 1, [0.0, 5.0, 6.0, 5.97, 5.96], 0.01)  # 0.04 < 3 x 0.02: within the errors
@@ -107,7 +111,7 @@ def test_groups_are_named_by_what_tells_them_apart_and_families_differ_in_one_fl
     assert found["lr"] == ["fc gaussian p=0.5 lr=0.01", "fc gaussian p=0.5 lr=0.1"]
 
 
-def test_estimators_without_errors_are_called_on_the_sign_of_the_drop_and_say_so():
+def test_estimators_without_errors_are_called_on_the_sign_of_the_fall_and_say_so():
     rows = _rows("a", 0, [0.0, 5.0, 6.0, 5.9, 5.8], None) + _rows("b", 1, [0.0, 5.0, 6.0, 6.1, 6.2], None)
     calls = {r["run"]: r for r in compression_rows(rows)}
     assert calls["a"]["drop_error"] is None and calls["a"]["compressed"] and not calls["b"]["compressed"]
@@ -156,7 +160,7 @@ def test_the_largest_fall_catches_a_dip_that_training_undoes():
 
 
 def _table(folder, rows):
-    from utils.analysis.comparison import CONFIG_COLUMNS, ESTIMATE_COLUMNS, csv_text
+    from utils.analysis.estimate_table import CONFIG_COLUMNS, ESTIMATE_COLUMNS, csv_text
 
     folder.mkdir()
     (folder / "estimates.csv").write_text(csv_text(rows, CONFIG_COLUMNS + ESTIMATE_COLUMNS))
@@ -166,7 +170,8 @@ def _table(folder, rows):
 def test_comparisons_of_different_sessions_merge_into_one(tmp_path):
     """Seeds estimated in two sessions aggregate as if compared at once; one table merges into itself;
     a run that two tables describe differently is refused, naming both."""
-    from utils.analysis.comparison import main, merge_comparisons, read_csv
+    from utils.analysis.estimate_table import read_csv
+    from utils.analysis.merge_comparisons import main, merge_comparisons
 
     first = _rows("a", 0, [0.0, 1.0, 2.0, 3.0, 4.0], 0.1)
     second = _rows("b", 1, [0.0, 3.0, 2.0, 3.0, 6.0], 0.3)
@@ -187,7 +192,7 @@ def test_comparisons_of_different_sessions_merge_into_one(tmp_path):
 
 def test_bad_tables_and_outputs_of_a_merge_are_one_line_before_any_write(tmp_path, capsys):
     """A table that is a FIFO or holds a NaN estimate, or an --out that is a file: one error line, nothing written."""
-    from utils.analysis.comparison import main
+    from utils.analysis.merge_comparisons import main
 
     good = _table(tmp_path / "a", _rows("a", 0, [0.0, 1.0, 2.0], 0.1))
     fifo = tmp_path / "fifo.csv"
@@ -208,23 +213,23 @@ def test_bad_tables_and_outputs_of_a_merge_are_one_line_before_any_write(tmp_pat
 
 
 def test_merged_groups_that_differ_only_in_a_flag_without_a_column_stay_apart(tmp_path):
-    from utils.analysis.comparison import _families, _merged_defining
+    from utils.analysis.run_groups import families_by_name, row_defining
 
     config = dict(dataset="mnist", net="fc", dropout="gaussian", epochs=10)
     groups = {"fc gaussian p=0.2 lr=0.1": 0.2, "fc gaussian p=0.2 lr=0.05": 0.2, "fc gaussian p=0.5 lr=0.1": 0.5}
-    defining = {g: _merged_defining(dict(config, group=g, p=p, beta=None)) for g, p in groups.items()}
-    assert sorted(_families(defining)) == [
+    defining = {g: row_defining(dict(config, group=g, p=p, beta=None)) for g, p in groups.items()}
+    assert sorted(families_by_name(defining)) == [
         ("lr", ["fc gaussian p=0.2 lr=0.05", "fc gaussian p=0.2 lr=0.1"]),
         ("p", ["fc gaussian p=0.2 lr=0.1", "fc gaussian p=0.5 lr=0.1"]),
     ]
 
 
 def test_the_merge_command_takes_figure_formats(tmp_path, capsys):
-    from utils.analysis import comparison
+    from utils.analysis import merge_comparisons
 
-    args = comparison._parser().parse_args(["a.csv", "--out", str(tmp_path), "--formats", "png,pdf"])
+    args = merge_comparisons._parser().parse_args(["a.csv", "--out", str(tmp_path), "--formats", "png,pdf"])
     assert args.formats == ("png", "pdf")
-    assert comparison.main(["a.csv", "--out", str(tmp_path / "out"), "--formats", "gif"]) == 2
+    assert merge_comparisons.main(["a.csv", "--out", str(tmp_path / "out"), "--formats", "gif"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["comparison: error: argument --formats: unknown figure format(s) ['gif']; use png, pdf, svg"]
+    assert err == ["merge_comparisons: error: argument --formats: unknown figure format(s) ['gif']; use png, pdf, svg"]
     assert not (tmp_path / "out").exists()

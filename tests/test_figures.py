@@ -15,7 +15,6 @@ from matplotlib.ticker import MaxNLocator
 import mi_mnist_dropout
 from utils.analysis import bracket_figure
 from utils.analysis import information_plane as ip
-from utils.analysis.comparison import aggregate_rows
 from utils.analysis.figure_layout import COLUMN_WIDTH, PAGE_WIDTH, layout_problems
 from utils.analysis.figures import (
     MAX_STEM,
@@ -27,6 +26,7 @@ from utils.analysis.figures import (
     plot_trajectories,
 )
 from utils.analysis.plotting import Panel, PlaneSeries, plot_plane_grid, plot_training_curves, read_history
+from utils.analysis.seed_aggregate import aggregate_rows
 from utils.train_command import main
 
 TINY = ["--dataset", "digits", "--epochs", "3", "--save-every", "1", "--train-subset", "300"]
@@ -274,7 +274,7 @@ def test_bracket_figure_from_a_table(tmp_path, capsys):
                 }
             )
     csv = tmp_path / "estimates.csv"
-    from utils.analysis.comparison import ESTIMATE_COLUMNS, csv_text
+    from utils.analysis.estimate_table import ESTIMATE_COLUMNS, csv_text
 
     csv.write_text(csv_text(rows, ("run", "group", *ESTIMATE_COLUMNS)))
     out = tmp_path / "figures" / "headline"

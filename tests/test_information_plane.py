@@ -19,7 +19,7 @@ import mi_mnist_dropout
 from utils import run_folder as rf
 from utils.analysis import estimation, registry
 from utils.analysis import information_plane as ip
-from utils.analysis.comparison import read_csv
+from utils.analysis.estimate_table import read_csv
 from utils.analysis.figures import draw_run_figures, layer_panels, plot_convergence, plot_trajectories
 from utils.analysis.plotting import Panel, PlaneSeries, plot_plane_grid
 from utils.analysis.registry import ESTIMATORS

@@ -3,7 +3,7 @@ the bracket (top row; the planes share their axes) and its I(X;Z) bracket agains
 
 The bracket: the lower (mixture) and upper (leave-one-out) estimates of the population I(X;Z), each a
 bound in expectation (Poole et al., ICML 2019). A fall from epoch a to b is shown where the upper estimate
-at b lies below the lower one at a by more than its errors (:mod:`utils.analysis.bracket`); the bottom
+at b lies below the lower one at a by more than its errors (:mod:`utils.analysis.verdicts`); the bottom
 row draws the first trained epoch's lower estimate as a dotted line to make that visible. Drawn from the
 rows of a comparison's ``estimates.csv`` (one run, one split, the mixture estimator), so that the
 figures of a study can be redrawn without its run folders. The README's figure:
@@ -29,8 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mi_estimators.checks import InputError
-from utils.analysis.comparison import read_csv
 from utils.analysis.entries import SATURATION_LIMIT, total_error
+from utils.analysis.estimate_table import read_csv
 from utils.analysis.figure_layout import (
     PAGE_WIDTH,
     figure_legend,

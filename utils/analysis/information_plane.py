@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from mi_estimators.checks import InputError
 from utils import run_folder as rf
 from utils.analysis.cluster import dask_client, estimate_on_cluster
-from utils.analysis.comparison import check_comparison_out, check_distinct_runs, write_comparison
+from utils.analysis.comparison import check_comparison_out, write_comparison
 from utils.analysis.estimation import (
     DEFAULT_DRAWS,
     DEFAULT_ESTIMATORS,
@@ -43,6 +43,7 @@ from utils.analysis.estimation import (
 from utils.analysis.figure_layout import FORMATS, formats_arg
 from utils.analysis.figures import draw_run_figures, layer_panels
 from utils.analysis.registry import ESTIMATORS
+from utils.analysis.run_groups import check_distinct_runs
 from utils.cli import (
     CommandError,
     OneLineParser,
@@ -235,7 +236,7 @@ def _distinct_runs(runs: Sequence[str | Path]) -> list[Path]:
 
 
 def same_runs(prepared: Sequence[PreparedRun]) -> None:
-    """InputError when two of the runs are one run (:func:`utils.analysis.comparison.check_distinct_runs`)."""
+    """InputError when two of the runs are one run (:func:`utils.analysis.run_groups.check_distinct_runs`)."""
     check_distinct_runs([ready.run_dir for ready in prepared])
 
 
