@@ -173,13 +173,13 @@ def mixture_entropy_1d(means: np.ndarray, stds: np.ndarray, *, max_memory_mb: in
         raise ValueError("every component needs a positive standard deviation (a zero f(x) has none)")
     edges = np.unique((means[:, None] + stds[:, None] * _BREAKS).ravel())
     mid, half = 0.5 * (edges[1:] + edges[:-1]), 0.5 * (edges[1:] - edges[:-1])
-    points = (mid[:, None] + half[:, None] * _GL_NODES).ravel()
+    nodes = (mid[:, None] + half[:, None] * _GL_NODES).ravel()
     weights = (half[:, None] * _GL_WEIGHTS).ravel()
     chunk = max(1, max_memory_mb * 2**20 // (8 * 3 * means.size))
     inv = 1.0 / stds
     total = 0.0
-    for start in range(0, points.size, chunk):
-        z = points[start : start + chunk, None]
+    for start in range(0, nodes.size, chunk):
+        z = nodes[start : start + chunk, None]
         dens = (np.exp(-0.5 * ((z - means) * inv) ** 2 - LOG_SQRT_2PI) * inv).sum(axis=1) / means.size
         total -= float(np.dot(weights[start : start + chunk], special.xlogy(dens, dens)))
     return total

@@ -91,7 +91,7 @@ def binning_mi(
     form: str = "szt",
 ) -> MIResult:
     """Binning estimate of I(X;T) (``mi_xz``) and, with labels, I(Y;T) (``mi_zy``), in nats; T is the
-    representation ``z`` (N, d), one row per input.
+    representation ``z`` (N, d), one row per input: the noisy Z, or the codes f(x) themselves.
 
     ``form="szt"`` (Shwartz-Ziv & Tishby 2017): I(X;T) = H(T_b), X uniform over the inputs.
     ``form="binned_x"`` (reference repo of Adilova et al. 2023): I(X;T) = H(X_b) + H(T_b) - H(X_b,T_b),
@@ -155,7 +155,7 @@ def _binned_x_mi(
     """(I(X_b;T_b) = H(X_b) + H(T_b) - H(X_b,T_b) with X binned like T (the reference repo's form), its
     delta-method error) and log of the number of distinct inputs; the input grid goes into ``params``."""
     if inputs is None:
-        raise InputError("form 'binned_x' needs the inputs X (one row per input, aligned with the representations)")
+        raise InputError("form 'binned_x' needs the inputs X (one row per input, aligned with the rows of z)")
     x = as_array(inputs, "inputs")
     # Image-shaped inputs are binned pixel by pixel, like any other feature vector.
     x = as_samples(x.reshape(len(x), -1) if x.ndim > 2 else x, "inputs", min_rows=1, max_abs=None)

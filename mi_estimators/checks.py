@@ -195,8 +195,8 @@ def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = 
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise InputError(f"{name} must be an integer {bound}, got {value!r}")
+        allowed = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise InputError(f"{name} must be an integer {allowed}, got {value!r}")
     return int(value)
 
 

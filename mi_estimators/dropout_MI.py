@@ -483,8 +483,8 @@ def _evaluate(
         kernel.add(info)
         entropy = 0.5 * d - log_norm[inputs]  # h_k
         parts.append((inputs, -log_p - entropy, -log_p_others - entropy, 0.5 * (d - noise_sq), zy))
-    inputs, xz, xz_upper, cv = (np.concatenate([p[i] for p in parts]) for i in range(4))
-    zy = None if y is None else np.concatenate([p[4] for p in parts])
+    inputs, xz, xz_upper, cv = (np.concatenate([part[i] for part in parts]) for i in range(4))
+    zy = None if y is None else np.concatenate([part[4] for part in parts])
     return _Terms(inputs, xz, xz_upper, cv, zy, kernel)
 
 
@@ -621,17 +621,17 @@ def _add_convergence(
     ] + [full]
     result.params["convergence"] = [
         {
-            "n": p.n,
-            "log_n": math.log(p.n),
-            "mi_xz": p.xz.value,
-            "mi_xz_stderr": p.xz.stderr,
-            "mi_xz_upper": p.xz_upper.value,
-            "mi_xz_upper_stderr": p.xz_upper.stderr,
-            "mi_xz_upper_sampling_stderr": p.xz_upper.sampling_stderr,
-            "mi_zy": None if p.zy is None else p.zy.value,
-            "mi_zy_stderr": None if p.zy is None else p.zy.stderr,
+            "n": subset.n,
+            "log_n": math.log(subset.n),
+            "mi_xz": subset.xz.value,
+            "mi_xz_stderr": subset.xz.stderr,
+            "mi_xz_upper": subset.xz_upper.value,
+            "mi_xz_upper_stderr": subset.xz_upper.stderr,
+            "mi_xz_upper_sampling_stderr": subset.xz_upper.sampling_stderr,
+            "mi_zy": None if subset.zy is None else subset.zy.value,
+            "mi_zy_stderr": None if subset.zy is None else subset.zy.stderr,
         }
-        for p in subsets
+        for subset in subsets
     ]
     if len(subsets) >= 2:
         low, step = subsets[-2], math.log(n / subsets[-2].n)

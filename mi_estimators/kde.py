@@ -57,14 +57,14 @@ def kde_mi_bounds(
             f"{err}; with no noise T = f(X) is deterministic and I(X;T) is H(X) (log N for "
             "distinct inputs), not a KDE quantity"
         ) from None
-    h = as_samples(f, "f", min_rows=1)
-    n, d = h.shape
+    f = as_samples(f, "f", min_rows=1)
+    n, d = f.shape
     y = None if labels is None else symbol_ids(as_labels(labels, n))
     kernel_options = dict(backend=backend, dtype=dtype, max_memory_mb=max_memory_mb, progress=progress)
 
     # Widths s (KL bound) and 2 s (Bhattacharyya bound).
     try:
-        bounds = [_pairwise_terms(h, width, y, kernel_options) for width in (std, 2.0 * std)]
+        bounds = [_pairwise_terms(f, width, y, kernel_options) for width in (std, 2.0 * std)]
     except InputError as err:  # the mixture names its own arguments: say which of ours they are
         raise InputError(f"f (the means) and noise_std (the stds): {err}") from None
     (upper_xz, upper_zy, log_p_mean), (lower_xz, lower_zy, _) = bounds
@@ -91,15 +91,15 @@ def kde_mi_bounds(
     )
 
 
-def _pairwise_terms(h: np.ndarray, std: float, y: np.ndarray | None, kernel_options: dict):
-    """(-1/N sum_i log 1/N sum_j K_ij, the label estimate or None, mean log p(h_i)) for kernel width std."""
-    n, d = h.shape
-    # log N(h_i; h_j, std^2 I) = -||h_i-h_j||^2/(2 std^2) - d/2 log(2 pi std^2): remove the constant.
+def _pairwise_terms(f: np.ndarray, std: float, y: np.ndarray | None, kernel_options: dict):
+    """(-1/N sum_i log 1/N sum_j K_ij, the label estimate or None, mean log p(f_i)) for kernel width std."""
+    n, d = f.shape
+    # log N(f_i; f_j, std^2 I) = -||f_i-f_j||^2/(2 std^2) - d/2 log(2 pi std^2): remove the constant.
     norm = 0.5 * d * math.log(2 * math.pi * std**2)
     if y is None:
-        log_p = np.asarray(mixture_log_density(h, h, std, **kernel_options), dtype=np.float64)
+        log_p = np.asarray(mixture_log_density(f, f, std, **kernel_options), dtype=np.float64)
         return float(-(log_p.mean() + norm)), None, float(log_p.mean())
-    log_p_class = np.asarray(mixture_log_density(h, h, std, groups=y, **kernel_options), dtype=np.float64)
+    log_p_class = np.asarray(mixture_log_density(f, f, std, groups=y, **kernel_options), dtype=np.float64)
     counts = np.bincount(y)
     # The whole mixture is the class sub-mixtures weighted by their sizes.
     log_p = logsumexp(log_p_class + np.log(counts / n), axis=1)
