@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.machine import cpu_name
-from utils import run_folder as rf
-from utils.analysis import estimation as est
+from utils import run_folder
+from utils.analysis import estimation
 from utils.analysis.cluster import dask_client, estimate_on_cluster
 from utils.cli import OneLineParser, int_arg, run_command
 
@@ -53,21 +53,21 @@ def shadow(run: Path, into: Path) -> Path:
     """A copy of the run folder that shares its representations and has no estimates."""
     copy = into / run.name
     copy.mkdir(parents=True)
-    for name in (rf.CONFIG_NAME, rf.HISTORY_NAME):
+    for name in (run_folder.CONFIG_NAME, run_folder.HISTORY_NAME):
         if (run / name).exists():
             shutil.copy2(run / name, copy / name)
-    (copy / rf.IP_DIR).mkdir()
-    for path in (run / rf.IP_DIR).glob("*.json"):
-        if path.name != rf.ESTIMATES_NAME:
-            shutil.copy2(path, copy / rf.IP_DIR / path.name)
-    (copy / rf.REPR_DIR).symlink_to((run / rf.REPR_DIR).resolve())
+    (copy / run_folder.IP_DIR).mkdir()
+    for path in (run / run_folder.IP_DIR).glob("*.json"):
+        if path.name != run_folder.ESTIMATES_NAME:
+            shutil.copy2(path, copy / run_folder.IP_DIR / path.name)
+    (copy / run_folder.REPR_DIR).symlink_to((run / run_folder.REPR_DIR).resolve())
     return copy
 
 
-def measure(runs: Sequence[Path], workers: int, request: est.Request, scratch: Path) -> tuple[int, float]:
+def measure(runs: Sequence[Path], workers: int, request: estimation.Request, scratch: Path) -> tuple[int, float]:
     """(tasks, seconds) of estimating ``runs`` from scratch on a local cluster of ``workers``."""
     copies = [shadow(run, scratch / f"workers{workers}") for run in runs]
-    prepared = [est.prepare_run(copy, request) for copy in copies]
+    prepared = [estimation.prepare_run(copy, request) for copy in copies]
     tasks = sum(len(job.wanted) for run in prepared for job in run.jobs)
     with dask_client(workers=workers) as client:
         if client is None:  # dask_client gives None only when no workers are asked for
@@ -92,14 +92,14 @@ def _parser() -> OneLineParser:
     parser.add_argument("runs", nargs="*", type=Path, metavar="RUN", help="run folders (default: a digits run)")
     parser.add_argument("--max-inputs", type=int_arg(2), default=None, help="seeded subset of each split")
     parser.add_argument("--epochs", default=None, help="epoch selection, e.g. 0-20 (default: all saved)")
-    parser.add_argument("--estimators", default=",".join(est.DEFAULT_ESTIMATORS), help="comma-separated")
+    parser.add_argument("--estimators", default=",".join(estimation.DEFAULT_ESTIMATORS), help="comma-separated")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         args = _parser().parse_args(argv)
-        request = est.Request(
+        request = estimation.Request(
             estimators=tuple(e for e in args.estimators.split(",") if e),
             epochs=args.epochs,
             max_inputs=args.max_inputs,

@@ -3,7 +3,7 @@
 import pytest
 
 from utils.analysis.markdown_summary import bracket_cell
-from utils.analysis.plotting import Panel, PlaneSeries, plot_information_plane
+from utils.analysis.plane_drawing import Panel, PlaneSeries, plot_information_plane
 from utils.analysis.seed_aggregate import aggregate_rows
 from utils.analysis.verdicts import BRACKET_ERRORS, bracket_verdict, compression_rows
 
@@ -49,7 +49,7 @@ def test_estimators_without_an_upper_estimate_get_empty_columns():
     assert bracket_cell([empty]) == "-"
 
 
-def rows_of(run, seed, points, estimator="mixture"):
+def rows_of(run, seed, estimates, estimator="mixture"):
     return [
         {
             "group": "g",
@@ -69,7 +69,7 @@ def rows_of(run, seed, points, estimator="mixture"):
             "saturation": 0.9,
             **p,
         }
-        for p in points
+        for p in estimates
     ]
 
 

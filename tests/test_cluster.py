@@ -20,9 +20,8 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from tests.test_information_plane import _train
-from utils import run_folder as rf
-from utils.analysis import cluster
-from utils.analysis import information_plane as ip
+from utils import run_folder
+from utils.analysis import cluster, information_plane
 from utils.analysis.estimation import CALLBACK
 
 distributed = pytest.importorskip("distributed")
@@ -58,12 +57,14 @@ def reference(trained, tmp_path_factory) -> dict[str, bytes]:
     """The in-process result, with one BLAS thread as on every worker."""
     root = tmp_path_factory.mktemp("cluster") / "in_process"
     with threadpool_limits(limits=1):
-        ip.analyze_runs(_copy(trained, root), request=ip.Request(progress=False), plots=False)
+        information_plane.analyze_runs(
+            _copy(trained, root), request=information_plane.Request(progress=False), plots=False
+        )
     return _outputs(root)
 
 
 def _estimate(runs: list[str], *flags: str) -> int:
-    return ip.main([*runs, "--no-plots", "--no-progress", *flags])
+    return information_plane.main([*runs, "--no-plots", "--no-progress", *flags])
 
 
 def test_local_cluster_gives_the_in_process_result(trained, reference, tmp_path):
@@ -156,7 +157,7 @@ def test_a_killed_worker_changes_nothing(trained, reference, tmp_path, monkeypat
     with distributed.Client(loopback_cluster.address) as watcher:
         pids = watcher.run(os.getpid)
     killed = []
-    store = rf.store_estimates
+    store = run_folder.store_estimates
 
     def store_and_kill(run_dir, entries):
         if not killed and any(name != CALLBACK for name, *_ in entries):
@@ -165,7 +166,7 @@ def test_a_killed_worker_changes_nothing(trained, reference, tmp_path, monkeypat
             killed.append(address)
         return store(run_dir, entries)
 
-    monkeypatch.setattr(rf, "store_estimates", store_and_kill)
+    monkeypatch.setattr(run_folder, "store_estimates", store_and_kill)
     runs = _copy(trained, tmp_path / "runs")
     assert _estimate(runs, "--scheduler", loopback_cluster.address) == 0
     assert killed
@@ -178,7 +179,7 @@ def test_a_stopped_client_resumes(trained, reference, tmp_path, monkeypatch, loo
     runs = _copy(trained, tmp_path / "runs")
     with threadpool_limits(limits=1):
         for run in runs:
-            ip.estimate_run(run, ip.Request(progress=False, epochs="0-1"))
+            information_plane.estimate_run(run, information_plane.Request(progress=False, epochs="0-1"))
     submitted = []
     submit = distributed.Client.submit
 
@@ -188,20 +189,22 @@ def test_a_stopped_client_resumes(trained, reference, tmp_path, monkeypatch, loo
 
     monkeypatch.setattr(distributed.Client, "submit", count)
     assert _estimate(runs, "--scheduler", loopback_cluster.address) == 0
-    every = len(KINDS) * len(rf.SPLITS) * 4 * len(ip.DEFAULT_ESTIMATORS)  # runs, splits, epochs 0-3, estimators
+    every = (
+        len(KINDS) * len(run_folder.SPLITS) * 4 * len(information_plane.DEFAULT_ESTIMATORS)
+    )  # runs, splits, epochs 0-3, estimators
     assert len(submitted) == every // 2 and all(epoch >= 2 for *_, epoch in submitted)
     assert _outputs(tmp_path / "runs") == reference
 
 
 def test_threads_flag_limits_the_in_process_estimation(trained, reference, tmp_path, monkeypatch, capsys):
     seen = []
-    original = ip.estimate_run
+    original = information_plane.estimate_run
 
     def recording(*args, **kwargs):
         seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(ip, "estimate_run", recording)
+    monkeypatch.setattr(information_plane, "estimate_run", recording)
     root = tmp_path / "runs"
     assert _estimate(_copy(trained, root), "--threads", "1") == 0
     assert seen and set(seen) == {1}
@@ -221,7 +224,7 @@ def test_cluster_flags_are_checked(trained, tmp_path, capsys, monkeypatch):
     assert _estimate(runs, "--scheduler", "tcp://127.0.0.1:1") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'" in err[0]
-    assert not rf.estimates_path(runs[0]).exists()
+    assert not run_folder.estimates_path(runs[0]).exists()
 
 
 def test_a_scheduler_without_the_toolkit_is_one_line(trained, tmp_path, capsys, tmp_path_factory):
@@ -268,7 +271,7 @@ def test_a_port_that_does_not_speak_dask_is_one_line(trained, tmp_path, capsys, 
     assert time.monotonic() - began < 3 + 10
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach the Dask scheduler at 'tcp://127.0.0.1:" in err[0], err
-    assert not rf.estimates_path(runs[0]).exists()
+    assert not run_folder.estimates_path(runs[0]).exists()
 
 
 @pytest.mark.parametrize("address", ["ucx://127.0.0.1:1", "nosuch://127.0.0.1:1"])

@@ -13,19 +13,17 @@ import pytest
 from matplotlib.ticker import MaxNLocator
 
 import mi_mnist_dropout
-from utils.analysis import bracket_figure
-from utils.analysis import information_plane as ip
+from utils.analysis import bracket_figure, information_plane
+from utils.analysis.comparison_figures import MAX_STEM, draw_comparison_figures, overlay_stem, plot_trajectories
 from utils.analysis.figure_layout import COLUMN_WIDTH, PAGE_WIDTH, layout_problems
-from utils.analysis.figures import (
-    MAX_STEM,
-    draw_comparison_figures,
+from utils.analysis.plane_drawing import Panel, PlaneSeries, plot_plane_grid
+from utils.analysis.run_figures import (
     draw_run_figures,
     layer_panels,
-    overlay_stem,
     plot_convergence,
-    plot_trajectories,
+    plot_training_curves,
+    read_history,
 )
-from utils.analysis.plotting import Panel, PlaneSeries, plot_plane_grid, plot_training_curves, read_history
 from utils.analysis.seed_aggregate import aggregate_rows
 from utils.train_command import main
 
@@ -38,7 +36,7 @@ HASH = re.compile(r"[0-9a-f]{8}")
 def real_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("fig") / "gaussian"
     assert main(TINY + ["--out", str(run)], defaults=mi_mnist_dropout.DEFAULTS, family="mnist") == 0
-    ip.estimate_run(run, ip.Request(estimators=("mixture", "binning_f"), progress=False))
+    information_plane.estimate_run(run, information_plane.Request(estimators=("mixture", "binning_f"), progress=False))
     return run
 
 
@@ -50,10 +48,10 @@ def _checked(fig):
 
 
 def test_run_figures_are_clean_and_written_as_vector_files(real_run):
-    from utils import run_folder as rf
+    from utils import run_folder
 
-    data = rf.load_estimates(real_run)["estimates"]
-    layer = rf.load_config(real_run)["layers"][0]
+    data = run_folder.load_estimates(real_run)["estimates"]
+    layer = run_folder.load_config(real_run)["layers"][0]
     panels = layer_panels(data, layer)
     assert {p.title.split("\n")[0] for p in panels} == {
         "mixture estimate",
@@ -180,7 +178,7 @@ def _aggregates(groups, splits=("train", "test"), seeds=3):
 
 
 def test_comparison_figures_are_clean_and_named_after_their_groups(tmp_path, monkeypatch):
-    from utils.analysis import figures
+    from utils.analysis import comparison_figures
 
     checked = {}
 
@@ -189,7 +187,7 @@ def test_comparison_figures_are_clean_and_named_after_their_groups(tmp_path, mon
         plt.close(fig)
         return [Path(f"{stem}.{f}") for f in formats]
 
-    monkeypatch.setattr(figures, "save_figure", save)
+    monkeypatch.setattr(comparison_figures, "save_figure", save)
     names = [f"fc gaussian p={p} lr=0.0{i + 1}" for i, p in enumerate((0.05, 0.1, 0.2))]
     groups = [(name, p) for name, p in zip(names, (0.05, 0.1, 0.2))]
     aggregates = _aggregates(groups) + _aggregates([("fc gaussian p=0.8 lr=0.06", 0.8)], splits=("train",), seeds=1)

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 import mi_mnist_dropout
-from utils import run_folder as rf
-from utils.analysis import estimation, registry
-from utils.analysis import information_plane as ip
+from utils import run_folder
+from utils.analysis import estimation, information_plane, registry
+from utils.analysis.comparison_figures import plot_trajectories
 from utils.analysis.estimate_table import read_csv
-from utils.analysis.figures import draw_run_figures, layer_panels, plot_convergence, plot_trajectories
-from utils.analysis.plotting import Panel, PlaneSeries, plot_plane_grid
+from utils.analysis.plane_drawing import Panel, PlaneSeries, plot_plane_grid
 from utils.analysis.registry import ESTIMATORS
+from utils.analysis.run_figures import draw_run_figures, layer_panels, plot_convergence
 from utils.cli import REPORT
 from utils.train_command import main
 
@@ -47,7 +47,7 @@ TINY = [
     "--no-analyze",
 ]
 LOG10 = math.log(10)
-QUIET = ip.Request(progress=False)
+QUIET = information_plane.Request(progress=False)
 
 
 def _train(out: Path, *extra: str) -> Path:
@@ -91,17 +91,17 @@ def _check_ranges(data, name, n_by_split):
 
 
 def _n(run):
-    config = rf.load_config(run)
+    config = run_folder.load_config(run)
     return {"train": config["dataset"]["n_repr_train"], "test": config["dataset"]["n_repr_test"]}
 
 
 def test_estimation_fills_cache_and_second_run_computes_nothing(gaussian_run, monkeypatch):
-    data = ip.estimate_run(gaussian_run, QUIET)
-    assert rf.saved_epochs(gaussian_run, "train") == [0, 1, 2, 3]
+    data = information_plane.estimate_run(gaussian_run, QUIET)
+    assert run_folder.saved_epochs(gaussian_run, "train") == [0, 1, 2, 3]
     assert _check_ranges(data, "mixture", _n(gaussian_run)) == 8
     assert _check_ranges(data, "binning_f", _n(gaussian_run)) == 8
     entry = data["estimates"]["mixture"]["dropout"]["test"]["3"]
-    assert entry["settings"]["draws"] == ip.DEFAULT_DRAWS["test"]
+    assert entry["settings"]["draws"] == information_plane.DEFAULT_DRAWS["test"]
     assert entry["n_inputs"] == _n(gaussian_run)["test"] and entry["log_n"] == pytest.approx(
         math.log(entry["n_inputs"])
     )
@@ -117,49 +117,51 @@ def test_estimation_fills_cache_and_second_run_computes_nothing(gaussian_run, mo
     # the callback's surrogates are always there; Gaussian dropout has no KL term
     assert all(e["mi_xz"] is None and e["mi_zy"] is not None for _, _, _, e in _entries(data, "callback"))
 
-    path = rf.estimates_path(gaussian_run)
+    path = run_folder.estimates_path(gaussian_run)
     before = path.read_bytes(), path.stat().st_mtime_ns
 
     def refuse(*args, **kwargs):
         raise AssertionError("the second run must compute nothing")
 
-    for name in ip.DEFAULT_ESTIMATORS:
+    for name in information_plane.DEFAULT_ESTIMATORS:
         monkeypatch.setitem(ESTIMATORS, name, dataclasses.replace(ESTIMATORS[name], run=refuse))
-    assert ip.estimate_run(gaussian_run, QUIET) == data
+    assert information_plane.estimate_run(gaussian_run, QUIET) == data
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
 
 
 def test_noise_draws_are_set_per_split(gaussian_run):
-    before = ip.estimate_run(gaussian_run, QUIET)["estimates"]["mixture"]["dropout"]
-    request = ip.Request(estimators=("mixture",), draws=ip.draws_arg("train=2"), progress=False)
-    after = ip.estimate_run(gaussian_run, request)["estimates"]["mixture"]["dropout"]
+    before = information_plane.estimate_run(gaussian_run, QUIET)["estimates"]["mixture"]["dropout"]
+    request = information_plane.Request(
+        estimators=("mixture",), draws=information_plane.draws_arg("train=2"), progress=False
+    )
+    after = information_plane.estimate_run(gaussian_run, request)["estimates"]["mixture"]["dropout"]
     assert after["test"] == before["test"]  # untouched
     assert all(e["settings"]["draws"] == 2 for e in after["train"].values())
     assert all(e["params"]["pilot_inputs"] == 0 for e in after["train"].values())
     assert all(
         e["params"]["draws"] == 2 and e["params"]["points"] == 2 * e["n_inputs"] for e in after["train"].values()
     )
-    assert ip.draws_arg("4") == (("train", 4), ("test", 4))
-    assert ip.draws_arg("test=3") == (("train", ip.DEFAULT_DRAWS["train"]), ("test", 3))
-    for bad in ("val=2", "train=0", "train=x", "two", "100000", f"test={ip.MAX_DRAWS + 1}"):
+    assert information_plane.draws_arg("4") == (("train", 4), ("test", 4))
+    assert information_plane.draws_arg("test=3") == (("train", information_plane.DEFAULT_DRAWS["train"]), ("test", 3))
+    for bad in ("val=2", "train=0", "train=x", "two", "100000", f"test={information_plane.MAX_DRAWS + 1}"):
         with pytest.raises((ValueError, Exception), match=r"--draws|must be an integer"):
-            ip.draws_arg(bad)
+            information_plane.draws_arg(bad)
 
 
 def test_changed_representation_file_is_recomputed_and_reported(tmp_path, capsys):
     run = _fake_run(tmp_path, ["dropout"])
-    request = ip.Request(estimators=("mixture",), progress=False)
-    first = ip.estimate_run(run, request)["estimates"]["mixture"]["dropout"]["test"]["1"]
-    path = rf.representation_path(run, "test", 1)
-    rf.save_npy(path, 2.0 * rf.load_npy(path) + 0.5)
+    request = information_plane.Request(estimators=("mixture",), progress=False)
+    first = information_plane.estimate_run(run, request)["estimates"]["mixture"]["dropout"]["test"]["1"]
+    path = run_folder.representation_path(run, "test", 1)
+    run_folder.save_npy(path, 2.0 * run_folder.load_npy(path) + 0.5)
     capsys.readouterr()
-    second = ip.estimate_run(run, request)["estimates"]["mixture"]["dropout"]["test"]["1"]
+    second = information_plane.estimate_run(run, request)["estimates"]["mixture"]["dropout"]["test"]["1"]
     assert second["settings"]["files"] != first["settings"]["files"] and second["mi_xz"] != first["mi_xz"]
     assert "recomputing 1 entries" in capsys.readouterr().out and "mixture/dropout/test/1" not in ""
-    broken = rf.load_npy(path)
+    broken = run_folder.load_npy(path)
     broken[3, 1] = np.nan
-    rf.save_npy(path, broken)
-    assert ip.main([str(run), "--estimators", "mixture", "--no-plots"]) == 2
+    run_folder.save_npy(path, broken)
+    assert information_plane.main([str(run), "--estimators", "mixture", "--no-plots"]) == 2
     assert "NaN" in capsys.readouterr().err
 
 
@@ -185,21 +187,23 @@ def test_cli_writes_figures_and_table(gaussian_run):
     for name in ("information_plane.png", "information_plane.pdf", "training_curves.png", "convergence_train.png"):
         assert (gaussian_run / "figures" / name).stat().st_size > 10_000
     assert f"figure: {gaussian_run / 'figures' / 'information_plane.png'}" in proc.stdout
-    edge = ip.estimate_run(gaussian_run, ip.Request(estimators=("edge",), progress=False))["estimates"]["edge"]
+    edge = information_plane.estimate_run(
+        gaussian_run, information_plane.Request(estimators=("edge",), progress=False)
+    )["estimates"]["edge"]
     assert all(e["sees"] == "noisy Z" and e["mi_xz"] is None for e in edge["dropout"]["test"].values())
 
 
 def test_comparison_of_two_seeds_writes_csv_and_aggregate_planes(gaussian_run, tmp_path):
     runs = [gaussian_run, _train(tmp_path / "seed1", "--seed", "1")]
     out = tmp_path / "compare"
-    assert ip.main([*map(str, runs), "--estimators", "mixture", "--out", str(out)]) == 0
+    assert information_plane.main([*map(str, runs), "--estimators", "mixture", "--out", str(out)]) == 0
     rows = read_csv(out / "estimates.csv")
     assert {r["run"] for r in rows} == {"gaussian", "seed1"} and {r["seed"] for r in rows} == {0, 1}
     mixture = [r for r in rows if r["estimator"] == "mixture"]
     assert len(mixture) == 2 * 2 * 4  # runs x splits x epochs
     for r in mixture:
         assert r["mi_xz_sampling_stderr"] is not None and r["saturation"] is not None and r["dataset"] == "digits"
-    stored = rf.load_estimates(gaussian_run)["estimates"]["mixture"]["dropout"]["test"]["3"]["convergence"]
+    stored = run_folder.load_estimates(gaussian_run)["estimates"]["mixture"]["dropout"]["test"]["3"]["convergence"]
     row = next(r for r in mixture if r["run"] == "gaussian" and r["split"] == "test" and r["epoch"] == 3)
     assert [row["mi_xz_sixteenth"], row["mi_xz_quarter"], row["mi_xz"]] == pytest.approx([c["mi_xz"] for c in stored])
     assert all(r["mi_xz_quarter"] is None for r in rows if r["estimator"] == "callback")
@@ -213,13 +217,15 @@ def test_comparison_of_two_seeds_writes_csv_and_aggregate_planes(gaussian_run, t
     assert any(n.startswith("plane_fc-gaussian-p-0.2") for n in figures)
     assert any(n.startswith("epochs_fc-gaussian-p-0.2") for n in figures)
     single = tmp_path / "single"
-    assert ip.main([str(runs[0]), "--estimators", "mixture", "--out", str(single), "--no-plots"]) == 0
+    assert information_plane.main([str(runs[0]), "--estimators", "mixture", "--out", str(single), "--no-plots"]) == 0
     assert {r["run"] for r in read_csv(single / "estimates.csv")} == {"gaussian"}
 
 
 def test_groups_differing_in_one_setting_are_overlaid(tmp_path):
     runs = [_fake_run(tmp_path / f"p{p}", ["dropout"], p=p, seed=seed) for p in (0.1, 0.3) for seed in (0, 1)]
-    written = ip.analyze_runs(runs, out=tmp_path / "sweep", request=ip.Request(estimators=("mixture",), progress=False))
+    written = information_plane.analyze_runs(
+        runs, out=tmp_path / "sweep", request=information_plane.Request(estimators=("mixture",), progress=False)
+    )
     overlays = [p for p in written if p.name.startswith("overlay_p_")]
     assert len(overlays) == 2 and all("p-0.1" in o.name and "p-0.3" in o.name for o in overlays)
     assert sum(o.stem.endswith("_epochs") for o in overlays) == 1  # the plane and I(X;Z) per epoch
@@ -251,11 +257,11 @@ def test_trajectories_leave_out_epoch_0_and_draw_the_kl_term_only_where_there_is
 
 
 def test_information_dropout_run(information_run):
-    data = ip.estimate_run(information_run, QUIET)
+    data = information_plane.estimate_run(information_run, QUIET)
     assert _check_ranges(data, "mixture", _n(information_run)) == 8
     kl = [e["mi_xz"] for _, _, _, e in _entries(data, "callback")]
     assert kl and all(v > 0 for v in kl)  # the KL term is the I(X;Z) surrogate of information dropout
-    layer = rf.load_config(information_run)["layers"][0]
+    layer = run_folder.load_config(information_run)["layers"][0]
     titles = [p.title for p in layer_panels(data["estimates"], layer)]
     assert any(t.startswith("KL term (beta = 3)") for t in titles)
     kl_panel = next(p for p in layer_panels(data["estimates"], layer) if p.title.startswith("KL"))
@@ -264,7 +270,7 @@ def test_information_dropout_run(information_run):
 
 
 def test_bernoulli_run_says_infinite_and_still_plots_binning(bernoulli_run):
-    data = ip.estimate_run(bernoulli_run, QUIET)
+    data = information_plane.estimate_run(bernoulli_run, QUIET)
     skipped = [e for _, _, _, e in _entries(data, "mixture")]
     assert skipped and all("infinite" in e["skipped"] for e in skipped)
     assert _check_ranges(data, "binning", _n(bernoulli_run)) == 8
@@ -296,7 +302,7 @@ def test_figures_keep_legends_off_the_data_and_show_integer_epochs():
 
 
 def test_convergence_figure(gaussian_run):
-    data = ip.estimate_run(gaussian_run, QUIET)
+    data = information_plane.estimate_run(gaussian_run, QUIET)
     fig = plot_convergence(data["estimates"], "dropout", "test")
     assert len(fig.axes[0].lines) >= 4
     plt.close(fig)
@@ -341,7 +347,7 @@ def test_notebooks_run_headless_with_paths_relative_to_the_repository(
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2 * len(runs)  # per run at least the information planes and the training curves
     for run in runs:
-        assert _check_ranges(rf.load_estimates(run), "mixture", _n(run)) == 8
+        assert _check_ranges(run_folder.load_estimates(run), "mixture", _n(run)) == 8
         assert (run / "figures" / "information_plane.png").is_file()
 
 
@@ -362,21 +368,21 @@ def test_a_notebook_shows_bad_input_as_one_line(tmp_path, monkeypatch):
 def test_notebook_run_folders_that_do_not_exist_are_named_before_any_work(tmp_path, monkeypatch):
     (tmp_path / "runs" / "a").mkdir(parents=True)
     monkeypatch.delenv("RUN_DIR", raising=False)
-    assert ip.notebook_runs(tmp_path, default=["runs/a"]) == [tmp_path / "runs" / "a"]
+    assert information_plane.notebook_runs(tmp_path, default=["runs/a"]) == [tmp_path / "runs" / "a"]
     # the defaults that exist are drawn: the README's digits run right after its first command
-    assert ip.notebook_runs(tmp_path, default=["runs/b", "runs/a"]) == [tmp_path / "runs" / "a"]
+    assert information_plane.notebook_runs(tmp_path, default=["runs/b", "runs/a"]) == [tmp_path / "runs" / "a"]
     with pytest.raises(
-        ip.InputError,
+        information_plane.InputError,
         match=r"the notebook's default \(RUN_DIR is not set\): no run folder .*runs/b, .*runs/c\. "
         r"Train one with mi_mnist_dropout.py",
     ):
-        ip.notebook_runs(tmp_path, default=["runs/b", "runs/c"])
+        information_plane.notebook_runs(tmp_path, default=["runs/b", "runs/c"])
     monkeypatch.setenv("RUN_DIR", os.pathsep.join(["runs/a", "runs/c"]))
-    with pytest.raises(ip.InputError, match=r"^RUN_DIR: no run folder .*runs/c\."):
-        ip.notebook_runs(tmp_path, default=["runs/a"])
+    with pytest.raises(information_plane.InputError, match=r"^RUN_DIR: no run folder .*runs/c\."):
+        information_plane.notebook_runs(tmp_path, default=["runs/a"])
     monkeypatch.setenv("RUN_DIR", os.pathsep)
-    with pytest.raises(ip.InputError, match="RUN_DIR names no run folder"):
-        ip.notebook_runs(tmp_path, default=["runs/a"])
+    with pytest.raises(information_plane.InputError, match="RUN_DIR names no run folder"):
+        information_plane.notebook_runs(tmp_path, default=["runs/a"])
 
 
 def _fake_run(tmp_path, layers, n=40, dim=3, epochs=(0, 1), p=0.2, seed=0):
@@ -388,22 +394,23 @@ def _fake_run(tmp_path, layers, n=40, dim=3, epochs=(0, 1), p=0.2, seed=0):
         for name in layers
     ]
     flags = {"net": "fc", "dropout": "gaussian", "p": p, "seed": seed, "epochs": max(epochs)}
-    rf.save_json(run / rf.CONFIG_NAME, {"flags": flags, "dataset": {"name": "fake"}, "layers": entries})
-    for split in rf.SPLITS:
-        rf.save_npy(rf.inputs_path(run, split), rng.random((n, 4)).astype(np.float32))
-        rf.save_npy(rf.labels_path(run, split), rng.integers(0, 3, n))
+    run_folder.save_json(run / run_folder.CONFIG_NAME, {"flags": flags, "dataset": {"name": "fake"}, "layers": entries})
+    for split in run_folder.SPLITS:
+        run_folder.save_npy(run_folder.inputs_path(run, split), rng.random((n, 4)).astype(np.float32))
+        run_folder.save_npy(run_folder.labels_path(run, split), rng.integers(0, 3, n))
         for epoch in epochs:
             for name in layers:
                 tag = name if len(layers) > 1 else None
-                rf.save_npy(
-                    rf.representation_path(run, split, epoch, tag), (0.1 + rng.random((n, dim))).astype(np.float32)
+                run_folder.save_npy(
+                    run_folder.representation_path(run, split, epoch, tag),
+                    (0.1 + rng.random((n, dim))).astype(np.float32),
                 )
     return run
 
 
 def test_several_dropout_layers_give_one_plane_each(tmp_path):
     run = _fake_run(tmp_path, ["drop_a", "drop_b"])
-    data = ip.estimate_run(run, QUIET)
+    data = information_plane.estimate_run(run, QUIET)
     assert set(data["estimates"]["mixture"]) == {"drop_a", "drop_b"}
     names = {p.name for p in draw_run_figures(run)}
     assert {"information_plane_drop_a.png", "information_plane_drop_b.png"} <= names
@@ -411,17 +418,17 @@ def test_several_dropout_layers_give_one_plane_each(tmp_path):
 
 def test_epoch_selection_limits_the_figures(tmp_path):
     run = _fake_run(tmp_path, ["dropout"], epochs=(0, 1, 2))
-    assert ip.main([str(run), "--epochs", "1-"]) == 0
-    data = rf.load_estimates(run)
+    assert information_plane.main([str(run), "--epochs", "1-"]) == 0
+    data = run_folder.load_estimates(run)
     assert sorted(data["estimates"]["mixture"]["dropout"]["test"], key=int) == ["1", "2"]
     assert (run / "figures" / "information_plane_epochs1-.png").is_file()
     assert not (run / "figures" / "information_plane.png").exists()
-    panels = layer_panels(data["estimates"], rf.load_config(run)["layers"][0], epochs=lambda e: e >= 2)
+    panels = layer_panels(data["estimates"], run_folder.load_config(run)["layers"][0], epochs=lambda e: e >= 2)
     assert panels and all(list(s.epochs) == [2] for p in panels for s in p.series)
 
 
 def _error(capsys, argv):
-    code = ip.main(list(map(str, argv)))
+    code = information_plane.main(list(map(str, argv)))
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     return err
@@ -431,7 +438,7 @@ def test_bad_run_folders_give_clear_errors(tmp_path, capsys):
     assert "config.json" in _error(capsys, [tmp_path])  # not a run folder
     assert "does not exist" in _error(capsys, [tmp_path / "nowhere"])
     run = _fake_run(tmp_path, ["dropout"])
-    assert "is a file" in _error(capsys, [run / rf.CONFIG_NAME])
+    assert "is a file" in _error(capsys, [run / run_folder.CONFIG_NAME])
     err = _error(capsys, [run, "--epochs", "7-9", "--no-plots"])
     assert "no saved" in err and "[0, 1]" in err
     assert "magic" in _error(capsys, [run, "--estimators", "mixture,magic", "--no-plots"])
@@ -444,25 +451,28 @@ def test_bad_run_folders_give_clear_errors(tmp_path, capsys):
     assert "--out" in _error(capsys, [run, "--out", ""])
     assert "given twice" in _error(capsys, [run, str(run) + "/", "--no-plots"])
     with pytest.raises(ValueError, match="no run folders"):
-        ip.analyze_runs([])
+        information_plane.analyze_runs([])
 
-    bad = rf.representation_path(run, "test", 1)
+    bad = run_folder.representation_path(run, "test", 1)
     bad.write_bytes(bad.read_bytes()[:60])  # truncated .npy
     assert bad.name in _error(capsys, [run, "--no-plots"])
-    rf.save_npy(bad, np.zeros((40, 5), np.float32))  # wrong width
+    run_folder.save_npy(bad, np.zeros((40, 5), np.float32))  # wrong width
     assert "dim 3" in _error(capsys, [run, "--no-plots"])
     assert "--clip-min" in _error(capsys, [run, "--clip-min", "0"])
-    rf.save_npy(bad, np.zeros((40, 3), np.float32))  # exactly-zero codes
+    run_folder.save_npy(bad, np.zeros((40, 3), np.float32))  # exactly-zero codes
     assert "exactly-zero" in _error(capsys, [run, "--no-plots"])
-    assert ip.main([str(run), "--no-plots", "--estimators", "mixture", "--clip-min", "1e-6"]) == 0
-    entry = rf.load_estimates(run)["estimates"]["mixture"]["dropout"]["test"]["1"]
+    assert information_plane.main([str(run), "--no-plots", "--estimators", "mixture", "--clip-min", "1e-6"]) == 0
+    entry = run_folder.load_estimates(run)["estimates"]["mixture"]["dropout"]["test"]["1"]
     assert entry["params"]["n_clipped"] == 120 and entry["settings"]["clip_min"] == 1e-6
-    rf.estimates_path(run).write_text("{not json")
+    run_folder.estimates_path(run).write_text("{not json")
     assert "estimates.json" in _error(capsys, [run, "--no-plots"])
-    old = {"format": rf.ESTIMATES_FORMAT - 1, "estimates": {"mixture": {"dropout": {"test": {"1": {"n_samples": 40}}}}}}
-    rf.save_json(rf.estimates_path(run), old)  # an older layout is refused, never read
+    old = {
+        "format": run_folder.ESTIMATES_FORMAT - 1,
+        "estimates": {"mixture": {"dropout": {"test": {"1": {"n_samples": 40}}}}},
+    }
+    run_folder.save_json(run_folder.estimates_path(run), old)  # an older layout is refused, never read
     message = _error(capsys, [run, "--no-plots"])
-    assert f"format {rf.ESTIMATES_FORMAT} (format {rf.ESTIMATES_FORMAT - 1})" in message
+    assert f"format {run_folder.ESTIMATES_FORMAT} (format {run_folder.ESTIMATES_FORMAT - 1})" in message
     assert "re-run the estimation" in message
 
 
@@ -475,7 +485,7 @@ def test_a_bug_in_an_estimator_is_reported_as_a_bug(tmp_path, capsys, monkeypatc
         raise bug
 
     monkeypatch.setattr(registry, "binning_mi", broken)
-    assert ip.main([str(run), "--no-plots", "--estimators", "binning"]) == 1
+    assert information_plane.main([str(run), "--no-plots", "--estimators", "binning"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and str(bug) in err and err.strip().splitlines()[-1] == f"information_plane: {REPORT}"
 
@@ -487,15 +497,15 @@ def test_unwritable_folders_give_clear_errors(tmp_path, capsys, monkeypatch):
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(rf, "atomic_write", refuse)
+    monkeypatch.setattr(run_folder, "atomic_write", refuse)
     err = _error(capsys, [run, "--no-plots"])
     assert "permission denied" in err and "estimates.json" in err
 
 
 def test_training_curves_show_train_and_test(gaussian_run):
-    from utils.analysis.plotting import plot_training_curves, read_history
+    from utils.analysis.run_figures import plot_training_curves, read_history
 
-    fig = plot_training_curves(read_history(gaussian_run / rf.HISTORY_NAME))
+    fig = plot_training_curves(read_history(gaussian_run / run_folder.HISTORY_NAME))
     for ax in fig.axes:
         lines = {line.get_label(): line for line in ax.get_lines()}
         assert set(lines) == {"train", "test"}
@@ -504,28 +514,28 @@ def test_training_curves_show_train_and_test(gaussian_run):
 
 
 def test_parse_epochs():
-    sel = ip.parse_epochs("0-4,10,20-")
+    sel = information_plane.parse_epochs("0-4,10,20-")
     assert [e for e in range(30) if sel(e)] == [0, 1, 2, 3, 4, 10] + list(range(20, 30))
     with pytest.raises(ValueError, match="bad epoch"):
-        ip.parse_epochs("a-b")
+        information_plane.parse_epochs("a-b")
 
 
 def test_estimates_file_is_plain_json(gaussian_run):
-    ip.estimate_run(gaussian_run, QUIET)
-    raw = json.loads(rf.estimates_path(gaussian_run).read_text())
-    assert raw["format"] == rf.ESTIMATES_FORMAT and "mixture" in raw["estimates"]
+    information_plane.estimate_run(gaussian_run, QUIET)
+    raw = json.loads(run_folder.estimates_path(gaussian_run).read_text())
+    assert raw["format"] == run_folder.ESTIMATES_FORMAT and "mixture" in raw["estimates"]
 
 
 def test_a_bad_file_at_the_last_epoch_changes_nothing(tmp_path, capsys):
     """Every input is checked before the first estimate is written: a NaN in the last epoch's file fails
     the command with the file named, and no estimates.json appears (of this run or of another one)."""
     good, run = _fake_run(tmp_path / "a", ["dropout"]), _fake_run(tmp_path / "b", ["dropout"])
-    bad = rf.representation_path(run, "train", 1)
+    bad = run_folder.representation_path(run, "train", 1)
     values = np.load(bad)
     values[2, 0] = np.nan
-    rf.save_npy(bad, values)
+    run_folder.save_npy(bad, values)
     assert bad.name in _error(capsys, [good, run, "--no-plots", "--estimators", "mixture"])
-    assert not rf.estimates_path(good).exists() and not rf.estimates_path(run).exists()
+    assert not run_folder.estimates_path(good).exists() and not run_folder.estimates_path(run).exists()
 
 
 # -- bad run folders: an example of each class of problem --------------------------------------------------------
@@ -533,7 +543,7 @@ def test_a_bad_file_at_the_last_epoch_changes_nothing(tmp_path, capsys):
 
 def _estimated(tmp_path):
     run = _fake_run(tmp_path, ["dropout"])
-    assert ip.main([str(run), "--no-plots", "--estimators", "binning"]) == 0
+    assert information_plane.main([str(run), "--no-plots", "--estimators", "binning"]) == 0
     return run
 
 
@@ -556,9 +566,9 @@ def _tree(root):
 )
 def test_a_damaged_cached_entry_is_one_line_naming_the_file_and_the_field(tmp_path, capsys, change, field):
     run = _estimated(tmp_path)
-    data = json.loads(rf.estimates_path(run).read_text())
+    data = json.loads(run_folder.estimates_path(run).read_text())
     change(data["estimates"])
-    rf.estimates_path(run).write_text(json.dumps(data))  # NaN written as the token NaN, as another tool might
+    run_folder.estimates_path(run).write_text(json.dumps(data))  # NaN written as the token NaN, as another tool might
     before = _tree(tmp_path)
     err = _error(capsys, [run, "--estimators", "binning"])
     assert "estimates.json" in err and field in err
@@ -575,57 +585,59 @@ def test_inputs_and_outputs_are_checked_before_the_first_write(tmp_path, capsys)
         ([run, "--out", os.devnull], "is not a folder"),
     ):
         assert needle in _error(capsys, [*argv, "--no-plots", "--estimators", "binning"])
-        assert not rf.estimates_path(run).exists()
-    labels = rf.labels_path(run, "test")
+        assert not run_folder.estimates_path(run).exists()
+    labels = run_folder.labels_path(run, "test")
     np.save(labels, np.load(labels) + 0.5)
     assert "test_labels.npy" in _error(capsys, [run, "--no-plots", "--estimators", "binning"])
-    assert not rf.estimates_path(run).exists() and existing.read_text() == "mine\n"
+    assert not run_folder.estimates_path(run).exists() and existing.read_text() == "mine\n"
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
 def test_a_representation_that_is_no_regular_file_is_refused_at_once(tmp_path, capsys, kind):
     run = _fake_run(tmp_path, ["dropout"])
-    path = rf.representation_path(run, "test", 1)
+    path = run_folder.representation_path(run, "test", 1)
     path.unlink()
     os.mkfifo(path) if kind == "fifo" else path.symlink_to("/dev/zero")
     err = _error(capsys, [run, "--no-plots", "--estimators", "binning"])  # returns: no read blocks
     assert path.name in err and "not a regular file" in err
-    assert not rf.estimates_path(run).exists()
+    assert not run_folder.estimates_path(run).exists()
 
 
 def test_no_write_goes_through_a_link(tmp_path, capsys):
     run, victim = _fake_run(tmp_path, ["dropout"]), tmp_path / "victim.json"
     victim.write_text("{}\n")
-    rf.estimates_path(run).parent.mkdir(exist_ok=True)
-    rf.estimates_path(run).symlink_to(victim)
+    run_folder.estimates_path(run).parent.mkdir(exist_ok=True)
+    run_folder.estimates_path(run).symlink_to(victim)
     assert "symbolic link" in _error(capsys, [run, "--no-plots", "--estimators", "binning"])
-    rf.estimates_path(run).unlink()
+    run_folder.estimates_path(run).unlink()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (run / "figures").symlink_to(elsewhere)
     assert "figures" in _error(capsys, [run, "--estimators", "binning"])
-    assert victim.read_text() == "{}\n" and not list(elsewhere.iterdir()) and not rf.estimates_path(run).exists()
+    assert (
+        victim.read_text() == "{}\n" and not list(elsewhere.iterdir()) and not run_folder.estimates_path(run).exists()
+    )
 
 
 def test_a_run_and_its_copy_are_one_run(tmp_path, capsys):
     run = _fake_run(tmp_path, ["dropout"])
     copy = shutil.copytree(run, tmp_path / "copy", symlinks=True)
     err = _error(capsys, [run, copy, "--no-plots", "--estimators", "binning"])
-    assert "hold the same run" in err and not rf.estimates_path(run).exists()
-    assert rf.run_identity(run) != rf.run_identity(_fake_run(tmp_path, ["dropout"], seed=1))
+    assert "hold the same run" in err and not run_folder.estimates_path(run).exists()
+    assert run_folder.run_identity(run) != run_folder.run_identity(_fake_run(tmp_path, ["dropout"], seed=1))
 
 
 def test_estimates_without_a_plane_to_draw_are_no_error(tmp_path, capsys):
     """EDGE gives I(Y;Z) only: with no history either, there is no figure to draw, and that is said, not an
     error raised after estimates.json was written."""
     run = _fake_run(tmp_path, ["dropout"])
-    assert ip.main([str(run), "--estimators", "edge"]) == 0
-    assert "no figure" in capsys.readouterr().out and rf.estimates_path(run).is_file()
+    assert information_plane.main([str(run), "--estimators", "edge"]) == 0
+    assert "no figure" in capsys.readouterr().out and run_folder.estimates_path(run).is_file()
 
 
 def test_a_run_without_its_representations_says_so(tmp_path, capsys):
     run = _fake_run(tmp_path, ["dropout"])
-    shutil.rmtree(run / rf.REPR_DIR)
+    shutil.rmtree(run / run_folder.REPR_DIR)
     err = _error(capsys, [run, "--no-plots"])
     assert "no saved train epochs" in err and "run its training command again" in err
 
@@ -635,7 +647,7 @@ def test_long_work_is_announced_and_reported(tmp_path, capsys, monkeypatch):
     week of work in this process it refuses with the figure. The Python API logs the same."""
     run = _fake_run(tmp_path, ["dropout"])
     monkeypatch.setattr(estimation, "MIXTURE_SECONDS_PER_PAIR", 1e-2)  # 40 inputs: 16 s per draw and epoch
-    assert ip.main([str(run), "--no-plots", "--estimators", "mixture", "--no-progress"]) == 0
+    assert information_plane.main([str(run), "--no-plots", "--estimators", "mixture", "--no-progress"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("information_plane: 4 estimates predicted to take about")
     assert sum("epochs estimated" in line for line in err) == 4 and "4 of 4" in err[-1]

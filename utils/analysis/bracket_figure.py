@@ -40,7 +40,7 @@ from utils.analysis.figure_layout import (
     title_and_caption,
     unique_entries,
 )
-from utils.analysis.plotting import (
+from utils.analysis.plane_drawing import (
     LOG_N_COLOR,
     Panel,
     PlaneSeries,

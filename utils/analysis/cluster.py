@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from mi_estimators.checks import InputError
-from utils import run_folder as rf
+from utils import run_folder
 from utils.analysis.estimation import PreparedRun, Request, begin_estimates, entry_key, estimate_entry, job_arrays
 
 if TYPE_CHECKING:  # Dask is imported only where a cluster is asked for
@@ -186,7 +186,7 @@ def estimate_on_cluster(client: Client, prepared: Sequence[PreparedRun], request
             index, key = where.pop(future.key)
             finished.setdefault(index, {})[key] = future.result()  # re-raises the task's error here
         for index, entries in finished.items():
-            data[index] = rf.store_estimates(prepared[index].run_dir, entries)
+            data[index] = run_folder.store_estimates(prepared[index].run_dir, entries)
         bar.update(len(futures))
 
     # The arrays travel inside the tasks by design (see the module's docstring): no warning about it.

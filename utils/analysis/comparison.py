@@ -4,7 +4,7 @@
 ``aggregate.csv``, the aggregates over the seeds of each group (:mod:`utils.analysis.seed_aggregate`;
 groups: :mod:`utils.analysis.run_groups`); ``compression.csv``, per run whether I(X;Z) falls by more
 than its errors (:mod:`utils.analysis.verdicts`); ``summary.md`` (:mod:`utils.analysis.markdown_summary`);
-and ``figures/`` (:func:`utils.analysis.figures.draw_comparison_figures`). The estimation command writes a
+and ``figures/`` (:func:`utils.analysis.comparison_figures.draw_comparison_figures`). The estimation command writes a
 comparison of the runs it estimates; ``python -m utils.analysis.merge_comparisons`` writes one from the
 ``estimates.csv`` of others.
 """
@@ -17,8 +17,8 @@ from typing import Any, Sequence
 
 from mi_estimators.checks import InputError
 from utils import run_folder
+from utils.analysis.comparison_figures import draw_comparison_figures
 from utils.analysis.estimate_table import CONFIG_COLUMNS, ESTIMATE_COLUMNS, csv_text, estimate_rows
-from utils.analysis.figures import draw_comparison_figures
 from utils.analysis.markdown_summary import summary_markdown
 from utils.analysis.run_groups import check_distinct_runs, families, run_info
 from utils.analysis.seed_aggregate import AGGREGATE_COLUMNS, aggregate_rows

@@ -24,9 +24,8 @@ from tqdm.auto import tqdm
 
 from mi_estimators.checks import InputError, as_samples, check_float, check_int
 from mi_estimators.discrete import discrete_entropy
-from mi_estimators.dropout_MI import activations, log_noise_stds
-from utils import run_folder as rf
-from utils import run_folder_schema as schema
+from mi_estimators.dropout_MI import check_codes, log_noise_stds
+from utils import run_folder, run_folder_schema
 from utils.analysis.registry import ESTIMATORS, INFINITE_MI, LayerData, plane_entry
 from utils.run_folder_schema import LayerSpec, RunConfig
 
@@ -44,7 +43,7 @@ class Request:
     a seeded subset of at most ``max_inputs`` inputs of each split."""
 
     estimators: tuple[str, ...] = DEFAULT_ESTIMATORS
-    splits: tuple[str, ...] = rf.SPLITS
+    splits: tuple[str, ...] = run_folder.SPLITS
     epochs: str | None = None
     draws: tuple[tuple[str, int], ...] = tuple(DEFAULT_DRAWS.items())
     max_inputs: int | None = None
@@ -59,7 +58,7 @@ class Request:
         unknown = [e for e in self.estimators if e not in ESTIMATORS]
         if unknown:
             raise InputError(f"unknown estimator(s) {unknown}; available: {sorted(ESTIMATORS)}")
-        bad = [s for s in self.splits if s not in rf.SPLITS]
+        bad = [s for s in self.splits if s not in run_folder.SPLITS]
         if bad or not self.splits:
             raise InputError(f"unknown split(s) {bad}; use train and/or test")
         for split, count in self.draws:
@@ -131,23 +130,23 @@ class Job:
 
 
 def _split_inputs(run_dir: Path, split: str, request: Request) -> SplitInputs:
-    labels = rf.load_labels(run_dir, split)
-    rows = rf.seeded_rows(len(labels), request.max_inputs, request.seed)
+    labels = run_folder.load_labels(run_dir, split)
+    rows = run_folder.seeded_rows(len(labels), request.max_inputs, request.seed)
     return SplitInputs(
         split,
         rows,
         labels[rows],
         discrete_entropy(labels[rows]),
         len(labels),
-        rf.file_fingerprint(rf.labels_path(run_dir, split)),
+        run_folder.file_fingerprint(run_folder.labels_path(run_dir, split)),
     )
 
 
 def _layer_files(run_dir: Path, config: RunConfig, layer: LayerSpec, split: str, epoch: int) -> dict[str, Path]:
     tag = layer["name"] if len(config["layers"]) > 1 else None
-    files = {"f": rf.representation_path(run_dir, split, epoch, tag)}
+    files = {"f": run_folder.representation_path(run_dir, split, epoch, tag)}
     if layer["dropout"] == "information":
-        files["alphas"] = rf.alpha_path(run_dir, split, epoch, tag)
+        files["alphas"] = run_folder.alpha_path(run_dir, split, epoch, tag)
     return files
 
 
@@ -159,10 +158,10 @@ def _no_epochs(run_dir: Path, config: RunConfig, split: str, request: Request, a
     """Why no epoch of ``split`` can be estimated: none selected, or the run's representation files are gone."""
     if available:
         return InputError(f"no saved {split} epochs match {request.epochs!r} in {run_dir} (saved: {available})")
-    missing = rf.missing_epoch_files(run_dir, config, rf.expected_epochs(config, 10**9)[:1] or [0])
+    missing = run_folder.missing_epoch_files(run_dir, config, run_folder.expected_epochs(config, 10**9)[:1] or [0])
     return InputError(
-        f"no saved {split} epochs in {run_dir}: {rf.REPR_DIR}/ lacks the representation files the run's "
-        f"config.json implies (e.g. {missing[0].name if missing else rf.REPR_DIR})"
+        f"no saved {split} epochs in {run_dir}: {run_folder.REPR_DIR}/ lacks the representation files the run's "
+        f"config.json implies (e.g. {missing[0].name if missing else run_folder.REPR_DIR})"
         "; only training makes them: move its checkpoint.npz away and run its training command again (the same "
         "flags give the same numbers)"
     )
@@ -172,7 +171,7 @@ def plan(run_dir: Path, config: RunConfig, data: Any, request: Request) -> tuple
     """Jobs for what is missing or stale in ``data`` (the run's estimates), and the stale entries' names."""
     jobs, stale = [], []
     for split in request.splits:
-        available = rf.saved_epochs(run_dir, split)
+        available = run_folder.saved_epochs(run_dir, split)
         chosen = [e for e in available if request.epochs is None or parse_epochs(request.epochs)(e)]
         if not chosen:
             raise _no_epochs(run_dir, config, split, request, available)
@@ -181,7 +180,7 @@ def plan(run_dir: Path, config: RunConfig, data: Any, request: Request) -> tuple
             for epoch in chosen:
                 files = _layer_files(run_dir, config, layer, split, epoch)
                 key = {
-                    "files": {k: rf.file_fingerprint(p) for k, p in files.items()},
+                    "files": {k: run_folder.file_fingerprint(p) for k, p in files.items()},
                     "labels": inputs.labels_fingerprint,
                     "layer": _noise_key(layer),
                 }
@@ -203,7 +202,9 @@ def plan(run_dir: Path, config: RunConfig, data: Any, request: Request) -> tuple
 
 def _load_flat(path: Path, job: Job) -> np.ndarray:
     """Rows of a saved array as (n, dim), checked against the labels and config.json."""
-    array = rf.load_npy(path, schema.ALPHA if path.name.startswith("alpha_") else schema.REPRESENTATION)
+    array = run_folder.load_npy(
+        path, run_folder_schema.ALPHA if path.name.startswith("alpha_") else run_folder_schema.REPRESENTATION
+    )
     layer, n_rows = job.layer, job.inputs.n_rows
     if array.ndim < 2 or len(array) != n_rows or int(np.prod(array.shape[1:])) != layer["dim"]:
         raise InputError(
@@ -309,11 +310,11 @@ def _callback_entries(run_dir: Path, config: RunConfig, split: str) -> dict:
     """The callback's logged surrogates: mean KL for I(X;Z) (information dropout only: the callback logs 0
     for other layers, which is no estimate), H(Y) - cross-entropy for I(Y;Z), with the set-up's warnings."""
     several = len(config["layers"]) > 1
-    h_y = discrete_entropy(rf.load_labels(run_dir, split))
-    mi_zy = rf.load_ip(run_dir, split, "mi_zy")
+    h_y = discrete_entropy(run_folder.load_labels(run_dir, split))
+    mi_zy = run_folder.load_ip(run_dir, split, "mi_zy")
     out = {}
     for layer in config["layers"]:
-        mean_kl = rf.load_ip(run_dir, split, "mean_kl", layer["name"] if several else None)
+        mean_kl = run_folder.load_ip(run_dir, split, "mean_kl", layer["name"] if several else None)
         for epoch in sorted(set(mean_kl) | set(mi_zy)):
             out[(CALLBACK, layer["name"], split, epoch)] = {
                 "warnings": _callback_warnings(config, mi_zy.get(epoch), h_y),
@@ -329,7 +330,7 @@ def _callback_entries(run_dir: Path, config: RunConfig, split: str) -> dict:
 
 def _check_inputs(jobs: Sequence[Job], request: Request) -> None:
     """Every array the jobs will read, validated as the estimators will (finite, real, not too large;
-    the mixture's and the bound's codes as ``activations`` takes them), before anything is written: a
+    the mixture's and the bound's codes as ``check_codes`` takes them), before anything is written: a
     bad file at the last epoch must not leave the earlier epochs estimated and the command failed."""
     largest = max((_array_bytes(path) for job in jobs for path in job.files.values()), default=0)
     memory = _physical_memory()
@@ -350,7 +351,7 @@ def _check_inputs(jobs: Sequence[Job], request: Request) -> None:
                 if key == "alphas":
                     log_noise_stds(values)
                 elif uses_codes:
-                    activations(values, request.clip_min, allow_negative=job.layer["dropout"] == "gaussian")
+                    check_codes(values, request.clip_min, allow_negative=job.layer["dropout"] == "gaussian")
                 else:
                     as_samples(values, key, min_rows=2)
             except InputError as err:
@@ -359,7 +360,7 @@ def _check_inputs(jobs: Sequence[Job], request: Request) -> None:
 
 def _array_bytes(path: Path) -> int:
     """The size of the regular file ``path`` (not read)."""
-    with rf.open_regular(path) as fh:
+    with run_folder.open_regular(path) as fh:
         return os.fstat(fh.fileno()).st_size
 
 
@@ -387,28 +388,28 @@ def check_outputs(run_dir: Path, *, figures: bool) -> None:
     """Every file the estimation (and, with ``figures``, the drawing) of a run writes may be written: no
     link, folder or special file in its place and no link on the way from the run folder; nothing is
     created. ``history.csv``, which the figures read, is checked too."""
-    estimates = rf.estimates_path(run_dir)
-    for path in (estimates, estimates.with_name(f".{rf.ESTIMATES_NAME}.lock")):
-        rf.check_write_target(path, root=run_dir)
+    estimates = run_folder.estimates_path(run_dir)
+    for path in (estimates, estimates.with_name(f".{run_folder.ESTIMATES_NAME}.lock")):
+        run_folder.check_write_target(path, root=run_dir)
     if not figures:
         return
     folder = run_dir / FIGURES_DIR
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise InputError(f"{folder} is not a folder of the run (a link or a file): refusing to draw into it")
     for child in folder.iterdir() if folder.is_dir() else ():
-        rf.check_write_target(child, root=run_dir)
-    history = run_dir / rf.HISTORY_NAME
+        run_folder.check_write_target(child, root=run_dir)
+    history = run_dir / run_folder.HISTORY_NAME
     if history.exists() or history.is_symlink():
-        rf.load_history(history)
+        run_folder.load_history(history)
 
 
 def prepare_run(run_dir: str | Path, request: Request, *, figures: bool = False) -> PreparedRun:
     """Read the run's config, the callback's files and every array its jobs need, check them and the files
     it will write (:func:`check_outputs`), and predict the time: nothing is written."""
     run_dir = _run_folder(run_dir)
-    config = rf.load_config(run_dir)
+    config = run_folder.load_config(run_dir)
     check_outputs(run_dir, figures=figures)
-    jobs, stale = plan(run_dir, config, rf.load_estimates(run_dir)["estimates"], request)
+    jobs, stale = plan(run_dir, config, run_folder.load_estimates(run_dir)["estimates"], request)
     callback = {}
     for split in request.splits:
         callback.update(_callback_entries(run_dir, config, split))
@@ -419,11 +420,11 @@ def prepare_run(run_dir: str | Path, request: Request, *, figures: bool = False)
 
 def _missing_epochs(run_dir: Path, config: RunConfig) -> tuple[str, ...]:
     """A note on the saved epochs that the run's history says it reached but whose files are gone."""
-    history = run_dir / rf.HISTORY_NAME
+    history = run_dir / run_folder.HISTORY_NAME
     if not history.is_file():
         return ()
-    done = max(rf.load_history(history), default=0)
-    missing = rf.missing_epoch_files(run_dir, config, rf.expected_epochs(config, done))
+    done = max(run_folder.load_history(history), default=0)
+    missing = run_folder.missing_epoch_files(run_dir, config, run_folder.expected_epochs(config, done))
     if not missing:
         return ()
     return (
@@ -520,7 +521,7 @@ def estimate_run(
     start, lines = time.monotonic(), not request.progress and prepared.seconds > ANNOUNCE_SECONDS
     for i, job in enumerate(bar, start=1):
         bar.set_postfix_str(f"{job.inputs.split} epoch {job.epoch}")
-        data = rf.store_estimates(prepared.run_dir, run_job(job, request))
+        data = run_folder.store_estimates(prepared.run_dir, run_job(job, request))
         if lines:
             elapsed = time.monotonic() - start
             log.info(
@@ -545,7 +546,7 @@ def begin_estimates(prepared: PreparedRun) -> dict[str, Any]:
             f"({', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''})",
             flush=True,
         )
-    return rf.store_estimates(prepared.run_dir, prepared.callback)
+    return run_folder.store_estimates(prepared.run_dir, prepared.callback)
 
 
 def _run_folder(run_dir: str | Path) -> Path:

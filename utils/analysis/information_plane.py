@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from threadpoolctl import threadpool_limits
 
 from mi_estimators.checks import InputError
-from utils import run_folder as rf
+from utils import run_folder
 from utils.analysis.cluster import dask_client, estimate_on_cluster
 from utils.analysis.comparison import check_comparison_out, write_comparison
 from utils.analysis.estimation import (
@@ -41,8 +41,8 @@ from utils.analysis.estimation import (
     prepare_run,
 )
 from utils.analysis.figure_layout import FORMATS, formats_arg
-from utils.analysis.figures import draw_run_figures, layer_panels
 from utils.analysis.registry import ESTIMATORS
+from utils.analysis.run_figures import draw_run_figures, layer_panels
 from utils.analysis.run_groups import check_distinct_runs
 from utils.cli import (
     CommandError,
@@ -146,10 +146,10 @@ def report_run(
 def _drawable(run_dir: Path, data: dict[str, Any], epochs: Any) -> bool:
     """Whether :func:`draw_run_figures` would draw anything (it refuses to draw nothing): a training history,
     a plane of some layer, or mixture entries with their convergence subsets."""
-    if (run_dir / rf.HISTORY_NAME).is_file():
+    if (run_dir / run_folder.HISTORY_NAME).is_file():
         return True
     estimates = data["estimates"]
-    for layer in rf.load_config(run_dir)["layers"]:
+    for layer in run_folder.load_config(run_dir)["layers"]:
         if layer_panels(estimates, layer, epochs=epochs):
             return True
         splits = estimates.get("mixture", {}).get(layer["name"], {}).values()

@@ -1,4 +1,7 @@
-"""Information planes and training curves (matplotlib, headless-safe), drawn in the paper's style.
+"""How an information plane is drawn on matplotlib axes (headless-safe), in the paper's style: its series
+and panels, their shared axes, a grid of planes with one colour bar and one legend. Which planes a run
+folder or a comparison gets: :mod:`utils.analysis.run_figures`, :mod:`utils.analysis.comparison_figures`.
+
 
 An information plane (Tishby & Zaslavsky 2015; Shwartz-Ziv & Tishby 2017) plots, per saved epoch,
 x = I(X;Z) against y = I(Y;Z). As in Adilova, Geiger & Fischer (ICLR 2023) points are coloured by epoch
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
@@ -29,20 +31,16 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from mi_estimators.checks import InputError
-from utils import run_folder as rf
 from utils.analysis.entries import SATURATION_LIMIT
 from utils.analysis.figure_layout import (
     COLUMN_WIDTH,
     PAGE_WIDTH,
     figure_legend,
     new_figure,
-    save_figure,
     styled,
     title_and_caption,
     unique_entries,
 )
-
-__all__ = ["Panel", "PlaneSeries", "plot_information_plane", "plot_plane_grid", "plot_training_curves", "save_figure"]
 
 SATURATED_LABEL = f"hollow: limited by N (dI/dlog N > {SATURATION_LIMIT:g})"
 BRACKET_LABEL = "whisker: lower (point) to upper (|) estimate of I(X;Z)"
@@ -379,7 +377,7 @@ def plot_plane_grid(
     caption: str | None = None,
 ) -> Figure:
     """Panels on a grid (a journal column for one panel, the page width for more) sharing one epoch colour
-    bar with integer ticks, their axes (:func:`shared_x_ranges`, :func:`y_range`) and one legend."""
+    bar with integer ticks, their axes (:func:`shared_ranges`) and one legend."""
     panels = [p for p in panels if any(len(s.epochs) for s in p.series)]
     if not panels:
         raise InputError("no information-plane panels with data to draw")
@@ -406,30 +404,4 @@ def plot_plane_grid(
         bar.update_ticks()
     title_and_caption(fig, suptitle, caption)
     figure_legend(fig, *plane_legend_entries(panels, x_axes, y_axes, drawn))
-    return fig
-
-
-def read_history(path: str | Path) -> dict[str, np.ndarray]:
-    """Columns of ``history.csv`` as float arrays (NaN for an empty cell), read and checked by
-    :func:`utils.run_folder.load_history`."""
-    rows = list(rf.load_history(path).values())
-    return {k: np.array([float(r[k]) if r.get(k) else np.nan for r in rows]) for k in rows[0]}
-
-
-@styled
-def plot_training_curves(history: dict[str, np.ndarray], title: str | None = None) -> Figure:
-    """Loss and accuracy per epoch, train and test, from ``history.csv`` columns (``epoch`` = completed
-    epochs, ``loss``, ``accuracy``, ``test_loss``, ``test_accuracy``), one legend under both panels."""
-    epoch = history["epoch"]
-    fig = new_figure(PAGE_WIDTH, 2.6)
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        for prefix, label, color in (("", "train", "tab:blue"), ("test_", "test", "tab:orange")):
-            if prefix + key in history:
-                ax.plot(epoch, history[prefix + key], label=label, color=color)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-    title_and_caption(fig, title, None)
-    figure_legend(fig, *unique_entries([ax_loss, ax_acc]))
     return fig

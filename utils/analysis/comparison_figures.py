@@ -1,35 +1,26 @@
-"""The figures of run folders: information planes per dropout layer, convergence in N, training curves,
-and the seed-aggregated planes, epoch curves and overlays of a comparison of runs.
+"""Which figures a comparison of runs gets, in ``<comparison>/figures/``: per group the seed-aggregated
+information planes and I(X;Z), I(Y;Z) against the epoch; per family of groups that differ in one flag,
+their planes and curves overlaid.
 
-Which planes are drawn depends on the dropout kind (Adilova, Geiger & Fischer, ICLR 2023):
-- Gaussian dropout: the mixture estimate of I(X;Z) against each I(Y;Z) estimate (mixture,
-  H(Y) - cross-entropy, EDGE, KSG, all on the same noisy Z), the Gaussian upper bound on its own
-  scale, binning of the noisy Z and of the noise-free f(x).
-- Information dropout: the paper's KL / cross-entropy plane (with beta), the mixture estimate in log
-  space, EDGE, KSG, binning.
-- Bernoulli dropout: I(X;Z) is infinite; binning of f(x) and the cross-entropy bound only.
-Hollow points are limited by the number of inputs (saturation dI/dlog N > 0.5, McAllester & Stratos
-2020); whiskers run from the lower (mixture) to the upper (leave-one-out) estimate of I(X;Z).
-File names say what they hold: ``plane_<group>_<layer>``, ``epochs_<group>_<layer>`` and
+Drawn from the rows of the comparison's ``aggregate.csv`` (:mod:`utils.analysis.seed_aggregate`), with
+the planes of each dropout kind of a run's figures (:data:`utils.analysis.run_figures.PLANES`). File
+names say what they hold: ``plane_<group>_<layer>``, ``epochs_<group>_<layer>`` and
 ``overlay_<flag>_<what the groups share>_<what tells them apart>``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mi_estimators.checks import InputError
-from utils import run_folder as rf
-from utils.analysis.entries import SATURATION_LIMIT, UPPER, total_error
+from utils import run_folder
+from utils.analysis.entries import SATURATION_LIMIT
 from utils.analysis.figure_layout import (
     COLUMN_WIDTH,
     PAGE_WIDTH,
@@ -40,7 +31,7 @@ from utils.analysis.figure_layout import (
     title_and_caption,
     unique_entries,
 )
-from utils.analysis.plotting import (
+from utils.analysis.plane_drawing import (
     H_Y_COLOR,
     LOG_AXIS_RATIO,
     LOG_N_COLOR,
@@ -48,204 +39,12 @@ from utils.analysis.plotting import (
     PlaneSeries,
     log_ticks,
     plot_plane_grid,
-    plot_training_curves,
-    read_history,
     shared_ranges,
 )
+from utils.analysis.run_figures import OWN_SCALE, PLANES, panel_title
 
-# (estimator giving I(X;Z), estimator giving I(Y;Z), panel title) in drawing order.
-PLANES = {
-    "gaussian": [
-        ("mixture", "mixture", "mixture estimate"),
-        ("mixture", "callback", "H(Y) - cross-entropy"),
-        ("mixture", "edge", "EDGE I(Y;Z)"),
-        ("mixture", "ksg", "KSG I(Y;Z)"),
-        ("upper_bound", "mixture", "Gaussian upper bound"),
-        ("binning", "binning", "binning of noisy Z"),
-        ("binning_f", "binning_f", "binning of f(x)"),
-    ],
-    "information": [
-        ("callback", "callback", "KL term (beta = {beta:g})"),
-        ("mixture", "mixture", "mixture (log space)"),
-        ("mixture", "edge", "EDGE I(Y;Z)"),
-        ("mixture", "ksg", "KSG I(Y;Z)"),
-        ("binning", "binning", "binning of noisy Z"),
-        ("binning_f", "binning_f", "binning of f(x)"),
-    ],
-    "bernoulli": [
-        ("binning", "binning", "binning of f(x)"),
-        ("binning", "callback", "H(Y) - cross-entropy"),
-    ],
-}
-OWN_SCALE = {"upper_bound", "callback"}
-"""I(X;Z) estimators far beyond log N (a loose bound, the KL term): their panels get their own axis."""
-RUN_CAPTION = "error bars: Monte Carlo and input-sampling errors in quadrature"
 MAX_STEM = 120
 """Longest figure file name (without its extension): the file system's limit is 255 bytes."""
-
-
-def _panel_title(title: str, split: str, log_n: float | None, beta: float | None = None) -> str:
-    """The estimator on one line, the split and its number of inputs N on the next."""
-    n = f", N = {round(np.exp(log_n)):,}" if log_n is not None else ""
-    return f"{title.format(beta=beta or 0)}\n{split}{n}"
-
-
-def _series(x_entries: dict, y_entries: dict, keep: Callable[[int], bool]) -> PlaneSeries | None:
-    epochs = sorted(
-        int(e)
-        for e in set(x_entries) & set(y_entries)
-        if keep(int(e)) and x_entries[e].get("mi_xz") is not None and y_entries[e].get("mi_zy") is not None
-    )
-    if not epochs:
-        return None
-    xs = [x_entries[str(e)] for e in epochs]
-    ys = [y_entries[str(e)] for e in epochs]
-    uppers = [x.get(UPPER) for x in xs]
-    return PlaneSeries(
-        epochs,
-        [x["mi_xz"] for x in xs],
-        [y["mi_zy"] for y in ys],
-        [total_error(x, "xz") for x in xs],
-        [total_error(y, "zy") for y in ys],
-        saturated=[(x.get("saturation") or 0.0) > SATURATION_LIMIT for x in xs],
-        mi_xz_upper=uppers if any(u is not None for u in uppers) else None,
-    )
-
-
-def _log_n(estimates: Mapping[str, Any], layer: str, split: str) -> float | None:
-    """log N of the analysed inputs of a split (from any estimate that records it)."""
-    for by_layer in estimates.values():
-        for entry in by_layer.get(layer, {}).get(split, {}).values():
-            if entry.get("log_n") is not None:
-                return entry["log_n"]
-    return None
-
-
-def layer_panels(
-    estimates: Mapping[str, Any],
-    layer: Mapping[str, Any],
-    splits: Sequence[str] = rf.SPLITS,
-    epochs: Callable[[int], bool] | None = None,
-) -> list[Panel]:
-    """Information-plane panels for one ``config.json`` layer entry: planes x splits, only those with data
-    (``epochs`` selects the epochs drawn; default all)."""
-    panels = []
-    for x_name, y_name, title in PLANES[layer["dropout"]]:
-        for split in splits:
-            x_entries = estimates.get(x_name, {}).get(layer["name"], {}).get(split, {})
-            y_entries = estimates.get(y_name, {}).get(layer["name"], {}).get(split, {})
-            series = _series(x_entries, y_entries, epochs or (lambda e: True))
-            if series is None:
-                continue
-            h_y = next((e.get("h_y") for e in y_entries.values() if e.get("h_y") is not None), None)
-            warned = any(e.get("warnings") for e in (*x_entries.values(), *y_entries.values()))
-            log_n = _log_n(estimates, layer["name"], split)
-            panels.append(
-                Panel(
-                    _panel_title(title, split, log_n, layer.get("beta")) + (" (warned)" if warned else ""),
-                    [series],
-                    log_n=log_n,
-                    h_y=h_y,
-                    own_scale=x_name in OWN_SCALE,
-                    x_key=x_name,
-                    y_key=y_name,
-                )
-            )
-    return panels
-
-
-@styled
-def plot_convergence(
-    estimates: Mapping[str, Any], layer: str, split: str, epochs: Callable[[int], bool] | None = None
-) -> Figure:
-    """I(X;Z) of the mixture estimate against log n on the nested subsets of every saved epoch, with the
-    ceiling I = log n: a curve that still follows the ceiling is limited by the number of inputs."""
-    entries = estimates.get("mixture", {}).get(layer, {}).get(split, {})
-    chosen = sorted(int(e) for e, v in entries.items() if v.get("convergence") and (epochs is None or epochs(int(e))))
-    if not chosen:
-        raise InputError(
-            f"no convergence-in-N points for layer {layer!r}, {split} split: estimate with the mixture estimator first"
-        )
-    fig = new_figure(COLUMN_WIDTH, 3.2)
-    ax = fig.subplots()
-    norm = Normalize(vmin=min(chosen), vmax=max(max(chosen), min(chosen) + 1))
-    cmap = colormaps["viridis"]
-    for epoch in chosen:
-        points = entries[str(epoch)]["convergence"]
-        ax.errorbar(
-            [p["log_n"] for p in points],
-            [p["mi_xz"] for p in points],
-            yerr=[p["mi_xz_stderr"] for p in points],
-            color=cmap(norm(epoch)),
-            marker="o",
-            ms=2.5,
-            lw=0.8,
-        )
-    top = max(p["log_n"] for e in chosen for p in entries[str(e)]["convergence"])
-    ax.plot([0, top], [0, top], "--", color=LOG_N_COLOR, lw=0.8, label="I = log n (the ceiling)")
-    ax.set_xlabel("log n (nested random subsets of the inputs)")
-    ax.set_ylabel("mixture I(X;Z) [nats]")
-    ax.grid(alpha=0.3)
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="epoch", aspect=30, pad=0.01)
-    bar.locator = MaxNLocator(integer=True)
-    bar.update_ticks()
-    title_and_caption(fig, f"convergence in N: layer {layer}, {split} split", "error bars: Monte Carlo errors")
-    figure_legend(fig, *unique_entries([ax]))
-    return fig
-
-
-def draw_run_figures(
-    run_dir: str | Path,
-    *,
-    formats: Sequence[str] = ("png",),
-    estimates: Mapping[str, Any] | None = None,
-    epochs: Callable[[int], bool] | None = None,
-    suffix: str = "",
-) -> list[Path]:
-    """Draw ``RUN_DIR/figures/information_plane[_<layer>]<suffix>``, ``convergence_<split>[_<layer>]<suffix>``
-    and ``training_curves`` (each in every format); returns the written paths.
-
-    ``estimates`` defaults to the content of ``IP/estimates.json``; ``epochs`` selects the epochs
-    drawn (e.g. to leave out epoch 0, which the axes leave out anyway)."""
-    run_dir = Path(run_dir)
-    config = rf.load_config(run_dir)
-    found: Mapping[str, Any] = (estimates or rf.load_estimates(run_dir))["estimates"]
-    figures = run_dir / "figures"
-    several = len(config["layers"]) > 1
-    written = []
-    for layer in config["layers"]:
-        tag = f"_{layer['name']}" if several else ""
-        panels = layer_panels(found, layer, epochs=epochs)
-        if panels:
-            level = f"p = {layer['p']}" if layer.get("p") is not None else f"beta = {layer.get('beta')}"
-            title = f"{run_dir.name}: layer {layer['name']} ({layer['dropout']} dropout, {level})"
-            written += save_figure(
-                plot_plane_grid(panels, suptitle=title, caption=RUN_CAPTION),
-                figures / f"information_plane{tag}{suffix}",
-                formats,
-            )
-        for split in rf.SPLITS:
-            if any(
-                v.get("convergence") for v in found.get("mixture", {}).get(layer["name"], {}).get(split, {}).values()
-            ):
-                written += save_figure(
-                    plot_convergence(found, layer["name"], split, epochs),
-                    figures / f"convergence_{split}{tag}{suffix}",
-                    formats,
-                )
-    history = run_dir / rf.HISTORY_NAME
-    if history.exists():
-        written += save_figure(
-            plot_training_curves(read_history(history), title=run_dir.name), figures / "training_curves", formats
-        )
-    if not written:
-        raise InputError(
-            f"nothing to draw in {run_dir}: run `python -m utils.analysis.information_plane {run_dir}` first"
-        )
-    return written
-
-
-# -- comparisons of runs (rows of utils.analysis.comparison's aggregate table) ---------------------------
 
 
 def _spread(row: dict, q: str) -> float | None:
@@ -290,7 +89,7 @@ def _group_panels(rows: list[dict]) -> list[Panel]:
     first = rows[0]
     panels = []
     for x_name, y_name, title in PLANES[first["dropout"]]:
-        for split in rf.SPLITS:
+        for split in run_folder.SPLITS:
             cell = [r for r in rows if r["split"] == split]
             series = _aggregate_series(cell, x_name, y_name)
             if series is None:
@@ -298,7 +97,7 @@ def _group_panels(rows: list[dict]) -> list[Panel]:
             log_n = next((r["log_n"] for r in cell if r.get("log_n") is not None), None)
             panels.append(
                 Panel(
-                    _panel_title(title, split, log_n, first.get("beta")),
+                    panel_title(title, split, log_n, first.get("beta")),
                     [series],
                     log_n=log_n,
                     h_y=first.get("h_y"),
@@ -330,7 +129,7 @@ def plot_trajectories(rows: list[dict], title: str) -> Figure:
     fall of I(X;Z) after its peak, which the plane's axes hide. The KL term of information dropout is on
     its own axis (many times log N). One column per split with data."""
     rows = [r for r in rows if r["epoch"] > 0]
-    splits = [s for s in rf.SPLITS if any(r["split"] == s and r.get("mi_xz_mean") is not None for r in rows)]
+    splits = [s for s in run_folder.SPLITS if any(r["split"] == s and r.get("mi_xz_mean") is not None for r in rows)]
     if not splits:
         raise InputError(f"no trained epochs to draw for {title!r}")
     kl = any(r["estimator"] == "callback" and r.get("mi_xz_mean") is not None for r in rows)
@@ -345,15 +144,15 @@ def plot_trajectories(rows: list[dict], title: str) -> Figure:
             names = ["callback"] if q == "kl" else [n for n in TRAJECTORY_ESTIMATORS if n != "callback" or q == "zy"]
             for name in names:
                 key = "xz" if q == "kl" else q
-                pts = [
+                band = [
                     (r["epoch"], r[f"mi_{key}_mean"], _spread(r, key) or 0.0)
                     for r in cell
                     if r["estimator"] == name and r.get(f"mi_{key}_mean") is not None
                 ]
                 label = CE_LABEL if name == "callback" and q == "zy" else TRAJECTORY_ESTIMATORS[name]
-                _band(ax, pts, COLORS[name], label)
+                _band(ax, band, COLORS[name], label)
                 if name == "mixture" and q == "xz":
-                    _bracket(ax, [r for r in cell if r["estimator"] == name], pts, COLORS[name])
+                    _bracket(ax, [r for r in cell if r["estimator"] == name], band, COLORS[name])
             ref = log_n if q == "xz" else next((r["h_y"] for r in cell if r.get("h_y") is not None), None)
             if ref is not None and q != "kl":
                 ax.axhline(ref, color=LOG_N_COLOR if q == "xz" else H_Y_COLOR, ls="--", lw=0.8, label=_ref_label(q))
@@ -439,7 +238,7 @@ def overlay_stem(flag: str, names: Sequence[str]) -> str:
 def _overlay(groups: dict, flag: str, names: list[str], folder: Path, formats: Sequence[str]) -> list[Path]:
     panels = []
     caption_rows = []
-    for split in rf.SPLITS:
+    for split in run_folder.SPLITS:
         series = []
         log_n = None
         for i, name in enumerate(names):
@@ -492,9 +291,9 @@ def _overlay_epochs(groups: dict, names: list[str], title: str, caption: str) ->
             )
             for i, name in enumerate(names)
         ]
-        for split in rf.SPLITS
+        for split in run_folder.SPLITS
     }
-    splits = [s for s in rf.SPLITS if any(found for _, _, found in cells[s])]
+    splits = [s for s in run_folder.SPLITS if any(found for _, _, found in cells[s])]
     fig = new_figure(PAGE_WIDTH if len(splits) > 1 else COLUMN_WIDTH + 0.5, 3.0)
     axes = fig.subplots(1, len(splits), squeeze=False)[0]
     for ax, split in zip(axes, splits):
@@ -527,11 +326,11 @@ def _overlay_epochs(groups: dict, names: list[str], title: str, caption: str) ->
     return fig
 
 
-def _band(ax: Axes, pts: list[tuple[float, float, float]], color: Any, label: str) -> None:
-    """One mean line over the epochs with a band of +-1 spread, from (epoch, mean, spread) points."""
-    if not pts:
+def _band(ax: Axes, band: list[tuple[float, float, float]], color: Any, label: str) -> None:
+    """One mean line over the epochs with a band of +-1 spread, from (epoch, mean, spread) triples."""
+    if not band:
         return
-    e, m, sd = (np.array(v, dtype=float) for v in zip(*sorted(pts)))
+    e, m, sd = (np.array(v, dtype=float) for v in zip(*sorted(band)))
     ax.plot(e, m, "-o", ms=2, lw=0.9, color=color, label=label)
     ax.fill_between(e, m - sd, m + sd, color=color, alpha=0.25, lw=0)
 
