@@ -1,25 +1,16 @@
-"""Estimation on a Dask cluster: one task per (run, layer, split, epoch, estimator) estimate.
+"""Estimation on a Dask cluster: one task per (run, layer, split, epoch, estimator) entry.
 
     python -m utils.analysis.information_plane RUN [RUN ...] --workers 2          # a local cluster
     python -m utils.analysis.information_plane RUN [RUN ...] --scheduler tcp://HOST:8786
 
-A task is :func:`estimate_pinned` (:func:`utils.analysis.estimation.estimate_entry`): it receives the
-arrays it needs (f, alpha(x), the labels) with its arguments and reads no file, so workers need the
-toolkit installed but no shared filesystem. The arrays travel inside the task, not as separately
-scattered data, so the scheduler can rerun the task elsewhere when its worker dies. The client is the
-only writer: it stores every finished entry in the run's ``IP/estimates.json`` as it arrives
-(:func:`utils.run_folder.store_estimates`), so a client that is stopped and started again computes only
-what is missing. The noise of every estimate is seeded from (seed, input, draw)
-(:mod:`mi_estimators.noise`), never from where or when a task runs, and ``estimates.json`` is written in
-a fixed order, so the files are bit-identical whatever the scheduling, and identical to the in-process
-path's run with one BLAS thread (a float32 product's rounding depends on how BLAS splits it between
-threads: with several, the in-process entries differ by about 1e-9 nats).
-
-Each worker runs one task at a time with one BLAS/OpenMP thread: every task pins it (threadpoolctl), so
-that a worker started by hand, without a nanny, gives the same entries; a local cluster's workers also
-start with one (Dask's nanny environment), so that no idle BLAS threads are spawned. ``--workers`` equal
-to the cores does not oversubscribe them. Tasks are submitted in a window of a few per worker thread: the
-client and the scheduler never hold more than that many tasks' arrays.
+A task (:func:`estimate_pinned`, around :func:`utils.analysis.estimation.estimate_entry`) carries its
+arrays, reads no file and runs with one BLAS/OpenMP thread, so that any worker, started by hand or by
+Dask's nanny, gives the same entry: byte-identical to the in-process path's with one BLAS thread. The
+client is the only writer; it stores every entry in the run's ``IP/estimates.json`` as it arrives
+(:func:`utils.run_folder.store_estimates`), so a stopped command computes only what is missing when
+started again. Tasks are submitted in a window of ``TASKS_PER_THREAD`` per worker thread, so that the
+client and the scheduler hold no more tasks' arrays than that. How to start a cluster, and why the
+entries do not depend on the scheduling: ``docs/cluster.md``.
 """
 
 from __future__ import annotations

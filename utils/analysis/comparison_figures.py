@@ -1,6 +1,7 @@
 """Which figures a comparison of runs gets, in ``<comparison>/figures/``: per group the seed-aggregated
-information planes and I(X;Z), I(Y;Z) against the epoch; per family of groups that differ in one flag,
-their planes and curves overlaid.
+information planes and I(X;Z), I(Y;Z) against the epoch (a compression phase, a fall of I(X;Z) after
+its peak as Adilova, Geiger & Fischer, ICLR 2023 look for it, is plain there and hidden by the plane's
+axes); per family of groups that differ in one flag, their planes and curves overlaid.
 
 Drawn from the rows of the comparison's ``aggregate.csv`` (:mod:`utils.analysis.seed_aggregate`), with
 the planes of each dropout kind of a run's figures (:data:`utils.analysis.run_figures.PLANES`). File
@@ -200,7 +201,7 @@ def draw_comparison_figures(
             written += save_figure(fig, folder / f"epochs_{_slug(group)}_{layer}", formats)
     present = sorted({group for group, _ in groups})
     for flag, names in families:
-        # (a group estimated with several N is aggregated per N: "<name> N=<n>", comparison.aggregate_rows)
+        # a group estimated with several N is aggregated per N: "<name> N=<n>" (seed_aggregate.aggregate_rows)
         found = [g for name in names for g in present if g == name or g.startswith(f"{name} N=")]
         written += _overlay(groups, flag, found, folder, formats)
     return written
