@@ -38,12 +38,7 @@ from utils.analysis.figure_layout import (
     title_and_caption,
     unique_entries,
 )
-from utils.analysis.plane_drawing import (
-    LOG_N_COLOR,
-    Panel,
-    PlaneSeries,
-    plot_plane_grid,
-)
+from utils.analysis.plane_drawing import LOG_N_COLOR, Panel, PlaneSeries, plot_plane_grid
 
 # (estimator giving I(X;Z), estimator giving I(Y;Z), panel title) in drawing order.
 PLANES = {
