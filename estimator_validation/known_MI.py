@@ -9,7 +9,7 @@ X ~ N(0, I_dim), f(x) = 2x + 0.5, Z = f(X) * D, D ~ N(1, s^2 I) with s = --noise
   form, X uniform over the points), by bin count and bin size; never above log of the number of points;
 * ``ksg`` and ``edge``: between X and Z, on one noisy draw per input (N i.i.d. pairs of the joint);
 * ``doe_gaussian`` / ``doe_logistic``: Difference of Entropies (McAllester & Stratos 2020), trained on
-  80% of the inputs (with all their draws), 10% of them for early stopping, evaluated on the other 20%.
+  70% of the inputs (with all their draws), early-stopped on 10%, evaluated on the other 20%.
 
 With fdim = 1 (and N <= 5000) the exact target of the mixture estimator for the drawn inputs
 (``truth_finite_sample``) is also computed by quadrature. Writes known_MI.json and known_MI.png into --out.
