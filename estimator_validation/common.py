@@ -1,4 +1,4 @@
-"""Command line, checks, result JSON, table and figure code shared by the three validation scripts.
+"""Command line, checks, result JSON, table and figure code shared by the four validation scripts.
 
 Every script takes the same options (:func:`make_parser`), checks every flag, the output folder, the
 memory it will need and its rough time before computing anything (:func:`resolve`, :func:`check_memory`,
