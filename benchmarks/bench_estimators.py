@@ -60,7 +60,7 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.machine import cpu_name
 from estimator_validation.common import available_memory
-from estimator_validation.workload import announce, check_time, mixture_seconds
+from estimator_validation.run_time import announce, check_time, mixture_seconds
 from mi_estimators import mixture
 from mi_estimators.dropout_MI import gaussian_dropout_mi
 from mi_estimators.mixture import prune as pruning
