@@ -315,10 +315,6 @@ def check_codes(f: np.ndarray, clip_min: float | None, *, allow_negative: bool) 
     return f, int(low.sum())
 
 
-activations = check_codes
-"""The former name of :func:`check_codes`, kept while ``utils/analysis/estimation.py`` imports it."""
-
-
 # -- one estimate: X uniform over a set of inputs -----------------------------------------------------
 
 
