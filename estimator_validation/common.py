@@ -33,7 +33,7 @@ from estimator_validation.ground_truth import toy_truth
 from estimator_validation.run_time import announce, check_time
 from estimator_validation.toy_problem import ToyData, child_seeds, make_toy
 from mi_estimators.checks import gaussian_dropout_std
-from utils.analysis.plotting import save_figure
+from utils.analysis.figure_layout import save_figure
 from utils.cli import CommandError, OneLineParser, float_arg, int_arg, run_command
 from utils.run_folder import save_json
 
