@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import mi_mnist_dropout
 from utils import run_folder
 from utils import run_folder_schema as schema
-from utils.analysis import information_plane as ip
+from utils.analysis import information_plane
 from utils.train_command import main as train_main
 
 TRAIN = [
@@ -62,7 +62,7 @@ def pristine(tmp_path_factory):
     """A trained and estimated run folder, never changed: every example works on a copy."""
     run = tmp_path_factory.mktemp("fuzz") / "run"
     assert train_main(TRAIN + ["--out", str(run)], defaults=mi_mnist_dropout.DEFAULTS, family="mnist") == 0
-    assert ip.main([str(run), *ESTIMATE]) == 0
+    assert information_plane.main([str(run), *ESTIMATE]) == 0
     return run
 
 
@@ -304,7 +304,7 @@ def test_estimation_of_mutated_run_folders(pristine, capsys, data):
         draws_figures = data.draw(st.integers(0, 4)) == 0  # a fifth of the examples draws the figures too
         argv = [str(run), *(ESTIMATE[1:] if draws_figures else ESTIMATE)]  # ESTIMATE[0] is --no-plots
         with _time_limit(SECONDS):
-            code = ip.main(argv)
+            code = information_plane.main(argv)
         _check(code, capsys.readouterr().err, before, _snapshot(root), what)
         if code == 0:
             _valid_result(run)
@@ -331,7 +331,7 @@ def test_comparison_of_mutated_run_folders(pristine, capsys, data):
         before = _snapshot(root)
         capsys.readouterr()
         with _time_limit(SECONDS):
-            code = ip.main([*map(str, runs), "--out", str(out), *ESTIMATE])
+            code = information_plane.main([*map(str, runs), "--out", str(out), *ESTIMATE])
         err = capsys.readouterr().err
         _check(code, err, before, _snapshot(root), f"{what}, out {out_kind}, {len(runs)} runs")
         if len(runs) == 2:

@@ -16,7 +16,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from utils import run_folder
-from utils.analysis import information_plane as ip
+from utils.analysis import information_plane
 from utils.callback import RepresentationCallback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,9 @@ def _fit(run: Path, model: keras.Model, *, seed: int = 0, tags: dict | None = No
 
 
 def _estimate(*runs: Path, out: Path | None = None) -> None:
-    ip.analyze_runs(runs, out=out, request=ip.Request(progress=False, splits=("train",)), plots=False)
+    information_plane.analyze_runs(
+        runs, out=out, request=information_plane.Request(progress=False, splits=("train",)), plots=False
+    )
 
 
 def test_different_models_are_different_groups_and_seeds_of_one_are_pooled(tmp_path):
