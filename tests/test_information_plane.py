@@ -24,6 +24,7 @@ from utils.analysis.plane_drawing import Panel, PlaneSeries, plot_plane_grid
 from utils.analysis.registry import ESTIMATORS
 from utils.analysis.run_figures import draw_run_figures, layer_panels, plot_convergence
 from utils.cli import REPORT
+from utils.run_folder_schema import iter_entries
 from utils.train_command import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,10 +72,8 @@ def bernoulli_run(tmp_path_factory):
 
 
 def _entries(data, name):
-    for layer, splits in data["estimates"].get(name, {}).items():
-        for split, by_epoch in splits.items():
-            for epoch, entry in by_epoch.items():
-                yield layer, split, int(epoch), entry
+    for (_, layer, split, epoch), entry in iter_entries({name: data["estimates"].get(name, {})}):
+        yield layer, split, epoch, entry
 
 
 def _check_ranges(data, name, n_by_split):

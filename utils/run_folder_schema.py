@@ -199,11 +199,12 @@ EntryKey = tuple[str, str, str, int]
 
 def iter_entries(estimates: Mapping[str, Any]) -> Iterator[tuple[EntryKey, Any]]:
     """Every ``((estimator, layer, split, epoch), entry)`` of the ``estimates`` part of ``estimates.json``
-    (``{estimator: {layer: {split: {"<epoch>": entry}}}}``), in the file's order."""
+    (``{estimator: {layer: {split: {"<epoch>": entry}}}}``): estimators, layers and splits in the file's
+    order, the epochs of each in increasing order."""
     for name, layers in estimates.items():
         for layer, splits in layers.items():
             for split, by_epoch in splits.items():
-                for epoch, entry in by_epoch.items():
+                for epoch, entry in sorted(by_epoch.items(), key=lambda kv: int(kv[0])):
                     yield (name, layer, split, int(epoch)), entry
 
 

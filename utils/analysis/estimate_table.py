@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from mi_estimators.checks import InputError
 from utils import run_folder, run_folder_schema
 from utils.analysis.run_groups import RunInfo, group_names
-from utils.run_folder_schema import Entry
+from utils.run_folder_schema import Entry, iter_entries
 
 CONFIG_COLUMNS = ("run", "group", "dataset", "net", "dropout", "p", "beta", "seed", "epochs")
 ESTIMATE_COLUMNS = (
@@ -65,20 +65,9 @@ def estimate_rows(runs: Sequence[RunInfo]) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
         described = run.describe(names[run.defining])
-        for name, layers in run_folder.load_estimates(run.path)["estimates"].items():
-            for layer, splits in layers.items():
-                for split, by_epoch in splits.items():
-                    for epoch, entry in sorted(by_epoch.items(), key=lambda kv: int(kv[0])):
-                        rows.append(
-                            {
-                                **described,
-                                "layer": layer,
-                                "split": split,
-                                "epoch": int(epoch),
-                                "estimator": name,
-                                **_estimate_fields(entry),
-                            }
-                        )
+        for (name, layer, split, epoch), entry in iter_entries(run_folder.load_estimates(run.path)["estimates"]):
+            row = {"layer": layer, "split": split, "epoch": epoch, "estimator": name, **_estimate_fields(entry)}
+            rows.append({**described, **row})
     return rows
 
 
