@@ -4,8 +4,8 @@ Defaults are those of Adilova, Geiger & Fischer (ICLR 2023): the 784-512-128-32-
 softplus net with Gaussian dropout (p = 0.2) on the 32 units, SGD lr 0.1 with momentum 0.9, weight
 decay 1e-3 and cosine decay over 200 epochs, batch 256, representations every 2 epochs; at the end
 the information plane is estimated and drawn under <run>/figures (``--no-analyze`` to skip).
-Quick offline run (75% test accuracy on TensorFlow, 84% on JAX, 14 s of training and 45 s in all on
-two CPU cores; any Keras 3 backend, e.g. KERAS_BACKEND=jax):
+Quick offline run, the README's first command (75% test accuracy on TensorFlow, 84% on JAX; about 14 s
+of training and 30 s in all on two CPU cores; any Keras 3 backend, e.g. KERAS_BACKEND=jax):
   python mi_mnist_dropout.py --dataset digits --epochs 20 --batch-size 16 --lr 0.01
 """
 
