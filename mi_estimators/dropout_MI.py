@@ -11,46 +11,28 @@ dropout layer):
   N(log f(x), diag alpha(x)^2) and log is invertible, so I(X;Z) = I(X; log Z) is the same estimate
   in log space (entropies reported for log Z).
 
-Monte Carlo: ``draws`` per input (:mod:`mi_estimators.noise`: the same draws whatever the
-subset or memory budget), every input used (X is enumerated, not sampled). The per-draw term of
-I(X;Z) is t = -log p(z) - h_k, h_k the entropy of component k, whose mean over the draws of input k is
-a_k = KL(p(z|x_k) || p(z)) <= log N; the control variate c = (d - |eps|^2)/2 = log p(z|x_k) + h_k
-turns it into the paired form t + c at beta = 1. Measured (2000 inputs, 5 draws;
-test_control_variate_is_never_worse_than_either_form): on the 1-D toy problem (v = 0.1) the unpaired
-per-draw variance is 0.19 against 0.65 paired, on separated softplus codes at d = 32 it is 16 against
-0, so beta is fitted (:mod:`mi_estimators.control_variate`). I(Y;Z) = E[log p(z|y) - log p(z)], p(z|y) the
-class-y sub-mixture, each term <= -log p(y), with the same control variate.
+Monte Carlo: ``draws`` per input (:mod:`mi_estimators.noise`: the same draws whatever the subset or
+memory budget), every input used (X is enumerated, not sampled). The per-draw term of I(X;Z) is
+t = -log p(z) - h_k, h_k the entropy of component k, whose mean over the draws of input k is
+a_k = KL(p(z|x_k) || p(z)) <= log N, combined with the control variate c = (d - |eps|^2)/2 whose weight
+is fitted within inputs (:mod:`mi_estimators.control_variate`). I(Y;Z) = E[log p(z|y) - log p(z)],
+p(z|y) the class-y sub-mixture, with the same control variate.
 
-Errors (both reported): ``*_stderr`` is the Monte Carlo error of I_N, the MI for X uniform over exactly
-these N inputs; ``*_sampling_stderr`` the spread of I_N between draws of N inputs from the data
-(delta method). With one draw per input the Monte Carlo error needs a second draw somewhere: a fixed
-random ``1/16`` of the inputs (at least 100) gets one, reported as ``params["pilot_inputs"]``.
+Errors: ``*_stderr`` is the Monte Carlo error of I_N (X uniform over exactly these N inputs),
+``*_sampling_stderr`` the spread of I_N between draws of N inputs from the data (delta method); with
+one draw per input a fixed random 1/16 of the inputs (at least 100) gets a second draw
+(``params["pilot_inputs"]``).
 
-The bracket (``mi_xz_upper``; Poole, Ozair, van den Oord, Alemi & Tucker, ICML 2019, "On Variational
-Bounds of Mutual Information"). With L_kj = log p(z_k | x_j), the estimate above is the InfoNCE form
-with the true conditional density, mean_k [L_kk - log((1/N) sum_j e^{L_kj})]: in expectation at most
-the population I(X;Z), and never above log N. Leaving the point's own input out of its mixture,
-mean_k [L_kk - log((1/(N-1)) sum_{j != k} e^{L_kj})] (L1Out; nested Monte Carlo in experimental
-design), is in expectation at least I(X;Z), and is not capped by log N. What the pair promises:
-
-* Only in expectation, over the draw of the N inputs and of the noise: one estimate can land on the
-  wrong side, by about its two errors (``*_stderr``, ``*_sampling_stderr``, both reported for both
-  sides, computed as for the lower estimate), so read the bracket with them.
-* The gap is mean_k log[((N-1)/N)(1 + e^{L_kk}/S_k)], S_k the leave-one-out sum: both sides close
-  on I(X;Z) as N grows (the per-input density ratio's variance over N, once the mixture of the other
-  inputs covers the region where z_k lies), but the lower side cannot pass log N, so it needs
-  N >> e^{I}; where codes are far apart in units of their noise, the own component dominates S_k,
-  the upper side is large, and N inputs do not identify I(X;Z) at all. A wide bracket says exactly
-  that; it is not an error of the estimator.
-* The kernel evaluates the sum without the own component (never a subtraction from the full sum,
-  which cancels where the own term dominates), to the same 1e-3 nats rounding bound, and the mixture
-  (lower) density adds the own term back exactly: one pass gives both sides.
+The bracket: with L_kj = log p(z_k | x_j), the estimate above is mean_k [L_kk - log((1/N) sum_j
+e^{L_kj})] (InfoNCE with the true conditional; at most I(X;Z) in expectation, never above log N), and
+``mi_xz_upper`` = mean_k [L_kk - log((1/(N-1)) sum_{j != k} e^{L_kj})] (leave-one-out; at least I(X;Z)
+in expectation, not capped by log N; Poole et al., ICML 2019). The kernel sums the other components
+without the own one, so one pass gives both sides.
 
 Convergence in N: the estimate is repeated on nested random subsets of N/16 and N/4 inputs (the same
-subsets for the same N and seed, so every epoch of a run uses the same ones; 7% more pairs but about 40%
-more time, ``estimator_validation/run_time.py``) and ``saturation`` = (I_N - I_{N/4}) / log 4, the slope
-dI/dlog N. No distribution-free estimate from N inputs can exceed O(log N) (McAllester & Stratos,
-AISTATS 2020); a slope near 1 means the value is set by N, not by the network.
+subsets for the same N and seed; about 40% more time) and ``saturation`` = (I_N - I_{N/4}) / log 4,
+the slope dI/dlog N (McAllester & Stratos, AISTATS 2020: no distribution-free estimate from N inputs
+exceeds O(log N)). How to read the two errors, the bracket and the saturation: ``docs/estimators.md``.
 """
 
 from __future__ import annotations
