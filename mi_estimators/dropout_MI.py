@@ -541,49 +541,49 @@ class ImplausibleEstimateWarning(UserWarning):
     message is also in the result's ``warnings``."""
 
 
-def _result(method: str, est: _Estimate, params: dict[str, Any], opts: MixtureOptions) -> MIResult:
-    h_z = est.xz.value + est.h_z_given_x
+def _result(method: str, estimate: _Estimate, params: dict[str, Any], opts: MixtureOptions) -> MIResult:
+    h_z = estimate.xz.value + estimate.h_z_given_x
     params.update(
         {
             "draws": opts.draws,
             "seed": opts.seed,
-            "points": est.points,
-            "pilot_inputs": est.points - est.n * opts.draws,
-            "n_components": est.n_components,
-            "component_subsample": est.n_components < est.n,
+            "points": estimate.points,
+            "pilot_inputs": estimate.points - estimate.n * opts.draws,
+            "n_components": estimate.n_components,
+            "component_subsample": estimate.n_components < estimate.n,
             "backend": opts.backend,
             "dtype": opts.dtype,
-            "control_variate_beta": est.xz.beta,
-            "mi_xz_unpaired": est.unpaired.value,
-            "mi_xz_unpaired_stderr": est.unpaired.stderr,
-            "mi_xz_paired": est.paired.value,
-            "mi_xz_paired_stderr": est.paired.stderr,
-            "kernel_float64_points": est.kernel.float64_rows,
-            "kernel_max_error_bound": est.kernel.max_error_bound,
-            "kernel_path": est.kernel.path,
-            "kernel_pairs_fraction": est.kernel.pairs_fraction,
+            "control_variate_beta": estimate.xz.beta,
+            "mi_xz_unpaired": estimate.unpaired.value,
+            "mi_xz_unpaired_stderr": estimate.unpaired.stderr,
+            "mi_xz_paired": estimate.paired.value,
+            "mi_xz_paired_stderr": estimate.paired.stderr,
+            "kernel_float64_points": estimate.kernel.float64_rows,
+            "kernel_max_error_bound": estimate.kernel.max_error_bound,
+            "kernel_path": estimate.kernel.path,
+            "kernel_pairs_fraction": estimate.kernel.pairs_fraction,
         }
     )
     result = MIResult(
         method=method,
-        mi_xz=est.xz.value,
-        mi_xz_stderr=est.xz.stderr,
-        mi_xz_sampling_stderr=est.xz.sampling_stderr,
-        mi_xz_upper=est.xz_upper.value,
-        mi_xz_upper_stderr=est.xz_upper.stderr,
-        mi_xz_upper_sampling_stderr=est.xz_upper.sampling_stderr,
+        mi_xz=estimate.xz.value,
+        mi_xz_stderr=estimate.xz.stderr,
+        mi_xz_sampling_stderr=estimate.xz.sampling_stderr,
+        mi_xz_upper=estimate.xz_upper.value,
+        mi_xz_upper_stderr=estimate.xz_upper.stderr,
+        mi_xz_upper_sampling_stderr=estimate.xz_upper.sampling_stderr,
         h_z=h_z,
-        h_z_stderr=est.xz.stderr,
-        h_z_given_x=est.h_z_given_x,
-        log_n=math.log(est.n),
-        n_inputs=est.n,
+        h_z_stderr=estimate.xz.stderr,
+        h_z_given_x=estimate.h_z_given_x,
+        log_n=math.log(estimate.n),
+        n_inputs=estimate.n,
         params=params,
     )
-    if est.zy is not None:
-        result.mi_zy, result.mi_zy_stderr = est.zy.value, est.zy.stderr
-        result.mi_zy_sampling_stderr = est.zy.sampling_stderr
-        result.h_z_given_y, result.h_y = h_z - est.zy.value, est.h_y
-        params["control_variate_beta_zy"] = est.zy.beta
+    if estimate.zy is not None:
+        result.mi_zy, result.mi_zy_stderr = estimate.zy.value, estimate.zy.stderr
+        result.mi_zy_sampling_stderr = estimate.zy.sampling_stderr
+        result.h_z_given_y, result.h_y = h_z - estimate.zy.value, estimate.h_y
+        params["control_variate_beta_zy"] = estimate.zy.beta
     return result
 
 
