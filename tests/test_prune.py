@@ -125,14 +125,29 @@ def test_pilot_picks_the_dense_path_where_pruning_does_not_pay():
     mu, s = adversarial("overlapping", rng, n=pruning.MIN_COMPONENTS)
     z, own = noisy(mu, s, seed=4)
     out, info = prepare_mixture(mu, s).log_density(z[:500], leave_out=own[:500])
-    assert info["path"] == "dense" and info["pilot_kept_fraction"] > 0.9
+    assert info["path"] == "dense" and info["pilot_kept_fraction"] > 0.9 and info["prune_check"] == "overlap"
     f = np.load(DATA / "fmnist_fc_train_epoch100.npy").astype(np.float64)[: pruning.MIN_COMPONENTS]
     z, own = noisy(f, SIGMA * f, seed=5)
     mix = prepare_mixture(f, SIGMA * f)
     auto, info = mix.log_density(z, leave_out=own)
     dense, dense_info = mix.log_density(z, leave_out=own, prune="never")
-    assert info["path"] == "pruned" and info["pilot_kept_fraction"] < 0.3
+    assert info["path"] == "pruned" and info["pilot_kept_fraction"] < 0.3 and info["prune_check"] == "pilot"
     assert np.all(np.abs(auto - dense)[:, 0] <= info["error_bound"] + dense_info["error_bound"])
+
+
+def test_groups_that_keep_every_pair_go_dense_before_any_block_is_built():
+    """Softplus codes of a random layer (the benchmark's synthetic problem): far apart (few pairs within
+    87 nats, so the look passes) but spread over all 32 units, so that the groups' bounds keep nearly every
+    pair. "auto" picks the dense path from the groups alone and builds no block; the numbers are the dense
+    path's, bit for bit."""
+    rng = np.random.default_rng(10)
+    f = np.logaddexp(0.0, rng.standard_normal((pruning.MIN_COMPONENTS, 64)) @ rng.standard_normal((64, 32)) / 4.0)
+    z, own = noisy(f, SIGMA * f, seed=12)
+    mix = prepare_mixture(f, SIGMA * f)
+    auto, info = mix.log_density(z, leave_out=own)
+    assert info["path"] == "dense" and info["prune_check"] == "groups" and info["pilot_kept_fraction"] > 0.9
+    assert "groups" in mix._terms and "blocks" not in mix._terms
+    np.testing.assert_array_equal(auto, mix.log_density(z, leave_out=own, prune="never")[0])
 
 
 def test_small_mixtures_and_other_backends_stay_dense():
@@ -144,7 +159,7 @@ def test_small_mixtures_and_other_backends_stay_dense():
     mix = prepare_mixture(f, SIGMA * f)
     auto, info = mix.log_density(z, leave_out=own)
     never, _ = mix.log_density(z, leave_out=own, prune="never")
-    assert info["path"] == "dense" and info["pilot_kept_fraction"] is None
+    assert info["path"] == "dense" and info["pilot_kept_fraction"] is None and info["prune_check"] is None
     np.testing.assert_array_equal(auto, never)
     assert mix.log_density(z, prune="always")[1]["path"] == "pruned"
     tiny = prepare_mixture(f[:40], SIGMA * f[:40])

@@ -314,8 +314,10 @@ class Mixture:
         products after the working-precision pass), ``max_error_bound`` (largest error bound, nats),
         ``exact_pairs`` (pairs evaluated from float64 differences), ``path`` ("pruned" or "dense"),
         ``pairs_fraction`` (pairs computed over all M N pairs; ``pairs_computed``, ``pairs_total``),
-        ``pilot_kept_fraction`` (the pilot's estimate, None where none ran), ``dense_rows`` (points on
-        the dense path); ``error_bound`` (M,) is each point's bound.
+        ``pilot_kept_fraction`` (the estimate of the check that chose the path, None where none ran),
+        ``prune_check`` (that check: "overlap", the look at a few points; "groups", the groups' bounds,
+        with no block built; "pilot"; None), ``dense_rows`` (points on the dense path); ``error_bound``
+        (M,) is each point's bound.
         """
         z = as_samples(points, "points", min_rows=1)
         if shift_hint is not None and np.shape(shift_hint) != (len(z), self.n_groups):
@@ -351,29 +353,38 @@ class Mixture:
             return self._pruned(z, hint, left_out, plan, backend, dtype, max_memory_mb, progress, atol)
         return self._dense(z, hint, left_out, backend, dtype, max_memory_mb, progress, atol, plan)
 
+    def groups(self) -> pruning.Groups:
+        """The first level of the components' blocks (cached)."""
+        if "groups" not in self._terms:
+            self._terms["groups"] = pruning.split_groups(self)
+        return self._terms["groups"]
+
     def blocks(self) -> pruning.Blocks:
         """The components' blocks for the pruned path (cached)."""
         if "blocks" not in self._terms:
-            self._terms["blocks"] = pruning.build_blocks(self)
+            self._terms["blocks"] = pruning.build_blocks(self, groups=self.groups())
         return self._terms["blocks"]
 
     def _prune_plan(self, z: np.ndarray, left_out: np.ndarray, backend: str, atol: float, prune: str) -> dict[str, Any]:
         """Whether the pruned path runs: one group, the NumPy backend, at least two blocks of components
-        (``MIN_COMPONENTS`` for ``"auto"``, and codes that do not all overlap), and a pilot that says it
-        pays (``"always"``: whatever it says). ``kept_fraction``: the pilot's, or the overlap's estimate."""
+        (``MIN_COMPONENTS`` for ``"auto"``, codes that do not all overlap, and groups that do not keep
+        nearly every pair), and a pilot that says it pays (``"always"``: whatever it says).
+        ``kept_fraction``: the estimate of the check that decided (``check``)."""
         n = len(self.means)
         if prune == "never" or backend != "numpy" or self.n_groups > 1 or n < 2 * pruning.LEAF:
             return {}
         if prune == "auto" and n < pruning.MIN_COMPONENTS:
             return {}
         if prune == "auto":
-            near = pruning.overlap(self, z)
-            if near > pruning.OVERLAP_MAX:
-                return {"path": "dense", "kept_fraction": near}
+            seen = pruning.look(self, z)
+            if seen.near > pruning.OVERLAP_MAX:
+                return {"path": "dense", "kept_fraction": seen.near, "check": "overlap"}
+            early = pruning.group_check(self.groups(), self, z, seen, atol)
+            if early["relative_cost"] >= pruning.PAYS:
+                return {**early, "path": "dense", "check": "groups"}
         plan = pruning.pilot(self.blocks(), self, z, left_out, atol)
         pays = prune == "always" or plan["relative_cost"] < pruning.PAYS
-        plan["path"] = "pruned" if pays else "dense"
-        return plan
+        return {**plan, "path": "pruned" if pays else "dense", "check": "pilot"}
 
     def _pruned(
         self,
@@ -410,6 +421,7 @@ class Mixture:
             "pairs_total": len(z) * len(self.means),
             "pairs_fraction": pairs / (len(z) * len(self.means)),
             "pilot_kept_fraction": plan["kept_fraction"],
+            "prune_check": plan["check"],
             "dense_rows": int(redo.size),
         }
 
@@ -462,5 +474,6 @@ class Mixture:
             "pairs_total": len(z) * len(self.means),
             "pairs_fraction": 1.0,
             "pilot_kept_fraction": plan.get("kept_fraction"),
+            "prune_check": plan.get("check"),
             "dense_rows": len(z),
         }

@@ -9,9 +9,11 @@ then, where a group is kept, against its blocks. The point's reference R is the 
 the blocks that a quick estimate ranks first; a group or block whose U + log n is below R +
 log(beta / units) is skipped (beta: the share of ``atol`` the skipped mass may take), the kept blocks
 are evaluated exactly (float64 products, one call per block for all the points that keep it, float32
-exps summed in float64), and the skipped mass joins the point's error bound. Before that, a look at a
-few points against all components and a pilot of the whole procedure on a few more estimate whether
-it pays; where it would not (overlapping codes, e.g. before training) the dense path runs.
+exps summed in float64), and the skipped mass joins the point's error bound. Before that, three checks
+estimate whether it pays, each cheaper than the next: a look at a few points against all components,
+the groups' bounds for those points (before any block is built), and a pilot of the whole procedure on
+a few more points; where one says it would not (overlapping codes, e.g. before training, or codes
+whose groups keep almost every pair) the dense path runs.
 ``benchmarks/README.md`` has the measurements behind the choices.
 """
 
@@ -39,6 +41,10 @@ OVERLAP_POINTS, OVERLAP_GAP, OVERLAP_MAX = 16, 87.0, 0.3
 """Before any block is built: where more than OVERLAP_MAX of the pairs lie within OVERLAP_GAP nats of
 their point's largest term (all of them before training; 4-6% in trained MNIST epochs), the dense path
 runs (``overlap``)."""
+GROUP_SHARE = 0.25
+"""The group check (``group_check``) takes the blocks within a kept group to keep at least this share of
+its pairs (measured on the codes of ``benchmarks/data/``: 0.28-0.38 on real codes at 4,096-60,000
+components, 0.99 on the benchmark's synthetic softplus codes of a random layer)."""
 POWER_STEPS = 3
 SAMPLE = 256
 PILOT_POINTS = 256
@@ -144,24 +150,43 @@ class Blocks:
         return len(self.group_starts) - 1
 
 
-def build_blocks(mix: Components, leaf: int | None = None, group: int | None = None) -> Blocks:
-    """Median splits of the components into groups of ``group`` blocks of ``leaf`` (module docstring).
+@dataclass
+class Groups:
+    """The first level of the median splits: the features that shape them and each group's components."""
+
+    feats: np.ndarray  # (N, d + q) float32
+    parts: list[np.ndarray]  # the mixture's component indices of each group
+    size: int  # components per full group (``leaf`` x ``group``)
+
+
+def split_groups(mix: Components, size: int = LEAF * GROUP) -> Groups:
+    """Median splits of the components into groups of ``size`` (module docstring).
 
     Features per unit: asinh((mu - median) / s_median), which measures differences of nearby means in
     units of a typical width and of far ones in log scale, and log s (a Gaussian dropout code's width
-    grows with its size, an information dropout one's is learnt). Which blocks are formed never
-    affects correctness, only how many pairs are kept.
+    grows with its size, an information dropout one's is learnt). Which groups and blocks are formed
+    never affects correctness, only how many pairs are kept.
     """
-    leaf = LEAF if leaf is None else leaf
-    group = GROUP if group is None else group
     n, d = mix.means.shape
     s = 1.0 / np.sqrt(mix.prec)
     rows = slice(None, None, max(1, n // SAMPLE))  # (medians of a sample: they only shape the splits)
     typical = np.median(np.broadcast_to(s, (n, d))[rows], axis=0)
     feats = np.hstack([np.arcsinh((mix.means - np.median(mix.means[rows], axis=0)) / typical), np.log(s)])
     feats = feats.astype(np.float32)  # (they only shape the splits: half the memory traffic)
+    return Groups(feats, _split(feats, size), size)
+
+
+def build_blocks(
+    mix: Components, leaf: int | None = None, group: int | None = None, groups: Groups | None = None
+) -> Blocks:
+    """The groups of ``split_groups`` (``groups``, or made here), each split into blocks of ``leaf``."""
+    leaf = LEAF if leaf is None else leaf
+    group = GROUP if group is None else group
+    if groups is None or groups.size != leaf * group:
+        groups = split_groups(mix, leaf * group)
+    n, d = mix.means.shape
+    feats, parts = groups.feats, groups.parts
     leaves, group_starts = [], [0]
-    parts = _split(feats, leaf * group)
     # (all full groups at once where their nodes halve into whole leaves: equal sizes level by level)
     full = [members for members in parts if len(members) == leaf * group and group & (group - 1) == 0]
     if full:
@@ -186,7 +211,7 @@ def build_blocks(mix: Components, leaf: int | None = None, group: int | None = N
     rel = kappa - mix.ref
     v = 2.0 * rel + 3.5 * c_j + np.abs(rel - 0.5 * c_j)
     blocks = _ball(mix, mu, prec, kappa, v, starts)
-    groups = _ball(mix, mu, prec, kappa, v, starts[np.array(group_starts)])
+    group_balls = _ball(mix, mu, prec, kappa, v, starts[np.array(group_starts)])
     sizes = np.diff(starts)
     ids = np.repeat(np.arange(len(sizes)), sizes)
     q = mix.prec.shape[1]
@@ -194,7 +219,7 @@ def build_blocks(mix: Components, leaf: int | None = None, group: int | None = N
     terms = np.zeros((len(sizes) * leaf, q + d + 2))
     terms[ids * leaf + np.arange(n) - starts[ids]] = b
     terms = np.ascontiguousarray(terms.reshape(len(sizes), leaf, q + d + 2).transpose(0, 2, 1))
-    return Blocks(order, where, starts, np.array(group_starts), blocks, groups, terms)
+    return Blocks(order, where, starts, np.array(group_starts), blocks, group_balls, terms)
 
 
 def _split(feats: np.ndarray, leaf: int) -> list[np.ndarray]:
@@ -452,18 +477,49 @@ def _sums(blocks: Blocks, sel: Pruned, a: np.ndarray, left: LeftOut, exp: bool) 
     return out, pairs
 
 
-def overlap(mix: Components, z: np.ndarray) -> float:
-    """The fraction of pairs within ``OVERLAP_GAP`` nats of their point's largest term, from
-    ``OVERLAP_POINTS`` evenly spaced points (float64 differences; a few rows of the dense work): where it
-    is large, no bound can skip much, and the blocks are not built at all."""
+@dataclass
+class Look:
+    """A few points against all components (``look``)."""
+
+    near: float  # the fraction of their pairs within OVERLAP_GAP nats of their point's largest term
+    points: np.ndarray  # (k,) the points' indices
+    top: np.ndarray  # (k,) each point's largest term - s_0
+
+
+def look(mix: Components, z: np.ndarray) -> Look:
+    """``OVERLAP_POINTS`` evenly spaced points against every component (float64 differences; a few rows
+    of the dense work): where many pairs lie near their point's largest term, no bound can skip much,
+    and neither groups nor blocks are built."""
     idx = np.unique(np.linspace(0, len(z) - 1, min(len(z), OVERLAP_POINTS)).astype(np.int64))
-    near = 0
-    for i in idx:
+    near, top = 0, np.empty(len(idx))
+    for k, i in enumerate(idx):
         terms = mix.log_norm - 0.5 * np.einsum(
             "ij,ij->i", np.square(z[i] - mix.means), np.broadcast_to(mix.prec, mix.means.shape)
         )
-        near += int(np.count_nonzero(terms >= terms.max() - OVERLAP_GAP))
-    return near / (len(idx) * len(mix.means))
+        top[k] = terms.max()
+        near += int(np.count_nonzero(terms >= top[k] - OVERLAP_GAP))
+    return Look(near / (len(idx) * len(mix.means)), idx, top - mix.ref)
+
+
+def group_check(groups: Groups, mix: Components, z: np.ndarray, seen: Look, atol: float) -> dict[str, Any]:
+    """Estimate the pruned path's cost from the groups' bounds alone, before any block is built: for the
+    looked-at points, with their largest term as the reference R, the share of pairs in groups that are
+    kept (step 5's skip rule), the level-2 bounds they need and ``GROUP_SHARE`` of their pairs. The
+    estimate is low where the path's R lies below the largest term (it keeps more), so that this check
+    only sends to the dense path codes whose groups keep nearly every pair."""
+    n, d = mix.means.shape
+    order = np.concatenate(groups.parts)
+    starts = np.concatenate([[0], np.cumsum([len(x) for x in groups.parts])])
+    prec = np.broadcast_to(mix.prec, (n, d))[order]
+    # (the blocks' level-1 pieces come from the blocked order: these differ from them in the last bits)
+    ball = _ball(mix, mix.means[order], prec, mix.log_norm[order], np.zeros(n), starts)
+    sizes = np.diff(starts)
+    n_blocks = -(-sizes // LEAF)
+    cut = math.log(skip_margin(atol) / (n_blocks.sum() + len(sizes)))
+    kept = ball.upper_bounds(z[seen.points] - mix.centre, mix.ref) - seen.top[:, None] >= cut
+    share = float((kept @ sizes).mean()) / n
+    bounds = len(sizes) + float((kept @ n_blocks).mean())
+    return {"kept_fraction": share, "relative_cost": BOUND_COST * bounds / n + PAIR_COST * GROUP_SHARE * share}
 
 
 def pilot(blocks: Blocks, mix: Components, z: np.ndarray, left_out: np.ndarray, atol: float) -> dict[str, Any]:
