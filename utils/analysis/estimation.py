@@ -27,7 +27,7 @@ from mi_estimators.discrete import discrete_entropy
 from mi_estimators.dropout_MI import check_codes, log_noise_stds
 from utils import run_folder, run_folder_schema
 from utils.analysis.registry import ESTIMATORS, INFINITE_MI, LayerData, plane_entry
-from utils.run_folder_schema import LayerSpec, RunConfig
+from utils.run_folder_schema import EntryKey, LayerSpec, RunConfig
 
 log = logging.getLogger(__name__)
 CALLBACK = "callback"
@@ -218,10 +218,6 @@ def job_arrays(job: Job) -> tuple[np.ndarray, np.ndarray | None]:
     """The job's f (inputs, dim) and, for information dropout, its alpha(x): the analysed rows only."""
     alphas = _load_flat(job.files["alphas"], job) if "alphas" in job.files else None
     return _load_flat(job.files["f"], job), alphas
-
-
-EntryKey = tuple[str, str, str, int]
-"""(estimator, layer, split, epoch): where an entry lives in ``estimates.json``."""
 
 
 def estimate_entry(
