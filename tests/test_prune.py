@@ -182,6 +182,32 @@ def test_points_beyond_the_pruned_bound_go_dense(monkeypatch):
     np.testing.assert_array_equal(got, dense)
 
 
+@pytest.mark.parametrize("drop", [100.0, 300.0])
+def test_frames_raised_where_terms_exceed_the_reference(monkeypatch, drop):
+    """References R lowered by ``drop`` nats in every other point (still valid: R <= log S, the skipped mass
+    rescaled to match) start the sums in a frame where the kept exps would overflow float32: the frames
+    rise (``_sums``) and every point stays within its bound of the direct value and of the true R's run."""
+    f = np.load(DATA / "fmnist_fc_train_epoch100.npy").astype(np.float64)[:4096]
+    z, own = noisy(f, SIGMA * f, seed=5)
+    z, own = z[::8], own[::8]
+    mix = prepare_mixture(f, SIGMA * f)
+    plain, plain_info = mix.log_density(z, leave_out=own, prune="always")
+    select = pruning.select
+
+    def lowered(*args, **kwargs):
+        sel = select(*args, **kwargs)
+        low = np.arange(len(sel.ref)) % 2 == 0
+        sel.ref[low] -= drop
+        sel.skipped[low] *= np.exp(drop)
+        return sel
+
+    monkeypatch.setattr(pruning, "select", lowered)
+    got, info = mix.log_density(z, leave_out=own, prune="always")
+    assert info["path"] == "pruned" and info["dense_rows"] == 0 and info["max_error_bound"] <= 1e-3
+    assert_within(got[:, 0], info["error_bound"], direct_log_density(z, f, SIGMA * f, leave_out=own))
+    assert_within(got[:, 0], info["error_bound"] + plain_info["error_bound"], plain[:, 0])
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(64, 400),

@@ -57,21 +57,25 @@ exact value:
    n_blocks)), beta = min(atol, 1e-3) / 4, is skipped; its terms add less than e^R beta / (n_groups +
    n_blocks), so the skipped mass is K_skip < (skipped units) e^R beta / (n_groups + n_blocks) <= beta e^R.
    (c) Kept terms: x_j = L_j - s_0 - F = A(z) . B_j with A = [z^2, z, 1, -F], B_j = [-w_j / 2, mu_j w_j,
-   kappa_j - C_j/2 - s_0, 1] (the expansion of step 1 about c = 0, C_j = ||mu_j||^2_{w_j}, and a frame F
-   per point), so by step 1 (r = F) e_j <= gamma' (v_j - 2 x_j + |F| - 2F) <= gamma' (|v_j| + 3 |F| +
-   2 |x^_j|) =: c + 2 gamma' |x^_j|, c = gamma' (max |v_j| + 3 |F|) over the point's kept groups. Each x^_j
-   is rounded to float32 and exponentiated there (4 ulp): for x^_j in [TINY, EXP_TOP] the computed e^x is
-   within a factor (1 +- EXP32) of e^(x^_j), below TINY it is in [0, 2 e^TINY] (flushed or subnormal),
-   and F is chosen so that no x^_j exceeds EXP_TOP (F = R, or the point's largest term where a kept
-   term was more than EXP_TOP above R). Each block's float32 sum of its (at most LEAF) terms
-   adds gamma_LEAF (float32 u), their float64 sum over the n kept terms gamma_{n+8}.
-   Splitting at |x| = FAR: the exact terms with |x| <= FAR are within a factor e^(+-(c + 2 gamma' FAR)) of
-   e^(x^), the others are below e^(c - FAR/2) each. With S^ the computed kept sum (units e^F), rel =
-   expm1(c + 2 gamma' FAR) + EXP32 + gamma_LEAF + gamma_{n+8} and delta = S^ rel (1 + rel) + n (2 e^TINY + e^(c -
-   FAR/2)), the exact sum lies in [S^ - delta, S^ + delta + K_skip e^(R-F)], so |log S^ - log S| <=
-   max(log(1 + (delta + K_skip e^(R-F)) / S^), -log(1 - delta / S^)): the reported bound (about beta where
-   the codes are Gaussian dropout codes: c ~ 1e-11, EXP32 ~ 6e-6). Points above ``atol`` go to the
-   dense path.
+   kappa_j - C_j/2 - s_0, 1] (the expansion of step 1 about c = 0, C_j = ||mu_j||^2_{w_j}, and a frame F per
+   point), so by step 1 (r = F) e_j <= gamma' (v_j - 2 x_j + |F| - 2F) <= gamma' (|v_j| + 3 |F| + 2 |x^_j|)
+   =: c + 2 gamma' |x^_j|, c = gamma' (max |v_j| + 3 max |F|) over the point's kept groups and the frames it
+   used. Each x^_j is rounded to float32 and exponentiated there (4 ulp): for x^_j in [TINY, EXP_TOP] the
+   computed e^x is within a factor (1 +- EXP32) of e^(x^_j), below TINY it is in [0, 2 e^TINY] (flushed or
+   subnormal). No x^_j that is summed exceeds EXP_TOP: F starts at R, and where a block's computed terms sum
+   past e^64 (or overflow), F rises to F' = F + that block's largest x^ and the block's terms are computed
+   again in the new frame (all <= 0 up to rounding), so that every summed block has terms below e^64; the
+   point's float64 sum so far is multiplied by exp(F - F') (a float64 difference of the stored frames, its
+   exp, a product: relative rounding <= (|F' - F| + 6) u, added up over the rescalings as ``drift``); F' >
+   F, so what the terms below TINY in the old frame may add stays below 2 e^TINY each in units e^F'. Each
+   block's float32 sum of its (at most LEAF) terms adds gamma_LEAF (float32 u), their float64 sum over the n
+   kept terms gamma_{n+8}. Splitting at |x| = FAR: the exact terms with |x| <= FAR are within a factor
+   e^(+-(c + 2 gamma' FAR)) of e^(x^), the others are below e^(c - FAR/2) each. With S^ the computed kept
+   sum (units e^F, the final frame), rel = expm1(c + 2 gamma' FAR) + EXP32 + gamma_LEAF + gamma_{n+8} +
+   drift and delta = S^ rel (1 + rel) + n (2 e^TINY + e^(c - FAR/2)), the exact sum lies in [S^ - delta, S^
+   + delta + K_skip e^(R-F)], so |log S^ - log S| <= max(log(1 + (delta + K_skip e^(R-F)) / S^), -log(1 -
+   delta / S^)): the reported bound (about beta where the codes are Gaussian dropout codes: c ~ 1e-11, EXP32
+   ~ 6e-6). Points above ``atol`` go to the dense path.
 
 Why this design (measured on the Fashion-MNIST ``fc`` codes of benchmarks/data, d = 32, noise std
 0.5). The float32 expansion is far better than its worst-case bound: on 1,000 points of epoch 2 the
@@ -139,27 +143,31 @@ def prune_bound(
     total: np.ndarray,
     skipped: np.ndarray,
     v_max: np.ndarray,
-    frame: np.ndarray,
+    frame_abs: np.ndarray,
+    drift: np.ndarray,
     n_terms: np.ndarray,
     k: int,
     leaf: int,
 ) -> np.ndarray:
     """Step 5: the bound on |log S^ - log S| of the pruned path per point, from the kept sum S^ and the
-    skipped mass bound (both in units e^F, F = ``frame`` - s_0), the largest |v_j| of the kept blocks,
-    F, the number of kept terms, the product's K columns and the most terms of a block."""
+    skipped mass bound (both in units e^F, F the final frame - s_0), the largest |v_j| of the kept
+    blocks, the largest |F| of the frames used, the relative rounding of the rescalings, the number of
+    kept terms, the product's K columns and the most terms of a block."""
     u = UNIT_ROUNDOFF[np.dtype(np.float64)]
     dot_gamma = gamma(k + 2, u)
     dot_gamma = dot_gamma / (1 - 2 * dot_gamma)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        const = dot_gamma * (v_max + 3 * np.abs(frame))
+        const = dot_gamma * (v_max + 3 * frame_abs)
         steps = n_terms + 8
-        rel = np.expm1(const + 2 * dot_gamma * FAR) + EXP32 + gamma(leaf, 2.0**-24) + steps * u / (1 - steps * u)
+        rel = (
+            np.expm1(const + 2 * dot_gamma * FAR) + EXP32 + gamma(leaf, 2.0**-24) + steps * u / (1 - steps * u) + drift
+        )
         delta = total * rel * (1 + rel) + n_terms * (2 * math.exp(TINY) + np.exp(const - FAR / 2))
         skip = skipped * (1 + 1e-6)
         up = np.log1p((delta + skip) / total)
         down = np.where(delta < total, -np.log1p(-delta / total), np.inf)
         bound = np.maximum(up, down)
-    sane = np.isfinite(bound) & (np.abs(frame) < BIG_LOG) & (total > 0) & (const < FAR / 4)
+    sane = np.isfinite(bound) & (frame_abs < BIG_LOG) & (total > 0) & (const < FAR / 4)
     return np.where(sane, bound, np.inf)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mi_estimators.mixture.bound import UNIT_ROUNDOFF, gamma, prune_bound, skip_margin
+from mi_estimators.mixture.bound import EXP_ULP, UNIT_ROUNDOFF, gamma, prune_bound, skip_margin
 from mi_estimators.mixture.components import Components
 from mi_estimators.mixture.flush import flush_to_zero
 
@@ -59,6 +59,9 @@ CANDIDATES = 2
 """Blocks per point whose exact terms give its reference R: the two best-estimated (on the late
 Fashion-MNIST codes, R lands a median 8 nats below the largest term, against 15 with one and 150 with
 the best-bounded block; 1% of the points then have a term more than 88 nats above R)."""
+RAISE_AT = 64.0
+RAISE_SUM = math.exp(RAISE_AT)
+"""A block whose terms sum past e^RAISE_AT in a point's frame raises the frame (``_sums``; step 5)."""
 F64 = np.dtype(np.float64)
 
 
@@ -157,6 +160,22 @@ class Groups:
     feats: np.ndarray  # (N, d + q) float32
     parts: list[np.ndarray]  # the mixture's component indices of each group
     size: int  # components per full group (``leaf`` x ``group``)
+    _ball: Ball | None = None
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.array([len(x) for x in self.parts])
+
+    def ball(self, mix: Components) -> Ball:
+        """The groups' bound pieces (for ``group_check``; cached), from the groups' own order of components
+        (the blocks' level-1 pieces come from the blocked order and differ in the last bits)."""
+        if self._ball is None:
+            n, d = mix.means.shape
+            order = np.concatenate(self.parts)
+            starts = np.concatenate([[0], np.cumsum(self.sizes)])
+            prec = np.broadcast_to(mix.prec, (n, d))[order]
+            self._ball = _ball(mix, mix.means[order], prec, mix.log_norm[order], np.zeros(n), starts)
+        return self._ball
 
 
 def split_groups(mix: Components, size: int = LEAF * GROUP) -> Groups:
@@ -168,11 +187,12 @@ def split_groups(mix: Components, size: int = LEAF * GROUP) -> Groups:
     never affects correctness, only how many pairs are kept.
     """
     n, d = mix.means.shape
-    s = 1.0 / np.sqrt(mix.prec)
+    log_s = -0.5 * np.log(mix.prec)
     rows = slice(None, None, max(1, n // SAMPLE))  # (medians of a sample: they only shape the splits)
-    typical = np.median(np.broadcast_to(s, (n, d))[rows], axis=0)
-    feats = np.hstack([np.arcsinh((mix.means - np.median(mix.means[rows], axis=0)) / typical), np.log(s)])
-    feats = feats.astype(np.float32)  # (they only shape the splits: half the memory traffic)
+    typical = np.exp(np.median(np.broadcast_to(log_s, (n, d))[rows], axis=0))
+    scaled = (mix.means - np.median(mix.means[rows], axis=0)) / typical
+    # (float32 arcsinh, several times faster: the features only shape the splits; clipped into its range)
+    feats = np.hstack([np.arcsinh(np.clip(scaled, -1e30, 1e30).astype(np.float32)), log_s.astype(np.float32)])
     return Groups(feats, _split(feats, size), size)
 
 
@@ -291,15 +311,6 @@ class Pruned:
     n_bounds: int  # (point, block or group) bounds and estimates computed
     candidates: int  # pairs computed for the references
 
-    def only(self, mask: np.ndarray) -> "Pruned":
-        """The kept pairs of the points where ``mask`` is true."""
-        counts = np.diff(self.block_starts)
-        keep = mask[self.rows]
-        at = np.concatenate(
-            [[0], np.cumsum(np.bincount(np.repeat(np.arange(len(counts)), counts)[keep], minlength=len(counts)))]
-        )
-        return Pruned(self.ref, self.skipped, self.v_max, self.n_terms, self.rows[keep], at, 0, 0)
-
 
 def _by_block(rows: list[np.ndarray], ids: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (row, id) sorted by id (stable: rows keep their order), and where each id starts."""
@@ -316,27 +327,37 @@ def _terms(blocks: Blocks, a: np.ndarray, rows: np.ndarray, b: int) -> np.ndarra
 
 @dataclass
 class LeftOut:
-    """The points that leave out a component, grouped by its block (blocked positions ``left``, -1: none)."""
+    """Each point's left-out component (blocked position, -1: none) and its block (-1: none)."""
 
     left: np.ndarray
-    rows: np.ndarray  # points with a left-out component, sorted by its block, then by point
-    at: np.ndarray  # (nb + 1,) block b's are rows[at[b]:at[b+1]]
+    block: np.ndarray
 
     @classmethod
     def of(cls, blocks: Blocks, left: np.ndarray) -> "LeftOut":
-        rows = np.flatnonzero(left >= 0)
-        ids = np.searchsorted(blocks.starts, left[rows], side="right") - 1
-        order = np.argsort(ids, kind="stable")
-        return cls(left, rows[order], np.concatenate([[0], np.cumsum(np.bincount(ids, minlength=blocks.n_blocks))]))
+        block = np.searchsorted(blocks.starts, left, side="right") - 1
+        return cls(left, np.where(left >= 0, block, -1))
 
-    def pairs(self, rows: np.ndarray, b: int, lo: int) -> tuple[np.ndarray, np.ndarray]:
-        """(positions in ``rows``, sorted ascending, and columns) of block b's left-out pairs."""
-        mine = self.rows[self.at[b] : self.at[b + 1]]
-        if not mine.size:
-            return mine, mine
-        pos = np.minimum(np.searchsorted(rows, mine), len(rows) - 1)
-        pos = pos[rows[pos] == mine]
-        return pos, self.left[rows[pos]] - lo
+    def marks(self, rows: np.ndarray, at: np.ndarray) -> "Marks":
+        """The left-out pairs among pairs listed by block (block b's points ``rows[at[b]:at[b+1]]``)."""
+        block = np.repeat(np.arange(len(at) - 1, dtype=np.int32), np.diff(at))
+        pos = np.flatnonzero(self.block[rows] == block)
+        return Marks(pos, np.searchsorted(pos, at), self.left[rows[pos]])
+
+
+@dataclass
+class Marks:
+    """Left-out pairs (``LeftOut.marks``): their positions in the list of pairs, ascending, where each
+    block's begin, and the left-out components (blocked positions)."""
+
+    pos: np.ndarray
+    at: np.ndarray
+    left: np.ndarray
+
+    def of_block(self, b: int, first: int, lo: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows within block b's points, whose list starts at ``first``; columns within the block, whose
+        first component is ``lo``)."""
+        part = slice(self.at[b], self.at[b + 1])
+        return self.pos[part] - first, self.left[part] - lo
 
 
 def select(
@@ -356,17 +377,17 @@ def select(
         for i in range(best.shape[1]):  # (argmax passes: far faster than a partition)
             best[:, i] = np.argmax(guess, axis=1)
             guess[np.arange(r1 - r0), best[:, i]] = -np.inf
-        # (row-major: every block's points stay in ascending order, which ``LeftOut.pairs`` needs)
         cand_rows.append(np.repeat(np.arange(r0, r1, dtype=np.int32), best.shape[1]))
         cand_blocks.append(best.ravel())
     # R: the largest exact term over each point's candidates (one product per block for its points).
     ref = np.full(m, -np.inf)
     rows_by, at = _by_block(cand_rows, cand_blocks, nb)
+    marks = left.marks(rows_by, at)
     sizes = np.diff(blocks.starts)
     for b in map(int, np.flatnonzero(np.diff(at))):
         rows = rows_by[at[b] : at[b + 1]]
         vals = _terms(blocks, a, rows, b)
-        mine, cols = left.pairs(rows, b, int(blocks.starts[b]))
+        mine, cols = marks.of_block(b, int(at[b]), int(blocks.starts[b]))
         vals[mine, cols] = -np.inf
         ref[rows] = np.maximum(ref[rows], vals.max(axis=1))
     candidate_pairs = int((np.diff(at) * sizes).sum())
@@ -425,26 +446,17 @@ def evaluate(
             out = LeftOut.of(blocks, left[p0:p1])
             a = _design(z[p0:p1], q)
             sel = select(blocks, mix, z[p0:p1], a, out, skip_margin(atol), chunk)
-            # One frame F per point, fixed before the sums and put into the product (its last column): R, a
-            # term, so that the sum is at least 1. A point with a kept term more than 88 nats above R (its
-            # float32 exp overflowed) goes again, with F its largest term.
-            frame = sel.ref.copy()
-            a[:, -1] = -frame
-            total, done = _sums(blocks, sel, a, out, True)
-            again = ~np.isfinite(total)
-            if again.any():
-                few = sel.only(again)
-                a[again, -1] = 0.0
-                top, more = _sums(blocks, few, a, out, False)
-                frame[again] = top[again]
-                a[again, -1] = -frame[again]
-                total_again, more2 = _sums(blocks, few, a, out, True)
-                total[again] = total_again[again]
-                done += more + more2
+            # A frame F per point in the product's last column: R, a term, so that the sum is at least 1; a
+            # block that would take the point's exps near float32's range raises it (``_sums``).
+            a[:, -1] = -sel.ref
+            total, frame_abs, drift, done = _sums(blocks, sel, a, out)
+            frame = -a[:, -1]
             pairs += done + sel.candidates
             k = q + d + 2
             skipped = sel.skipped * np.exp(sel.ref - frame)
-            bound[p0:p1] = prune_bound(total, skipped, sel.v_max, frame, sel.n_terms, k, blocks.terms.shape[2])
+            bound[p0:p1] = prune_bound(
+                total, skipped, sel.v_max, frame_abs, drift, sel.n_terms, k, blocks.terms.shape[2]
+            )
             with np.errstate(divide="ignore", invalid="ignore"):
                 value[p0:p1] = mix.ref + frame + np.log(total)
     count = n - (left_out >= 0)
@@ -453,28 +465,46 @@ def evaluate(
     return np.where(count > 0, value, -np.inf), np.where(count > 0, bound, 0.0), pairs
 
 
-def _sums(blocks: Blocks, sel: Pruned, a: np.ndarray, left: LeftOut, exp: bool) -> tuple[np.ndarray, int]:
+def _sums(blocks: Blocks, sel: Pruned, a: np.ndarray, left: LeftOut) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Over each point's kept terms x = L_j - s_0 - F (design rows ``a``, F in its last column): the sum
-    of e^x, or, without ``exp``, the largest x; and the number of pairs computed."""
-    out = np.zeros(len(a)) if exp else np.full(len(a), -np.inf)
+    of e^x in units e^F, with F raised where it must be (below); the largest |F| each point used, the
+    relative rounding of its rescalings, and the number of pairs computed."""
+    out, frame_abs, drift = np.zeros(len(a)), np.abs(a[:, -1]), np.zeros(len(a))
+    marks = left.marks(sel.rows, sel.block_starts)
+    ones = np.ones(LEAF, dtype=np.float32)
     pairs = 0
     with np.errstate(over="ignore"):
         for b in map(int, np.flatnonzero(np.diff(sel.block_starts))):
             rows = sel.rows[sel.block_starts[b] : sel.block_starts[b + 1]]
-            mine, cols = left.pairs(rows, b, int(blocks.starts[b]))
-            if exp:
-                # float32 exps (SIMD where float64 ones are not) and block sums (a float32 product, ten times
-                # faster than a float64 sum), added up in float64 (step 5)
-                small = _terms(blocks, a, rows, b).astype(np.float32)
+            mine, cols = marks.of_block(b, int(sel.block_starts[b]), int(blocks.starts[b]))
+            size = int(blocks.starts[b + 1] - blocks.starts[b])
+            # float32 exps (SIMD where float64 ones are not) and block sums (a float32 product, ten times
+            # faster than a float64 sum), added up in float64 (step 5)
+            vals = _terms(blocks, a, rows, b)
+            vals[mine, cols] = -np.inf
+            small = vals.astype(np.float32)
+            np.exp(small, out=small)
+            sums = small @ ones[:size]
+            # Where a block's terms sum past e^RAISE_AT (or overflow) in a point's frame, the frame rises to
+            # the block's largest term and the point's sum so far is rescaled: every exp stays below e^88.
+            high = np.flatnonzero(~(sums < RAISE_SUM))
+            if high.size:
+                r = rows[high]
+                old = a[r, -1].copy()
+                a[r, -1] -= vals[high].max(axis=1)
+                step = a[r, -1] - old
+                out[r] *= np.exp(step)
+                drift[r] += (np.abs(step) + EXP_ULP + 2) * UNIT_ROUNDOFF[F64]
+                frame_abs[r] = np.maximum(frame_abs[r], np.abs(a[r, -1]))
+                again = _terms(blocks, a, r, b)
+                again[np.isneginf(vals[high])] = -np.inf  # (the left-out pairs)
+                small = again.astype(np.float32)
                 np.exp(small, out=small)
-                small[mine, cols] = 0.0
-                out[rows] += small @ np.ones(small.shape[1], dtype=np.float32)
-            else:
-                vals = _terms(blocks, a, rows, b)
-                vals[mine, cols] = -np.inf
-                out[rows] = np.maximum(out[rows], vals.max(axis=1))
-            pairs += len(rows) * (blocks.starts[b + 1] - blocks.starts[b])
-    return out, pairs
+                sums[high] = small @ ones[:size]
+                pairs += len(r) * size
+            out[rows] += sums
+            pairs += len(rows) * size
+    return out, frame_abs, drift, pairs
 
 
 @dataclass
@@ -487,18 +517,14 @@ class Look:
 
 
 def look(mix: Components, z: np.ndarray) -> Look:
-    """``OVERLAP_POINTS`` evenly spaced points against every component (float64 differences; a few rows
-    of the dense work): where many pairs lie near their point's largest term, no bound can skip much,
-    and neither groups nor blocks are built."""
+    """``OVERLAP_POINTS`` evenly spaced points against every component (one float64 product with the
+    mixture's expansion: a few rows of the dense work): where many pairs lie near their point's largest
+    term, no bound can skip much, and neither groups nor blocks are built."""
     idx = np.unique(np.linspace(0, len(z) - 1, min(len(z), OVERLAP_POINTS)).astype(np.int64))
-    near, top = 0, np.empty(len(idx))
-    for k, i in enumerate(idx):
-        terms = mix.log_norm - 0.5 * np.einsum(
-            "ij,ij->i", np.square(z[i] - mix.means), np.broadcast_to(mix.prec, mix.means.shape)
-        )
-        top[k] = terms.max()
-        near += int(np.count_nonzero(terms >= top[k] - OVERLAP_GAP))
-    return Look(near / (len(idx) * len(mix.means)), idx, top - mix.ref)
+    terms = _design(z[idx] - mix.centre, mix.prec.shape[1]) @ mix.terms(F64)[0].T  # L_j - s_0
+    top = terms.max(axis=1)
+    near = np.count_nonzero(terms >= (top - OVERLAP_GAP)[:, None])
+    return Look(near / terms.size, idx, top)
 
 
 def group_check(groups: Groups, mix: Components, z: np.ndarray, seen: Look, atol: float) -> dict[str, Any]:
@@ -507,13 +533,9 @@ def group_check(groups: Groups, mix: Components, z: np.ndarray, seen: Look, atol
     kept (step 5's skip rule), the level-2 bounds they need and ``GROUP_SHARE`` of their pairs. The
     estimate is low where the path's R lies below the largest term (it keeps more), so that this check
     only sends to the dense path codes whose groups keep nearly every pair."""
-    n, d = mix.means.shape
-    order = np.concatenate(groups.parts)
-    starts = np.concatenate([[0], np.cumsum([len(x) for x in groups.parts])])
-    prec = np.broadcast_to(mix.prec, (n, d))[order]
-    # (the blocks' level-1 pieces come from the blocked order: these differ from them in the last bits)
-    ball = _ball(mix, mix.means[order], prec, mix.log_norm[order], np.zeros(n), starts)
-    sizes = np.diff(starts)
+    n = len(mix.means)
+    ball = groups.ball(mix)
+    sizes = groups.sizes
     n_blocks = -(-sizes // LEAF)
     cut = math.log(skip_margin(atol) / (n_blocks.sum() + len(sizes)))
     kept = ball.upper_bounds(z[seen.points] - mix.centre, mix.ref) - seen.top[:, None] >= cut
