@@ -439,12 +439,17 @@ def _evaluate(
         "prune": opts.prune,
     }
     # A quarter of the memory budget holds the noise and points of a block of inputs, the rest the kernel.
-    bytes_per_draw = 8 * (3 * d + 8)
-    inputs_per_block = max(1, int(opts.max_memory_mb * 2**20 / 4 // (bytes_per_draw * counts.max())))
+    # Blocks are counted in draws, not inputs x the most draws: fewer kernel calls, each of which checks
+    # whether pruning pays.
+    draws_per_block = max(int(counts.max()), int(opts.max_memory_mb * 2**20 / 4 // (8 * (3 * d + 8))))
+    ends = np.cumsum(counts)
     parts = []
     kernel = _KernelStats()
-    for k0 in range(0, n, inputs_per_block):
-        inputs = np.repeat(np.arange(k0, min(k0 + inputs_per_block, n)), counts[k0 : k0 + inputs_per_block])
+    k0 = 0
+    while k0 < n:
+        k1 = int(np.searchsorted(ends, ends[k0] - counts[k0] + draws_per_block, side="right"))
+        inputs = np.repeat(np.arange(k0, k1), counts[k0:k1])
+        k0 = k1
         draw_index = np.arange(len(inputs)) - np.searchsorted(inputs, inputs)  # 0, 1, ... within each input
         eps = standard_normal_draws(opts.seed, rows[inputs], draw_index, d)
         noise_sq = np.einsum("md,md->m", eps, eps)
