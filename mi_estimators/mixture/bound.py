@@ -63,8 +63,9 @@ exact value:
    used. Each x^_j is rounded to float32 and exponentiated there (4 ulp): for x^_j in [TINY, EXP_TOP] the
    computed e^x is within a factor (1 +- EXP32) of e^(x^_j), below TINY it is in [0, 2 e^TINY] (flushed or
    subnormal). No x^_j that is summed exceeds EXP_TOP: F starts at R, and where a block's computed terms sum
-   past e^64 (or overflow), F rises to F' = F + that block's largest x^ and the block's terms are computed
-   again in the new frame (all <= 0 up to rounding), so that every summed block has terms below e^64; the
+   past e^80 (or overflow), F rises to F' = F + the largest x^ of such blocks among the blocks evaluated
+   together, and the point's terms in those blocks are computed again in the new frame (all <= 0 up to
+   rounding), so that every summed block has terms below e^80 and a float32 sum below 32 e^80 < 3.4e38; the
    point's float64 sum so far is multiplied by exp(F - F') (a float64 difference of the stored frames, its
    exp, a product: relative rounding <= (|F' - F| + 6) u, added up over the rescalings as ``drift``); F' >
    F, so what the terms below TINY in the old frame may add stays below 2 e^TINY each in units e^F'. Each

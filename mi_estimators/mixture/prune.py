@@ -55,11 +55,13 @@ BOUND_COST, PAIR_COST = 6.0, 2.5
 computed exactly (measured on the benchmark's real codes, d = 32, where the estimate is 1.1-1.2 times
 the measured ratio)."""
 ROWS = 2**16
+BATCH_ROWS = 4096
+"""Entries (point, block) per batched product (``batches``): 2 MiB of design rows at d = 32."""
 CANDIDATES = 2
 """Blocks per point whose exact terms give its reference R: the two best-estimated (on the late
 Fashion-MNIST codes, R lands a median 8 nats below the largest term, against 15 with one and 150 with
 the best-bounded block; 1% of the points then have a term more than 88 nats above R)."""
-RAISE_AT = 64.0
+RAISE_AT = 80.0
 RAISE_SUM = math.exp(RAISE_AT)
 """A block whose terms sum past e^RAISE_AT in a point's frame raises the frame (``_sums``; step 5)."""
 F64 = np.dtype(np.float64)
@@ -320,11 +322,6 @@ def _by_block(rows: list[np.ndarray], ids: list[np.ndarray], n: int) -> tuple[np
     return (np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32))[order], starts
 
 
-def _terms(blocks: Blocks, a: np.ndarray, rows: np.ndarray, b: int) -> np.ndarray:
-    """x_j = L_j(z) - s_0 - F of block b's members for the points ``rows`` (design rows ``a``)."""
-    return np.take(a, rows, axis=0) @ blocks.terms[b, :, : blocks.starts[b + 1] - blocks.starts[b]]
-
-
 @dataclass
 class LeftOut:
     """Each point's left-out component (blocked position, -1: none) and its block (-1: none)."""
@@ -337,27 +334,66 @@ class LeftOut:
         block = np.searchsorted(blocks.starts, left, side="right") - 1
         return cls(left, np.where(left >= 0, block, -1))
 
-    def marks(self, rows: np.ndarray, at: np.ndarray) -> "Marks":
-        """The left-out pairs among pairs listed by block (block b's points ``rows[at[b]:at[b+1]]``)."""
-        block = np.repeat(np.arange(len(at) - 1, dtype=np.int32), np.diff(at))
-        pos = np.flatnonzero(self.block[rows] == block)
-        return Marks(pos, np.searchsorted(pos, at), self.left[rows[pos]])
-
 
 @dataclass
-class Marks:
-    """Left-out pairs (``LeftOut.marks``): their positions in the list of pairs, ascending, where each
-    block's begin, and the left-out components (blocked positions)."""
+class Batch:
+    """Blocks whose kept points are evaluated by one stacked product (``batches``)."""
 
-    pos: np.ndarray
-    at: np.ndarray
-    left: np.ndarray
+    blocks: np.ndarray  # (B,) block ids
+    rows: np.ndarray  # (B, r) each block's points, the last repeated where it has fewer than r
+    valid: np.ndarray  # (B, r) the entries that are pairs (not repeats)
+    left: tuple[np.ndarray, np.ndarray, np.ndarray]  # (block slot, entry, column) of the left-out pairs
+    partial: list[tuple[int, int]]  # (slot, size) of blocks with fewer than LEAF members
 
-    def of_block(self, b: int, first: int, lo: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows within block b's points, whose list starts at ``first``; columns within the block, whose
-        first component is ``lo``)."""
-        part = slice(self.at[b], self.at[b + 1])
-        return self.pos[part] - first, self.left[part] - lo
+    def terms(self, blocks: Blocks, a: np.ndarray) -> np.ndarray:
+        """(B, r, LEAF) x = L_j - s_0 - F of the pairs (design rows ``a``, F in its last column); -inf for
+        left-out pairs and the empty places of partial blocks."""
+        vals = np.matmul(a[self.rows], blocks.terms[self.blocks])
+        vals[self.left] = -np.inf
+        for slot, size in self.partial:
+            vals[slot, :, size:] = -np.inf
+        return vals
+
+
+def batches(blocks: Blocks, rows: np.ndarray, at: np.ndarray, left: LeftOut, max_rows: int = BATCH_ROWS) -> list[Batch]:
+    """The pairs (block b's points ``rows[at[b]:at[b+1]]``) as batches of blocks with similar numbers of
+    points (sorted by it), each with at most ``max_rows`` entries: one product per batch instead of one
+    Python step per block (on the late codes at 60,000 points, about 7,500 blocks hold kept pairs)."""
+    counts = np.diff(at)
+    ids = np.flatnonzero(counts)
+    ids = ids[np.argsort(counts[ids], kind="stable")]
+    groups, k = [], 0
+    while k < len(ids):  # (sorted counts: a batch's last block has its most points)
+        take = 1
+        while k + take < len(ids) and (take + 1) * counts[ids[k + take]] <= max_rows:
+            take += 1
+        groups.append(ids[k : k + take])
+        k += take
+    batch_of, slot_of = np.full(len(counts), -1), np.zeros(len(counts), dtype=np.int64)
+    for i, bs in enumerate(groups):
+        batch_of[bs], slot_of[bs] = i, np.arange(len(bs))
+    # Left-out pairs: where a pair's point leaves out a member of the pair's block; sorted by batch.
+    pair_block = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    marked = np.flatnonzero(left.block[rows] == pair_block)
+    marked = marked[np.argsort(batch_of[pair_block[marked]], kind="stable")]
+    edges = np.searchsorted(batch_of[pair_block[marked]], np.arange(len(groups) + 1))
+    sizes = np.diff(blocks.starts)
+    out = []
+    for i, bs in enumerate(groups):
+        c = counts[bs]
+        offset = np.minimum(np.arange(int(c.max())), c[:, None] - 1)
+        mine = marked[edges[i] : edges[i + 1]]
+        mb = pair_block[mine]
+        out.append(
+            Batch(
+                bs,
+                rows[at[bs][:, None] + offset],
+                np.arange(offset.shape[1]) < c[:, None],
+                (slot_of[mb], mine - at[mb], left.left[rows[mine]] - blocks.starts[mb]),
+                [(j, int(sizes[b])) for j, b in enumerate(bs) if sizes[b] < LEAF],
+            )
+        )
+    return out
 
 
 def select(
@@ -379,17 +415,13 @@ def select(
             guess[np.arange(r1 - r0), best[:, i]] = -np.inf
         cand_rows.append(np.repeat(np.arange(r0, r1, dtype=np.int32), best.shape[1]))
         cand_blocks.append(best.ravel())
-    # R: the largest exact term over each point's candidates (one product per block for its points).
+    # R: the largest exact term over each point's candidates.
     ref = np.full(m, -np.inf)
     rows_by, at = _by_block(cand_rows, cand_blocks, nb)
-    marks = left.marks(rows_by, at)
     sizes = np.diff(blocks.starts)
-    for b in map(int, np.flatnonzero(np.diff(at))):
-        rows = rows_by[at[b] : at[b + 1]]
-        vals = _terms(blocks, a, rows, b)
-        mine, cols = marks.of_block(b, int(at[b]), int(blocks.starts[b]))
-        vals[mine, cols] = -np.inf
-        ref[rows] = np.maximum(ref[rows], vals.max(axis=1))
+    for batch in batches(blocks, rows_by, at, left):
+        top = batch.terms(blocks, a).max(axis=2)
+        np.maximum.at(ref, batch.rows[batch.valid], top[batch.valid])
     candidate_pairs = int((np.diff(at) * sizes).sum())
     # Level 1: every point against every group. A group, then a block, is skipped where its U + log n <
     # R + cut. (The block of the term R is never skipped: its bound is at least R.)
@@ -470,41 +502,54 @@ def _sums(blocks: Blocks, sel: Pruned, a: np.ndarray, left: LeftOut) -> tuple[np
     of e^x in units e^F, with F raised where it must be (below); the largest |F| each point used, the
     relative rounding of its rescalings, and the number of pairs computed."""
     out, frame_abs, drift = np.zeros(len(a)), np.abs(a[:, -1]), np.zeros(len(a))
-    marks = left.marks(sel.rows, sel.block_starts)
+    sizes = np.diff(blocks.starts)
     ones = np.ones(LEAF, dtype=np.float32)
     pairs = 0
     with np.errstate(over="ignore"):
-        for b in map(int, np.flatnonzero(np.diff(sel.block_starts))):
-            rows = sel.rows[sel.block_starts[b] : sel.block_starts[b + 1]]
-            mine, cols = marks.of_block(b, int(sel.block_starts[b]), int(blocks.starts[b]))
-            size = int(blocks.starts[b + 1] - blocks.starts[b])
+        for batch in batches(blocks, sel.rows, sel.block_starts, left):
             # float32 exps (SIMD where float64 ones are not) and block sums (a float32 product, ten times
             # faster than a float64 sum), added up in float64 (step 5)
-            vals = _terms(blocks, a, rows, b)
-            vals[mine, cols] = -np.inf
+            vals = batch.terms(blocks, a)
             small = vals.astype(np.float32)
-            np.exp(small, out=small)
-            sums = small @ ones[:size]
-            # Where a block's terms sum past e^RAISE_AT (or overflow) in a point's frame, the frame rises to
-            # the block's largest term and the point's sum so far is rescaled: every exp stays below e^88.
-            high = np.flatnonzero(~(sums < RAISE_SUM))
-            if high.size:
-                r = rows[high]
-                old = a[r, -1].copy()
-                a[r, -1] -= vals[high].max(axis=1)
-                step = a[r, -1] - old
-                out[r] *= np.exp(step)
-                drift[r] += (np.abs(step) + EXP_ULP + 2) * UNIT_ROUNDOFF[F64]
-                frame_abs[r] = np.maximum(frame_abs[r], np.abs(a[r, -1]))
-                again = _terms(blocks, a, r, b)
-                again[np.isneginf(vals[high])] = -np.inf  # (the left-out pairs)
-                small = again.astype(np.float32)
-                np.exp(small, out=small)
-                sums[high] = small @ ones[:size]
-                pairs += len(r) * size
-            out[rows] += sums
-            pairs += len(rows) * size
+            sums = np.exp(small, out=small) @ ones
+            pairs += int((batch.valid * sizes[batch.blocks][:, None]).sum())
+            if not sums.max() < RAISE_SUM:  # (the repeated entries repeat a pair's sum)
+                pairs += _raise(blocks, batch, a, vals, sums, out, frame_abs, drift)
+            out += np.bincount(batch.rows[batch.valid], sums[batch.valid], minlength=len(out))
     return out, frame_abs, drift, pairs
+
+
+def _raise(
+    blocks: Blocks,
+    batch: Batch,
+    a: np.ndarray,
+    vals: np.ndarray,
+    sums: np.ndarray,
+    out: np.ndarray,
+    frame_abs: np.ndarray,
+    drift: np.ndarray,
+) -> int:
+    """Where a block's terms sum past e^RAISE_AT (or overflow) in a point's frame, the frame rises by the
+    largest of them over the batch and the point's sum so far is rescaled (step 5), so that every exp
+    stays below e^88; the batch's ``sums`` of those points are computed again in the new frame. Returns
+    the pairs computed again."""
+    slot, entry = np.nonzero(~(sums < RAISE_SUM) & batch.valid)
+    raised, which = np.unique(batch.rows[slot, entry], return_inverse=True)
+    rise = np.full(len(raised), -np.inf)
+    np.maximum.at(rise, which, vals[slot, entry].max(axis=1))
+    old = a[raised, -1].copy()
+    a[raised, -1] -= rise
+    step = a[raised, -1] - old
+    out[raised] *= np.exp(step)
+    drift[raised] += (np.abs(step) + EXP_ULP + 2) * UNIT_ROUNDOFF[F64]
+    frame_abs[raised] = np.maximum(frame_abs[raised], np.abs(a[raised, -1]))
+    flag = np.zeros(len(a), dtype=bool)
+    flag[raised] = True
+    slot, entry = np.nonzero(flag[batch.rows] & batch.valid)
+    again = np.einsum("ek,ekl->el", a[batch.rows[slot, entry]], blocks.terms[batch.blocks[slot]])
+    again[np.isneginf(vals[slot, entry])] = -np.inf  # (left-out pairs and empty places)
+    sums[slot, entry] = np.exp(again.astype(np.float32)) @ np.ones(LEAF, dtype=np.float32)
+    return int(np.diff(blocks.starts)[batch.blocks[slot]].sum())
 
 
 @dataclass
