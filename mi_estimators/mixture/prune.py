@@ -236,11 +236,13 @@ def build_blocks(
     group_balls = _ball(mix, mu, prec, kappa, v, starts[np.array(group_starts)])
     sizes = np.diff(starts)
     ids = np.repeat(np.arange(len(sizes)), sizes)
+    slot = np.arange(n) - starts[ids]
     q = mix.prec.shape[1]
-    b = np.hstack([-0.5 * mix.prec[order], mu * prec, (rel - 0.5 * c_j)[:, None], np.ones((n, 1))])
-    terms = np.zeros((len(sizes) * leaf, q + d + 2))
-    terms[ids * leaf + np.arange(n) - starts[ids]] = b
-    terms = np.ascontiguousarray(terms.reshape(len(sizes), leaf, q + d + 2).transpose(0, 2, 1))
+    terms = np.zeros((len(sizes), q + d + 2, leaf))
+    terms[ids, :q, slot] = -0.5 * mix.prec[order]
+    terms[ids, q : q + d, slot] = mu * prec
+    terms[ids, q + d, slot] = rel - 0.5 * c_j
+    terms[ids, q + d + 1, slot] = 1.0
     return Blocks(order, where, starts, np.array(group_starts), blocks, group_balls, terms)
 
 
@@ -257,7 +259,7 @@ def _split(feats: np.ndarray, leaf: int) -> list[np.ndarray]:
             continue
         sub = feats[idx if len(idx) <= SAMPLE else idx[:: len(idx) // SAMPLE]]
         sub = sub - sub.mean(axis=0)
-        direction = rng.standard_normal(sub.shape[1])
+        direction = rng.standard_normal(sub.shape[1]).astype(feats.dtype)
         for _ in range(POWER_STEPS):
             direction = sub.T @ (sub @ direction)
             direction /= np.linalg.norm(direction) or 1.0
@@ -562,11 +564,17 @@ class Look:
 
 
 def look(mix: Components, z: np.ndarray) -> Look:
-    """``OVERLAP_POINTS`` evenly spaced points against every component (one float64 product with the
-    mixture's expansion: a few rows of the dense work): where many pairs lie near their point's largest
+    """``OVERLAP_POINTS`` evenly spaced points against every component (float64 products of the expansion
+    about the mixture's centre: a few rows of the dense work): where many pairs lie near their point's largest
     term, no bound can skip much, and neither groups nor blocks are built."""
     idx = np.unique(np.linspace(0, len(z) - 1, min(len(z), OVERLAP_POINTS)).astype(np.int64))
-    terms = _design(z[idx] - mix.centre, mix.prec.shape[1]) @ mix.terms(F64)[0].T  # L_j - s_0
+    offsets = mix.means - mix.centre
+    lin = offsets * mix.prec
+    # sum_k w (y - m)^2 = y^2 . w - 2 y . (w m) + m . (w m), y = z - c and m = mu - c (centred: few digits lost)
+    square = _design(z[idx] - mix.centre, mix.prec.shape[1])[:, : mix.prec.shape[1]] @ mix.prec.T
+    square -= 2.0 * ((z[idx] - mix.centre) @ lin.T)
+    square += np.einsum("ij,ij->i", offsets, lin)
+    terms = mix.log_norm - mix.ref - 0.5 * square  # L_j - s_0
     top = terms.max(axis=1)
     near = np.count_nonzero(terms >= (top - OVERLAP_GAP)[:, None])
     return Look(near / terms.size, idx, top)
