@@ -62,21 +62,21 @@ exact value:
    =: c + 2 gamma' |x^_j|, c = gamma' (max |v_j| + 3 max |F|) over the point's kept groups and the frames it
    used. Each x^_j is rounded to float32 and exponentiated there (4 ulp): for x^_j in [TINY, EXP_TOP] the
    computed e^x is within a factor (1 +- EXP32) of e^(x^_j), below TINY it is in [0, 2 e^TINY] (flushed or
-   subnormal). No x^_j that is summed exceeds EXP_TOP: F starts at R, and where a block's computed terms sum
-   past e^80 (or overflow), F rises to F' = F + the largest x^ of such blocks among the blocks evaluated
-   together, and the point's terms in those blocks are computed again in the new frame (all <= 0 up to
-   rounding), so that every summed block has terms below e^80 and a float32 sum below 32 e^80 < 3.4e38; the
-   point's float64 sum so far is multiplied by exp(F - F') (a float64 difference of the stored frames, its
-   exp, a product: relative rounding <= (|F' - F| + 6) u, added up over the rescalings as ``drift``); F' >
-   F, so what the terms below TINY in the old frame may add stays below 2 e^TINY each in units e^F'. Each
-   block's float32 sum of its (at most LEAF) terms adds gamma_LEAF (float32 u), their float64 sum over the n
-   kept terms gamma_{n+8}. Splitting at |x| = FAR: the exact terms with |x| <= FAR are within a factor
-   e^(+-(c + 2 gamma' FAR)) of e^(x^), the others are below e^(c - FAR/2) each. With S^ the computed kept
-   sum (units e^F, the final frame), rel = expm1(c + 2 gamma' FAR) + EXP32 + gamma_LEAF + gamma_{n+8} +
-   drift and delta = S^ rel (1 + rel) + n (2 e^TINY + e^(c - FAR/2)), the exact sum lies in [S^ - delta, S^
-   + delta + K_skip e^(R-F)], so |log S^ - log S| <= max(log(1 + (delta + K_skip e^(R-F)) / S^), -log(1 -
-   delta / S^)): the reported bound (about beta where the codes are Gaussian dropout codes: c ~ 1e-11, EXP32
-   ~ 6e-6). Points above ``atol`` go to the dense path.
+   subnormal). No x^_j that is summed exceeds EXP_TOP: F starts at R + 60 (so S^ >= e^-60 about), and where
+   a block's computed terms sum past e^80 (or overflow), F rises to F' = F + the largest x^ of such blocks
+   among the blocks evaluated together, and the point's terms in those blocks are computed again in the new
+   frame (all <= 0 up to rounding), so that every summed block has terms below e^80 and a float32 sum below
+   32 e^80 < 3.4e38; the point's float64 sum so far is multiplied by exp(F - F') (a float64 difference of
+   the stored frames, its exp, a product: relative rounding <= (|F' - F| + 6) u, added up over the
+   rescalings as ``drift``); F' > F, so what the terms below TINY in the old frame may add stays below 2
+   e^TINY each in units e^F'. Each block's float32 sum of its (at most LEAF) terms adds gamma_LEAF (float32
+   u), their float64 sum over the n kept terms gamma_{n+8}. Splitting at |x| = FAR: the exact terms with |x|
+   <= FAR are within a factor e^(+-(c + 2 gamma' FAR)) of e^(x^), the others are below e^(c - FAR/2) each.
+   With S^ the computed kept sum (units e^F, the final frame), rel = expm1(c + 2 gamma' FAR) + EXP32 +
+   gamma_LEAF + gamma_{n+8} + drift and delta = S^ rel (1 + rel) + n (2 e^TINY + e^(c - FAR/2)), the exact
+   sum lies in [S^ - delta, S^ + delta + K_skip e^(R-F)], so |log S^ - log S| <= max(log(1 + (delta + K_skip
+   e^(R-F)) / S^), -log(1 - delta / S^)): the reported bound (about beta where the codes are Gaussian
+   dropout codes: c ~ 1e-11, EXP32 ~ 6e-6). Points above ``atol`` go to the dense path.
 
 Why this design (measured on the Fashion-MNIST ``fc`` codes of benchmarks/data, d = 32, noise std
 0.5). The float32 expansion is far better than its worst-case bound: on 1,000 points of epoch 2 the

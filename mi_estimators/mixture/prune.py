@@ -61,6 +61,11 @@ CANDIDATES = 2
 """Blocks per point whose exact terms give its reference R: the two best-estimated (on the late
 Fashion-MNIST codes, R lands a median 8 nats below the largest term, against 15 with one and 150 with
 the best-bounded block; 1% of the points then have a term more than 88 nats above R)."""
+FRAME_LIFT = 60.0
+"""A point's frame starts this far above its reference R: its largest term lies a median 8 nats above R,
+but 1% of the late codes' points have one more than 80 above (a raise each, ``_sums``); terms below R
+- 27 then fall below float32's exp range, and step 5 counts them (n 2 e^-87 in units e^F, 4e-12 n
+relative to the sum)."""
 RAISE_AT = 80.0
 RAISE_SUM = math.exp(RAISE_AT)
 """A block whose terms sum past e^RAISE_AT in a point's frame raises the frame (``_sums``; step 5)."""
@@ -480,9 +485,10 @@ def evaluate(
             out = LeftOut.of(blocks, left[p0:p1])
             a = _design(z[p0:p1], q)
             sel = select(blocks, mix, z[p0:p1], a, out, skip_margin(atol), chunk)
-            # A frame F per point in the product's last column: R, a term, so that the sum is at least 1; a
-            # block that would take the point's exps near float32's range raises it (``_sums``).
-            a[:, -1] = -sel.ref
+            # A frame F per point in the product's last column: R + FRAME_LIFT, so that the sum is at least
+            # e^-FRAME_LIFT (R is a term); a block that would take the point's exps near float32's range
+            # raises it (``_sums``).
+            a[:, -1] = -(sel.ref + FRAME_LIFT)
             total, frame_abs, drift, done = _sums(blocks, sel, a, out)
             frame = -a[:, -1]
             pairs += done + sel.candidates
