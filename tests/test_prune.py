@@ -22,6 +22,8 @@ from mi_estimators.mixture import prune as pruning
 
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
 SIGMA = 0.5
+LEAF_ROOM = 2 * pruning.LEAF
+"""A set-aside entry's bound counts its block's members at its largest term: within LEAF times its mass."""
 
 
 def noisy(f: np.ndarray, stds: np.ndarray, seed: int, draws: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -262,6 +264,41 @@ def test_block_bounds_and_skipped_mass_hold(real):
     mass = mass.sum(axis=1)
     assert np.all(mass <= sel.skipped) and np.all(sel.skipped <= 2.5e-4)
     assert np.all(sel.ref <= block_max.max(axis=1) + 1e-6) and kept.mean() < 0.4  # (R: a float64 product)
+
+
+@pytest.mark.parametrize("near", [pruning.NEAR, -70.0])
+def test_screened_entries_within_their_bound(real, monkeypatch, near):
+    """The float32 screen: the exact mass of every kept (point, block) entry, summed from float64
+    differences, lies between the path's float64 sum and that sum plus the bound of what the screen set
+    aside (step 5 (c)); with the default NEAR the screen sets most entries aside and computes the rest
+    again, with NEAR = -70 it sets every entry aside and the bound alone must hold the whole mass."""
+    monkeypatch.setattr(pruning, "NEAR", near)
+    _, f, _ = real
+    z, own = noisy(f, SIGMA * f, seed=12)
+    z, own = z[::16], own[::16]
+    mix = prepare_mixture(f, SIGMA * f)
+    blocks = mix.blocks()
+    left = pruning.LeftOut.of(blocks, blocks.where[mix._sorted_leave_out(own, len(z))])
+    a = pruning._design(z, mix.prec.shape[1])
+    sel = pruning.select(blocks, mix, z, a, left, 2.5e-4, 64)
+    a[:, -1] = -(sel.ref + pruning.FRAME_LIFT)
+    total, far, _, _, pairs = pruning._sums(blocks, sel, a, left)
+    exact = mix.log_norm - 0.5 * (((z[:, None, :] - mix.means) ** 2) * mix.prec).sum(axis=2) - mix.ref
+    exact = exact[:, blocks.order] + a[:, -1:]  # (blocked order, units e^F of the final frames)
+    exact[np.arange(len(z)), left.left] = -np.inf
+    kept = np.zeros(exact.shape, dtype=bool)
+    for b in range(blocks.n_blocks):
+        rows = sel.rows[sel.block_starts[b] : sel.block_starts[b + 1]]
+        kept[np.ix_(rows, np.arange(blocks.starts[b], blocks.starts[b + 1]))] = True
+    mass = np.where(kept, np.exp(exact), 0.0).sum(axis=1)
+    slack = 1e-5 * total  # (the float32 exps and sums of the computed entries, step 5 (d))
+    assert np.all(mass >= total - slack) and np.all(mass <= total + far + slack)
+    if near > 0:
+        assert np.all(far <= 1e-6 * total) and far.max() > 0
+        assert pairs < 1.5 * kept.sum()  # (every kept pair screened, fewer than half again)
+    else:
+        aside = total == 0  # (all but the few points with a term more than 10 nats above F = R + 60)
+        assert aside.mean() > 0.9 and np.all(far[aside] <= LEAF_ROOM * mass[aside])
 
 
 def test_estimators_match_the_dense_path(monkeypatch):

@@ -43,7 +43,8 @@ exact value:
    ``atol`` are recomputed with float64 products (the same code with u = 2^-53, always on NumPy).
 
 5. The pruned path (:mod:`mi_estimators.mixture.prune`) skips whole blocks (and groups of blocks) of
-   components and computes the terms of the rest with float64 products. (a) Block bound: for a block
+   components, screens the rest with float32 products and computes the terms that can matter with
+   float64 products. (a) Block bound: for a block
    with per-unit smallest precision w_b = min_j w_j, any centre c_b, radius rho_b >= max_j ||mu_j -
    c_b||_{w_b} and kappa_b = max_j kappa_j, every member has Q_j(z) >= ||z - mu_j||^2_{w_b} >= (||z -
    c_b||_{w_b} - rho_b)_+^2 (w_j >= w_b, then the triangle inequality in the w_b-norm), so L_j(z) <=
@@ -56,27 +57,34 @@ exact value:
    all terms but the left-out one. A unit (group or block) with U + log n < R + log(beta / (n_groups +
    n_blocks)), beta = min(atol, 1e-3) / 4, is skipped; its terms add less than e^R beta / (n_groups +
    n_blocks), so the skipped mass is K_skip < (skipped units) e^R beta / (n_groups + n_blocks) <= beta e^R.
-   (c) Kept terms: x_j = L_j - s_0 - F = A(z) . B_j with A = [z^2, z, 1, -F], B_j = [-w_j / 2, mu_j w_j,
-   kappa_j - C_j/2 - s_0, 1] (the expansion of step 1 about c = 0, C_j = ||mu_j||^2_{w_j}, and a frame F per
-   point), so by step 1 (r = F) e_j <= gamma' (v_j - 2 x_j + |F| - 2F) <= gamma' (|v_j| + 3 |F| + 2 |x^_j|)
-   =: c + 2 gamma' |x^_j|, c = gamma' (max |v_j| + 3 max |F|) over the point's kept groups and the frames it
-   used. Each x^_j is rounded to float32 and exponentiated there (4 ulp): for x^_j in [TINY, EXP_TOP] the
-   computed e^x is within a factor (1 +- EXP32) of e^(x^_j), below TINY it is in [0, 2 e^TINY] (flushed or
-   subnormal). No x^_j that is summed exceeds EXP_TOP: F starts at R + 60 (so S^ >= e^-60 about), and where
-   a block's computed terms sum past e^80 (or overflow), F rises to F' = F + the largest x^ of such blocks
-   among the blocks evaluated together, and the point's terms in those blocks are computed again in the new
-   frame (all <= 0 up to rounding), so that every summed block has terms below e^80 and a float32 sum below
-   32 e^80 < 3.4e38; the point's float64 sum so far is multiplied by exp(F - F') (a float64 difference of
-   the stored frames, its exp, a product: relative rounding <= (|F' - F| + 6) u, added up over the
-   rescalings as ``drift``); F' > F, so what the terms below TINY in the old frame may add stays below 2
-   e^TINY each in units e^F'. Each block's float32 sum of its (at most LEAF) terms adds gamma_LEAF (float32
-   u), their float64 sum over the n kept terms gamma_{n+8}. Splitting at |x| = FAR: the exact terms with |x|
-   <= FAR are within a factor e^(+-(c + 2 gamma' FAR)) of e^(x^), the others are below e^(c - FAR/2) each.
-   With S^ the computed kept sum (units e^F, the final frame), rel = expm1(c + 2 gamma' FAR) + EXP32 +
-   gamma_LEAF + gamma_{n+8} + drift and delta = S^ rel (1 + rel) + n (2 e^TINY + e^(c - FAR/2)), the exact
-   sum lies in [S^ - delta, S^ + delta + K_skip e^(R-F)], so |log S^ - log S| <= max(log(1 + (delta + K_skip
-   e^(R-F)) / S^), -log(1 - delta / S^)): the reported bound (about beta where the codes are Gaussian
-   dropout codes: c ~ 1e-11, EXP32 ~ 6e-6). Points above ``atol`` go to the dense path.
+   (c) Screening: every kept (point, block) entry is first evaluated with float32 products of the same A and
+   B (step 1 with u = 2^-24: e_j <= c' + 2 gamma'' |x^_j|, c' = gamma'' (max |v_j| + 3 max |F|), gamma''
+   that of float32). Where the entry's largest x^ (its top t, float32) lies below -(60 + 20), i.e. 20 nats
+   below R while F is unraised, its terms are not summed but bounded: for x^_j <= t < 0, x_j <= x^_j (1 - 2
+   gamma'') + c' <= t + 2 gamma'' |t| + c', so the entry adds at most n_b e^(t + 2 gamma'' |t| + c'), n_b
+   its members. These bounds add up to K_far (units e^F, rescaled with the sum when F rises); the other
+   entries' terms are the kept terms of (d). (d) Kept terms: x_j = L_j - s_0 - F = A(z) . B_j with A = [z^2,
+   z, 1, -F], B_j = [-w_j / 2, mu_j w_j, kappa_j - C_j/2 - s_0, 1] (the expansion of step 1 about c = 0, C_j
+   = ||mu_j||^2_{w_j}, and a frame F per point), so by step 1 (r = F) e_j <= gamma' (v_j - 2 x_j + |F| - 2F)
+   <= gamma' (|v_j| + 3 |F| + 2 |x^_j|) =: c + 2 gamma' |x^_j|, c = gamma' (max |v_j| + 3 max |F|) over the
+   point's kept groups and the frames it used. Each x^_j is rounded to float32 and exponentiated there (4
+   ulp): for x^_j in [TINY, EXP_TOP] the computed e^x is within a factor (1 +- EXP32) of e^(x^_j), below
+   TINY it is in [0, 2 e^TINY] (flushed or subnormal). No x^_j that is summed exceeds EXP_TOP: F starts at R
+   + 60 (so S^ >= e^-60 about), and where a block's computed terms sum past e^80 (or overflow), F rises to
+   F' = F + the largest x^ of such blocks among the blocks evaluated together, and the point's terms in
+   those blocks are computed again in the new frame (all <= 0 up to rounding), so that every summed block
+   has terms below e^80 and a float32 sum below 32 e^80 < 3.4e38; the point's float64 sum so far is
+   multiplied by exp(F - F') (a float64 difference of the stored frames, its exp, a product: relative
+   rounding <= (|F' - F| + 6) u, added up over the rescalings as ``drift``); F' > F, so what the terms below
+   TINY in the old frame may add stays below 2 e^TINY each in units e^F'. Each block's float32 sum of its
+   (at most LEAF) terms adds gamma_LEAF (float32 u), their float64 sum over the n kept terms gamma_{n+8}.
+   Splitting at |x| = FAR: the exact terms with |x| <= FAR are within a factor e^(+-(c + 2 gamma' FAR)) of
+   e^(x^), the others are below e^(c - FAR/2) each. With S^ the computed kept sum (units e^F, the final
+   frame) of the entries not set aside, rel = expm1(c + 2 gamma' FAR) + EXP32 + gamma_LEAF + gamma_{n+8} +
+   drift and delta = S^ rel (1 + rel) + n (2 e^TINY + e^(c - FAR/2)), the exact sum lies in [S^ - delta, S^
+   + delta + K_skip e^(R-F) + K_far], so |log S^ - log S| <= max(log(1 + (delta + K_skip e^(R-F) + K_far) /
+   S^), -log(1 - delta / S^)): the reported bound (about beta where the codes are Gaussian dropout codes: c
+   ~ 1e-11, EXP32 ~ 6e-6). Points above ``atol`` go to the dense path.
 
 Why this design (measured on the Fashion-MNIST ``fc`` codes of benchmarks/data, d = 32, noise std
 0.5). The float32 expansion is far better than its worst-case bound: on 1,000 points of epoch 2 the

@@ -7,9 +7,11 @@ splits along principal directions of their means and log-widths) into groups of 
 matrix product per level (step 5 of :mod:`mi_estimators.mixture.bound`): first against every group,
 then, where a group is kept, against its blocks. The point's reference R is the largest exact term of
 the blocks that a quick estimate ranks first; a group or block whose U + log n is below R +
-log(beta / units) is skipped (beta: the share of ``atol`` the skipped mass may take), the kept blocks
-are evaluated exactly (float64 products, one call per block for all the points that keep it, float32
-exps summed in float64), and the skipped mass joins the point's error bound. Before that, three checks
+log(beta / units) is skipped (beta: the share of ``atol`` the skipped mass may take). Every kept (point,
+block) entry is screened by a float32 product: an entry whose largest term lies NEAR nats below R is
+bounded, not summed; the others are evaluated exactly (float64 products, float32 exps summed in
+float64). Entries are evaluated in batches of blocks, one stacked product each. The skipped and the
+set-aside mass join the point's error bound. Before that, three checks
 estimate whether it pays, each cheaper than the next: a look at a few points against all components,
 the groups' bounds for those points (before any block is built), and a pilot of the whole procedure on
 a few more points; where one says it would not (overlapping codes, e.g. before training, or codes
@@ -66,6 +68,10 @@ FRAME_LIFT = 60.0
 but 1% of the late codes' points have one more than 80 above (a raise each, ``_sums``); terms below R
 - 27 then fall below float32's exp range, and step 5 counts them (n 2 e^-87 in units e^F, 4e-12 n
 relative to the sum)."""
+NEAR = 20.0
+"""A screened (point, block) entry whose float32 largest term lies more than NEAR nats below the point's R
+is bounded instead of summed (``_sums``): at 60,000 late codes 17% of the entries are summed, and what
+is set aside adds at most (kept terms) e^-20 of e^R, 2e-9 each."""
 RAISE_AT = 80.0
 RAISE_SUM = math.exp(RAISE_AT)
 """A block whose terms sum past e^RAISE_AT in a point's frame raises the frame (``_sums``; step 5)."""
@@ -150,6 +156,7 @@ class Blocks:
     blocks: Ball
     groups: Ball
     terms: np.ndarray  # (nb, K, LEAF) B_j about 0: [-w/2, mu_j w, kappa_j - C_j/2 - s_0, 1], 0-padded
+    screen: np.ndarray  # (nb, LEAF, K) the same transposed, float32 (the screening pass, ``_sums``)
 
     @property
     def n_blocks(self) -> int:
@@ -248,7 +255,16 @@ def build_blocks(
     terms[ids, q : q + d, slot] = mu * prec
     terms[ids, q + d, slot] = rel - 0.5 * c_j
     terms[ids, q + d + 1, slot] = 1.0
-    return Blocks(order, where, starts, np.array(group_starts), blocks, group_balls, terms)
+    return Blocks(
+        order,
+        where,
+        starts,
+        np.array(group_starts),
+        blocks,
+        group_balls,
+        terms,
+        np.ascontiguousarray(terms.transpose(0, 2, 1), dtype=np.float32),
+    )
 
 
 def _split(feats: np.ndarray, leaf: int) -> list[np.ndarray]:
@@ -349,17 +365,29 @@ class Batch:
     blocks: np.ndarray  # (B,) block ids
     rows: np.ndarray  # (B, r) each block's points, the last repeated where it has fewer than r
     valid: np.ndarray  # (B, r) the entries that are pairs (not repeats)
-    left: tuple[np.ndarray, np.ndarray, np.ndarray]  # (block slot, entry, column) of the left-out pairs
+    positions: np.ndarray  # (B, r) the entries' places in the list of pairs
+    left: tuple[np.ndarray, ...]  # (block slot, entry, column) of the left-out pairs
     partial: list[tuple[int, int]]  # (slot, size) of blocks with fewer than LEAF members
 
     def terms(self, blocks: Blocks, a: np.ndarray) -> np.ndarray:
-        """(B, r, LEAF) x = L_j - s_0 - F of the pairs (design rows ``a``, F in its last column); -inf for
-        left-out pairs and the empty places of partial blocks."""
+        """(B, r, LEAF) x = L_j - s_0 - F of the pairs (float64 design rows ``a``, F in its last column); -inf
+        for left-out pairs and the empty places of partial blocks."""
         vals = np.matmul(a[self.rows], blocks.terms[self.blocks])
         vals[self.left] = -np.inf
         for slot, size in self.partial:
             vals[slot, :, size:] = -np.inf
         return vals
+
+    def screen(self, blocks: Blocks, a32: np.ndarray) -> np.ndarray:
+        """(B, r) each entry's largest term from float32 products (design rows ``a32``), -inf where it has
+        none (members in rows: the largest is an elementwise pass, where the last axis would be a slow
+        reduction)."""
+        vals = np.matmul(blocks.screen[self.blocks], a32[self.rows].transpose(0, 2, 1))
+        slot, entry, column = self.left
+        vals[slot, column, entry] = -np.inf
+        for slot_, size in self.partial:
+            vals[slot_, size:] = -np.inf
+        return vals.max(axis=1)
 
 
 def batches(blocks: Blocks, rows: np.ndarray, at: np.ndarray, left: LeftOut, max_rows: int = BATCH_ROWS) -> list[Batch]:
@@ -391,11 +419,13 @@ def batches(blocks: Blocks, rows: np.ndarray, at: np.ndarray, left: LeftOut, max
         offset = np.minimum(np.arange(int(c.max())), c[:, None] - 1)
         mine = marked[edges[i] : edges[i + 1]]
         mb = pair_block[mine]
+        positions = at[bs][:, None] + offset
         out.append(
             Batch(
                 bs,
-                rows[at[bs][:, None] + offset],
+                rows[positions],
                 np.arange(offset.shape[1]) < c[:, None],
+                positions,
                 (slot_of[mb], mine - at[mb], left.left[rows[mine]] - blocks.starts[mb]),
                 [(j, int(sizes[b])) for j, b in enumerate(bs) if sizes[b] < LEAF],
             )
@@ -489,11 +519,11 @@ def evaluate(
             # e^-FRAME_LIFT (R is a term); a block that would take the point's exps near float32's range
             # raises it (``_sums``).
             a[:, -1] = -(sel.ref + FRAME_LIFT)
-            total, frame_abs, drift, done = _sums(blocks, sel, a, out)
+            total, far, frame_abs, drift, done = _sums(blocks, sel, a, out)
             frame = -a[:, -1]
             pairs += done + sel.candidates
             k = q + d + 2
-            skipped = sel.skipped * np.exp(sel.ref - frame)
+            skipped = sel.skipped * np.exp(sel.ref - frame) + far
             bound[p0:p1] = prune_bound(
                 total, skipped, sel.v_max, frame_abs, drift, sel.n_terms, k, blocks.terms.shape[2]
             )
@@ -505,16 +535,44 @@ def evaluate(
     return np.where(count > 0, value, -np.inf), np.where(count > 0, bound, 0.0), pairs
 
 
-def _sums(blocks: Blocks, sel: Pruned, a: np.ndarray, left: LeftOut) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _sums(
+    blocks: Blocks, sel: Pruned, a: np.ndarray, left: LeftOut
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Over each point's kept terms x = L_j - s_0 - F (design rows ``a``, F in its last column): the sum
-    of e^x in units e^F, with F raised where it must be (below); the largest |F| each point used, the
-    relative rounding of its rescalings, and the number of pairs computed."""
-    out, frame_abs, drift = np.zeros(len(a)), np.abs(a[:, -1]), np.zeros(len(a))
+    of e^x in units e^F, with F raised where it must be (``_raise``); a bound of the mass of the entries
+    the float32 screen set aside (units e^F); the largest |F| each point used, the relative rounding of
+    its rescalings, and the number of pairs computed.
+
+    Every kept (point, block) entry is first screened by a float32 product: where the block's largest
+    term lies more than NEAR nats below the point's R (most entries: the ball bounds are loose by tens of
+    nats), its terms are not summed but bounded with step 1's float32 error (step 5); the others are
+    computed again with float64 products and summed."""
+    m = len(a)
+    far, frame_abs, drift = np.zeros(m), np.abs(a[:, -1]), np.zeros(m)
     sizes = np.diff(blocks.starts)
-    ones = np.ones(LEAF, dtype=np.float32)
+    g32 = gamma(a.shape[1] + 2, UNIT_ROUNDOFF[np.dtype(np.float32)])
+    g32 /= 1 - 2 * g32
+    # (one c of step 5 for all the part's points: the largest; it moves the set-aside bound by e^c - 1 < 1%)
+    c = g32 * (float(sel.v_max.max(initial=0.0)) + 3 * float(frame_abs.max(initial=0.0)))
+    a32 = a.astype(np.float32)
+    near = np.zeros(len(sel.rows), dtype=bool)
     pairs = 0
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         for batch in batches(blocks, sel.rows, sel.block_starts, left):
+            top = batch.screen(blocks, a32).astype(np.float64)
+            close = top >= -(FRAME_LIFT + NEAR)
+            near[batch.positions[batch.valid]] = close[batch.valid]
+            # Set aside: every term x <= x^ + c + 2 gamma' |x^| <= top + 2 gamma' |top| + c (step 5, float32).
+            mass = np.exp(top + 2 * g32 * np.abs(top) + c) * sizes[batch.blocks][:, None]
+            mass[close | ~batch.valid] = 0.0
+            far += np.bincount(batch.rows.ravel(), mass.ravel(), minlength=m)
+            pairs += int((batch.valid * sizes[batch.blocks][:, None]).sum())
+        keep = np.flatnonzero(near)
+        rows = sel.rows[keep]
+        at = np.searchsorted(keep, sel.block_starts)
+        out = np.zeros(m)
+        ones = np.ones(LEAF, dtype=np.float32)
+        for batch in batches(blocks, rows, at, left):
             # float32 exps (SIMD where float64 ones are not) and block sums (a float32 product, ten times
             # faster than a float64 sum), added up in float64 (step 5)
             vals = batch.terms(blocks, a)
@@ -522,9 +580,9 @@ def _sums(blocks: Blocks, sel: Pruned, a: np.ndarray, left: LeftOut) -> tuple[np
             sums = np.exp(small, out=small) @ ones
             pairs += int((batch.valid * sizes[batch.blocks][:, None]).sum())
             if not sums.max() < RAISE_SUM:  # (the repeated entries repeat a pair's sum)
-                pairs += _raise(blocks, batch, a, vals, sums, out, frame_abs, drift)
-            out += np.bincount(batch.rows[batch.valid], sums[batch.valid], minlength=len(out))
-    return out, frame_abs, drift, pairs
+                pairs += _raise(blocks, batch, a, vals, sums, (out, far), frame_abs, drift)
+            out += np.bincount(batch.rows[batch.valid], sums[batch.valid], minlength=m)
+    return out, far, frame_abs, drift, pairs
 
 
 def _raise(
@@ -533,14 +591,14 @@ def _raise(
     a: np.ndarray,
     vals: np.ndarray,
     sums: np.ndarray,
-    out: np.ndarray,
+    totals: tuple[np.ndarray, ...],
     frame_abs: np.ndarray,
     drift: np.ndarray,
 ) -> int:
     """Where a block's terms sum past e^RAISE_AT (or overflow) in a point's frame, the frame rises by the
     largest of them over the batch and the point's sum so far is rescaled (step 5), so that every exp
-    stays below e^88; the batch's ``sums`` of those points are computed again in the new frame. Returns
-    the pairs computed again."""
+    stays below e^88; the batch's ``sums`` of those points are computed again in the new frame, and the
+    ``totals`` so far rescaled. Returns the pairs computed again."""
     slot, entry = np.nonzero(~(sums < RAISE_SUM) & batch.valid)
     raised, which = np.unique(batch.rows[slot, entry], return_inverse=True)
     rise = np.full(len(raised), -np.inf)
@@ -548,7 +606,8 @@ def _raise(
     old = a[raised, -1].copy()
     a[raised, -1] -= rise
     step = a[raised, -1] - old
-    out[raised] *= np.exp(step)
+    for total in totals:
+        total[raised] *= np.exp(step)
     drift[raised] += (np.abs(step) + EXP_ULP + 2) * UNIT_ROUNDOFF[F64]
     frame_abs[raised] = np.maximum(frame_abs[raised], np.abs(a[raised, -1]))
     flag = np.zeros(len(a), dtype=bool)
