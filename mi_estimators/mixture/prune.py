@@ -462,35 +462,47 @@ def select(
     candidate_pairs = int((np.diff(at) * sizes).sum())
     # Level 1: every point against every group. A group, then a block, is skipped where its U + log n <
     # R + cut. (The block of the term R is never skipped: its bound is at least R.)
-    units, v_max = np.full(m, float(ng)), np.zeros(m)
     kept_rows, kept_groups = [], []
     for r0 in range(0, m, chunk):
         r1 = min(r0 + chunk, m)
         u = blocks.groups.upper_bounds(z[r0:r1] - mix.centre, mix.ref)
         u -= ref[r0:r1, None]
         point, group = np.nonzero(u >= cut)
-        units[r0:r1] -= np.bincount(point, minlength=r1 - r0)
-        np.maximum.at(v_max, point + r0, blocks.groups.v_max[group])
         kept_rows.append((point + r0).astype(np.int32))
         kept_groups.append(group.astype(np.int32))
     group_rows, group_at = _by_block(kept_rows, kept_groups, ng)
-    # Level 2: the points that keep a group against its blocks.
-    n_terms = np.zeros(m)
+    group_ids = np.repeat(np.arange(ng), np.diff(group_at))
+    # Level 2: the points that keep a group against its blocks. Each group's pairs come out by block (the
+    # transposed test) and the groups in order, so that the pairs are sorted by block without a sort.
     kept_rows, kept_blocks = [], []
     n_bounds = m * (ng + nb)
     for g in map(int, np.flatnonzero(np.diff(group_at))):
         lo, hi = int(blocks.group_starts[g]), int(blocks.group_starts[g + 1])
+        found_rows, found_blocks = [], []
         for p0 in range(group_at[g], group_at[g + 1], ROWS):
             rows = group_rows[p0 : min(p0 + ROWS, group_at[g + 1])]
             u = blocks.blocks.upper_bounds(z[rows] - mix.centre, mix.ref, slice(lo, hi))
             u -= ref[rows][:, None]
-            row, block = np.nonzero(u >= cut)
-            units[rows] += (hi - lo) - np.bincount(row, minlength=len(rows))
-            n_terms[rows] += np.bincount(row, weights=sizes[lo + block], minlength=len(rows))
-            kept_rows.append(rows[row])
-            kept_blocks.append((block + lo).astype(np.int32))
+            block, row = np.nonzero((u >= cut).T)
+            found_rows.append(rows[row])
+            found_blocks.append((block + lo).astype(np.int32))
             n_bounds += u.size
-    block_rows, block_at = _by_block(kept_rows, kept_blocks, nb)
+        if len(found_rows) > 1:  # (a group kept by more than ROWS points: its pairs sorted by block)
+            found_rows, found_blocks = [np.concatenate(found_rows)], [np.concatenate(found_blocks)]
+            order = np.argsort(found_blocks[0], kind="stable")
+            found_rows, found_blocks = [found_rows[0][order]], [found_blocks[0][order]]
+        kept_rows += found_rows
+        kept_blocks += found_blocks
+    block_rows = np.concatenate(kept_rows) if kept_rows else np.zeros(0, dtype=np.int32)
+    block_ids = np.concatenate(kept_blocks) if kept_blocks else np.zeros(0, dtype=np.int32)
+    block_at = np.concatenate([[0], np.cumsum(np.bincount(block_ids, minlength=nb))])
+    n_terms = np.bincount(block_rows, weights=sizes[block_ids], minlength=m)
+    v_max = np.zeros(m)
+    np.maximum.at(v_max, group_rows, blocks.groups.v_max[group_ids])
+    # Units skipped: every group, and the blocks of the kept groups, less those kept.
+    blocks_per_group = np.diff(blocks.group_starts).astype(np.float64)
+    units = ng + np.bincount(group_rows, weights=blocks_per_group[group_ids] - 1.0, minlength=m)
+    units -= np.bincount(block_rows, minlength=m)
     # Each skipped group or block holds less than beta / (nb + ng) in units e^R (step 5).
     return Pruned(ref, units * (beta / (nb + ng)), v_max, n_terms, block_rows, block_at, n_bounds, candidate_pairs)
 
@@ -509,6 +521,8 @@ def evaluate(
     per_point = 8 * (q + d + 2) + 16 * (blocks.n_blocks + blocks.n_groups) // 8
     part = max(chunk, int(max_memory_mb * 2**20 / 2 // per_point))
     value, bound, pairs = np.empty(m), np.empty(m), 0
+    order = _locality(blocks, z, q)
+    z, left = z[order], left[order]
     with flush_to_zero():
         for p0 in range(0, m, part):
             p1 = min(p0 + part, m)
@@ -529,10 +543,22 @@ def evaluate(
             )
             with np.errstate(divide="ignore", invalid="ignore"):
                 value[p0:p1] = mix.ref + frame + np.log(total)
+    value[order], bound[order] = value.copy(), bound.copy()
     count = n - (left_out >= 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         value -= np.log(count)
     return np.where(count > 0, value, -np.inf), np.where(count > 0, bound, 0.0), pairs
+
+
+def _locality(blocks: Blocks, z: np.ndarray, q: int) -> np.ndarray:
+    """An order of the points that keeps nearby ones together (sorted by their best-estimated group), so
+    that the rows gathered for a block's products lie close in memory: at 60,000 late codes the gathers
+    of the screen took half the time of those in the callers' order."""
+    key = np.empty(len(z), dtype=np.int64)
+    for r0 in range(0, len(z), ROWS):
+        r1 = min(r0 + ROWS, len(z))
+        key[r0:r1] = np.argmax(_design(z[r0:r1], q)[:, :-1].astype(np.float32) @ blocks.groups.guess.T, axis=1)
+    return np.argsort(key, kind="stable")
 
 
 def _sums(
