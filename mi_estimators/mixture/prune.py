@@ -1,21 +1,21 @@
 """The pruned path of the mixture kernel: skip blocks of components whose bound says they cannot matter.
 
-In trained epochs a point's density is carried by the few components near it (codes far apart in
-units of their noise); the rest add less than the 1e-3-nat bound can see. Components are split (median
-splits along principal directions of their means and log-widths) into groups of ``GROUP`` blocks of
-``LEAF``. For every point an upper bound U_b(z) >= L_j(z) of all members' terms comes from a float64
-matrix product per level (step 5 of :mod:`mi_estimators.mixture.bound`): first against every group,
-then, where a group is kept, against its blocks. The point's reference R is the largest exact term of
-the blocks that a quick estimate ranks first; a group or block whose U + log n is below R +
-log(beta / units) is skipped (beta: the share of ``atol`` the skipped mass may take). Every kept (point,
-block) entry is screened by a float32 product: an entry whose largest term lies NEAR nats below R is
-bounded, not summed; the others are evaluated exactly (float64 products, float32 exps summed in
-float64). Entries are evaluated in batches of blocks, one stacked product each. The skipped and the
-set-aside mass join the point's error bound. Before that, three checks
-estimate whether it pays, each cheaper than the next: a look at a few points against all components,
-the groups' bounds for those points (before any block is built), and a pilot of the whole procedure on
-a few more points; where one says it would not (overlapping codes, e.g. before training, or codes
-whose groups keep almost every pair) the dense path runs.
+In trained epochs a point's density is carried by the few components near it (codes far apart in units
+of their noise); the rest add less than the 1e-3-nat bound can see. Components are split (median splits
+along principal directions of their means and log-widths) into groups of ``GROUP`` blocks of ``LEAF``.
+For every point an upper bound U_b(z) >= L_j(z) of all members' terms comes from a float64 matrix
+product per level (step 5 of :mod:`mi_estimators.mixture.bound`): first against every group, then, where
+a group is kept, against its blocks. The point's reference R is the largest exact term of the blocks
+that a quick estimate ranks first; a group or block whose U + log n is below R + log(beta / units) is
+skipped (beta: the share of ``atol`` the skipped mass may take). Every kept (point, block) entry is
+screened by a float32 product: an entry whose largest term lies more than NEAR nats below R is bounded, not
+summed; the others are evaluated exactly (float64 products, float32 exps summed in float64). Entries are
+evaluated in batches of blocks, one stacked product each, and the points in an order that keeps
+neighbours together. The skipped and the set-aside mass join the point's error bound. Before that, three
+checks estimate whether it pays, each cheaper than the next: a look at a few points against all
+components, the groups' bounds for those points (before any block is built), and a pilot of the whole
+procedure on a few more points; where one says it would not (overlapping codes, e.g. before training, or
+codes whose groups keep almost every pair) the dense path runs.
 ``benchmarks/README.md`` has the measurements behind the choices.
 """
 
@@ -60,13 +60,13 @@ ROWS = 2**16
 BATCH_ROWS = 4096
 """Entries (point, block) per batched product (``batches``): 2 MiB of design rows at d = 32."""
 CANDIDATES = 2
+"""Blocks per point whose exact terms give its reference R: the two best-estimated (on the late
+Fashion-MNIST codes, R lands a median 8 nats below the largest term, against 15 with one and 150 with
+the best-bounded block; 1% of the points then have a term more than 88 nats above R)."""
 GUESS_GROUPS = 8
 """Groups per point whose blocks are estimated for its candidates (``select``): at 60,000 late codes in
 ``_locality``'s order a chunk's points then estimate 12% of the blocks, and keep 2% more pairs than with
 every block estimated."""
-"""Blocks per point whose exact terms give its reference R: the two best-estimated (on the late
-Fashion-MNIST codes, R lands a median 8 nats below the largest term, against 15 with one and 150 with
-the best-bounded block; 1% of the points then have a term more than 88 nats above R)."""
 FRAME_LIFT = 60.0
 """A point's frame starts this far above its reference R: its largest term lies a median 8 nats above R,
 but 1% of the late codes' points have one more than 80 above (a raise each, ``_sums``); terms below R
@@ -530,20 +530,21 @@ def evaluate(
     m, (n, d) = len(z), mix.means.shape
     q = mix.prec.shape[1]
     left = np.where(left_out >= 0, blocks.where[np.maximum(left_out, 0)], -1)
-    # Chunks of points whose estimates of every block fit in 2 MiB; parts of points whose design rows and
-    # kept pairs (12-16 bytes each; about an eighth of the groups and blocks at most) fit in max_memory_mb.
+    # Chunks of points whose estimates of every block fit in 2 MiB; parts of points whose points, design
+    # rows (float64 and float32) and kept pairs (13-17 bytes each; about an eighth of the groups and
+    # blocks at most) fit in max_memory_mb.
     chunk = max(8, 2**21 // (8 * (blocks.n_blocks + 3 * blocks.n_groups)))
-    per_point = 8 * (q + d + 2) + 16 * (blocks.n_blocks + blocks.n_groups) // 8
+    per_point = 8 * d + 12 * (q + d + 2) + 17 * (blocks.n_blocks + blocks.n_groups) // 8
     part = max(chunk, int(max_memory_mb * 2**20 / 2 // per_point))
     value, bound, pairs = np.empty(m), np.empty(m), 0
     order = _locality(blocks, z, left, q)
-    z, left = z[order], left[order]
     with flush_to_zero():
         for p0 in range(0, m, part):
-            p1 = min(p0 + part, m)
-            out = LeftOut.of(blocks, left[p0:p1])
-            a = _design(z[p0:p1], q)
-            sel = select(blocks, mix, z[p0:p1], a, out, skip_margin(atol), chunk)
+            rows = order[p0 : p0 + part]
+            zp = z[rows]
+            out = LeftOut.of(blocks, left[rows])
+            a = _design(zp, q)
+            sel = select(blocks, mix, zp, a, out, skip_margin(atol), chunk)
             # A frame F per point in the product's last column: R + FRAME_LIFT, so that the sum is at least
             # e^-FRAME_LIFT (R is a term); a block that would take the point's exps near float32's range
             # raises it (``_sums``).
@@ -553,12 +554,11 @@ def evaluate(
             pairs += done + sel.candidates
             k = q + d + 2
             skipped = sel.skipped * np.exp(sel.ref - frame) + far
-            bound[p0:p1] = prune_bound(
+            bound[rows] = prune_bound(
                 total, skipped, sel.v_max, frame_abs, drift, sel.n_terms, k, blocks.terms.shape[2]
             )
             with np.errstate(divide="ignore", invalid="ignore"):
-                value[p0:p1] = mix.ref + frame + np.log(total)
-    value[order], bound[order] = value.copy(), bound.copy()
+                value[rows] = mix.ref + frame + np.log(total)
     count = n - (left_out >= 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         value -= np.log(count)
