@@ -597,7 +597,7 @@ def _sums(
     sizes = np.diff(blocks.starts)
     g32 = gamma(a.shape[1] + 2, UNIT_ROUNDOFF[np.dtype(np.float32)])
     g32 /= 1 - 2 * g32
-    # (one c of step 5 for all the part's points, the largest: an upper bound for each; 3e-3 on the late codes)
+    # (one c of step 5 for all the part's points, the largest: an upper bound for each; 0.02 on the late codes)
     c = g32 * (float(sel.v_max.max(initial=0.0)) + 3 * float(frame_abs.max(initial=0.0)))
     a32 = a.astype(np.float32)
     near = np.zeros(len(sel.rows), dtype=bool)
