@@ -170,6 +170,11 @@ class Blocks:
     def n_groups(self) -> int:
         return len(self.group_starts) - 1
 
+    @property
+    def group_of(self) -> np.ndarray:
+        """(nb,) each block's group."""
+        return np.repeat(np.arange(self.n_groups), np.diff(self.group_starts))
+
 
 @dataclass
 class Groups:
@@ -387,10 +392,10 @@ class Batch:
         none (members in rows: the largest is an elementwise pass, where the last axis would be a slow
         reduction)."""
         vals = np.matmul(blocks.screen[self.blocks], a32[self.rows].transpose(0, 2, 1))
-        slot, entry, column = self.left
-        vals[slot, column, entry] = -np.inf
-        for slot_, size in self.partial:
-            vals[slot_, size:] = -np.inf
+        slots, entries, columns = self.left
+        vals[slots, columns, entries] = -np.inf
+        for slot, size in self.partial:
+            vals[slot, size:] = -np.inf
         return vals.max(axis=1)
 
 
@@ -458,7 +463,7 @@ def select(
     cand_rows, cand_blocks = [], []
     # The candidate blocks: the best estimates, CANDIDATES per point, among the blocks of the groups that
     # rank among the best GUESS_GROUPS of some point of the chunk (few, for points in ``_locality``'s order).
-    group_of = np.repeat(np.arange(ng), np.diff(blocks.group_starts))
+    group_of = blocks.group_of
     for r0 in range(0, m, chunk):
         r1 = min(r0 + chunk, m)
         design = a[r0:r1, :-1].astype(np.float32)  # (float32: an estimate, not a bound)
@@ -502,12 +507,12 @@ def select(
             found_rows.append(rows[row])
             found_blocks.append((block + lo).astype(np.int32))
             n_bounds += u.size
+        rows_g, blocks_g = np.concatenate(found_rows), np.concatenate(found_blocks)
         if len(found_rows) > 1:  # (a group kept by more than ROWS points: its pairs sorted by block)
-            found_rows, found_blocks = [np.concatenate(found_rows)], [np.concatenate(found_blocks)]
-            order = np.argsort(found_blocks[0], kind="stable")
-            found_rows, found_blocks = [found_rows[0][order]], [found_blocks[0][order]]
-        kept_rows += found_rows
-        kept_blocks += found_blocks
+            order = np.argsort(blocks_g, kind="stable")
+            rows_g, blocks_g = rows_g[order], blocks_g[order]
+        kept_rows.append(rows_g)
+        kept_blocks.append(blocks_g)
     block_rows = np.concatenate(kept_rows) if kept_rows else np.zeros(0, dtype=np.int32)
     block_ids = np.concatenate(kept_blocks) if kept_blocks else np.zeros(0, dtype=np.int32)
     block_at = np.concatenate([[0], np.cumsum(np.bincount(block_ids, minlength=nb))])
@@ -570,9 +575,8 @@ def _locality(blocks: Blocks, z: np.ndarray, left: np.ndarray, q: int) -> np.nda
     products lie close in memory (at 60,000 late codes the screen's gathers took half the time of those
     in the callers' order): sorted by the group of the component a point leaves out (the one it was
     drawn from, in the estimators), else by its best-estimated group."""
-    group_of = np.repeat(np.arange(blocks.n_groups), np.diff(blocks.group_starts))
-    block = np.searchsorted(blocks.starts, left, side="right") - 1
-    key = np.where(left >= 0, group_of[np.maximum(block, 0)], 0)
+    block = LeftOut.of(blocks, left).block
+    key = np.where(block >= 0, blocks.group_of[block], 0)
     free = np.flatnonzero(left < 0)
     for r0 in range(0, len(free), ROWS):
         rows = free[r0 : r0 + ROWS]
@@ -678,11 +682,11 @@ def look(mix: Components, z: np.ndarray) -> Look:
     about the mixture's centre: a few rows of the dense work): where many pairs lie near their point's largest
     term, no bound can skip much, and neither groups nor blocks are built."""
     idx = np.unique(np.linspace(0, len(z) - 1, min(len(z), OVERLAP_POINTS)).astype(np.int64))
-    offsets = mix.means - mix.centre
+    y, offsets = z[idx] - mix.centre, mix.means - mix.centre
     lin = offsets * mix.prec
     # sum_k w (y - m)^2 = y^2 . w - 2 y . (w m) + m . (w m), y = z - c and m = mu - c (centred: few digits lost)
-    square = _design(z[idx] - mix.centre, mix.prec.shape[1])[:, : mix.prec.shape[1]] @ mix.prec.T
-    square -= 2.0 * ((z[idx] - mix.centre) @ lin.T)
+    square = _design(y, mix.prec.shape[1])[:, : mix.prec.shape[1]] @ mix.prec.T
+    square -= 2.0 * (y @ lin.T)
     square += np.einsum("ij,ij->i", offsets, lin)
     terms = mix.log_norm - mix.ref - 0.5 * square  # L_j - s_0
     top = terms.max(axis=1)
