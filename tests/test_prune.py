@@ -23,7 +23,8 @@ from mi_estimators.mixture import prune as pruning
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
 SIGMA = 0.5
 LEAF_ROOM = 2 * pruning.LEAF
-"""A set-aside entry's bound counts its block's members at its largest term: within LEAF times its mass."""
+"""A set-aside entry's bound counts its block's members at its largest term: within LEAF times its mass,
+with a factor 2 of room for the bound's rounding terms (e^(2 gamma'' |t| + c'), 1.02 on these codes)."""
 
 
 def noisy(f: np.ndarray, stds: np.ndarray, seed: int, draws: int = 1) -> tuple[np.ndarray, np.ndarray]:
